@@ -1,0 +1,113 @@
+"""``datamill recipes`` and ``datamill run``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError
+from ..pipeline.stats import Stats
+
+console = Console(stderr=True)
+out = Console()
+
+
+def recipes() -> None:
+    """List the built-in recipes."""
+    import yaml
+
+    from ..recipes.loader import builtin_recipes
+
+    table = Table("recipe", "description")
+    for name, path in builtin_recipes().items():
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        table.add_row(name, " ".join(str(data.get("description", "")).split()))
+    out.print(table)
+
+
+def run(
+    recipe: Annotated[str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: out/RECIPE).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most N source rows.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL …")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the call cache.")] = False,
+    cache: Annotated[Path | None, typer.Option(help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite).")] = None,
+    input_: Annotated[Path | None, typer.Option("--input", "-i", help="Read source rows from this file/folder instead of the recipe's source.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
+    from ..io.sources import source_from_path
+    from ..pipeline.run import arun_pipeline
+    from ..recipes.loader import load_recipe
+
+    pipeline = load_recipe(recipe, set_ or [])
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    folder = output or Path("out") / pipeline.name
+    source = source_from_path(input_) if input_ is not None else None
+    cache_arg: bool | Path = False if no_cache else (cache or True)
+
+    async def go() -> object:
+        holder: dict[str, Stats] = {}
+        task = asyncio.create_task(
+            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, on_start=lambda s: holder.setdefault("s", s))
+        )
+        if quiet:
+            return await task
+        return await _with_progress(task, holder)
+
+    result = asyncio.run(go())
+    stats: Stats = result.stats  # type: ignore[attr-defined]
+    _print_summary(result, stats, folder)
+
+
+async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -> object:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]rows"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("run", total=None, info="loading…")
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            s = holder.get("s")
+            if s is not None:
+                progress.update(
+                    bar,
+                    total=s.rows_total,
+                    completed=s.source_rows_done,
+                    info=f"calls {s.model_calls}  cached {s.cache_hits}  {s.tokens_per_second:.0f} tok/s  lost {s.failed_rows}",
+                )
+        return task.result()
+
+
+def _print_summary(result: object, stats: Stats, folder: Path) -> None:
+    stopped = getattr(result, "stopped", None)
+    out.print(
+        f"[bold green]wrote {stats.rows_done} rows[/] to {folder}  "
+        f"(model calls {stats.model_calls}, cache hits {stats.cache_hits}, "
+        f"tokens {stats.prompt_tokens}+{stats.completion_tokens}, {stats.seconds:.1f}s)"
+    )
+    for line in stats.losses():
+        out.print(f"[yellow]{line}[/]")
+    if stopped:
+        out.print(f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]")
+    if stats.rows_done == 0:
+        out.print("[red]the dataset is empty: see failures.jsonl for why every row was lost[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recipes")(recipes)
+    app.command("run")(run)

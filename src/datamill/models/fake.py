@@ -1,0 +1,102 @@
+"""A scripted, deterministic model for tests and dry runs.
+
+``FakeModel(handler)`` answers each request with ``handler(request, sample_index)``. Without a
+handler it writes a few short pseudo-sentences derived from a hash of the request, so the same
+request always gives the same text and different requests (or seeds) give different text. It
+records every request it was sent (``calls``) so tests can count model calls exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from .base import Completion, Model, ModelInfo, Request
+
+Handler = Callable[[Request, int], "str | Completion"]
+
+_WORDS = (
+    "explain describe compare list summarize outline design write suggest evaluate the a of "
+    "data model garden river market planet recipe budget engine language school music history "
+    "simple practical careful modern small local daily quick clear useful how why what which "
+    "for with about between during each process method reason example step plan idea"
+).split()
+
+
+def default_text(request: Request, index: int) -> str:
+    """Three deterministic lines of 8-12 words each, seeded by the request content."""
+    digest = hashlib.sha256((request.cache_payload() + f"#{index}").encode()).digest()
+    lines = []
+    for line_no in range(3):
+        count = 8 + digest[line_no] % 5
+        words = [_WORDS[digest[(line_no * 11 + i) % len(digest)] * (i + 1) % len(_WORDS)] for i in range(count)]
+        lines.append(" ".join(words).capitalize() + "?")
+    return "\n".join(lines)
+
+
+class FakeModel(Model):
+    """Deterministic scripted model. ``latency`` (seconds) may be a number or ``f(request)``."""
+
+    backend = "fake"
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        name: str = "fake",
+        latency: float | Callable[[Request], float] = 0.0,
+        max_concurrency: int = 64,
+        json_schema: bool = True,
+        **_: Any,
+    ) -> None:
+        self.handler = handler
+        self.name = name
+        self.latency = latency
+        self.calls: list[Request] = []
+        self._info = ModelInfo(
+            name=name,
+            identity=f"fake:{name}",
+            max_concurrency=max_concurrency,
+            raw_prompt=True,
+            json_schema=json_schema,
+            chat_template="{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+        )
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: Any) -> FakeModel:
+        return cls(name=arg or "fake", **options)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    async def generate(self, request: Request) -> list[Completion]:
+        self.calls.append(request)
+        delay = self.latency(request) if callable(self.latency) else self.latency
+        if delay:
+            await asyncio.sleep(delay)
+        out = []
+        for i in range(request.n):
+            result = self.handler(request, i) if self.handler else default_text(request, i)
+            if isinstance(result, Completion):
+                out.append(result)
+                continue
+            prompt_text = request.prompt or "".join(m["content"] for m in request.messages or ())
+            words = result.split()
+            finish = "stop"
+            if len(words) > request.max_tokens:
+                result, finish = " ".join(words[: request.max_tokens]), "length"
+            out.append(
+                Completion(
+                    text=result,
+                    finish_reason=finish,  # type: ignore[arg-type]
+                    prompt_tokens=len(prompt_text.split()),
+                    completion_tokens=min(len(words), request.max_tokens),
+                )
+            )
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())

@@ -1,0 +1,133 @@
+"""A pipeline: a source, a chain of steps, and named models. Checked before any model call.
+
+``Pipeline.check`` walks the column flow: each step's required columns must exist by the time
+rows reach it, each model a step names must be declared, step names are made unique. Errors
+name the step (position and name) and the column, and say what to do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, PipelineError
+from ..models.base import SAMPLING_FIELDS, Model
+from ..steps.base import Step
+
+if TYPE_CHECKING:
+    from ..io.sources import Source
+    from .run import RunResult
+
+
+@dataclass
+class ModelSettings:
+    """A named model of a pipeline: which model (spec or object), its backend options, and
+    sampling settings that override the tasks' defaults (e.g. two temperatures of one model)."""
+
+    spec: str | Model = "llamacpp"
+    options: dict[str, Any] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: str | Model | dict[str, Any] | ModelSettings) -> ModelSettings:
+        if isinstance(value, ModelSettings):
+            return value
+        if isinstance(value, (str, Model)):
+            return cls(spec=value)
+        if isinstance(value, dict):
+            data = dict(value)
+            spec = data.pop("spec", "llamacpp")
+            sampling = {k: data.pop(k) for k in list(data) if k in SAMPLING_FIELDS}
+            return cls(spec=spec, options=data, sampling=sampling)
+        raise ConfigError(f"a model must be a spec string or a mapping with 'spec', got {type(value).__name__}")
+
+    @property
+    def display(self) -> str:
+        return self.spec if isinstance(self.spec, str) else self.spec.info.name
+
+
+class Pipeline:
+    """``Pipeline(steps, source=..., models=...)``; ``run()``, ``preview()``, ``check()``."""
+
+    def __init__(
+        self,
+        steps: list[Step],
+        source: Source | list[dict[str, Any]] | None = None,
+        models: dict[str, Any] | str | Model | None = None,
+        *,
+        name: str = "pipeline",
+        description: str = "",
+        seed: int = 0,
+        recipe: dict[str, Any] | None = None,
+    ) -> None:
+        from ..io.sources import RowsSource
+
+        if not steps:
+            raise PipelineError("a pipeline needs at least one step")
+        for i, s in enumerate(steps, start=1):
+            if not isinstance(s, Step):
+                raise PipelineError(f"step {i} is a {type(s).__name__}, not a datamill step; wrap functions with datamill.step")
+        self.steps = steps
+        self.source = RowsSource(source) if isinstance(source, list) else source
+        if models is None:
+            models = {"default": "llamacpp"}
+        elif isinstance(models, (str, Model)):
+            models = {"default": models}
+        self.models = {k: ModelSettings.parse(v) for k, v in models.items()}
+        self.name = name
+        self.description = description
+        self.seed = seed
+        self.recipe = recipe
+        self._name_steps()
+
+    def _name_steps(self) -> None:
+        seen: Counter[str] = Counter()
+        for s in self.steps:
+            if s.name is None:
+                seen[s.kind] += 1
+                s.name = s.kind if seen[s.kind] == 1 else f"{s.kind}_{seen[s.kind]}"
+        labels = Counter(s.label for s in self.steps)
+        dup = [k for k, n in labels.items() if n > 1]
+        if dup:
+            raise PipelineError(f"two steps are named {dup[0]!r}: give each step a distinct name")
+
+    def check(self, columns: list[str]) -> list[list[str]]:
+        """Check the column flow from ``columns``; return the columns after each step."""
+        flow = []
+        available = list(columns)
+        for i, s in enumerate(self.steps, start=1):
+            for m in s.models():
+                if m not in self.models:
+                    known = ", ".join(sorted(self.models))
+                    raise PipelineError(f"step {i} ({s.label}) uses model {m!r}, which is not declared; declared models: {known}")
+            missing = [c for c in s.required_columns() if c not in available]
+            if missing:
+                have = ", ".join(available) or "(none)"
+                raise PipelineError(
+                    f"step {i} ({s.label}) needs column {missing[0]!r}, but rows only have: {have}; "
+                    "add a rename step or set the step's column parameter"
+                )
+            available = s.output_columns(available)
+            flow.append(list(available))
+        return flow
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        return self.check(columns)[-1]
+
+    # The conveniences below live in pipeline.run; imported lazily to keep this module small.
+    def run(self, output: str | None = None, **kwargs: Any) -> RunResult:
+        """Run to completion and return a :class:`~datamill.pipeline.run.RunResult`."""
+        from .run import run_pipeline
+
+        return run_pipeline(self, output, **kwargs)
+
+    async def arun(self, output: str | None = None, **kwargs: Any) -> RunResult:
+        """The same as :meth:`run`, for code that already runs an event loop."""
+        from .run import arun_pipeline
+
+        return await arun_pipeline(self, output, **kwargs)
+
+    def preview(self, n: int = 3, **kwargs: Any) -> RunResult:
+        """Run on the first ``n`` source rows without writing anything."""
+        return self.run(None, limit=n, **kwargs)

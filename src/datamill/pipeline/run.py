@@ -1,0 +1,192 @@
+"""Running a pipeline end to end: check, load models, stream, write — losing nothing.
+
+Order of work, so that every mistake a user can make fails before the first model call:
+lock the output folder → read the source → check the pipeline → build and start the models →
+run → write outputs atomically. Finished calls live in the call cache the moment they return,
+so an interrupted run resumes by running the same command again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, InputError, OutputError
+from ..io.sinks import OutputFolder
+from ..io.sources import Source
+from ..models.base import Model
+from ..models.registry import load_model
+from ..rows import Row
+from .cache import CallCache
+from .graph import ModelSettings, Pipeline
+from .runner import Budget, FailureLog, ModelHandle, Runner
+from .stats import Stats
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the rows, the counters and where they were written."""
+
+    rows: list[Row]
+    stats: Stats
+    output: Path | None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dataset(self) -> Any:
+        """The rows as a ``datasets.Dataset`` (needs the ``hf`` extra)."""
+        try:
+            import datasets
+        except ImportError as exc:
+            from ..errors import MissingDependency
+
+            raise MissingDependency("RunResult.to_dataset", "hf") from exc
+        return datasets.Dataset.from_list(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def build_models(pipeline: Pipeline, override: str | None = None) -> dict[str, tuple[Model, ModelSettings]]:
+    """One model object per distinct (spec, options); named settings share it."""
+    built: dict[str, Model] = {}
+    result: dict[str, tuple[Model, ModelSettings]] = {}
+    for name, settings in pipeline.models.items():
+        spec = override if override is not None and not isinstance(settings.spec, Model) else settings.spec
+        if isinstance(spec, Model):
+            result[name] = (spec, settings)
+            continue
+        key = json.dumps([spec, settings.options], sort_keys=True, default=str)
+        if key not in built:
+            built[key] = load_model(spec, **settings.options)
+        result[name] = (built[key], ModelSettings(spec=spec, options=settings.options, sampling=settings.sampling))
+    return result
+
+
+async def arun_pipeline(
+    pipeline: Pipeline,
+    output: str | Path | None = None,
+    *,
+    model: str | None = None,
+    limit: int | None = None,
+    cache: bool | str | Path | CallCache = True,
+    budget: Budget | None = None,
+    on_start: Callable[[Stats], None] | None = None,
+    source: Source | None = None,
+    overwrite: bool = True,
+) -> RunResult:
+    """Run ``pipeline`` and (when ``output`` is given) write the dataset folder."""
+    folder = OutputFolder(Path(output)) if output is not None else None
+    if folder is not None:
+        folder.lock()
+    models: dict[str, tuple[Model, ModelSettings]] = {}
+    started: list[Model] = []
+    failures = FailureLog(folder.failures_partial if folder is not None else None)
+    call_cache: CallCache | None = None
+    try:
+        src = source or pipeline.source
+        if src is None:
+            raise InputError("the pipeline has no source: give rows, a file or a recipe 'source'")
+        if limit is not None:
+            if limit < 1:
+                raise ConfigError(f"--limit must be at least 1, got {limit}")
+            src.limit = limit if src.limit is None else min(src.limit, limit)
+        rows = src.load()
+        pipeline.check(Source.columns(rows))
+        models = build_models(pipeline, model)
+        if cache is True:
+            call_cache = CallCache()
+        elif isinstance(cache, CallCache):
+            call_cache = cache
+        elif cache:
+            call_cache = CallCache(cache)
+
+        stats = Stats(rows_total=len(rows))
+        if on_start is not None:
+            on_start(stats)
+        semaphores: dict[int, asyncio.Semaphore] = {}
+        handles: dict[str, ModelHandle] = {}
+        for name, (m, settings) in models.items():
+            if m not in started:
+                await m.start()
+                started.append(m)
+            sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
+            handles[name] = ModelHandle(name, m, settings.sampling, call_cache, stats, budget, sem)
+        runner = Runner(handles, stats, failures, seed=pipeline.seed)
+        keyed = await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows)))
+        out_rows = [r for _, r in keyed]
+        stats.rows_done = len(out_rows)
+        failures.close()
+        summary = run_summary(pipeline, models, stats, runner.stopped, budget)
+        if folder is not None:
+            folder.write(out_rows, summary, pipeline)
+        return RunResult(out_rows, stats, folder.path if folder else None, failures.records, runner.stopped, summary)
+    finally:
+        failures.close()
+        for m in started:
+            await m.close()
+        if call_cache is not None and call_cache is not cache:
+            call_cache.close()
+        if folder is not None:
+            folder.unlock()
+
+
+def run_summary(pipeline: Pipeline, models: dict[str, tuple[Model, ModelSettings]], stats: Stats, stopped: str | None, budget: Budget | None) -> dict[str, Any]:
+    """The content of ``run.json``."""
+    data = stats.as_dict()
+    data["pipeline"] = pipeline.name
+    data["models"] = {
+        name: {"model": m.info.name, "backend": m.backend, **({"sampling": s.sampling} if s.sampling else {})}
+        for name, (m, s) in models.items()
+    }
+    data["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data["complete"] = stopped is None
+    if stopped is not None:
+        data["stopped_by"] = stopped
+    if budget is not None and hasattr(budget, "as_dict"):
+        data["budget"] = budget.as_dict()
+    return data
+
+
+def run_pipeline(pipeline: Pipeline, output: str | Path | None = None, **kwargs: Any) -> RunResult:
+    """Synchronous entry point; safe to call where an event loop already runs (Jupyter)."""
+    coro = arun_pipeline(pipeline, output, **kwargs)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="datamill-run")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["RunResult", "arun_pipeline", "run_pipeline", "OutputError"]

@@ -1,0 +1,284 @@
+"""The streaming runner.
+
+Every source row becomes its own coroutine that walks the per-row steps; a row reaches its next
+step as soon as its own call returns, so there is no batch barrier inside a step and the model
+always has work queued. Global steps split the pipeline into *segments*: all rows of a segment
+finish before the global step sees them (the only barriers).
+
+Model calls go through a :class:`ModelHandle` per named model: it applies the model's settings,
+asks the call cache first, merges identical calls in flight, bounds concurrency to what the
+backend asks for, and counts calls, hits and tokens. Failures become records (``FailureLog``).
+
+Deliberately not here: reading sources, writing outputs (``pipeline.run``), backends (``models``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import BudgetExceeded, Dropped, ModelError, ModelUnavailable, ParseError
+from ..models.base import Completion, Model, Request
+from ..rows import Row, RowKey
+from ..steps.base import Context, GlobalStep, Step
+from .cache import CallCache, call_key
+from .stats import Stats
+
+KeyedRow = tuple[RowKey, Row]
+
+
+class Budget(Protocol):
+    """A cap checked around every model call (``pipeline.budget`` implements it)."""
+
+    def before_call(self, handle: ModelHandle, request: Request) -> None: ...
+
+    def after_call(self, handle: ModelHandle, completions: list[Completion]) -> None: ...
+
+
+class ModelHandle:
+    """One named model of a pipeline: settings + cache + concurrency bound + counters."""
+
+    def __init__(
+        self,
+        name: str,
+        model: Model,
+        settings: dict[str, Any] | None,
+        cache: CallCache | None,
+        stats: Stats,
+        budget: Budget | None = None,
+        semaphore: asyncio.Semaphore | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.settings = dict(settings or {})
+        self.cache = cache
+        self.stats = stats
+        self.budget = budget
+        self._semaphore = semaphore or asyncio.Semaphore(max(1, model.info.max_concurrency))
+        self._in_flight: dict[tuple[str, int], asyncio.Future[list[Completion]]] = {}
+
+    def prepare(self, request: Request, overrides: dict[str, Any]) -> Request:
+        """Task defaults < this model's settings < the step's explicit options."""
+        return request.with_options(**self.settings).with_options(**overrides)
+
+    async def generate(self, request: Request) -> list[Completion]:
+        key = call_key(self.model.info.identity, request)
+        if self.cache is not None:
+            hit = self.cache.get(key, request.n)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return hit
+        flight_key = (key, request.n)
+        pending = self._in_flight.get(flight_key)
+        if pending is not None:  # the same call is already on its way: share its answer
+            self.stats.cache_hits += 1
+            return await asyncio.shield(pending)
+        future: asyncio.Future[list[Completion]] = asyncio.get_running_loop().create_future()
+        self._in_flight[flight_key] = future
+        try:
+            async with self._semaphore:
+                if self.budget is not None:
+                    self.budget.before_call(self, request)
+                completions = await self.model.generate(request)
+            if len(completions) != request.n:
+                raise ModelError(f"{self.name} returned {len(completions)} samples for n={request.n}", reason="wrong sample count")
+            self.stats.model_calls += 1
+            for c in completions:
+                self.stats.prompt_tokens += c.prompt_tokens
+                self.stats.completion_tokens += c.completion_tokens
+            if self.cache is not None and all(c.finish_reason != "error" for c in completions):
+                self.cache.put(key, completions)
+            if self.budget is not None:
+                self.budget.after_call(self, completions)
+            future.set_result(completions)
+            return completions
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: sharers re-raise it themselves
+            raise
+        finally:
+            self._in_flight.pop(flight_key, None)
+
+
+class FailureLog:
+    """Failure records, appended to a JSONL file as they happen (and kept for the summary)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        self._file = path.open("w", encoding="utf-8") if path is not None else None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self._file is not None:
+            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Runner:
+    """Runs segments of steps over keyed rows, streaming, and records every loss."""
+
+    def __init__(
+        self,
+        handles: dict[str, ModelHandle],
+        stats: Stats,
+        failures: FailureLog,
+        *,
+        seed: int = 0,
+        max_rows_in_flight: int | None = None,
+    ) -> None:
+        self.handles = handles
+        self.stats = stats
+        self.failures = failures
+        self.seed = seed
+        total = sum(h.model.info.max_concurrency for h in {id(h.model): h for h in handles.values()}.values())
+        self.max_rows_in_flight = max_rows_in_flight or max(32, 4 * total)
+        self.stopped: str | None = None  # why the run stopped early (a budget), if it did
+
+    # -- model access for steps ------------------------------------------------------------
+    def context(self, key: RowKey, step: Step) -> Context:
+        overrides = step.sampling() if hasattr(step, "sampling") else {}
+
+        async def generate(model: str, request: Request) -> list[Completion]:
+            handle = self.handles[model]
+            return await handle.generate(handle.prepare(request, overrides))
+
+        return Context(key, generate, lambda m: self.handles[m].model.info, seed=self.seed)
+
+    # -- the whole pipeline ----------------------------------------------------------------
+    async def run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
+        """Run all steps; global steps are barriers between streaming segments."""
+        current: Iterable[KeyedRow] = rows
+        segment: list[Step] = []
+        for step in steps + [None]:  # type: ignore[list-item]
+            if step is None or isinstance(step, GlobalStep):
+                if segment:
+                    current = await self.stream(segment, current)
+                    segment = []
+                if self.stopped is not None:
+                    return []
+                if step is not None:
+                    current = await self.run_global(step, list(current))
+            else:
+                segment.append(step)
+        result = list(current)
+        self.stats.rows_done = len(result)
+        return result
+
+    async def run_global(self, step: GlobalStep, rows: list[KeyedRow]) -> list[KeyedRow]:
+        counts = self.stats.step(step.label)
+        counts.rows_in += len(rows)
+        by_id = {id(r): k for k, r in rows}
+
+        def drop(row: Row, reason: str, detail: str | None = None) -> None:
+            self._record(step, by_id.get(id(row), ()), row, reason, detail=detail)
+
+        ctx = self.context((), step)
+        kept = await step.aprocess_all([r for _, r in rows], drop, ctx)
+        counts.rows_out += len(kept)
+        return [((i,), r) for i, r in enumerate(kept)]
+
+    async def stream(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
+        """Push every row through ``steps`` independently, at most N rows in flight."""
+        out: list[KeyedRow] = []
+        gate = asyncio.Semaphore(self.max_rows_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+        fatal: list[BaseException] = []
+
+        async def one(key: RowKey, row: Row) -> None:
+            try:
+                out.extend(await self._walk(steps, 0, key, row))
+                self.stats.source_rows_done += 1
+            except BudgetExceeded as exc:
+                fatal.append(exc)  # rows in flight finish or hit the cap themselves
+            except ModelUnavailable as exc:
+                fatal.append(exc)
+                for other in tasks:  # no point waiting for calls to a model that is gone
+                    if other is not asyncio.current_task():
+                        other.cancel()
+            except asyncio.CancelledError:
+                if not fatal:
+                    raise
+            finally:
+                gate.release()
+
+        try:
+            for key, row in rows:
+                await gate.acquire()
+                if fatal:
+                    gate.release()
+                    break
+                self.stats.rows_started += 1
+                task = asyncio.create_task(one(key, row))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(set(tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        for exc in fatal:
+            if isinstance(exc, ModelUnavailable):
+                raise exc
+        budget = next((e for e in fatal if isinstance(e, BudgetExceeded)), None)
+        if budget is not None:
+            self.stopped = str(budget)
+        out.sort(key=lambda kr: kr[0])
+        return out
+
+    async def _walk(self, steps: list[Step], index: int, key: RowKey, row: Row) -> list[KeyedRow]:
+        if index == len(steps):
+            return [(key, row)]
+        step = steps[index]
+        counts = self.stats.step(step.label)
+        counts.rows_in += 1
+        try:
+            produced = await step.process(row, self.context(key, step))
+        except (ModelUnavailable, BudgetExceeded, asyncio.CancelledError):
+            raise
+        except ParseError as exc:
+            self._record(step, key, row, exc.reason, raw=exc.raw)
+            return []
+        except Dropped as exc:
+            self._record(step, key, row, exc.reason, detail=exc.detail)
+            return []
+        except ModelError as exc:
+            self._record(step, key, row, exc.reason, detail=str(exc))
+            return []
+        except Exception as exc:  # a bug or bad data in one row must not sink the run
+            self._record(step, key, row, f"error: {type(exc).__name__}", detail=f"{exc}\n{traceback.format_exc(limit=3)}")
+            return []
+        if not produced:
+            self._record(step, key, row, "no output")
+            return []
+        counts.rows_out += len(produced)
+        if len(produced) == 1:
+            return await self._walk(steps, index + 1, key, produced[0])
+        results = await asyncio.gather(
+            *(self._walk(steps, index + 1, key + (j,), r) for j, r in enumerate(produced))
+        )
+        return [kr for part in results for kr in part]
+
+    def _record(self, step: Step, key: RowKey, row: Row, reason: str, raw: str | None = None, detail: str | None = None) -> None:
+        self.stats.record_failure(step.label, reason)
+        record: dict[str, Any] = {"step": step.label, "reason": reason, "key": list(key), "row": row}
+        if raw is not None:
+            record["raw_output"] = raw
+        if detail is not None:
+            record["detail"] = detail
+        self.failures.add(record)
+
+
+ProgressCallback = Callable[[Stats], None]

@@ -1,0 +1,254 @@
+"""YAML recipes → pipelines, validated with pydantic, errors pointing at file:line and field.
+
+A recipe::
+
+    name: instructions-basic
+    description: Prompt → question → answer (smol-course 🐢).
+    models:
+      default: llamacpp                  # a spec, or {spec: ..., temperature: ..., ...}
+    source:
+      rows: [{instruction: "..."}]       # or  path: seeds.jsonl  |  num_rows: 20
+      repeat: 4
+    steps:
+      - text_generation: {output: instruction, temperature: 1.0}
+      - text_generation: {template: "{{ instruction }}", output: response}
+      - format_sft: {}
+
+``--set a.b=value`` overrides any field before validation: top-level keys (``source.num_rows``,
+``models.default.temperature``) or a step by name (``text_generation_2.max_tokens``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
+from ..pipeline.graph import Pipeline
+from ..steps.base import Step
+from .registry import step_class
+
+
+class SourceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[dict[str, Any]] | None = None
+    path: str | None = None
+    num_rows: int | None = Field(default=None, ge=1)
+    fields: dict[str, Any] = {}
+    repeat: int = Field(default=1, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+
+    def build(self, base: Path | None) -> Source:
+        given = [k for k in ("rows", "path", "num_rows") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("source needs exactly one of rows, path, num_rows")
+        if self.rows is not None:
+            return RowsSource(self.rows, self.limit, self.repeat)
+        if self.num_rows is not None:
+            return EmptyRows(self.num_rows, self.limit, self.fields)
+        p = Path(self.path or "")
+        if base is not None and not p.is_absolute() and not p.exists():
+            p = base / p
+        return source_from_path(p, self.limit)
+
+
+class RecipeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    seed: int = 0
+    models: dict[str, Any] = {"default": "llamacpp"}
+    source: SourceSpec | None = None
+    steps: list[dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _one_key_each(cls, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, s in enumerate(steps):
+            if len(s) != 1:
+                raise ValueError(f"step {i + 1} must be a mapping with exactly one key, the step kind (e.g. '- text_generation: {{...}}')")
+        return steps
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("datamill") / "recipes" / "builtin"))
+
+
+def builtin_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
+
+
+def resolve(name_or_path: str) -> Path:
+    """A built-in recipe name or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"recipe file {p} does not exist")
+        return p
+    found = builtin_recipes().get(name_or_path)
+    if found is None:
+        known = ", ".join(builtin_recipes())
+        raise ConfigError(f"unknown recipe {name_or_path!r}: give a YAML path or one of: {known}")
+    return found
+
+
+def _line_index(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each YAML path (keys and list indices) to its 1-based line, for error messages."""
+    index: dict[tuple[Any, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        index[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                index[path + (k.value,)] = k.start_mark.line + 1
+                walk(v, path + (k.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Apply ``key.path=value`` settings (a step may be addressed by its kind or name)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: use key=value, e.g. --set source.num_rows=20")
+        parts = key.split(".")
+        value = parse_value(raw)
+        if parts[0] in RecipeSpec.model_fields:
+            target: Any = data
+            for p in parts[:-1]:
+                if isinstance(target, list):
+                    target = target[int(p)]
+                else:
+                    target = target.setdefault(p, {})
+                    if isinstance(target, str) and parts[0] == "models":  # spec string → mapping
+                        target = {"spec": target}
+                        data["models"][p] = target
+            if isinstance(target, list):
+                target[int(parts[-1])] = value
+            else:
+                target[parts[-1]] = value
+            continue
+        step_name, rest = parts[0], parts[1:]
+        if not rest:
+            raise ConfigError(f"--set {item!r}: say which parameter, e.g. --set {step_name}.temperature=0.9")
+        matches = []
+        counts: dict[str, int] = {}
+        for s in data.get("steps", []):
+            kind, params = next(iter(s.items()))
+            counts[kind] = counts.get(kind, 0) + 1
+            auto = kind if counts[kind] == 1 else f"{kind}_{counts[kind]}"
+            name = (params or {}).get("name", auto)
+            if step_name in (name, kind) and (step_name == name or counts.get(step_name, 0) == 1):
+                matches.append(s)
+        if not matches:
+            raise ConfigError(f"--set {item!r}: no field or step named {step_name!r} in the recipe")
+        for s in matches[:1]:
+            kind = next(iter(s))
+            if s[kind] is None:
+                s[kind] = {}
+            target = s[kind]
+            for p in rest[:-1]:
+                target = target.setdefault(p, {})
+            target[rest[-1]] = value
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Pipeline:
+    """Read, validate and build a recipe. Every problem is one ``ConfigError`` line."""
+    path = resolve(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping with name, source and steps")
+    return recipe_from_dict(data, overrides=overrides, path=path, text=text)
+
+
+def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, path: Path | None = None, text: str | None = None) -> Pipeline:
+    lines = _line_index(text) if text else {}
+    where_file = str(path) if path else "recipe"
+
+    def where(loc: tuple[Any, ...]) -> str:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                return f"{where_file}:{lines[loc[:n]]}"
+        return where_file
+
+    data = dict(data)
+    if overrides:
+        apply_overrides(data, overrides)
+    try:
+        spec = RecipeSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "recipe"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field; allowed: {', '.join(RecipeSpec.model_fields)}"
+            if loc and loc[0] == "source":
+                msg = f"unknown field; allowed: {', '.join(SourceSpec.model_fields)}"
+        raise ConfigError(f"{where(loc)}: {field}: {msg}") from None
+    steps: list[Step] = []
+    for i, item in enumerate(spec.steps):
+        kind, params = next(iter(item.items()))
+        loc = ("steps", i, kind)
+        cls = step_class(str(kind)) if kind is not None else step_class("")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): parameters must be a mapping, got {type(params).__name__}")
+        try:
+            steps.append(cls.model_validate(params))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or kind
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                allowed = ", ".join(k for k in cls.model_fields if k != "name")
+                msg = f"unknown parameter; allowed: {allowed}"
+            raise ConfigError(f"{where(loc + tuple(err['loc']))}: step {i + 1} ({kind}): {field}: {msg}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): {exc}") from None
+    try:
+        source = spec.source.build(path.parent if path else None) if spec.source else None
+    except ValueError as exc:
+        raise ConfigError(f"{where(('source',))}: source: {exc}") from None
+    return Pipeline(
+        steps,
+        source=source,
+        models=spec.models,
+        name=spec.name,
+        description=spec.description,
+        seed=spec.seed,
+        recipe=data,
+    )

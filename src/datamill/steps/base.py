@@ -1,0 +1,148 @@
+"""The step shape: rows in, rows out.
+
+- :class:`Step` handles one row at a time: ``await step.process(row, ctx)`` returns the rows it
+  becomes (none for a dropped row, several for an expansion). The runner streams every row
+  through the steps independently, so there is no barrier inside a step.
+- :class:`GlobalStep` sees all rows at once (dedup, Deita selection). It is the only barrier.
+- :class:`FunctionStep` turns a plain function ``row -> row | list[row] | None`` into a step.
+
+Steps are pydantic models: their parameters are validated when the step is built (from Python or
+from a recipe), with unknown parameters refused, so a bad pipeline fails before any model call.
+A step declares what it reads (:meth:`Step.required_columns`) and what it writes
+(:meth:`Step.output_columns`), which lets the pipeline check column flow up front.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import Dropped
+from ..rows import Row, RowKey
+
+if TYPE_CHECKING:
+    from ..models.base import Completion, Request
+
+
+class Context:
+    """What a step may use while processing one row: its key and the models (through the cache)."""
+
+    def __init__(
+        self,
+        key: RowKey,
+        generate: Callable[[str, Request], Awaitable[list[Completion]]],
+        model_info: Callable[[str], Any],
+        seed: int = 0,
+    ) -> None:
+        self.key = key
+        self._generate = generate
+        self._model_info = model_info
+        self.seed = seed
+
+    async def generate(self, model: str, request: Request) -> list[Completion]:
+        """Send ``request`` to the model named ``model`` (cached, counted, bounded)."""
+        return await self._generate(model, request)
+
+    def model_info(self, model: str) -> Any:
+        """The :class:`~datamill.models.base.ModelInfo` of a named model."""
+        return self._model_info(model)
+
+
+class Step(BaseModel):
+    """A per-row step. Subclasses set ``kind`` and implement :meth:`process`."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=False)
+
+    #: the name recipes use for this step type
+    kind: ClassVar[str] = ""
+    #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
+    name: str | None = None
+
+    def required_columns(self) -> list[str]:
+        """Columns every incoming row must have."""
+        return []
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        """The columns rows have after this step, given the columns they had before."""
+        return columns + [c for c in self.produces() if c not in columns]
+
+    def produces(self) -> list[str]:
+        """Columns this step adds (used by the default :meth:`output_columns`)."""
+        return []
+
+    def models(self) -> list[str]:
+        """Names of the models this step calls (empty for plain steps)."""
+        return []
+
+    async def process(self, row: Row, ctx: Context) -> list[Row]:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class GlobalStep(Step):
+    """A step that needs every row at once. Drops are reported through ``drop``."""
+
+    def process_all(
+        self, rows: list[Row], drop: Callable[[Row, str, str | None], None]
+    ) -> list[Row]:
+        raise NotImplementedError
+
+    async def aprocess_all(
+        self, rows: list[Row], drop: Callable[[Row, str, str | None], None], ctx: Context
+    ) -> list[Row]:
+        """Async form; global steps that call models (embeddings) override this one."""
+        return self.process_all(rows, drop)
+
+
+class FunctionStep(Step):
+    """Wrap ``fn(row) -> row | list[row] | None`` (sync or async) as a step.
+
+    ``None`` drops the row (recorded with reason ``"dropped by <name>"``).
+    """
+
+    kind: ClassVar[str] = "function"
+    fn: Callable[..., Any]
+    reads: list[str] = []
+    writes: list[str] = []
+
+    def required_columns(self) -> list[str]:
+        return list(self.reads)
+
+    def produces(self) -> list[str]:
+        return list(self.writes)
+
+    @property
+    def label(self) -> str:
+        return self.name or getattr(self.fn, "__name__", "function")
+
+    async def process(self, row: Row, ctx: Context) -> list[Row]:
+        result = self.fn(dict(row))
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None:
+            raise Dropped(f"dropped by {self.label}")
+        if isinstance(result, dict):
+            return [result]
+        return list(_as_rows(result))
+
+
+def _as_rows(result: Iterable[Any]) -> Iterable[Row]:
+    for item in result:
+        if not isinstance(item, dict):
+            raise TypeError(f"a step must return dicts, got {type(item).__name__}")
+        yield item
+
+
+def step(fn: Callable[..., Any] | None = None, *, reads: list[str] | None = None, writes: list[str] | None = None) -> Any:
+    """Decorator: ``@step(reads=["a"], writes=["b"])`` turns a function into a :class:`FunctionStep`."""
+
+    def wrap(f: Callable[..., Any]) -> FunctionStep:
+        return FunctionStep(fn=f, reads=reads or [], writes=writes or [])
+
+    return wrap(fn) if fn is not None else wrap

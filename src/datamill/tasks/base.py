@@ -1,0 +1,100 @@
+"""Tasks: steps that ask a model. A task turns a row into request(s) and the completions back
+into columns; it never knows which backend answers.
+
+Subclasses implement :meth:`Task.requests` and :meth:`Task.parse` (one round of calls), or
+override :meth:`Task.process` for techniques that need several dependent calls (Magpie, evolution).
+Unparsable output raises :class:`~datamill.errors.ParseError`; the runner records it with the
+raw text. Prompts live in ``tasks/templates/*.jinja2`` beside the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+
+from ..errors import ParseError
+from ..models.base import Completion, Request
+from ..rows import Row, row_seed
+from ..steps.base import Context, Step
+
+TEMPLATES = Path(__file__).parent / "templates"
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=False,
+    autoescape=False,
+)
+
+
+@cache
+def template(name: str) -> jinja2.Template:
+    """A prompt template from ``tasks/templates``."""
+    return _ENV.get_template(name)
+
+
+def render_string(source: str, **values: Any) -> str:
+    """Render an inline template (e.g. a user's ``template:`` parameter)."""
+    return _ENV.from_string(source).render(**values)
+
+
+def template_variables(source: str) -> set[str]:
+    """Names an inline template reads (to check columns before any call)."""
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+class Task(Step):
+    """A step that calls a model. Sampling fields left ``None`` keep the task's own defaults."""
+
+    model: str = "default"
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    truncated: Literal["drop", "keep"] = "drop"
+
+    def models(self) -> list[str]:
+        return [self.model]
+
+    def sampling(self) -> dict[str, Any]:
+        """Sampling options set explicitly on this step (they beat model settings)."""
+        return {
+            k: v
+            for k, v in {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p}.items()
+            if v is not None
+        }
+
+    def requests(self, row: Row, ctx: Context) -> list[Request]:
+        raise NotImplementedError
+
+    def parse(self, completions: list[list[Completion]], row: Row) -> Row | list[Row]:
+        raise NotImplementedError
+
+    async def call(self, ctx: Context, request: Request, salt: str = "", model: str | None = None) -> list[Completion]:
+        """Send one request through the cache, with this row's seed and this step's options."""
+        if request.seed is None:
+            request = request.with_options(seed=row_seed(self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + salt))
+        completions = await ctx.generate(model or self.model, request.with_options(**self.sampling()))
+        for c in completions:
+            self.check_completion(c)
+        return completions
+
+    def check_completion(self, completion: Completion) -> None:
+        """Refuse empty and (unless ``truncated: keep``) truncated completions."""
+        if not completion.text.strip():
+            raise ParseError("empty completion", completion.text)
+        if completion.finish_reason == "length" and self.truncated == "drop":
+            raise ParseError("truncated at max_tokens", completion.text)
+
+    async def process(self, row: Row, ctx: Context) -> list[Row]:
+        requests = self.requests(row, ctx)
+        results = await asyncio.gather(*(self.call(ctx, r, salt=f"#{i}") for i, r in enumerate(requests)))
+        parsed = self.parse(list(results), row)
+        if isinstance(parsed, dict):
+            return [{**row, **parsed}]
+        return [{**row, **p} for p in parsed]
