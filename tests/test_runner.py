@@ -150,6 +150,9 @@ def test_expansion_keys_keep_order_and_cache_file_is_sqlite(isolated_cache: Path
     class Split(Step):
         kind = "split"
 
+        def produces(self) -> list[str]:
+            return ["part"]
+
         async def process(self, row: dict, ctx: Context) -> list[dict]:
             return [{**row, "part": p} for p in row["text"].split()]
 

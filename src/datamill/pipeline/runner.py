@@ -60,6 +60,7 @@ class ModelHandle:
         self.budget = budget
         self._semaphore = semaphore or asyncio.Semaphore(max(1, model.info.max_concurrency))
         self._in_flight: dict[tuple[str, int], asyncio.Future[list[Completion]]] = {}
+        self._down: ModelUnavailable | None = None  # once unreachable, no further call is sent
 
     def prepare(self, request: Request, overrides: dict[str, Any]) -> Request:
         """Task defaults < this model's settings < the step's explicit options."""
@@ -81,9 +82,15 @@ class ModelHandle:
         self._in_flight[flight_key] = future
         try:
             async with self._semaphore:
+                if self._down is not None:
+                    raise self._down
                 if self.budget is not None:
                     self.budget.before_call(self, request)
-                completions = await self.model.generate(request)
+                try:
+                    completions = await self.model.generate(request)
+                except ModelUnavailable as exc:
+                    self._down = exc
+                    raise
             if len(completions) != request.n:
                 raise ModelError(f"{self.name} returned {len(completions)} samples for n={request.n}", reason="wrong sample count")
             self.stats.model_calls += 1
