@@ -40,8 +40,12 @@ def run(
     cache: Annotated[Path | None, typer.Option(help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite).")] = None,
     input_: Annotated[Path | None, typer.Option("--input", "-i", help="Read source rows from this file/folder instead of the recipe's source.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    executor: Annotated[str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray); default: start a local one.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers/shards at once (default: the cluster's CPUs).")] = None,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
+    from ..executors import get_executor
     from ..io.sources import source_from_path
     from ..pipeline.run import arun_pipeline
     from ..recipes.loader import load_recipe
@@ -52,11 +56,12 @@ def run(
     folder = output or Path("out") / pipeline.name
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)
+    runner_executor = get_executor(executor, address, **({"workers": workers} if workers else {}))
 
     async def go() -> object:
         holder: dict[str, Stats] = {}
         task = asyncio.create_task(
-            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, on_start=lambda s: holder.setdefault("s", s))
+            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, executor=runner_executor, on_start=lambda s: holder.setdefault("s", s))
         )
         if quiet:
             return await task

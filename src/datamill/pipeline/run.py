@@ -82,6 +82,7 @@ async def arun_pipeline(
     on_start: Callable[[Stats], None] | None = None,
     source: Source | None = None,
     overwrite: bool = True,
+    executor: Any = None,
 ) -> RunResult:
     """Run ``pipeline`` and (when ``output`` is given) write the dataset folder."""
     folder = OutputFolder(Path(output)) if output is not None else None
@@ -109,18 +110,24 @@ async def arun_pipeline(
         elif cache:
             call_cache = CallCache(cache)
 
+        if isinstance(executor, str):
+            from ..executors import get_executor
+
+            executor = get_executor(executor)
+        if executor is not None:  # remote workers build their own replicas from these settings
+            executor.prepare({n: s for n, (_, s) in models.items()}, str(call_cache.path) if call_cache else None, budget)
         stats = Stats(rows_total=len(rows))
         if on_start is not None:
             on_start(stats)
         semaphores: dict[int, asyncio.Semaphore] = {}
         handles: dict[str, ModelHandle] = {}
         for name, (m, settings) in models.items():
-            if m not in started:
+            if m not in started and executor is None:
                 await m.start()
                 started.append(m)
             sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
             handles[name] = ModelHandle(name, m, settings.sampling, call_cache, stats, budget, sem)
-        runner = Runner(handles, stats, failures, seed=pipeline.seed)
+        runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
         keyed = await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows)))
         out_rows = [r for _, r in keyed]
         stats.rows_done = len(out_rows)
@@ -131,6 +138,8 @@ async def arun_pipeline(
         return RunResult(out_rows, stats, folder.path if folder else None, failures.records, runner.stopped, summary)
     finally:
         failures.close()
+        if executor is not None and hasattr(executor, "close"):
+            executor.close()
         for m in started:
             await m.close()
         if call_cache is not None and call_cache is not cache:

@@ -143,7 +143,9 @@ class Runner:
         *,
         seed: int = 0,
         max_rows_in_flight: int | None = None,
+        executor: Any = None,
     ) -> None:
+        self.executor = executor  # None: stream here; else an executor's ``stream`` runs segments
         self.handles = handles
         self.stats = stats
         self.failures = failures
@@ -170,7 +172,10 @@ class Runner:
         for step in steps + [None]:  # type: ignore[list-item]
             if step is None or isinstance(step, GlobalStep):
                 if segment:
-                    current = await self.stream(segment, current)
+                    if self.executor is None:
+                        current = await self.stream(segment, current)
+                    else:
+                        current = await self.executor.stream(self, segment, list(current))
                     segment = []
                 if self.stopped is not None:
                     return []

@@ -60,6 +60,29 @@ class Stats:
             lines.append(f"{total} row{'s' if total != 1 else ''} lost at {step}: {detail}")
         return lines
 
+    _COUNTERS = ("rows_started", "source_rows_done", "model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "failed_rows")
+
+    def counters(self) -> dict[str, Any]:
+        """Plain counters, to send from a worker process to the driver."""
+        data: dict[str, Any] = {k: getattr(self, k) for k in self._COUNTERS}
+        data["failures_by_step"] = {k: dict(v) for k, v in self.failures_by_step.items()}
+        data["steps"] = {k: [v.rows_in, v.rows_out, v.failed] for k, v in self.steps.items()}
+        return data
+
+    def add(self, counters: dict[str, Any]) -> None:
+        """Add a worker's counters (from :meth:`counters`) to these."""
+        for k in self._COUNTERS:
+            setattr(self, k, getattr(self, k) + counters.get(k, 0))
+        for step, reasons in counters.get("failures_by_step", {}).items():
+            for reason, n in reasons.items():
+                self.failures[reason] += n
+                self.failures_by_step[step][reason] += n
+        for step, (rows_in, rows_out, failed) in counters.get("steps", {}).items():
+            c = self.step(step)
+            c.rows_in += rows_in
+            c.rows_out += rows_out
+            c.failed += failed
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows_done,
