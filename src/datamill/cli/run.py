@@ -61,7 +61,7 @@ def run(
     async def go() -> object:
         holder: dict[str, Stats] = {}
         task = asyncio.create_task(
-            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, executor=runner_executor, on_start=lambda s: holder.setdefault("s", s))
+            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, executor=runner_executor, on_start=lambda s: holder.update(s=s))
         )
         if quiet:
             return await task

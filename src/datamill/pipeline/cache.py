@@ -75,7 +75,7 @@ class CallCache:
         if len(rows) < n:
             return None
         return [
-            Completion(text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True)  # type: ignore[arg-type]
+            Completion(text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True)
             for _, t, f, p, c in rows
         ]
 
@@ -86,8 +86,14 @@ class CallCache:
             (key, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, now)
             for i, c in enumerate(completions)
         ]
-        with self._lock:
-            self._db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        with self._lock:  # one transaction: a kill leaves all samples of a call or none
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def __len__(self) -> int:
         with self._lock:

@@ -169,7 +169,7 @@ class Runner:
         """Run all steps; global steps are barriers between streaming segments."""
         current: Iterable[KeyedRow] = rows
         segment: list[Step] = []
-        for step in steps + [None]:  # type: ignore[list-item]
+        for step in [*steps, None]:
             if step is None or isinstance(step, GlobalStep):
                 if segment:
                     if self.executor is None:

@@ -119,7 +119,7 @@ class FunctionStep(Step):
 
     @property
     def label(self) -> str:
-        return self.name or getattr(self.fn, "__name__", "function")
+        return self.name or str(getattr(self.fn, "__name__", "function"))
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         result = self.fn(dict(row))
