@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# run reports skip the (slow to load) sentence embedder unless a test turns it back on
+os.environ.setdefault("DATAMILL_REPORT_EMBEDDINGS", "0")
 
 
 @pytest.fixture(autouse=True)

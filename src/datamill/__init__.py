@@ -5,6 +5,18 @@ default, streaming, and never losing finished work.
     p = Pipeline([TextGeneration(output="response", template="{{ instruction }}"), FormatSFT()],
                  source=[{"instruction": "What is synthetic data?"}])
     result = p.run("out/demo")
+
+The same from a notebook (``run`` works where an event loop already runs; ``await p.arun()``
+too), with a check, a preview, a forecast and a budget::
+
+    p.check()                                   # column flow; no model call
+    p.preview(2).rows                           # two source rows end to end, nothing written
+    print(p.plan())                             # calls, tokens, time and cost, from a preview
+    result = p.run("out/demo", budget=Budget(max_tokens=20_000, deadline="10m"))
+    ds = result.to_dataset()                    # a datasets.Dataset
+    push_to_hub("out/demo", "my-org/demo")      # parquet, card and report to the Hub
+
+``examples/*.ipynb`` hold the smol-course exercises as notebooks.
 """
 
 from __future__ import annotations
@@ -20,36 +32,57 @@ from .errors import (
     OutputError,
     PipelineError,
 )
+from .io.hub import Pushed, push_to_hub
 from .models.base import Completion, Model, ModelInfo, Request
 from .models.fake import FakeModel
 from .models.registry import load_model
+from .pipeline.budget import Budget
 from .pipeline.cache import CallCache
 from .pipeline.graph import ModelSettings, Pipeline
+from .pipeline.plan import Forecast
 from .pipeline.run import RunResult
+from .pricing import Price, PriceTable
 from .recipes.loader import load_recipe
 from .steps.base import FunctionStep, GlobalStep, Step, step
 from .steps.columns import Drop, Expand, Group, Keep, Rename
+from .steps.dpo import FormatDPO
+from .steps.filters import SelfInstructFilter
 from .steps.format import FormatSFT
 from .tasks.base import Task
+from .tasks.critique import CritiqueRewrite
+from .tasks.evol_instruct import EvolComplexity, EvolInstruct
+from .tasks.evol_quality import EvolQuality
+from .tasks.magpie import Magpie
+from .tasks.response_pool import ResponsePool
+from .tasks.self_instruct import SelfInstruct
 from .tasks.text_generation import TextGeneration
+from .tasks.ultrafeedback import UltraFeedback
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
     "BudgetExceeded",
     "CallCache",
     "Completion",
     "ConfigError",
+    "CritiqueRewrite",
     "DatamillError",
     "Drop",
+    "EvolComplexity",
+    "EvolInstruct",
+    "EvolQuality",
     "Expand",
     "FakeModel",
+    "Forecast",
+    "FormatDPO",
     "FormatSFT",
     "FunctionStep",
     "GlobalStep",
     "Group",
     "InputError",
     "Keep",
+    "Magpie",
     "MissingDependency",
     "Model",
     "ModelError",
@@ -59,13 +92,21 @@ __all__ = [
     "OutputError",
     "Pipeline",
     "PipelineError",
+    "Price",
+    "PriceTable",
+    "Pushed",
     "Rename",
     "Request",
+    "ResponsePool",
     "RunResult",
+    "SelfInstruct",
+    "SelfInstructFilter",
     "Step",
     "Task",
     "TextGeneration",
+    "UltraFeedback",
     "load_model",
     "load_recipe",
+    "push_to_hub",
     "step",
 ]

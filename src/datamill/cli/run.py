@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,6 +43,10 @@ def run(
     executor: Annotated[str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray); default: start a local one.")] = None,
     workers: Annotated[int | None, typer.Option(help="Ray workers/shards at once (default: the cluster's CPUs).")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", metavar="USD", help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", metavar="N", help="Stop before model calls would use more than N tokens (prompt + completion).")] = None,
+    deadline: Annotated[str | None, typer.Option(metavar="DURATION", help="Start no model call after this much wall time: 90s, 10m, 1h30m.")] = None,
+    prices: Annotated[Path | None, typer.Option(help="Price table for --max-cost (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml).")] = None,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
     from ..executors import get_executor
@@ -57,11 +61,15 @@ def run(
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)
     runner_executor = get_executor(executor, address, **({"workers": workers} if workers else {}))
+    budget = _budget(pipeline, model, max_cost, max_tokens, deadline, prices)
+    from ..pipeline.plan import fingerprint, load_forecast
+
+    forecast = load_forecast(folder, fingerprint(pipeline, limit, model, source.name if source is not None else None))
 
     async def go() -> object:
         holder: dict[str, Stats] = {}
         task = asyncio.create_task(
-            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, executor=runner_executor, on_start=lambda s: holder.update(s=s))
+            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, executor=runner_executor, on_start=lambda s: holder.update(s=s), budget=budget, forecast=forecast)
         )
         if quiet:
             return await task
@@ -70,6 +78,28 @@ def run(
     result = asyncio.run(go())
     stats: Stats = result.stats  # type: ignore[attr-defined]
     _print_summary(result, stats, folder)
+    from ..pipeline.plan import comparison_lines
+
+    for line in comparison_lines(getattr(result, "summary", {})):
+        out.print(line, highlight=False)
+    if getattr(result, "stopped", None):
+        raise typer.Exit(3)
+
+
+def _budget(pipeline: Any, model: str | None, max_cost: float | None, max_tokens: int | None, deadline: str | None, prices: Path | None) -> Any:
+    """A :class:`~datamill.pipeline.budget.Budget` for the caps given (``None`` without caps)."""
+    if max_cost is None and max_tokens is None and deadline is None:
+        return None
+    from ..pipeline.budget import Budget
+    from ..pricing import PriceTable
+
+    table = PriceTable.load(prices)
+    if max_cost is not None:
+        for name, settings in pipeline.models.items():
+            spec = model if model is not None and isinstance(settings.spec, str) else settings.spec
+            if isinstance(spec, str) and table.for_spec(spec) is None:
+                raise ConfigError(f"--max-cost: no price is known for model {name!r} ({spec}); add it to ~/.config/datamill/prices.yaml or pass --prices FILE")
+    return Budget(max_cost=max_cost, max_tokens=max_tokens, deadline=deadline, prices=table)
 
 
 async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -> object:
@@ -109,7 +139,7 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
         out.print(f"[yellow]{line}[/]")
     if stopped:
         out.print(f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]")
-    if stats.rows_done == 0:
+    if stats.rows_done == 0 and not stopped:
         out.print("[red]the dataset is empty: see failures.jsonl for why every row was lost[/]")
 
 

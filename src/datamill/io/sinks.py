@@ -3,16 +3,21 @@
     OUT/data/train-00000-of-00001.parquet   the dataset (load with datasets' "parquet" builder)
     OUT/README.md                            dataset card: recipe, models, counts, timings, citations
     OUT/run.json                             counters of the run (rows, calls, hits, tokens, losses)
+    OUT/report.json, OUT/report.png          quality report (``datamill.report``; also in the card)
     OUT/failures.jsonl                       one record per lost row: step, reason, raw output, row
 
 Every file is written under a temporary name and renamed into place, so a half-written file never
-passes as output. A lock file refuses a second run writing the same folder at the same time.
+passes as output. ``run.json`` is the completion marker: it is removed before the other files are
+replaced and written last, so a run killed while writing leaves no ``run.json`` (or the previous
+run's complete set untouched, when killed earlier). A lock file, held with ``flock`` (released by the
+kernel when a run dies, even by SIGKILL), refuses a second run writing the same folder at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +31,14 @@ if TYPE_CHECKING:
 
 LOCK = ".datamill.lock"
 DATA_FILE = "data/train-00000-of-00001.parquet"
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: fall back to the pid in the lock file
+    fcntl = None  # type: ignore[assignment]
+
+_TMP = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -63,6 +76,8 @@ def write_parquet(path: Path, rows: list[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(rows_to_table(rows), tmp)
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -70,18 +85,59 @@ class OutputFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._locked = False
+        self._lock_fd: int | None = None
 
     @property
     def failures_partial(self) -> Path:
         return self.path / f".failures.jsonl.tmp-{os.getpid()}"
 
     def lock(self) -> None:
-        from ..pipeline.run import pid_alive
-
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}") from None
+        if not self.path.is_dir():
+            raise OutputError(f"output {self.path} is a file, not a folder; choose another --output")
+        if fcntl is not None:
+            self._flock()
+        else:
+            self._pid_lock()
+        self._locked = True
+        self._remove_stale_temporaries()
+
+    def _busy(self, pid: int) -> OutputError:
+        who = f"another datamill run (pid {pid})" if pid else "another datamill run"
+        return OutputError(f"{who} is writing to {self.path}; wait for it or choose another --output")
+
+    def _flock(self) -> None:
+        lock = self.path / LOCK
+        for _ in range(10):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write to output folder {self.path}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise self._busy(pid) from None
+            try:  # the holder before us may have removed the file as we opened it: lock the live one
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._lock_fd = fd
+            return
+        raise OutputError(f"cannot lock output folder {self.path}; remove {lock} if no run is using it")
+
+    def _pid_lock(self) -> None:
+        from ..pipeline.run import pid_alive
+
         lock = self.path / LOCK
         for _ in range(2):
             try:
@@ -92,26 +148,39 @@ class OutputFolder:
                 except (OSError, ValueError):
                     pid = 0
                 if pid and pid != os.getpid() and pid_alive(pid):
-                    raise OutputError(
-                        f"another datamill run (pid {pid}) is writing to {self.path}; wait for it or choose another --output"
-                    ) from None
+                    raise self._busy(pid) from None
                 lock.unlink(missing_ok=True)  # left by a run that died: take it over
                 continue
             except OSError as exc:
                 raise OutputError(f"cannot write to output folder {self.path}: {exc.strerror}") from None
             with os.fdopen(fd, "w") as fh:
                 fh.write(str(os.getpid()))
-            self._locked = True
             return
         raise OutputError(f"cannot lock output folder {self.path}; remove {lock} if no run is using it")
 
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of runs that died (killed while writing): never output, so remove them."""
+        from ..pipeline.run import pid_alive
+
+        for folder in (self.path, self.path / "data"):
+            if not folder.is_dir():
+                continue
+            for f in folder.iterdir():
+                m = _TMP.match(f.name)
+                if m and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
+                    f.unlink(missing_ok=True)
+
     def unlock(self) -> None:
-        if self._locked:
-            (self.path / LOCK).unlink(missing_ok=True)
-            self._locked = False
         self.failures_partial.unlink(missing_ok=True)
+        if self._locked:
+            (self.path / LOCK).unlink(missing_ok=True)  # while still held: no one else's lock
+            self._locked = False
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def write(self, rows: list[Row], summary: dict[str, Any], pipeline: Pipeline) -> None:
+        (self.path / "run.json").unlink(missing_ok=True)  # the marker goes first, comes back last
         write_parquet(self.path / DATA_FILE, rows)
         for stale in (self.path / "data").glob("train-*.parquet"):
             if stale.name != Path(DATA_FILE).name:
@@ -120,11 +189,43 @@ class OutputFolder:
             os.replace(self.failures_partial, self.path / "failures.jsonl")
         else:
             write_atomic(self.path / "failures.jsonl", b"")
+        report = quality_report(self.path, rows, summary, pipeline)
+        write_atomic(self.path / "README.md", dataset_card(rows, summary, pipeline, report).encode())
         write_atomic(self.path / "run.json", (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
-        write_atomic(self.path / "README.md", dataset_card(rows, summary, pipeline).encode())
 
 
-def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline) -> str:
+_SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
+
+
+def redact(value: Any) -> Any:
+    """A copy with the values of secret-looking keys (``api_key``, ``hf_token`` …) replaced by ``***``.
+
+    Keys come from the environment, never from a recipe; this guards the card should one slip in."""
+    if isinstance(value, dict):
+        return {k: "***" if isinstance(k, str) and _SECRET_NAME.search(k) and v else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def quality_report(folder: Path, rows: list[Row], summary: dict[str, Any], pipeline: Pipeline) -> dict[str, Any] | None:
+    """Write ``report.json`` + ``report.png`` (see ``datamill.report``); never loses the dataset."""
+    try:
+        from ..report import write_report
+
+        return write_report(folder, rows, summary, name=pipeline.name)
+    except Exception:  # write_report notes metric failures itself; this guards the last resort
+        return None
+
+
+def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline, report: dict[str, Any] | None = None) -> str:
     """A Hub dataset card that records how the data was made."""
     columns: list[str] = []
     for r in rows[:100]:
@@ -168,8 +269,12 @@ def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline) -
         *step_lines,
         "",
     ]
+    if report:
+        from ..report import card_section
+
+        parts.append(card_section(report))
     if pipeline.recipe is not None:
-        parts += ["## Recipe\n", "```yaml", yaml.safe_dump(pipeline.recipe, sort_keys=False, allow_unicode=True).rstrip(), "```", ""]
+        parts += ["## Recipe\n", "```yaml", yaml.safe_dump(redact(pipeline.recipe), sort_keys=False, allow_unicode=True).rstrip(), "```", ""]
     if citations:
         parts += ["## Techniques and citations\n"]
         parts += [f"- `{t}`: {c}" for t, c in zip(techniques, citations, strict=True)]

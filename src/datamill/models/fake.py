@@ -4,12 +4,16 @@
 handler it writes a few short pseudo-sentences derived from a hash of the request, so the same
 request always gives the same text and different requests (or seeds) give different text. It
 records every request it was sent (``calls``) so tests can count model calls exactly.
+``call_log=PATH`` also appends one JSON line per call start and end to a file, so a test can count
+the calls of a run in another process (a CLI run it kills, say).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -49,9 +53,11 @@ class FakeModel(Model):
         latency: float | Callable[[Request], float] = 0.0,
         max_concurrency: int = 64,
         json_schema: bool = True,
+        call_log: str | os.PathLike[str] | None = None,
         **_: Any,
     ) -> None:
         self.handler = handler
+        self.call_log = call_log
         self.name = name
         self.latency = latency
         self.calls: list[Request] = []
@@ -74,6 +80,7 @@ class FakeModel(Model):
 
     async def generate(self, request: Request) -> list[Completion]:
         self.calls.append(request)
+        self._log("start", request)
         delay = self.latency(request) if callable(self.latency) else self.latency
         if delay:
             await asyncio.sleep(delay)
@@ -96,7 +103,19 @@ class FakeModel(Model):
                     completion_tokens=min(len(words), request.max_tokens),
                 )
             )
+        self._log("end", request)
         return out
+
+    def _log(self, event: str, request: Request) -> None:
+        """Append one line ``{"event", "pid", "n", "payload"}`` to ``call_log`` (one write)."""
+        if self.call_log is None:
+            return
+        line = json.dumps({"event": event, "pid": os.getpid(), "n": request.n, "payload": request.cache_payload()}, ensure_ascii=False)
+        fd = os.open(self.call_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

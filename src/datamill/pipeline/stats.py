@@ -16,6 +16,17 @@ class StepCounts:
 
 
 @dataclass
+class CallCounts:
+    """Model use of one step on one named model: calls sent, cache hits, tokens, seconds in calls."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
 class Stats:
     rows_started: int = 0
     source_rows_done: int = 0  #: source rows whose walk through the current segment ended
@@ -29,12 +40,17 @@ class Stats:
     failures: Counter[str] = field(default_factory=Counter)
     failures_by_step: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     steps: dict[str, StepCounts] = field(default_factory=dict)
+    usage: dict[str, dict[str, CallCounts]] = field(default_factory=dict)  #: step → model → counts
     started: float = field(default_factory=time.monotonic)
 
     def step(self, label: str) -> StepCounts:
         if label not in self.steps:
             self.steps[label] = StepCounts()
         return self.steps[label]
+
+    def calls(self, step: str, model: str) -> CallCounts:
+        """The counts of ``step``'s calls to ``model`` (made on first use)."""
+        return self.usage.setdefault(step, {}).setdefault(model, CallCounts())
 
     def record_failure(self, step: str, reason: str) -> None:
         self.failed_rows += 1
@@ -67,6 +83,7 @@ class Stats:
         data: dict[str, Any] = {k: getattr(self, k) for k in self._COUNTERS}
         data["failures_by_step"] = {k: dict(v) for k, v in self.failures_by_step.items()}
         data["steps"] = {k: [v.rows_in, v.rows_out, v.failed] for k, v in self.steps.items()}
+        data["usage"] = {step: {m: vars(c) for m, c in models.items()} for step, models in self.usage.items()}
         return data
 
     def add(self, counters: dict[str, Any]) -> None:
@@ -82,6 +99,11 @@ class Stats:
             c.rows_in += rows_in
             c.rows_out += rows_out
             c.failed += failed
+        for step, models in counters.get("usage", {}).items():
+            for model, counts in models.items():
+                mine = self.calls(step, model)
+                for k, v in counts.items():
+                    setattr(mine, k, getattr(mine, k) + v)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +117,10 @@ class Stats:
             "steps": {
                 k: {"rows_in": v.rows_in, "rows_out": v.rows_out, "failed": v.failed}
                 for k, v in self.steps.items()
+            },
+            "usage": {
+                step: {m: {**vars(c), "seconds": round(c.seconds, 3)} for m, c in models.items()}
+                for step, models in self.usage.items()
             },
             "seconds": round(self.seconds, 3),
         }

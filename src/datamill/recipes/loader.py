@@ -13,6 +13,8 @@ A recipe::
       - text_generation: {output: instruction, temperature: 1.0}
       - text_generation: {template: "{{ instruction }}", output: response}
       - format_sft: {}
+    target_rows: 100                     # optional: top up until 100 rows survive …
+    max_attempts: 400                    # … trying at most 400 source rows (pipeline/topup.py)
 
 ``--set a.b=value`` overrides any field before validation: top-level keys (``source.num_rows``,
 ``models.default.temperature``) or a step by name (``text_generation_2.max_tokens``).
@@ -20,6 +22,7 @@ A recipe::
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from ..errors import ConfigError
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
 from ..steps.base import Step
-from .registry import step_class
+from .registry import STEP_KINDS, step_class
 
 
 class SourceSpec(BaseModel):
@@ -65,6 +68,8 @@ class RecipeSpec(BaseModel):
     models: dict[str, Any] = {"default": "llamacpp"}
     source: SourceSpec | None = None
     steps: list[dict[str, Any]] = Field(min_length=1)
+    target_rows: int | None = Field(default=None, ge=1)  #: top up until this many rows survive
+    max_attempts: int | None = Field(default=None, ge=1)  #: … trying at most this many source rows
 
     @field_validator("steps")
     @classmethod
@@ -73,6 +78,39 @@ class RecipeSpec(BaseModel):
             if len(s) != 1:
                 raise ValueError(f"step {i + 1} must be a mapping with exactly one key, the step kind (e.g. '- text_generation: {{...}}')")
         return steps
+
+
+def _sampling_problem(values: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, what is allowed) for a sampling value no model accepts, or None."""
+    checks = {
+        "max_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "must be a whole number of at least 1"),
+        "temperature": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "must be a number of at least 0"),
+        "top_p": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1, "must be a number above 0 and at most 1"),
+        "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "must be a whole number"),
+    }
+    for name, (ok, allowed) in checks.items():
+        if values.get(name) is not None and not ok(values[name]):
+            return name, f"{allowed}, got {values[name]!r}"
+    return None
+
+
+def _check_models(models: dict[str, Any], where: Any) -> None:
+    """Each declared model: a known backend, sampling values a model accepts (file:line on error)."""
+    from ..models.base import Model
+    from ..models.registry import parse_spec
+    from ..pipeline.graph import ModelSettings
+
+    for name, value in models.items():
+        loc = ("models", name)
+        try:
+            settings = ModelSettings.parse(value)
+            if not isinstance(settings.spec, Model):
+                parse_spec(settings.spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{where(loc)}: models.{name}: {exc}") from None
+        problem = _sampling_problem(settings.sampling)
+        if problem:
+            raise ConfigError(f"{where(loc + (problem[0],))}: models.{name}.{problem[0]}: {problem[1]}")
 
 
 def builtin_dir() -> Path:
@@ -106,7 +144,7 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
         return index
 
     def walk(node: Any, path: tuple[Any, ...]) -> None:
-        index[path] = node.start_mark.line + 1
+        index.setdefault(path, node.start_mark.line + 1)  # a key's own line beats its value's
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 index[path + (k.value,)] = k.start_mark.line + 1
@@ -218,11 +256,18 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
             if loc and loc[0] == "source":
                 msg = f"unknown field; allowed: {', '.join(SourceSpec.model_fields)}"
         raise ConfigError(f"{where(loc)}: {field}: {msg}") from None
+    _check_models(spec.models, where)
     steps: list[Step] = []
     for i, item in enumerate(spec.steps):
         kind, params = next(iter(item.items()))
         loc = ("steps", i, kind)
-        cls = step_class(str(kind)) if kind is not None else step_class("")
+        try:
+            cls = step_class(str(kind))
+        except ConfigError as exc:
+            hint = difflib.get_close_matches(str(kind), STEP_KINDS, n=1)
+            if str(kind) in STEP_KINDS or not hint:
+                raise ConfigError(f"{where(loc)}: step {i + 1}: {exc}") from None
+            raise ConfigError(f"{where(loc)}: step {i + 1}: unknown step {kind!r}; did you mean {hint[0]!r}? Known steps: {', '.join(sorted(STEP_KINDS))}") from None
         if params is None:
             params = {}
         if not isinstance(params, dict):
@@ -239,6 +284,14 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
             raise ConfigError(f"{where(loc + tuple(err['loc']))}: step {i + 1} ({kind}): {field}: {msg}") from None
         except ConfigError as exc:
             raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): {exc}") from None
+        step = steps[-1]
+        for m in step.models():
+            if m not in spec.models:
+                declared = ", ".join(sorted(spec.models)) or "(none)"
+                raise ConfigError(f"{where(loc + ('model',))}: step {i + 1} ({kind}): model {m!r} is not declared under models; declared: {declared}")
+        problem = _sampling_problem(step.sampling() if hasattr(step, "sampling") else {})
+        if problem:
+            raise ConfigError(f"{where(loc + (problem[0],))}: step {i + 1} ({kind}): {problem[0]}: {problem[1]}")
     try:
         source = spec.source.build(path.parent if path else None) if spec.source else None
     except ValueError as exc:
@@ -251,4 +304,6 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
         description=spec.description,
         seed=spec.seed,
         recipe=data,
+        target_rows=spec.target_rows,
+        max_attempts=spec.max_attempts,
     )

@@ -16,7 +16,7 @@ STEP_KINDS: dict[str, str] = {
     "expand": "steps.columns:Expand",
     "group": "steps.columns:Group",
     "format_sft": "steps.format:FormatSFT",
-    "format_dpo": "steps.format:FormatDPO",
+    "format_dpo": "steps.dpo:FormatDPO",
     # filters
     "filter_rouge": "steps.filters:RougeFilter",
     "filter_length": "steps.filters:LengthFilter",
@@ -43,6 +43,8 @@ STEP_KINDS: dict[str, str] = {
     "dedup_exact": "steps.dedup:ExactDedup",
     "dedup_minhash": "steps.dedup:MinHashDedup",
     "dedup_embedding": "steps.dedup:EmbeddingDedup",
+    "deita_score": "steps.deita:DeitaScore",
+    "instruction_response": "steps.messages:InstructionResponse",
 }
 
 

@@ -10,11 +10,12 @@ raw text. Prompts live in ``tasks/templates/*.jinja2`` beside the code.
 from __future__ import annotations
 
 import asyncio
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+from pydantic import Field
 
 from ..errors import ParseError
 from ..models.base import Completion, Request
@@ -36,25 +37,35 @@ def template(name: str) -> jinja2.Template:
     return _ENV.get_template(name)
 
 
+@lru_cache(maxsize=256)
+def _compiled(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
+
+
 def render_string(source: str, **values: Any) -> str:
-    """Render an inline template (e.g. a user's ``template:`` parameter)."""
-    return _ENV.from_string(source).render(**values)
+    """Render an inline template (e.g. a user's ``template:`` parameter); compiled once."""
+    return _compiled(source).render(**values)
+
+
+@lru_cache(maxsize=256)
+def _variables(source: str) -> frozenset[str]:
+    from jinja2 import meta
+
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
 
 
 def template_variables(source: str) -> set[str]:
     """Names an inline template reads (to check columns before any call)."""
-    from jinja2 import meta
-
-    return set(meta.find_undeclared_variables(_ENV.parse(source)))
+    return set(_variables(source))
 
 
 class Task(Step):
     """A step that calls a model. Sampling fields left ``None`` keep the task's own defaults."""
 
     model: str = "default"
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
+    temperature: float | None = Field(default=None, ge=0, le=5)
+    max_tokens: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     truncated: Literal["drop", "keep"] = "drop"
 

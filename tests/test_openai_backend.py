@@ -1,0 +1,492 @@
+"""The OpenAI-compatible backend against the shipped test server on 127.0.0.1 (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from datamill import FakeModel, Pipeline, Request, TextGeneration
+from datamill.errors import ConfigError, ModelError, ModelUnavailable
+from datamill.models.adaptive import AdaptiveLimiter
+from datamill.models.base import Completion
+from datamill.models.openai import OpenAIModel
+from datamill.models.registry import load_model
+from datamill.testing.server import Faults, ServerThread, serve_in_thread
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def servers() -> Iterator[Any]:
+    started: list[ServerThread] = []
+
+    def start(model: FakeModel | None = None, **options: Any) -> ServerThread:
+        options.setdefault("name", "smollm")
+        server = serve_in_thread(model or FakeModel(), **options)
+        started.append(server)
+        return server
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def call(model: OpenAIModel, request: Request) -> list[Completion]:
+    try:
+        return await model.generate(request)
+    finally:
+        await model.close()
+
+
+# -- specs and options ----------------------------------------------------------------------------
+def test_spec_names_model_and_url_and_the_identity_holds_no_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
+    m = load_model("openai:gpt-4o-mini@https://api.openai.com/v1/", max_concurrency=16)
+    assert isinstance(m, OpenAIModel)
+    assert (m.model, m.base_url) == ("gpt-4o-mini", "https://api.openai.com/v1")
+    assert m.info.identity == "openai:gpt-4o-mini@https://api.openai.com/v1"
+    assert m.info.max_concurrency == 16 and m.limiter.maximum == 16
+    assert "sk-secret" not in repr(m) + repr(m.info) + m.info.identity
+    assert load_model("openai:smollm@http://127.0.0.1:8000").base_url == "http://127.0.0.1:8000/v1"  # type: ignore[attr-defined]
+    other = load_model("openai:smollm", base_url="http://10.0.0.1:9000/v1")
+    assert other.info.identity != load_model("openai:smollm@http://127.0.0.1:8000/v1").info.identity
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "message"),
+    [
+        ("openai", {}, "needs a model name"),
+        ("openai:m@ftp://host", {}, "must start with http"),
+        ("openai:m@http://h/v1", {"tiemout": 3}, "unknown openai option 'tiemout'"),
+        ("openai:m@http://h/v1", {"timeout": 0}, "timeout must be a positive"),
+        ("openai:m@http://h/v1", {"min_concurrency": 9, "max_concurrency": 4}, "min_concurrency"),
+        ("openai:m@http://h/v1", {"schema_format": "xml"}, "schema_format"),
+        ("openai:m@http://h/v1", {"base_url": "http://other/v1"}, "keep one"),
+    ],
+)
+def test_bad_options_fail_with_one_line(spec: str, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_model(spec, **options)
+    assert "\n" not in str(info.value)
+
+
+# -- the wire ---------------------------------------------------------------------------------------
+def test_chat_request_reaches_the_server_with_every_sampling_field(servers: Any) -> None:
+    fake = FakeModel(lambda r, i: f"answer {i} to {r.messages[-1]['content']}")  # type: ignore[index]
+    server = servers(fake, record_bodies=True)
+    model = OpenAIModel("smollm", server.url)
+    request = Request.chat(
+        "hello",
+        system="be brief",
+        max_tokens=33,
+        temperature=0.3,
+        top_p=0.9,
+        seed=7,
+        stop=["END"],
+        n=3,
+    )
+    out = asyncio.run(call(model, request))
+    assert [c.text for c in out] == ["answer 0 to hello", "answer 1 to hello", "answer 2 to hello"]
+    assert all(c.finish_reason == "stop" for c in out)
+    assert sum(c.completion_tokens for c in out) == 3 * 4  # the server's usage, split over samples
+    [seen] = fake.calls
+    assert seen.messages == request.messages and seen.n == 3
+    assert (seen.max_tokens, seen.temperature, seen.top_p, seen.seed, seen.stop) == (
+        33,
+        0.3,
+        0.9,
+        7,
+        ("END",),
+    )
+    [body] = server.server.bodies
+    assert body["model"] == "smollm" and "response_format" not in body
+
+
+def test_raw_prompt_goes_to_completions_untouched(servers: Any) -> None:
+    fake = FakeModel(lambda r, i: "What is a river?")
+    server = servers(fake)
+    prompt = "<|im_start|>user\n"
+    out = asyncio.run(
+        call(OpenAIModel("smollm", server.url), Request(prompt=prompt, max_tokens=20))
+    )
+    assert out[0].text == "What is a river?"
+    assert fake.calls[0].prompt == prompt and fake.calls[0].messages is None
+    assert server.stats.statuses[200] == 1
+
+
+SCHEMA = {
+    "title": "Rating",
+    "type": "object",
+    "properties": {"score": {"type": "integer"}},
+    "required": ["score"],
+}
+
+
+@pytest.mark.parametrize(
+    ("owned_by", "schema_format", "expected"),
+    [
+        (
+            "vllm",
+            "auto",
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
+            },
+        ),
+        ("llamacpp", "auto", {"type": "json_object", "schema": SCHEMA}),
+        (
+            "llamacpp",
+            "openai",
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
+            },
+        ),
+    ],
+)
+def test_json_schema_travels_in_the_form_the_server_understands(
+    servers: Any, owned_by: str, schema_format: str, expected: dict[str, Any]
+) -> None:
+    fake = FakeModel(lambda r, i: '{"score": 4}')
+    server = servers(fake, owned_by=owned_by, record_bodies=True)
+    model = OpenAIModel("smollm", server.url, schema_format=schema_format)  # type: ignore[arg-type]
+    out = asyncio.run(call(model, Request.chat("rate it", json_schema=SCHEMA)))
+    assert json.loads(out[0].text) == {"score": 4}
+    assert server.server.bodies[0]["response_format"] == expected
+    assert fake.calls[0].json_schema == SCHEMA  # the server decoded it back
+
+
+def test_llamacpp_server_is_recognised_and_tells_its_chat_template(servers: Any) -> None:
+    fake = FakeModel()
+    server = servers(fake, owned_by="llamacpp", any_model=True, record_bodies=True)
+    model = OpenAIModel("any-name-works", server.url, check_model=True)  # llama.cpp serves any name
+
+    async def go() -> str | None:
+        await model.start()
+        try:
+            await model.generate(Request(prompt="x", json_schema=SCHEMA, max_tokens=5))
+        finally:
+            await model.close()
+        return model.info.chat_template
+
+    assert asyncio.run(go()) == fake.info.chat_template
+    assert server.server.bodies[0]["json_schema"] == SCHEMA  # llama.cpp's /completions field
+
+
+def test_truncated_output_comes_back_with_finish_reason_length(servers: Any) -> None:
+    server = servers(FakeModel(lambda r, i: "one two three four five six seven"))
+    [c] = asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("go", max_tokens=3)))
+    assert c.finish_reason == "length" and c.text == "one two three"
+
+
+def test_a_server_that_ignores_n_is_asked_again_for_the_missing_samples(servers: Any) -> None:
+    fake = FakeModel()
+    server = servers(fake, ignore_n=True)
+    out = asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("q", n=3, seed=5)))
+    assert len(out) == 3 and len({c.text for c in out}) == 3
+    assert [r.seed for r in fake.calls] == [5, 5 + 7919, 5 + 2 * 7919]
+
+
+def test_embeddings_are_batched_and_ordered(servers: Any) -> None:
+    server = servers()
+    model = OpenAIModel("smollm", server.url, embed_batch_size=2)
+
+    async def go() -> list[list[float]]:
+        await model.start()
+        try:
+            return await model.embed(["red apple", "green apple", "red apple", "a bicycle"])
+        finally:
+            await model.close()
+
+    vectors = asyncio.run(go())
+    assert len(vectors) == 4 and all(len(v) == 64 for v in vectors)
+    assert vectors[0] == vectors[2] and vectors[0] != vectors[1]
+    dot = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
+    far = sum(a * b for a, b in zip(vectors[0], vectors[3], strict=True))
+    assert dot > far  # shared words → closer
+    assert server.stats.requests == 2
+
+
+# -- the API key ---------------------------------------------------------------------------------
+def test_api_key_comes_from_the_environment_and_never_shows(
+    servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = servers(api_key="sk-right-key")
+    monkeypatch.setenv("MY_KEY", "sk-right-key")
+    ok = asyncio.run(
+        call(OpenAIModel("smollm", server.url, api_key_env="MY_KEY"), Request.chat("hi"))
+    )
+    assert ok[0].text
+
+    monkeypatch.setenv("MY_KEY", "sk-wrong-key")
+    with pytest.raises(ModelUnavailable) as wrong:
+        asyncio.run(OpenAIModel("smollm", server.url, api_key_env="MY_KEY").start())
+    assert (
+        "401" in str(wrong.value)
+        and "$MY_KEY" in str(wrong.value)
+        and "sk-wrong-key" not in str(wrong.value)
+    )
+
+    monkeypatch.delenv("MY_KEY")
+    with pytest.raises(ModelUnavailable, match=r"set \$MY_KEY"):
+        asyncio.run(OpenAIModel("smollm", server.url, api_key_env="MY_KEY").start())
+
+
+# -- failing fast ------------------------------------------------------------------------------------
+def test_unreachable_server_fails_at_start_with_one_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(ModelUnavailable) as info:
+        asyncio.run(OpenAIModel("smollm", url).start())
+    assert f"cannot reach {url}: connection refused" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_model_fails_at_start_and_lists_what_is_served(servers: Any) -> None:
+    server = servers()
+    with pytest.raises(ModelUnavailable, match="does not serve model 'gpt-5'; it serves: smollm"):
+        asyncio.run(OpenAIModel("gpt-5", server.url).start())
+    # without the check, the first call's 404 stops the model for good
+    model = OpenAIModel("gpt-5", server.url, check_model=False)
+    with pytest.raises(ModelUnavailable, match="404"):
+        asyncio.run(call(model, Request.chat("x")))
+
+
+def test_a_pipeline_on_an_unreachable_endpoint_stops_before_any_row(tmp_path: Any) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    p = Pipeline(
+        [TextGeneration(output="g")],
+        source=[{"instruction": str(i)} for i in range(200)],
+        models={"default": f"openai:smollm@{url}"},
+    )
+    with pytest.raises(ModelUnavailable, match="cannot reach"):
+        p.run(tmp_path / "out")
+    assert not (tmp_path / "out" / "data").exists()
+
+
+def test_cli_reports_an_unreachable_endpoint_in_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamill.cli import main
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "run",
+                "instructions-basic",
+                "--limit",
+                "3",
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                f"openai:smollm@{url}",
+            ]
+        )
+    assert exit_info.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: cannot reach {url}: connection refused"
+    )
+
+
+def test_server_lost_mid_run_stops_the_model_instead_of_failing_each_row(servers: Any) -> None:
+    server = servers()
+    model = OpenAIModel("smollm", server.url, max_retries=2, backoff=0.01)
+
+    async def go() -> None:
+        await model.start()
+        try:
+            await model.generate(Request.chat("first"))
+            server.stop()
+            with pytest.raises(
+                ModelUnavailable, match="lost .*connection refused.*run again to resume"
+            ):
+                await model.generate(Request.chat("second"))
+            with pytest.raises(ModelUnavailable):  # later calls are refused without trying
+                await model.generate(Request.chat("third"))
+        finally:
+            await model.close()
+
+    asyncio.run(go())
+    # 1 try + 2 retries (the first may meet the pooled connection's reset), nothing for "third"
+    assert model.counters["connection refused"] + model.counters.get("connection reset", 0) == 3
+    assert model.counters["attempts"] == 1 + 3
+
+
+# -- retries ------------------------------------------------------------------------------------------
+def recording_sleep(model: OpenAIModel) -> list[float]:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    model._sleep = sleep  # type: ignore[method-assign]
+    return waits
+
+
+def test_retry_after_is_honoured(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("429-retry-after",), retry_after=2.5))
+    model = OpenAIModel("smollm", server.url, max_retries=2)
+    waits = recording_sleep(model)
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert info.value.reason == "rate limited" and info.value.retryable
+    assert waits == [2.5, 2.5]
+    assert server.stats.requests == 3 and server.stats.statuses[429] == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("429", "rate limited"),
+        ("500", "server error 500"),
+        ("503", "server error 503"),
+        ("reset", "connection reset"),
+    ],
+)
+def test_failures_are_retried_with_growing_jittered_backoff(
+    servers: Any, kind: str, reason: str
+) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=(kind,)))
+    model = OpenAIModel("smollm", server.url, max_retries=4, backoff=0.1, max_backoff=0.5)
+    waits = recording_sleep(model)
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert info.value.reason == reason and "5 tries" in str(info.value)
+    assert len(waits) == 4
+    for attempt, wait in enumerate(waits):  # equal jitter: between half and all of the cap
+        cap = min(0.5, 0.1 * 2**attempt)
+        assert cap / 2 <= wait <= cap
+    assert server.stats.requests == 5
+
+
+def test_a_timeout_is_retried_and_cuts_concurrency(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("timeout",), hang=30))
+    model = OpenAIModel(
+        "smollm", server.url, timeout=0.2, max_retries=1, backoff=0.01, max_concurrency=32
+    )
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert info.value.reason == "timeout" and "timeout option" in str(info.value)
+    assert model.limiter.limit == 8  # 32 → 16 → 8: two separate rounds, two cuts
+
+
+def test_non_retryable_errors_fail_at_once(servers: Any) -> None:
+    def handler(request: Request, i: int) -> str:
+        raise ModelError("prompt is too long for the context window", reason="request too long")
+
+    server = servers(FakeModel(handler))
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("x" * 100)))
+    assert info.value.reason == "request too long" and not info.value.retryable
+    assert server.stats.requests == 1
+
+
+def test_empty_completion_is_asked_again_once(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("empty",)))
+    [c] = asyncio.run(
+        call(OpenAIModel("smollm", server.url, empty_retries=1), Request.chat("x", seed=3))
+    )
+    assert c.text == "" and server.stats.requests == 2  # still empty: the task will record it
+
+    answers = iter(["", "now an answer"])
+    fake = FakeModel(lambda r, i: next(answers))
+    server = servers(fake)
+    [c] = asyncio.run(
+        call(OpenAIModel("smollm", server.url, empty_retries=1), Request.chat("y", seed=3))
+    )
+    assert c.text == "now an answer"
+    assert [r.seed for r in fake.calls] == [3, 3 + 7919]  # the second try is a new sample
+
+
+# -- adaptive concurrency ------------------------------------------------------------------------------
+def test_limiter_halves_once_per_round_and_probes_back_up() -> None:
+    async def go() -> None:
+        limiter = AdaptiveLimiter(16, minimum=2)
+        epochs = [await limiter.acquire() for _ in range(16)]
+        assert limiter.in_flight == 16 and limiter.limit == 16
+        for e in epochs[:4]:  # four calls of one round report overload: one cut
+            limiter.release(e, overloaded=True)
+        assert limiter.limit == 8 and limiter.cuts == 1
+        for e in epochs[4:]:
+            limiter.release(e)
+        assert limiter.in_flight == 0
+        e = await limiter.acquire()
+        limiter.release(e, overloaded=True)  # a new round: cut again
+        assert limiter.limit == 4
+        for _ in range(3):
+            e = await limiter.acquire()
+            limiter.release(e, overloaded=True)
+        assert limiter.limit == 2  # never below the minimum
+        for _ in range(200):
+            e = await limiter.acquire()
+            limiter.release(e)
+        assert limiter.limit == 16  # back at the maximum, never above it
+
+    asyncio.run(go())
+
+
+def test_limiter_queues_in_order_and_a_cancelled_waiter_leaks_no_slot() -> None:
+    async def go() -> None:
+        limiter = AdaptiveLimiter(1)
+        order: list[str] = []
+        first = await limiter.acquire()
+
+        async def wait(name: str) -> None:
+            async with limiter.slot():
+                order.append(name)
+
+        a, b, c = (asyncio.create_task(wait(n)) for n in "abc")
+        await asyncio.sleep(0)
+        b.cancel()
+        limiter.release(first)
+        await asyncio.gather(a, c)
+        assert b.cancelled() and order == ["a", "c"]
+        assert limiter.in_flight == 0
+
+    asyncio.run(go())
+
+
+def test_rate_limits_shrink_concurrency_and_recovery_grows_it_back(servers: Any) -> None:
+    server = servers(FakeModel(latency=0.005), faults=Faults(rate=0.3, kinds=("429",), seed=4))
+    model = OpenAIModel(
+        "smollm",
+        server.url,
+        max_concurrency=32,
+        min_concurrency=2,
+        backoff=0.001,
+        max_backoff=0.01,
+        max_retries=20,
+    )
+
+    async def burst(tag: str, n: int) -> None:
+        await asyncio.gather(*(model.generate(Request.chat(f"{tag} {i}")) for i in range(n)))
+
+    async def go() -> tuple[int, int]:
+        await model.start()
+        try:
+            await burst("faulty", 200)
+            low = model.limiter.limit
+            server.server.faults = Faults(rate=0.0)
+            await burst("clean", 800)  # ~500 successes lift 2 → 32
+            return low, model.limiter.limit
+        finally:
+            await model.close()
+
+    low, recovered = asyncio.run(go())
+    assert model.limiter.cuts > 0 and low < 32
+    assert recovered == 32
+    assert server.server.stats.peak_in_flight <= 32

@@ -1,0 +1,613 @@
+"""The web app's parts without a browser: drafting, form → recipe, jobs, viewer, push, CLI.
+
+Everything runs on the fake model (``fake`` spec or a FakeModel object); the browser test
+(tests/test_ui_browser.py) drives the whole app on the embedded model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from datamill import CallCache, FakeModel, FormatSFT, Pipeline, TextGeneration
+from datamill.cli import main
+from datamill.errors import ConfigError, InputError
+from datamill.recipes.loader import load_recipe, recipe_from_dict
+from datamill.ui import app, builder, drafting, viewer
+from datamill.ui.hub import check_push
+from datamill.ui.jobs import Job
+
+BIKE = "customer support for a bike shop"
+
+
+# -- drafting ----------------------------------------------------------------------------------
+def test_template_prompt_describes_the_users_not_the_data() -> None:
+    prompt = drafting.template_prompt(BIKE)
+    assert prompt.startswith(
+        "You are an AI assistant that helps users with customer support for a bike shop."
+    )
+    assert "generate" not in prompt.lower()
+
+
+@pytest.mark.parametrize(
+    ("description", "topic"),
+    [
+        ("A dataset of questions about bike repair.", "bike repair"),
+        ("Generate math word problems for kids", "math word problems for kids"),
+        ("I want to generate a dataset of conversations about tax law", "tax law"),
+        ("SFT data for an assistant for cooking", "cooking"),
+        ("iPhone troubleshooting", "iPhone troubleshooting"),
+        ("  Customer support   for a bike shop ", BIKE),
+    ],
+)
+def test_describe_topic_peels_dataset_words(description: str, topic: str) -> None:
+    assert drafting.describe_topic(description) == topic
+
+
+def test_empty_description_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match="describe the dataset"):
+        drafting.template_prompt("   ")
+    prompt, note = app.draft_template("")
+    assert prompt == "" and note.startswith("⚠") and "describe the dataset" in note
+
+
+def test_clean_model_draft_keeps_only_a_second_person_prompt() -> None:
+    raw = 'System prompt: "You are a friendly helper for bike shop customers. You answer repair questions."\n\nExample: x'
+    assert (
+        drafting.clean_model_draft(raw)
+        == "You are a friendly helper for bike shop customers. You answer repair questions."
+    )
+    assert drafting.clean_model_draft("Sure! Here is a prompt for the shop.") is None
+    assert drafting.clean_model_draft("you are short") is None
+    assert (
+        drafting.clean_model_draft(
+            "I'm here to help. You're looking for recipes and cooking times, I can help."
+        )
+        is None
+    )
+    copied = (
+        "You are an AI assistant that helps users with cooking at home. Users ask you for recipes."
+    )
+    assert drafting.clean_model_draft(copied, BIKE) is None  # the worked example, not the topic
+    assert (
+        drafting.clean_model_draft(copied.replace("cooking at home", "bike repairs"), BIKE)
+        is not None
+    )
+
+
+def test_draft_with_model_uses_the_engine_and_its_cache() -> None:
+    good = "System prompt: You are an AI assistant that helps bike shop customers with repairs, orders and returns."
+    model = FakeModel(lambda request, i: good)
+    draft = drafting.draft_with_model(BIKE, model)
+    assert draft.source == "model"
+    assert (
+        draft.text
+        == "You are an AI assistant that helps bike shop customers with repairs, orders and returns."
+    )
+    assert len(model.calls) == 1 and BIKE in model.calls[0].messages[-1]["content"]  # type: ignore[index]
+    again = drafting.draft_with_model(BIKE, model)  # same request → served by the call cache
+    assert again.text == draft.text and len(model.calls) == 1
+
+
+def test_draft_with_model_falls_back_to_the_template_when_the_answer_is_unusable() -> None:
+    model = FakeModel(lambda request, i: "Bike bike bike.")
+    draft = drafting.draft_with_model(BIKE, model)
+    assert draft.source == "template"
+    assert draft.text == drafting.template_prompt(BIKE)
+    assert "did not read as a system prompt" in draft.note
+
+
+# -- form → recipe -----------------------------------------------------------------------------
+def test_model_spec_for_each_choice(tmp_path: Path) -> None:
+    assert builder.model_spec("embedded") == "llamacpp"
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert builder.model_spec("gguf", str(gguf)) == f"llamacpp:{gguf}"
+    assert (
+        builder.model_spec("openai", url="http://127.0.0.1:8000/v1", model_name="qwen")
+        == "openai:qwen@http://127.0.0.1:8000/v1"
+    )
+    assert builder.model_spec(
+        "openai", url="https://x.example/v1", model_name="m", api_key_env="MY_KEY"
+    ) == {
+        "spec": "openai:m@https://x.example/v1",
+        "api_key_env": "MY_KEY",
+    }
+    with pytest.raises(ConfigError, match="does not exist"):
+        builder.model_spec("gguf", str(tmp_path / "missing.gguf"))
+    with pytest.raises(ConfigError, match="http"):
+        builder.model_spec("openai", url="127.0.0.1:8000", model_name="m")
+    with pytest.raises(ConfigError, match="model name"):
+        builder.model_spec("openai", url="http://127.0.0.1:8000/v1")
+    with pytest.raises(ConfigError, match="unknown model choice"):
+        builder.model_spec("gpu-please")
+
+
+def test_spec_check_rejects_bad_form_values() -> None:
+    with pytest.raises(ConfigError, match="system prompt is empty"):
+        builder.DatasetSpec(system_prompt=" ").check()
+    with pytest.raises(ConfigError, match="at least 1"):
+        builder.DatasetSpec(system_prompt="You are x.", num_rows=0).check()
+    with pytest.raises(ConfigError, match="unknown technique"):
+        builder.DatasetSpec(system_prompt="You are x.", technique="magic").check()
+    with pytest.raises(ConfigError, match="unknown dataset kind"):
+        builder.DatasetSpec(system_prompt="You are x.", kind="rlhf").check()
+
+
+def test_recipe_yaml_is_a_recipe_the_cli_loads(tmp_path: Path) -> None:
+    spec = builder.DatasetSpec(
+        system_prompt=drafting.template_prompt(BIKE),
+        technique="prompting",
+        num_rows=3,
+        model="fake",
+        max_tokens=64,
+    )
+    recipe = builder.build_recipe(spec)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(builder.recipe_yaml(recipe), encoding="utf-8")
+    loaded = load_recipe(str(path))
+    direct = recipe_from_dict(recipe)
+    assert [s.label for s in loaded.steps] == [s.label for s in direct.steps]
+    assert loaded.models["default"].spec == "fake"
+    assert loaded.source is not None and len(loaded.source.load()) == 3
+
+
+def judge_or_answer(request, i):  # type: ignore[no-untyped-def]
+    """A fake model that writes queries, answers by temperature, and rates the hotter answer worse."""
+    if request.prompt is not None:  # Magpie's pre-query prompt
+        return "How do I fix a flat tyre on my road bike?"
+    if request.json_schema is not None:  # the UltraFeedback judge (structured output)
+        return json.dumps(
+            {
+                "text_1": {"rationale": "clear steps", "rating": 5},
+                "text_2": {"rationale": "rambles", "rating": 2},
+            }
+        )
+    return f"answer at temperature {request.temperature}"
+
+
+@pytest.mark.parametrize("technique", ["magpie", "self_instruct", "prompting"])
+def test_sft_recipe_for_each_technique_runs_on_the_fake(technique: str, tmp_path: Path) -> None:
+    spec = builder.DatasetSpec(
+        system_prompt=drafting.template_prompt(BIKE),
+        description=BIKE,
+        technique=technique,
+        num_rows=4,
+        model="fake",
+        max_tokens=64,
+    )
+    result = builder.build_pipeline(spec).run(tmp_path / technique)
+    expected = (
+        3 if technique == "self_instruct" else 4
+    )  # the fake writes 3 lines: 3 queries per context
+    assert len(result.rows) == expected, result.stats.losses()
+    assert all(
+        r["messages"][0] == {"role": "system", "content": spec.system_prompt} for r in result.rows
+    )
+    assert all(r["messages"][-1]["role"] == "assistant" for r in result.rows)
+
+
+def test_recipes_are_cut_from_the_builtin_templates() -> None:
+    sp = drafting.template_prompt(BIKE)
+    magpie = builder.build_recipe(
+        builder.DatasetSpec(system_prompt=sp, technique="magpie", num_rows=7, max_tokens=300)
+    )
+    kinds = [next(iter(s)) for s in magpie["steps"]]
+    assert kinds[:3] == [
+        "magpie",
+        "filter_ends_with",
+        "filter_refusal",
+    ]  # as in the built-in magpie recipe
+    params = magpie["steps"][0]["magpie"]
+    assert (
+        params["system_prompt"] == sp
+        and params["response_max_tokens"] == 300
+        and magpie["source"] == {"num_rows": 7}
+    )
+    seeded = builder.build_recipe(
+        builder.DatasetSpec(
+            system_prompt=sp, description=BIKE, technique="self_instruct", num_rows=10
+        )
+    )
+    assert [next(iter(s)) for s in seeded["steps"]][:4] == [
+        "self_instruct",
+        "expand",
+        "filter_self_instruct",
+        "text_generation",
+    ]
+    assert (
+        seeded["source"]["rows"][0]["input"] == BIKE and seeded["source"]["repeat"] == 3
+    )  # 4 queries per context
+    dpo = builder.build_recipe(
+        builder.DatasetSpec(
+            system_prompt=sp, kind="dpo", technique="magpie", model="llamacpp:/m.gguf"
+        )
+    )
+    assert [next(iter(s)) for s in dpo["steps"]][-4:] == [
+        "response_pool",
+        "ultrafeedback",
+        "format_dpo",
+        "keep",
+    ]
+    assert dpo["steps"][0]["magpie"]["only_instruction"] is True
+    assert {m["spec"] if isinstance(m, dict) else m for m in dpo["models"].values()} == {
+        "llamacpp:/m.gguf"
+    }
+    assert (
+        dpo["models"]["a"]["temperature"] != dpo["models"]["b"]["temperature"]
+    )  # two samplers make the pool
+
+
+def test_preference_dataset_from_the_form_and_its_viewer(tmp_path: Path) -> None:
+    from datamill.pipeline.graph import ModelSettings
+
+    spec = builder.DatasetSpec(
+        system_prompt=drafting.template_prompt(BIKE),
+        kind="dpo",
+        technique="magpie",
+        num_rows=3,
+        model="fake",
+        max_tokens=64,
+    )
+    pipeline = builder.build_pipeline(spec)
+    fake = FakeModel(judge_or_answer)
+    pipeline.models = {
+        name: ModelSettings(spec=fake, sampling=s.sampling) for name, s in pipeline.models.items()
+    }
+    job = Job(pipeline, tmp_path / "dpo").start()
+    assert job.wait(60) and job.state == "done", job.error
+    view = viewer.open_folder(tmp_path / "dpo")
+    assert view.kind == "dpo" and len(view.rows) == 3
+    row = view.rows[0]
+    assert row["score_chosen"] == 5 and row["score_rejected"] == 2
+    html_row = viewer.render_row(row)
+    assert "answer at temperature 0.3" in html_row and "answer at temperature 1.1" in html_row
+    assert (
+        html_row.index("temperature 0.3")
+        < html_row.index("dm-rejected")
+        < html_row.index("temperature 1.1")
+    )
+    assert "clear steps" in html_row and "rambles" in html_row  # each side's rationale
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+def sft_pipeline(model: FakeModel, rows: int) -> Pipeline:
+    return Pipeline(
+        [
+            TextGeneration(output="question", truncated="keep"),
+            TextGeneration(template="{{ question }}", output="response"),
+            FormatSFT(instruction="question", response="response"),
+        ],
+        source=[{"instruction": f"seed {i}"} for i in range(rows)],
+        models={"default": model},
+        name="job-test",
+    )
+
+
+def test_job_runs_in_the_background_and_reports_progress(tmp_path: Path) -> None:
+    job = Job(sft_pipeline(FakeModel(latency=0.05, max_concurrency=2), 6), tmp_path / "out").start()
+    seen = []
+    while not job.wait(0.02):
+        seen.append(job.progress())
+    assert job.state == "done", job.error
+    assert any(p.state == "running" and p.total == 6 for p in seen)
+    final = job.progress()
+    assert final.fraction == 1.0 and final.text.startswith("6 rows")
+    assert (tmp_path / "out" / "data" / "train-00000-of-00001.parquet").exists()
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["rows"] == 6
+    assert job.summary_line().startswith(f"wrote 6 rows to {tmp_path / 'out'}")
+
+
+def test_cancelled_job_keeps_finished_calls_in_the_cache(
+    tmp_path: Path, isolated_cache: Path
+) -> None:
+    model = FakeModel(latency=0.1, max_concurrency=2)
+    job = Job(sft_pipeline(model, 40), tmp_path / "out").start()
+    deadline = time.monotonic() + 30
+    while (job.stats is None or job.stats.model_calls < 4) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.cancel()
+    assert job.wait(30)
+    assert job.state == "cancelled"
+    assert "cached" in job.summary_line()
+    assert not (tmp_path / "out" / ".datamill.lock").exists()
+    cache = CallCache(isolated_cache)
+    try:
+        assert len(cache) >= 4
+    finally:
+        cache.close()
+    resumed = Job(sft_pipeline(FakeModel(), 40), tmp_path / "out").start()
+    assert resumed.wait(60) and resumed.state == "done"
+    assert resumed.result is not None and resumed.result.stats.cache_hits >= 4
+
+
+def test_failed_job_reports_one_line(tmp_path: Path) -> None:
+    p = Pipeline(
+        [TextGeneration(template="{{ missing }}")],
+        source=[{"instruction": "x"}],
+        models={"default": FakeModel()},
+    )
+    job = Job(p, tmp_path / "out").start()
+    assert job.wait(30)
+    assert job.state == "failed"
+    assert "needs column 'missing'" in job.summary_line() and "\n" not in job.summary_line()
+
+
+# -- the app's handlers ----------------------------------------------------------------------------
+FORM = dict(
+    kind="sft",
+    technique="prompting",
+    model_source="fake",
+    gguf_path="",
+    url="",
+    model_name="",
+    api_key_env="",
+    max_tokens=64,
+    temperature=0.9,
+    keep_truncated=False,
+)
+
+
+def form(**changes: object) -> list[object]:
+    values = {**FORM, **changes}
+    return [BIKE, drafting.template_prompt(BIKE), *values.values()]
+
+
+def last(gen):  # type: ignore[no-untyped-def]
+    """The final update of a streaming handler."""
+    return list(gen)[-1]
+
+
+def test_preview_shows_rows_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, rows_html = last(app.run_preview(*form(), 2, 20))
+    assert 'data-state="done"' in status and "2 rows" in status
+    assert rows_html.count('class="dm-row dm-sft"') == 2
+    assert "helps users with customer support for a bike shop" in rows_html
+    assert list(tmp_path.iterdir()) == [] or not (tmp_path / "out").exists()
+
+
+def test_generate_writes_the_cli_folder_reuses_preview_calls_and_offers_downloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    last(app.run_preview(*form(), 2, 4))
+    status, rows_html, parquet, jsonl, job_id, folder = last(
+        app.run_generate(*form(), 4, str(tmp_path / "ds"))
+    )
+    assert "wrote 4 rows" in status, status
+    job = app.JOBS.get(job_id)
+    assert job is not None and job.result is not None
+    assert job.result.stats.cache_hits == 4  # the preview's two rows (question + answer each)
+    out = Path(folder)
+    for name in (
+        "data/train-00000-of-00001.parquet",
+        "run.json",
+        "failures.jsonl",
+        "README.md",
+        "recipe.yaml",
+    ):
+        assert (out / name).exists(), name
+    lines = Path(jsonl).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["messages"][0]["role"] == "system"
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(parquet).num_rows == 4
+    # the same run from the command line costs no model call: same engine, same cache
+    main(["run", str(out / "recipe.yaml"), "-o", str(tmp_path / "again"), "-q"])
+    again = json.loads((tmp_path / "again" / "run.json").read_text())
+    assert again["rows"] == 4 and again["model_calls"] == 0 and again["cache_hits"] == 8
+
+
+def test_selfinstruct_preview_is_the_start_of_the_same_run(tmp_path: Path) -> None:
+    status, rows_html = last(app.run_preview(*form(technique="self_instruct"), 2, 8))
+    assert (
+        "model calls 4" in status and rows_html.count('class="dm-row dm-sft"') == 2
+    )  # 1 context: 1 + 3 answers
+    status, *_, job_id, folder = last(
+        app.run_generate(*form(technique="self_instruct"), 8, str(tmp_path / "si"))
+    )
+    run = json.loads((Path(folder) / "run.json").read_text())
+    assert run["cache_hits"] == 4 and run["model_calls"] == 4 and run["rows"] == 6, (
+        status
+    )  # 2 contexts × 3 queries
+
+
+def test_generate_with_bad_form_shows_error_and_runs_nothing(tmp_path: Path) -> None:
+    status, *_ = last(app.run_generate(BIKE, "", *FORM.values(), 4, str(tmp_path / "x")))
+    assert "dm-error" in status and "system prompt is empty" in status
+    assert not (tmp_path / "x").exists()
+
+
+def test_default_output_folder_is_under_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, *_, folder = last(app.run_generate(*form(), 1, ""))
+    assert Path(folder).parent == Path("out") and Path(folder).name.startswith("ui-")
+    assert (tmp_path / folder / "run.json").exists(), status
+
+
+def test_stop_without_a_job() -> None:
+    assert app.stop_job("") == "no job is running"
+
+
+def test_one_folder_is_written_by_one_job_at_a_time_and_stop_stops_it(tmp_path: Path) -> None:
+    folder = tmp_path / "busy"
+    slow = app.JOBS.add(
+        Job(sft_pipeline(FakeModel(latency=0.2, max_concurrency=1), 50), folder).start()
+    )
+    try:
+        status, *_ = last(app.run_generate(*form(), 2, str(folder)))
+        assert "already writing" in status and str(folder) in status
+    finally:
+        assert app.stop_job(slow.id).startswith("stopping")
+        assert slow.wait(30)
+    assert slow.state == "cancelled"
+
+
+# -- viewer ----------------------------------------------------------------------------------------
+def test_viewer_shows_rows_failures_and_report(tmp_path: Path) -> None:
+    def answer(request, i):  # type: ignore[no-untyped-def]
+        text = request.messages[-1]["content"]
+        return "" if "seed 1" in text else f"answer to {text}"
+
+    sft_pipeline(FakeModel(answer), 3).run(tmp_path / "out")
+    (tmp_path / "out" / "report.json").write_text(
+        json.dumps({"rows": 2, "fields": {"question": {"count": 2, "distinct_2": 0.81}}})
+    )
+    (tmp_path / "out" / "report").mkdir()
+    (tmp_path / "out" / "report" / "lengths.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    md, rows, first, table, failures, report, chart, index = app.open_view(str(tmp_path / "out"))
+    assert "2 rows (sft)" in md and "1 row lost at text_generation: 1 empty completion" in md
+    assert len(rows) == 2 and "answer to seed 0" in first
+    assert list(table.columns)[:2] == ["instruction", "question"]
+    assert len(failures) == 1 and failures.iloc[0]["reason"] == "empty completion"
+    assert "0.81" in report and "question" in report
+    assert chart is not None and chart.endswith("report.png")  # the report's own plot comes first
+    assert "other charts in the folder: `report/lengths.png`" in report
+    html_row, i, label = app.show_row(rows, index, 1)
+    assert i == 1 and label == "row 2 of 2" and "answer to seed 2" in html_row
+    assert app.show_row(rows, 1, 1)[1] == 1  # stays on the last row
+
+
+def test_viewer_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such folder"):
+        viewer.open_folder(tmp_path / "nope")
+    with pytest.raises(InputError, match="not a datamill output folder"):
+        viewer.open_folder(tmp_path)
+    md, *_ = app.open_view(str(tmp_path))
+    assert md.startswith("⚠") and "not a datamill output folder" in md
+
+
+def test_preference_rows_render_side_by_side_and_escaped() -> None:
+    row = {
+        "prompt": "How do I fix a flat <tyre>?",
+        "chosen": [
+            {"role": "user", "content": "How do I fix a flat <tyre>?"},
+            {"role": "assistant", "content": "Patch the tube."},
+        ],
+        "rejected": [
+            {"role": "user", "content": "How do I fix a flat <tyre>?"},
+            {"role": "assistant", "content": "<script>x</script>"},
+        ],
+        "chosen_rating": 5,
+        "rejected_rating": 2,
+        "ratings": [5, 2],
+        "rationales": ["clear and correct", "not an answer"],
+        "chosen_index": 0,
+        "rejected_index": 1,
+        "chosen_model": "a (smol)",
+    }
+    assert viewer.row_kind([row]) == "dpo"
+    html_row = viewer.render_row(row)
+    assert "<script>" not in html_row and "&lt;script&gt;" in html_row
+    assert (
+        html_row.index("dm-chosen")
+        < html_row.index("Patch the tube.")
+        < html_row.index("dm-rejected")
+    )
+    assert "score 5" in html_row and "score 2" in html_row
+    assert "clear and correct" in html_row and "not an answer" in html_row
+    assert "How do I fix a flat &lt;tyre&gt;?" in html_row and "a (smol)" in html_row
+
+
+def test_row_kinds() -> None:
+    assert viewer.row_kind([{"messages": [{"role": "user", "content": "x"}]}]) == "sft"
+    assert viewer.row_kind([{"instruction": "x", "response": "y"}]) == "sft"
+    assert viewer.row_kind([{"a": 1}]) == "table"
+    assert viewer.row_kind([]) == "table"
+
+
+# -- push ------------------------------------------------------------------------------------------
+def test_push_checks_before_any_network_call(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nothing to push"):
+        check_push("")
+    with pytest.raises(ConfigError, match="no data/ folder"):
+        check_push(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert check_push(tmp_path) == tmp_path
+    message = app.push_to_hub(str(tmp_path), "", "hf_x", True)
+    assert "dm-error" in message and "give the dataset repository" in message
+
+
+def test_push_without_network_fails_with_one_clear_line(tmp_path: Path) -> None:
+    sft_pipeline(FakeModel(), 1).run(tmp_path / "out")
+    message = app.push_to_hub(str(tmp_path / "out"), "alice/bikes", "hf_not_a_real_token", True)
+    assert message.startswith('<span class="dm-error"') and "push to alice/bikes failed:" in message
+    assert "\n" not in message and "Traceback" not in message
+    assert "offline mode is on" in message or "cannot reach the Hub" in message
+    bad = app.push_to_hub(str(tmp_path / "out"), "not a repo!", "hf_x", True)
+    assert "is not a Hub repository id" in bad
+
+
+# -- the Blocks and the command ----------------------------------------------------------------------
+def test_build_app_wires_the_screens() -> None:
+    demo = app.build_app()
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    for needed in (
+        "description",
+        "draft-btn",
+        "draft-model-btn",
+        "system-prompt",
+        "preview-btn",
+        "generate-btn",
+        "download-parquet",
+        "download-jsonl",
+        "push-btn",
+        "view-folder",
+        "view-row",
+        "view-failures",
+        "view-report",
+    ):
+        assert needed in ids, needed
+
+
+def test_cli_ui_help_and_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["ui", "--help"])  # help exits quietly in the non-standalone entry point
+    text = capsys.readouterr().out
+    assert "--port" in text and "--host" in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ui", "--port", "70000"])
+    assert exit_info.value.code == 2
+    assert "--port must be between 1 and 65535" in capsys.readouterr().err
+
+
+def test_datamill_ui_serves_on_localhost_and_prints_its_url(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from datamill.cli import main; main()", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the server is up (or the process ends)
+        assert line.startswith(f"datamill ui running at http://127.0.0.1:{port}/"), (
+            line + proc.stdout.read()
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as page:
+            assert page.status == 200 and "datamill" in page.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # handled like Ctrl-C: the server closes
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
