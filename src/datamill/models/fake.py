@@ -29,7 +29,7 @@ _WORDS = (
 ).split()
 
 
-def default_text(request: Request, index: int) -> str:
+def _default_lines(request: Request, index: int) -> str:
     """Three deterministic lines of 8-12 words each, seeded by the request content."""
     digest = hashlib.sha256((request.cache_payload() + f"#{index}").encode()).digest()
     lines = []
@@ -38,6 +38,47 @@ def default_text(request: Request, index: int) -> str:
         words = [_WORDS[digest[(line_no * 11 + i) % len(digest)] * (i + 1) % len(_WORDS)] for i in range(count)]
         lines.append(" ".join(words).capitalize() + "?")
     return "\n".join(lines)
+
+
+def schema_instance(schema: dict[str, Any], digest: bytes, depth: int = 0) -> Any:
+    """A deterministic value that satisfies the JSON schemas tasks send (objects, arrays with
+    min/max items, enums, bounded numbers, strings), picked by the bytes of ``digest``."""
+    pick = digest[depth % len(digest)]
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][pick % len(schema["enum"])]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return schema_instance(schema[key][0], digest, depth + 1)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {name: schema_instance(sub, digest, depth + 1 + i) for i, (name, sub) in enumerate(schema.get("properties", {}).items())}
+    if kind == "array":
+        low = schema.get("minItems", 1)
+        high = schema.get("maxItems", max(low, 3))
+        count = low + pick % (high - low + 1)
+        return [schema_instance(schema.get("items", {}), digest, depth + 1 + i) for i in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", 1)
+        high = schema.get("maximum", low + 4)
+        return int(low + pick % (int(high - low) + 1))
+    if kind == "boolean":
+        return bool(pick % 2)
+    if kind == "null":
+        return None
+    return " ".join(_WORDS[(pick + 7 * i) % len(_WORDS)] for i in range(3 + pick % 4)).capitalize()
+
+
+def default_text(request: Request, index: int) -> str:
+    """Deterministic text seeded by the request content: a JSON value that satisfies
+    ``request.json_schema`` when one is given, else three lines of 8-12 words."""
+    if request.json_schema is not None:
+        digest = hashlib.sha256((request.cache_payload() + f"#{index}").encode()).digest()
+        return json.dumps(schema_instance(request.json_schema, digest))
+    return _default_lines(request, index)
 
 
 class FakeModel(Model):
@@ -93,7 +134,7 @@ class FakeModel(Model):
             prompt_text = request.prompt or "".join(m["content"] for m in request.messages or ())
             words = result.split()
             finish = "stop"
-            if len(words) > request.max_tokens:
+            if len(words) > request.max_tokens and request.json_schema is None:
                 result, finish = " ".join(words[: request.max_tokens]), "length"
             out.append(
                 Completion(

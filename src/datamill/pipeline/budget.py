@@ -11,7 +11,8 @@ marks ``run.json`` ``complete: false`` with ``stopped_by``. The same command res
 How a call is estimated before it is sent:
 
 - prompt tokens: counted with the model's own tokenizer (``Model.count_tokens``) on the prompt,
-  or on the chat messages rendered with the model's chat template when it has one;
+  or on the chat as the model sees it (the backend's ``render(request)`` when it has one, else
+  the messages rendered with the model's chat template, else their contents);
 - completion tokens: ``max_tokens × n`` (the worst case) until three calls to the same model
   with the same ``max_tokens`` have returned; from then on the mean completion those calls
   actually wrote (never above ``max_tokens``), times ``n``;
@@ -109,6 +110,12 @@ def prompt_tokens(model: Model, request: Request) -> int:
     """Prompt tokens of ``request`` counted with ``model``'s tokenizer (and chat template)."""
     if request.prompt is not None:
         return model.count_tokens(request.prompt)
+    render = getattr(model, "render", None)  # a backend that renders its own chats (llamacpp)
+    if callable(render):
+        try:
+            return model.count_tokens(str(render(request)))
+        except Exception:  # no template after all: count as below
+            pass
     messages = request.messages or ()
     rendered = render_chat(model.info.chat_template, messages)
     if rendered is not None:

@@ -77,18 +77,23 @@ class CallCache:
 
     def get(self, key: str, n: int) -> list[Completion] | None:
         """All ``n`` samples of ``key``, or ``None`` when any is missing."""
+        found = self.get_partial(key, n)
+        if len(found) < n:
+            return None
+        return [found[i] for i in range(n)]
+
+    def get_partial(self, key: str, n: int) -> dict[int, Completion]:
+        """The samples of ``key`` below index ``n`` that are stored, by index."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT idx, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
                 "WHERE key = ? AND idx < ? ORDER BY idx",
                 (key, n),
             ).fetchall()
-        if len(rows) < n:
-            return None
-        return [
-            Completion(text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True)
-            for _, t, f, p, c in rows
-        ]
+        return {
+            i: Completion(text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True)
+            for i, t, f, p, c in rows
+        }
 
     def put(self, key: str, completions: list[Completion]) -> None:
         """Store samples 0..len-1 of ``key``; samples already stored are kept as they were."""

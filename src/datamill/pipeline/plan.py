@@ -212,6 +212,9 @@ class _WriteOnlyCache(CallCache):
     def get(self, key: str, n: int) -> list[Completion] | None:
         return None
 
+    def get_partial(self, key: str, n: int) -> dict[int, Completion]:
+        return {}
+
 
 def fingerprint(pipeline: Pipeline, limit: int | None, model: str | None, source_name: str | None = None) -> str:
     """Identifies what a forecast is for: recipe (or steps), limit, model override, input."""

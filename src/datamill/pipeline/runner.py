@@ -76,13 +76,14 @@ class ModelHandle:
     async def generate(self, request: Request, counts: CallCounts | None = None) -> list[Completion]:
         """One call through cache, in-flight sharing and budget; ``counts`` are the calling step's."""
         key = call_key(self.model.info.identity, request)
+        stored: dict[int, Completion] = {}
         if self.cache is not None:
-            hit = self.cache.get(key, request.n)
-            if hit is not None:
+            stored = self.cache.get_partial(key, request.n)
+            if len(stored) == request.n:
                 self.stats.cache_hits += 1
                 if counts is not None:
                     counts.cache_hits += 1
-                return hit
+                return [stored[i] for i in range(request.n)]
         flight_key = (key, request.n)
         pending = self._in_flight.get(flight_key)
         if pending is not None:  # the same call is already on its way: share its answer
@@ -121,6 +122,8 @@ class ModelHandle:
                 counts.prompt_tokens += sum(c.prompt_tokens for c in completions)
                 counts.completion_tokens += sum(c.completion_tokens for c in completions)
                 counts.seconds += took
+            if stored:  # samples paid for earlier (a smaller n) stay what they were
+                completions = [stored.get(i, c) for i, c in enumerate(completions)]
             if self.cache is not None and all(c.finish_reason != "error" for c in completions):
                 self.cache.put(key, completions)
             future.set_result(completions)
@@ -184,7 +187,10 @@ class Runner:
             handle = self.handles[model]
             return await handle.generate(handle.prepare(request, overrides), self.stats.calls(step.label, model))
 
-        return Context(key, generate, lambda m: self.handles[m].model.info, seed=self.seed)
+        def count(event: str, n: int) -> None:
+            self.stats.events[step.label][event] += n
+
+        return Context(key, generate, lambda m: self.handles[m].model.info, seed=self.seed, count=count)
 
     # -- the whole pipeline ----------------------------------------------------------------
     async def run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:

@@ -39,6 +39,7 @@ class Stats:
     failed_rows: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     failures_by_step: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    events: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     steps: dict[str, StepCounts] = field(default_factory=dict)
     usage: dict[str, dict[str, CallCounts]] = field(default_factory=dict)  #: step → model → counts
     started: float = field(default_factory=time.monotonic)
@@ -83,6 +84,7 @@ class Stats:
         data: dict[str, Any] = {k: getattr(self, k) for k in self._COUNTERS}
         data["failures_by_step"] = {k: dict(v) for k, v in self.failures_by_step.items()}
         data["steps"] = {k: [v.rows_in, v.rows_out, v.failed] for k, v in self.steps.items()}
+        data["events"] = {k: dict(v) for k, v in self.events.items()}
         data["usage"] = {step: {m: vars(c) for m, c in models.items()} for step, models in self.usage.items()}
         return data
 
@@ -94,6 +96,8 @@ class Stats:
             for reason, n in reasons.items():
                 self.failures[reason] += n
                 self.failures_by_step[step][reason] += n
+        for step, events in counters.get("events", {}).items():
+            self.events[step].update(events)
         for step, (rows_in, rows_out, failed) in counters.get("steps", {}).items():
             c = self.step(step)
             c.rows_in += rows_in
@@ -113,6 +117,7 @@ class Stats:
             "failed_rows": self.failed_rows,
             "failures": dict(self.failures.most_common()),
             "failures_by_step": {k: dict(v) for k, v in self.failures_by_step.items()},
+            "events": {k: dict(v) for k, v in self.events.items() if v},
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "steps": {
                 k: {"rows_in": v.rows_in, "rows_out": v.rows_out, "failed": v.failed}

@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
 from ..steps.base import Step
+from ..tasks.base import Task
 from .registry import STEP_KINDS, step_class
 
 
@@ -272,6 +273,9 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
             params = {}
         if not isinstance(params, dict):
             raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): parameters must be a mapping, got {type(params).__name__}")
+        problem = _sampling_problem(params) if issubclass(cls, Task) else None
+        if problem:  # before pydantic, so the line says what is allowed in our words
+            raise ConfigError(f"{where(loc + (problem[0],))}: step {i + 1} ({kind}): {problem[0]}: {problem[1]}")
         try:
             steps.append(cls.model_validate(params))
         except ValidationError as exc:
@@ -289,9 +293,6 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
             if m not in spec.models:
                 declared = ", ".join(sorted(spec.models)) or "(none)"
                 raise ConfigError(f"{where(loc + ('model',))}: step {i + 1} ({kind}): model {m!r} is not declared under models; declared: {declared}")
-        problem = _sampling_problem(step.sampling() if hasattr(step, "sampling") else {})
-        if problem:
-            raise ConfigError(f"{where(loc + (problem[0],))}: step {i + 1} ({kind}): {problem[0]}: {problem[1]}")
     try:
         source = spec.source.build(path.parent if path else None) if spec.source else None
     except ValueError as exc:

@@ -36,11 +36,13 @@ class Context:
         generate: Callable[[str, Request], Awaitable[list[Completion]]],
         model_info: Callable[[str], Any],
         seed: int = 0,
+        count: Callable[[str, int], None] | None = None,
     ) -> None:
         self.key = key
         self._generate = generate
         self._model_info = model_info
         self.seed = seed
+        self._count = count
 
     async def generate(self, model: str, request: Request) -> list[Completion]:
         """Send ``request`` to the model named ``model`` (cached, counted, bounded)."""
@@ -49,6 +51,12 @@ class Context:
     def model_info(self, model: str) -> Any:
         """The :class:`~datamill.models.base.ModelInfo` of a named model."""
         return self._model_info(model)
+
+    def count(self, event: str, n: int = 1) -> None:
+        """Count something a step did to a row that kept going (``run.json`` ``events``),
+        e.g. "judgement skipped (self-judging)"; losses are counted by the runner itself."""
+        if self._count is not None and n:
+            self._count(event, n)
 
 
 class Step(BaseModel):

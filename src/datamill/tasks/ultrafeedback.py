@@ -21,13 +21,17 @@ Two answer formats, chosen per call from the judge's :class:`~datamill.models.ba
 Every rating list has exactly one entry per response. A judgement that cannot be read is a
 recorded failure with a specific reason: ``unparsable judgement``, ``unparsable rating``,
 ``fewer ratings than responses``, ``rating out of range``. ``N/A`` is accepted only for the
-``honesty`` aspect (its rubric allows it for creative writing) and becomes a ``None`` rating that
-``format_dpo`` leaves out; for any other aspect it is ``unparsable rating``.
+``honesty`` aspect in the text format (its rubric allows it for creative writing; the schema's
+enum has no N/A) and becomes a ``None`` rating that ``format_dpo`` leaves out; for any other
+aspect it is ``unparsable rating``.
 
 Judge-bias controls:
 
-- ``bias_control: agree`` judges the pool twice, the second time in reverse order (a distinct
-  seed), and keeps the row only when both passes pick the same best *and* the same worst
+- ``order: shuffled`` (default) shows the responses in a random order per row (repeatable: it
+  follows the row and seed) and maps the ratings back, so a judge's taste for a position is not
+  turned into a taste for whichever model is listed first or last. ``given`` keeps the pool order.
+- ``bias_control: agree`` judges the pool twice, the second time in the reverse of the order
+  shown first (with a distinct seed), and keeps the row only when both passes pick the same best *and* the same worst
   responses (the sets of top- and bottom-rated responses are equal); otherwise it is dropped as
   ``judges disagree on order``. The first pass's ratings are kept; ``ratings_reversed`` holds
   the second pass's, back in the original order. ``average`` keeps every row with the mean of
@@ -50,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 from typing import Any, ClassVar, Literal
 
@@ -57,7 +62,7 @@ from pydantic import Field
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row
+from ..rows import Row, row_seed
 from ..steps.base import Context
 from .base import Task, template
 from .response_pool import model_label, parse_label
@@ -226,6 +231,7 @@ class UltraFeedback(Task):
     structured: Literal["auto", "json", "text"] = "auto"
     bias_control: Literal["none", "agree", "average"] = "none"
     self_judging: Literal["allow", "forbid_setting", "forbid_model"] = "allow"
+    order: Literal["shuffled", "given"] = "shuffled"
     rationale_chars: int = Field(default=160, ge=20, le=2000)
 
     def required_columns(self) -> list[str]:
@@ -303,23 +309,29 @@ class UltraFeedback(Task):
         judged = [i for i in range(len(texts)) if i not in own]
         if own and len(judged) < min(2, len(texts)):
             raise Dropped("self-judging forbidden", f"the judge {self.model!r} wrote {len(own)} of {len(texts)} responses ({self.self_judging})")
-        sub = [texts[i] for i in judged]
+        shown = list(judged)  # the order the judge sees them in
+        if self.order == "shuffled":
+            base = self.seed if self.seed is not None else ctx.seed
+            random.Random(row_seed(base, ctx.key, self.label + "/order")).shuffle(shown)
 
-        passes = [self.judge(ctx, instruction, sub, salt="")]
-        if self.bias_control != "none" and len(sub) > 1:
-            passes.append(self.judge(ctx, instruction, sub[::-1], salt="#reversed"))
+        passes = [self.judge(ctx, instruction, [texts[i] for i in shown], salt="")]
+        if self.bias_control != "none" and len(shown) > 1:
+            passes.append(self.judge(ctx, instruction, [texts[i] for i in shown[::-1]], salt="#reversed"))
         results = await asyncio.gather(*passes)
-        first_ratings, first_rationales = results[0]
-        ratings: list[int | float | None] = list(first_ratings)
-        reversed_ratings: list[int | float | None] = list(first_ratings)
-        agree = True
-        if len(results) > 1:
-            reversed_ratings = list(results[1][0][::-1])
-            agree = verdicts_agree(ratings, reversed_ratings)
-            if self.bias_control == "agree" and not agree:
-                raise Dropped("judges disagree on order", f"original order {ratings}, reversed order {reversed_ratings}")
-            if self.bias_control == "average":
-                ratings = [None if a is None or b is None else (a + b) / 2 for a, b in zip(ratings, reversed_ratings, strict=True)]
+        first = dict(zip(shown, results[0][0], strict=True))
+        rationale_of = dict(zip(shown, results[0][1], strict=True))
+        second = dict(zip(shown[::-1], results[-1][0], strict=True)) if len(results) > 1 else first
+        ratings: list[int | float | None] = [first[i] for i in judged]
+        reversed_ratings: list[int | float | None] = [second[i] for i in judged]
+        agree = verdicts_agree(ratings, reversed_ratings)
+        if self.bias_control != "none" and len(shown) > 1:
+            ctx.count("orders agree" if agree else "orders disagree")
+        if own:
+            ctx.count("responses not judged (self-judging)", len(own))
+        if self.bias_control == "agree" and not agree:
+            raise Dropped("judges disagree on order", f"in the order shown first {ratings}, reversed {reversed_ratings}")
+        if self.bias_control == "average":
+            ratings = [None if a is None or b is None else (a + b) / 2 for a, b in zip(ratings, reversed_ratings, strict=True)]
 
         out_ratings: list[int | float | None] = [None] * len(texts)
         out_reversed: list[int | float | None] = [None] * len(texts)
@@ -327,7 +339,7 @@ class UltraFeedback(Task):
         for j, i in enumerate(judged):
             out_ratings[i] = ratings[j]
             out_reversed[i] = reversed_ratings[j]
-            out_rationales[i] = first_rationales[j]
+            out_rationales[i] = rationale_of[i]
         new: Row = {
             "ratings": out_ratings,
             "rationales": out_rationales,
