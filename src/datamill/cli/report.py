@@ -63,15 +63,9 @@ def report(
     print_report(data, output)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def print_report(data: dict[str, Any], where: Path) -> None:
+    from ..report.write import format_value
+
     out.print(f"[bold]{data.get('name', where.name)}[/]: {data.get('rows', 0)} rows")
     fields = data.get("fields") or {}
     if fields:
@@ -81,11 +75,11 @@ def print_report(data: dict[str, Any], where: Path) -> None:
             table.add_row(
                 name,
                 str(f.get("count", 0)),
-                f"{_fmt(w.get('p10'), 0)} / {_fmt(w.get('median'), 0)} / {_fmt(w.get('p90'), 0)}",
-                _fmt(f.get("distinct_1")),
-                _fmt(f.get("distinct_2")),
-                _fmt((f.get("rouge_l_self") or {}).get("mean")),
-                _fmt((f.get("embedding_similarity") or {}).get("mean")),
+                f"{format_value(w.get('p10'), 0)} / {format_value(w.get('median'), 0)} / {format_value(w.get('p90'), 0)}",
+                format_value(f.get("distinct_1")),
+                format_value(f.get("distinct_2")),
+                format_value((f.get("rouge_l_self") or {}).get("mean")),
+                format_value((f.get("embedding_similarity") or {}).get("mean")),
             )
         out.print(table)
         out.print(
@@ -101,7 +95,7 @@ def print_report(data: dict[str, Any], where: Path) -> None:
         out.print(table)
     for name, r in (data.get("ratings") or {}).items():
         hist = "  ".join(f"{k}: {v}" for k, v in (r.get("histogram") or {}).items())
-        out.print(f"ratings [bold]{name}[/]: mean {_fmt(r.get('mean'))} over {r.get('count', 0)}   {hist}")
+        out.print(f"ratings [bold]{name}[/]: mean {format_value(r.get('mean'))} over {r.get('count', 0)}   {hist}")
     topup = data.get("topup")
     if topup:
         state = "[green]reached[/]" if topup.get("reached") else "[yellow]not reached[/]"

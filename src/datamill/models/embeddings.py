@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import re
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -41,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .._sync import run_sync
 from ..errors import ConfigError, MissingDependency, ModelError
 
 DEFAULT_EMBEDDER = "minilm"
@@ -254,16 +253,11 @@ class EmbeddingCache:
     """Vectors in the ``embeddings`` table of the call-cache file (same path and SQLite settings)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from ..pipeline.cache import default_cache_path
+        from ..pipeline.cache import default_cache_path, open_cache_db
 
         self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_cache_db(self.path, _SCHEMA)
 
     @staticmethod
     def key(text: str) -> str:
@@ -353,25 +347,7 @@ def current_cache() -> EmbeddingCache | None:
 def run_in_thread(coro: Any) -> Any:
     """Run a coroutine to completion from sync code, also where an event loop already runs
     (then in a helper thread that carries the caller's context, so the run's cache applies)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box["v"] = context.run(asyncio.run, coro)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["e"] = exc
-
-    thread = threading.Thread(target=target, name="datamill-embed")
-    thread.start()
-    thread.join()
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
+    return run_sync(coro, name="datamill-embed")
 
 
 async def embed_cached(embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None | str = "current") -> np.ndarray:

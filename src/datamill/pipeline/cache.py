@@ -44,6 +44,21 @@ def default_cache_path() -> Path:
     return base / "datamill" / "calls.sqlite"
 
 
+def open_cache_db(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection to the cache file ``path`` (its folder made), with ``schema`` applied.
+
+    The settings every table of the file shares: autocommit (callers open their own
+    transactions), usable from any thread (callers hold a lock), WAL journal with
+    ``synchronous=NORMAL``, and a 60 s busy timeout so several runs can share the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=60000")
+    db.executescript(schema)
+    return db
+
+
 #: the request fields that decide the output: all but ``n`` (as in ``Request.cache_payload``)
 _KEY_FIELDS = tuple(f.name for f in fields(Request) if f.name != "n")
 
@@ -67,13 +82,8 @@ class CallCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_cache_db(self.path, _SCHEMA)
 
     def get(self, key: str, n: int) -> list[Completion] | None:
         """All ``n`` samples of ``key``, or ``None`` when any is missing."""

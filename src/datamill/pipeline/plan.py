@@ -25,7 +25,6 @@ Deliberately not here: enforcing caps (``pipeline.budget``), prices (``datamill.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._sync import run_sync
 from ..errors import ConfigError, InputError
 from ..io.sources import Source
 from ..models.base import Completion, Model
@@ -397,26 +397,7 @@ async def aplan_pipeline(
 
 def plan_pipeline(pipeline: Pipeline, **kwargs: Any) -> Forecast:
     """Synchronous :func:`aplan_pipeline`; safe where an event loop already runs (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(aplan_pipeline(pipeline, **kwargs))
-    import threading
-
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(aplan_pipeline(pipeline, **kwargs))
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="datamill-plan")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    return run_sync(aplan_pipeline(pipeline, **kwargs), name="datamill-plan")
 
 
 def load_forecast(folder: str | Path, expected: str | None = None) -> Forecast | None:

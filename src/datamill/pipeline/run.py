@@ -12,13 +12,13 @@ import asyncio
 import copy
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._sync import run_sync
 from ..errors import ConfigError, InputError, OutputError
 from ..io.sinks import OutputFolder
 from ..io.sources import Source, all_columns, check_rows, source_reads
@@ -191,25 +191,7 @@ def run_summary(pipeline: Pipeline, models: dict[str, tuple[Model, ModelSettings
 
 def run_pipeline(pipeline: Pipeline, output: str | Path | None = None, **kwargs: Any) -> RunResult:
     """Synchronous entry point; safe to call where an event loop already runs (Jupyter)."""
-    coro = arun_pipeline(pipeline, output, **kwargs)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(coro)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="datamill-run")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    return run_sync(arun_pipeline(pipeline, output, **kwargs), name="datamill-run")
 
 
 def pid_alive(pid: int) -> bool:

@@ -63,7 +63,8 @@ def load_report(folder: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
+    """A report number for people: ``digits`` decimals for floats, "–" for a missing value."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -88,8 +89,8 @@ def card_section(report: dict[str, Any] | None) -> str:
             emb = (f.get("embedding_similarity") or {}).get("mean")
             rouge = (f.get("rouge_l_self") or {}).get("mean")
             lines.append(
-                f"| {name} | {f.get('count', 0)} | {_fmt((f.get('words') or {}).get('median'), 0)} | {_fmt(f.get('distinct_1'))} "
-                f"| {_fmt(f.get('distinct_2'))} | {_fmt(rouge)} | {_fmt(emb)} |"
+                f"| {name} | {f.get('count', 0)} | {format_value((f.get('words') or {}).get('median'), 0)} | {format_value(f.get('distinct_1'))} "
+                f"| {format_value(f.get('distinct_2'))} | {format_value(rouge)} | {format_value(emb)} |"
             )
         lines += [
             "",
@@ -100,7 +101,7 @@ def card_section(report: dict[str, Any] | None) -> str:
         ]
     for name, r in (report.get("ratings") or {}).items():
         hist = ", ".join(f"{k}: {v}" for k, v in (r.get("histogram") or {}).items())
-        lines.append(f"- `{name}`: mean {_fmt(r.get('mean'))} over {r.get('count', 0)} values ({hist})")
+        lines.append(f"- `{name}`: mean {format_value(r.get('mean'))} over {r.get('count', 0)} values ({hist})")
     if report.get("ratings"):
         lines.append("")
     topup = report.get("topup")
@@ -115,4 +116,4 @@ def card_section(report: dict[str, Any] | None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["PLOT_FILE", "REPORT_FILE", "card_section", "load_report", "write_report"]
+__all__ = ["PLOT_FILE", "REPORT_FILE", "card_section", "format_value", "load_report", "write_report"]

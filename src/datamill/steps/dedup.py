@@ -25,21 +25,13 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ..errors import MissingDependency, PipelineError
-from ..models.embeddings import (
-    DEFAULT_EMBEDDER,
-    Embedder,
-    check_embedder_spec,
-    embed_cached,
-    load_embedder,
-    normalize,
-)
+from ..models.embeddings import DEFAULT_EMBEDDER, load_embedder
 from ..rows import Row
 from .base import Context, GlobalStep
-from .embed import DiverseSet, row_text, text_columns_for
+from .embed import DiverseSet, EmbedderSpec, row_text, text_columns_for, unit_vectors
 
 Drop = Callable[[Row, str, "str | None"], None]
 
@@ -147,13 +139,8 @@ class EmbeddingDedup(_TextDedup):
     kind: ClassVar[str] = "dedup_embedding"
     threshold: float = Field(default=0.95, gt=-1.0, le=1.0)
     embedding: str | None = None  #: a column with precomputed vectors (then nothing is embedded)
-    embedder: str | Embedder = DEFAULT_EMBEDDER  #: a spec (see models.embeddings) or an Embedder
+    embedder: EmbedderSpec = DEFAULT_EMBEDDER
     chunk_size: int = Field(default=1024, ge=1)
-
-    @field_validator("embedder")
-    @classmethod
-    def _check_embedder(cls, value: str | Embedder) -> str | Embedder:
-        return value if isinstance(value, Embedder) else check_embedder_spec(value)
 
     def required_columns(self) -> list[str]:
         return super().required_columns() + ([self.embedding] if self.embedding else [])
@@ -165,14 +152,11 @@ class EmbeddingDedup(_TextDedup):
 
     async def aprocess_all(self, rows: list[Row], drop: Drop, ctx: Context) -> list[Row]:
         kept_set = DiverseSet(self.threshold, capacity=min(len(rows), 4096))
-        embedder = None if self.embedding else load_embedder(self.embedder)
+        embedder = self.embedder if self.embedding else load_embedder(self.embedder)  # loaded once, before any chunk
         kept: list[Row] = []
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start : start + self.chunk_size]
-            if embedder is None:
-                vectors = normalize(np.asarray([r[self.embedding] for r in chunk], dtype=np.float32))  # type: ignore[index]
-            else:
-                vectors = normalize(await embed_cached(embedder, [self.text_of(r) for r in chunk]))
+            vectors = await unit_vectors(chunk, self.text_of, column=self.embedding, embedder=embedder)
             ids = list(range(start, start + len(chunk)))
             for row, v in zip(chunk, kept_set.offer(vectors, ids), strict=True):
                 if v.kept:

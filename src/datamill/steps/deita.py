@@ -27,20 +27,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ..errors import Dropped, PipelineError
-from ..models.embeddings import (
-    DEFAULT_EMBEDDER,
-    Embedder,
-    check_embedder_spec,
-    embed_cached,
-    load_embedder,
-    normalize,
-)
+from ..models.embeddings import DEFAULT_EMBEDDER
 from ..rows import Row
 from .base import Context, GlobalStep, Step
-from .embed import DiverseSet, row_text, text_columns_for
+from .embed import DiverseSet, EmbedderSpec, row_text, text_columns_for, unit_vectors
 
 CITATION = "Liu et al., What Makes Good Data for Alignment? A Comprehensive Study of Automatic Data Selection in Instruction Tuning, ICLR 2024, arXiv:2312.15685"
 
@@ -111,15 +104,10 @@ class DeitaSelect(GlobalStep):
     score: str = "deita_score"  #: read when present, else computed from complexity × quality
     columns: list[str] | None = None  #: the text to embed (default: conversation or instruction+response)
     embedding: str | None = None  #: a column with precomputed vectors (then nothing is embedded)
-    embedder: str | Embedder = DEFAULT_EMBEDDER  #: a spec (see models.embeddings) or an Embedder
+    embedder: EmbedderSpec = DEFAULT_EMBEDDER
     chunk_size: int = Field(default=1024, ge=1)
     order: Literal["score", "input"] = "score"
     similarity_output: str = "deita_nearest_similarity"
-
-    @field_validator("embedder")
-    @classmethod
-    def _check_embedder(cls, value: str | Embedder) -> str | Embedder:
-        return value if isinstance(value, Embedder) else check_embedder_spec(value)
 
     def required_columns(self) -> list[str]:
         return ([self.embedding] if self.embedding else []) + list(self.columns or [])
@@ -143,11 +131,10 @@ class DeitaSelect(GlobalStep):
 
     async def vectors_for(self, rows: list[Row]) -> np.ndarray:
         """Unit vectors of ``rows`` (precomputed column or embedded now, through the cache)."""
-        if self.embedding:
-            return normalize(np.asarray([r[self.embedding] for r in rows], dtype=np.float32))
-        embedder = load_embedder(self.embedder)
-        texts = [row_text(r, self.columns or text_columns_for(list(r))) for r in rows]
-        return normalize(await embed_cached(embedder, texts))
+        return await unit_vectors(rows, self.text_of, column=self.embedding, embedder=self.embedder)
+
+    def text_of(self, row: Row) -> str:
+        return row_text(row, self.columns or text_columns_for(list(row)))
 
     async def aprocess_all(self, rows: list[Row], drop: Callable[[Row, str, str | None], None], ctx: Context) -> list[Row]:
         scores: list[float] = []

@@ -5,6 +5,8 @@ dedup share.
 - :class:`Embed` writes each row's vector to a column (a global step, so the embedder sees large
   batches). Only needed when a later step or the dataset itself wants the vectors; ``deita_select``
   and ``dedup_embedding`` embed on demand, chunk by chunk, without it.
+- :data:`EmbedderSpec` — the type of a step's ``embedder`` field (a checked spec or an Embedder);
+  :func:`unit_vectors` — a chunk's unit vectors, from a column of precomputed vectors or embedded.
 - :func:`row_text` — the text of a row: the named columns joined, chat ``messages`` rendered as
   ``role: content`` lines.
 - :class:`DiverseSet` — unit vectors kept so far (a growing float32 matrix), and the test of a
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import field_validator
+from pydantic import AfterValidator
 
 from ..models.embeddings import (
     DEFAULT_EMBEDDER,
@@ -34,6 +36,22 @@ from ..models.embeddings import (
 )
 from ..rows import Row
 from .base import Context, GlobalStep
+
+
+def _checked_embedder(value: str | Embedder) -> str | Embedder:
+    return value if isinstance(value, Embedder) else check_embedder_spec(value)
+
+
+#: a step's ``embedder`` field: a spec (see models.embeddings), checked when the step is built, or an Embedder
+EmbedderSpec = Annotated[str | Embedder, AfterValidator(_checked_embedder)]
+
+
+async def unit_vectors(rows: list[Row], text_of: Callable[[Row], str], *, column: str | None, embedder: str | Embedder) -> np.ndarray:
+    """L2-normalised vectors of ``rows``: column ``column``'s precomputed vectors when it is given,
+    else ``text_of`` each row embedded now by ``embedder`` (through the vector cache)."""
+    if column:
+        return normalize(np.asarray([r[column] for r in rows], dtype=np.float32))
+    return normalize(await embed_cached(load_embedder(embedder), [text_of(r) for r in rows]))
 
 
 def row_text(row: Row, columns: list[str]) -> str:
@@ -158,14 +176,9 @@ class Embed(GlobalStep):
     kind: ClassVar[str] = "embed"
     columns: list[str] | None = None
     output: str = "embedding"
-    embedder: str | Embedder = DEFAULT_EMBEDDER  #: a spec (see models.embeddings) or an Embedder
+    embedder: EmbedderSpec = DEFAULT_EMBEDDER
     normalize: bool = True
     chunk_size: int = 1024
-
-    @field_validator("embedder")
-    @classmethod
-    def _check_embedder(cls, value: str | Embedder) -> str | Embedder:
-        return value if isinstance(value, Embedder) else check_embedder_spec(value)
 
     def required_columns(self) -> list[str]:
         return list(self.columns or [])
@@ -192,4 +205,4 @@ class Embed(GlobalStep):
         return out
 
 
-__all__ = ["DiverseSet", "Embed", "Verdict", "row_text", "text_columns_for"]
+__all__ = ["DiverseSet", "Embed", "EmbedderSpec", "Verdict", "row_text", "text_columns_for", "unit_vectors"]

@@ -30,8 +30,8 @@ from ..models.base import Request
 from ..rows import Row, row_seed
 from ..steps.base import Context
 from .base import Task, template
-from .evol_quality import clean_rewrite
-from .response_pool import extend_pool, model_label, pool_of
+from .evol_quality import clean_rewrite, rewrite_source
+from .response_pool import extend_pool, model_label
 
 DEFAULT_PRINCIPLES: tuple[str, ...] = (
     "Answer the question that was asked, directly and early.",
@@ -86,22 +86,11 @@ class CritiqueRewrite(Task):
         rng = random.Random(row_seed(base, ctx.key, self.label + "/principles"))
         return rng.sample(self.principles, self.principles_per_row)
 
-    def source_response(self, row: Row) -> str:
-        if self.pool:
-            texts, _ = pool_of(row, self.generations, self.generation_models)
-            if not -len(texts) <= self.pool_index < len(texts):
-                raise Dropped("pool too small", f"pool_index {self.pool_index} but the pool holds {len(texts)} responses")
-            return texts[self.pool_index]
-        value = row[self.response]
-        if not isinstance(value, str) or not value.strip():
-            raise Dropped("empty response", f"column {self.response!r} is empty or not text")
-        return value
-
     async def process(self, row: Row, ctx: Context) -> list[Row]:
-        instruction = row[self.instruction]
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise Dropped("empty instruction", f"column {self.instruction!r} is empty or not text")
-        original = self.source_response(row)
+        instruction, original = rewrite_source(
+            row, instruction=self.instruction, response=self.response, pool=self.pool,
+            pool_index=self.pool_index, generations=self.generations, generation_models=self.generation_models,
+        )
         principles = self.pick_principles(ctx)
         ask = template("critique.jinja2").render(instruction=instruction, response=original, principles=principles).strip()
         critique = (await self.call(ctx, Request.chat(ask, max_tokens=256, temperature=0.3), salt="#critique"))[0].text.strip()

@@ -46,6 +46,26 @@ def clean_rewrite(text: str) -> str:
     return _LEADING_LABEL.sub("", text.strip(), count=1).strip()
 
 
+def rewrite_source(
+    row: Row, *, instruction: str, response: str, pool: bool, pool_index: int, generations: str, generation_models: str
+) -> tuple[str, str]:
+    """``(instruction, response to rewrite)`` of a row, for the steps that rewrite a response
+    (``evol_quality``, ``critique``): the response is column ``response``, or with ``pool`` entry
+    ``pool_index`` of the pool. ``Dropped`` when either text is empty or the pool is too small."""
+    asked = row[instruction]
+    if not isinstance(asked, str) or not asked.strip():
+        raise Dropped("empty instruction", f"column {instruction!r} is empty or not text")
+    if pool:
+        texts, _ = pool_of(row, generations, generation_models)
+        if not -len(texts) <= pool_index < len(texts):
+            raise Dropped("pool too small", f"pool_index {pool_index} but the pool holds {len(texts)} responses")
+        return asked, texts[pool_index]
+    value = row[response]
+    if not isinstance(value, str) or not value.strip():
+        raise Dropped("empty response", f"column {response!r} is empty or not text")
+    return asked, value
+
+
 class EvolQuality(Task):
     """``instruction`` + ``response`` → ``evolved_response`` after ``num_evolutions`` rewrites."""
 
@@ -90,22 +110,11 @@ class EvolQuality(Task):
         rng = random.Random(row_seed(base, ctx.key, self.label + "/mutations"))
         return [rng.choice(self.mutations) for _ in range(self.num_evolutions)]
 
-    def source_response(self, row: Row) -> str:
-        if self.pool:
-            texts, _ = pool_of(row, self.generations, self.generation_models)
-            if not -len(texts) <= self.pool_index < len(texts):
-                raise Dropped("pool too small", f"pool_index {self.pool_index} but the pool holds {len(texts)} responses")
-            return texts[self.pool_index]
-        value = row[self.response]
-        if not isinstance(value, str) or not value.strip():
-            raise Dropped("empty response", f"column {self.response!r} is empty or not text")
-        return value
-
     async def process(self, row: Row, ctx: Context) -> list[Row]:
-        instruction = row[self.instruction]
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise Dropped("empty instruction", f"column {self.instruction!r} is empty or not text")
-        current = self.source_response(row)
+        instruction, current = rewrite_source(
+            row, instruction=self.instruction, response=self.response, pool=self.pool,
+            pool_index=self.pool_index, generations=self.generations, generation_models=self.generation_models,
+        )
         chosen = self.pick_mutations(ctx)
         evolved: list[str] = []
         for round_no, mutation in enumerate(chosen):
