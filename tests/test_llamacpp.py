@@ -256,10 +256,14 @@ def test_new_jobs_join_the_batch_as_others_finish(engine: BatchEngine) -> None:
 
 
 @pytest.mark.real
-def test_n_samples_decode_the_prompt_once(engine: BatchEngine) -> None:
-    """Width 2: a short filler job holds one slot, so of three samples the first prefills, the
-    second joins when the filler leaves and the third when the first leaves; both copy the KV
-    stream of a sample that is already generating and decode only the prompt's last token again."""
+def test_prompt_prefixes_are_copied_not_decoded_again(engine: BatchEngine) -> None:
+    """Width 2. A short filler job and a job of three samples whose prompt shares all but a few
+    tokens with the filler's. The first sample waits one step, copies the filler's KV stream and
+    decodes only its own tail; the second joins when the filler leaves and the third when the
+    first leaves, both copying a sample that is already generating and decoding only the prompt's
+    last token again."""
+    from datamill.models.llamacpp_batch import _common_prefix
+
     filler = Job(
         99,
         "<|im_start|>user\nCount from 1 to 20.<|im_end|>\n<|im_start|>assistant\n",
@@ -273,8 +277,10 @@ def test_n_samples_decode_the_prompt_once(engine: BatchEngine) -> None:
         max_tokens=8,
         temperature=0,
     )
-    prompt_len = len(engine.weights.tokenize(job.prompt))
-    filler_len = len(engine.weights.tokenize(filler.prompt))
+    prompt = engine.weights.tokenize(job.prompt)
+    filler_prompt = engine.weights.tokenize(filler.prompt)
+    common = _common_prefix(prompt, filler_prompt)
+    assert 8 <= common < len(prompt) - 1
     shared, decoded = engine.prefixes_shared, engine.prompt_tokens_decoded
     engine.submit(filler)
     engine.submit(job)
@@ -283,8 +289,41 @@ def test_n_samples_decode_the_prompt_once(engine: BatchEngine) -> None:
     samples = results[100].samples
     assert len(samples) == 3 and len(set(samples)) == 1  # greedy: the copies continue identically
     assert samples[0].completion_tokens == 8
-    assert engine.prefixes_shared - shared == 2
-    assert engine.prompt_tokens_decoded - decoded == filler_len + prompt_len + 2
+    assert engine.prefixes_shared - shared == 3
+    assert engine.prompt_tokens_decoded - decoded == len(filler_prompt) + len(prompt) - common + 2
+
+
+@pytest.mark.real
+def test_copied_prefixes_give_the_text_a_full_prefill_gives(
+    engine: BatchEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datamill.models.llamacpp_batch as batch
+
+    system = "<|im_start|>system\nYou answer in one short sentence, plainly.<|im_end|>\n"
+    jobs = [
+        Job(
+            300 + i,
+            f"{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
+            max_tokens=12,
+            temperature=0,
+        )
+        for i, q in enumerate(["What is rain?", "What is snow?", "Why is grass green?"])
+    ]
+    reused = engine.prompt_tokens_reused
+    for job in jobs:
+        engine.submit(job)
+    shared, _ = drain(engine)
+    tokens = [engine.weights.tokenize(j.prompt) for j in jobs]
+    system_part = batch._common_prefix(tokens[0], tokens[2])  # "What" and "Why" differ at once
+    assert system_part >= 16
+    assert engine.prompt_tokens_reused - reused >= 2 * system_part
+    monkeypatch.setattr(batch, "MIN_SHARED", 10**9)  # no copies: every prompt decoded in full
+    reused = engine.prompt_tokens_reused
+    for job in jobs:
+        engine.submit(job)
+    full, _ = drain(engine)
+    assert engine.prompt_tokens_reused == reused
+    assert [shared[j.id].samples for j in jobs] == [full[j.id].samples for j in jobs]
 
 
 @pytest.mark.real
@@ -347,3 +386,28 @@ def test_worker_processes_give_the_same_text_and_exit_on_close(model: LlamaCppMo
     outs, workers = run(use())
     assert [o[0].text for o in outs] == [expected.text] * 3
     assert len(workers) == 2 and all(p.poll() is not None for p in workers)
+
+
+@pytest.mark.real
+def test_a_dead_worker_makes_the_model_unavailable() -> None:
+    from datamill.errors import ModelUnavailable
+
+    procs = LlamaCppModel(workers=1, n_threads=1, batch_size=2, n_ctx=256)
+
+    async def scenario() -> None:
+        await procs.start()
+        try:
+            running = asyncio.ensure_future(
+                procs.generate(chat("Tell a long story.", max_tokens=200))
+            )
+            while procs._hosts[0].load == 0:
+                await asyncio.sleep(0.01)
+            procs._hosts[0]._proc.kill()
+            with pytest.raises(ModelUnavailable, match="worker process exited"):
+                await running
+            with pytest.raises(ModelUnavailable):
+                await procs.generate(chat("Hi", max_tokens=2))
+        finally:
+            await procs.close()
+
+    run(scenario())

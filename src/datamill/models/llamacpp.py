@@ -268,14 +268,15 @@ class LlamaCppModel(Model):
         return self._hosts
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load_vocab)
-        await asyncio.to_thread(self._start_hosts)
+        # the tokenizer here and the engines there load side by side
+        await asyncio.gather(
+            asyncio.to_thread(self._load_vocab), asyncio.to_thread(self._start_hosts)
+        )
 
     async def close(self) -> None:
         with self._lock:
             hosts, self._hosts = self._hosts, []
-        for host in hosts:
-            await asyncio.to_thread(host.close)
+        await asyncio.gather(*(asyncio.to_thread(host.close) for host in hosts))
 
     # -- generation -----------------------------------------------------------------------------
 
@@ -309,9 +310,14 @@ class LlamaCppModel(Model):
         hosts = self._hosts or await asyncio.to_thread(self._start_hosts)
         job = self.job(request)
         host = min(hosts, key=lambda h: h.load)
-        result = await asyncio.wrap_future(host.submit(job))
+        try:
+            future = host.submit(job)
+        except (OSError, RuntimeError) as exc:
+            raise ModelUnavailable(f"the llama.cpp engine is gone: {exc}") from exc
+        result = await asyncio.wrap_future(future)
         if result.error is not None:
-            raise ModelError(f"llama.cpp: {result.error}", reason=result.reason)
+            error = ModelUnavailable if result.fatal else ModelError
+            raise error(f"llama.cpp: {result.error}", reason=result.reason)
         return [
             Completion(
                 text=s.text,

@@ -32,6 +32,26 @@ import llama_cpp as lc
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 
+#: the shortest shared prompt prefix worth a KV copy (a copy costs less than one prefill token)
+MIN_SHARED = 8
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if n == 0 or a[0] != b[0]:
+        return 0
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 1, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 @dataclass(frozen=True)
 class Job:
     """One request as the engine sees it: a rendered prompt and per-sample sampling settings."""
@@ -67,6 +87,7 @@ class JobResult:
     samples: tuple[Sample, ...] = ()
     error: str | None = None
     reason: str = "model error"
+    fatal: bool = False  #: the engine itself stopped: later jobs would fail too
 
 
 class Weights:
@@ -147,7 +168,8 @@ class _Seq:
     job: Job
     index: int
     prompt: list[int]
-    source: _Seq | None = None  #: while parked: the sibling whose prompt it will copy
+    source: _Seq | None = None  #: while parked: the sequence whose prompt prefix it will copy
+    shared: int = 0  #: while parked: how many prompt tokens it will copy
     state: str = "waiting"  #: waiting | parked | prefill | decode | done
     slot: int = -1
     chain: Any = None
@@ -207,7 +229,8 @@ class BatchEngine:
         self.jobs: dict[int, list[_Seq]] = {}
         self.tokens_decoded = 0  #: counters, for benchmarks and tests
         self.prompt_tokens_decoded = 0
-        self.prefixes_shared = 0
+        self.prefixes_shared = 0  #: KV copies made instead of prefilling
+        self.prompt_tokens_reused = 0  #: prompt tokens those copies saved
         self.steps = 0
 
     # -- public -------------------------------------------------------------------------------
@@ -269,11 +292,15 @@ class BatchEngine:
             return self._fail_all(f"llama_decode failed with code {rc}")
         self.tokens_decoded += self.batch.n_tokens
         for s in entries:
-            if s.fed < len(s.prompt):
-                continue  # a long prompt: more chunks follow
-            s.state = "decode"
-            self._unpark_clones(s)  # before the donor samples: it may finish and free its stream
-            self._sample(s, s.logits_at)
+            if s.fed == len(s.prompt):
+                s.state = "decode"
+        # copies first: a donor that samples its end of text next frees its stream at once
+        clones = self._unpark()
+        for s in entries:
+            if s.state == "decode":
+                self._sample(s, s.logits_at)
+        for s, at in clones:
+            self._sample(s, at)
         return self._collect()
 
     def close(self) -> None:
@@ -295,20 +322,55 @@ class BatchEngine:
             s.slot = self.free_slots.pop()
             s.chain = self._make_chain(s.job, s.index)
             self.active.append(s)
-            siblings = [o for o in self.jobs[s.job.id] if o is not s and o.slot >= 0]
-            running = next((o for o in siblings if o.state == "decode"), None)
-            loading = next((o for o in siblings if o.state == "prefill"), None)
-            if running is not None:
-                # a sample of the same job is generating: copy its stream, keep the prompt minus
-                # its last token, and decode that token again for this sample's first logits
-                lc.llama_memory_seq_cp(self.mem, running.slot, s.slot, -1, -1)
-                lc.llama_memory_seq_rm(self.mem, s.slot, len(s.prompt) - 1, -1)
-                s.state, s.fed, s.pos = "prefill", len(s.prompt) - 1, len(s.prompt) - 1
+            self._place(s)
+
+    def _place(self, s: _Seq) -> None:
+        """Start ``s``: copy the longest prompt prefix another sequence holds (or will hold
+        once its own prefill gets there: then ``s`` is parked until it does), else prefill."""
+        donor, shared = None, 0
+        for other in self.active:
+            if other is s or other.state not in ("prefill", "decode"):
+                continue
+            n = _common_prefix(other.prompt, s.prompt)
+            if n > shared:
+                donor, shared = other, n
+        if donor is None or shared < MIN_SHARED:
+            s.state, s.fed, s.pos, s.source = "prefill", 0, 0, None
+        elif donor.fed >= min(shared, len(s.prompt) - 1):
+            self._copy_prefix(s, donor, shared)
+        else:
+            s.state, s.source, s.shared = "parked", donor, shared
+
+    def _copy_prefix(self, s: _Seq, donor: _Seq, shared: int) -> None:
+        """Copy ``donor``'s KV stream and keep its first ``shared`` positions (at least the
+        prompt's last token is decoded again, so ``s`` gets logits of its own)."""
+        keep = min(shared, len(s.prompt) - 1)
+        lc.llama_memory_seq_cp(self.mem, donor.slot, s.slot, -1, -1)
+        lc.llama_memory_seq_rm(self.mem, s.slot, keep, -1)
+        s.state, s.fed, s.pos, s.source = "prefill", keep, keep, None
+        self.prefixes_shared += 1
+        self.prompt_tokens_reused += keep
+
+    def _unpark(self) -> list[tuple[_Seq, int]]:
+        """After a decode: parked sequences whose donor got far enough copy its prefix. One whose
+        whole prompt the donor has just finished decoding takes the donor's logits as well and
+        is returned with their batch index, to sample."""
+        clones: list[tuple[_Seq, int]] = []
+        for s in self.active:
+            donor = s.source
+            if s.state != "parked" or donor is None:
+                continue
+            if donor.state == "done":
+                self._place(s)
+            elif s.prompt == donor.prompt and donor.fed == len(donor.prompt) == s.shared:
+                lc.llama_memory_seq_cp(self.mem, donor.slot, s.slot, -1, -1)
+                s.state, s.fed, s.pos, s.source = "decode", len(s.prompt), len(s.prompt), None
                 self.prefixes_shared += 1
-            elif loading is not None:
-                s.state, s.source = "parked", loading  # joins when that prompt is decoded
-            else:
-                s.state = "prefill"
+                self.prompt_tokens_reused += len(s.prompt)
+                clones.append((s, donor.logits_at))
+            elif donor.fed >= min(s.shared, len(s.prompt) - 1):
+                self._copy_prefix(s, donor, s.shared)
+        return clones
 
     def _fill_batch(self) -> list[_Seq]:
         """One token per decoding sequence, then prompt chunks up to ``n_batch`` tokens."""
@@ -347,15 +409,6 @@ class BatchEngine:
         b.n_seq_id[k] = 1
         b.seq_id[k][0] = seq
         b.logits[k] = logits
-
-    def _unpark_clones(self, donor: _Seq) -> None:
-        """The donor's stream holds exactly the prompt now: copy it and sample the same logits."""
-        for s in self.jobs.get(donor.job.id, ()):
-            if s.state == "parked" and s.source is donor:
-                lc.llama_memory_seq_cp(self.mem, donor.slot, s.slot, -1, -1)
-                s.state, s.fed, s.pos = "decode", len(s.prompt), len(s.prompt)
-                self.prefixes_shared += 1
-                self._sample(s, donor.logits_at)
 
     # -- sampling -----------------------------------------------------------------------------
 
@@ -420,6 +473,9 @@ class BatchEngine:
             s.slot = -1
         self._free_chain(s)
         s.state = "done"
+        for other in self.active:
+            if other.state == "parked" and other.source is s:
+                self._place(other)  # its donor is gone: find another, or prefill
 
     @staticmethod
     def _free_chain(s: _Seq) -> None:
@@ -440,7 +496,7 @@ class BatchEngine:
         return done
 
     def _fail_all(self, message: str) -> list[JobResult]:
-        failed = [JobResult(job_id, error=message) for job_id in self.jobs]
+        failed = [JobResult(job_id, error=message, reason="engine error") for job_id in self.jobs]
         for seqs in self.jobs.values():
             for s in seqs:
                 self._free_chain(s)

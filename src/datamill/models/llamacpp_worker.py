@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -57,8 +57,9 @@ class EngineHost:
             entry = self.pending.pop(result.id, None)
             if entry is not None:
                 self.load -= entry[1]
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(result)
+        if entry is not None:
+            with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+                entry[0].set_result(result)
 
     def _fail_pending(self, message: str) -> None:
         with self._lock:
@@ -66,8 +67,10 @@ class EngineHost:
             self.pending.clear()
             self.load = 0
         for job_id, (future, _) in entries:
-            if not future.done():
-                future.set_result(JobResult(job_id, error=message, reason="engine stopped"))
+            with contextlib.suppress(InvalidStateError):
+                future.set_result(
+                    JobResult(job_id, error=message, reason="engine stopped", fatal=True)
+                )
 
     def _cancel(self, job_id: int) -> None:
         with self._lock:
@@ -106,7 +109,11 @@ def serve(engine: BatchEngine, receive: Any, deliver: Any) -> None:
             if kind == "close":
                 return
             if kind == "job":
-                early = engine.submit(message[1])
+                job = message[1]
+                try:
+                    early = engine.submit(job)
+                except Exception as exc:  # one bad job must not stop the others
+                    early = JobResult(job.id, error=f"cannot queue the request: {exc!r}")
                 if early is not None:
                     deliver(early)
             elif kind == "cancel":
@@ -169,19 +176,14 @@ class ProcessHost(EngineHost):
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._send_lock = threading.Lock()
-        self.error: str | None = None
+        self.error: str | None = None  #: what the worker reported when it could not load
+        self.stopped: str | None = None  #: set once the worker has gone away
 
     def launch(self) -> None:
         mine, theirs = socket.socketpair()
         fd = theirs.fileno()
-        # the worker imports this very datamill, also when it runs from a source tree
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        code = (
-            f"import sys; sys.path.append({root!r}); "
-            f"from datamill.models.llamacpp_worker import worker_main; worker_main({fd})"
-        )
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", code], pass_fds=(fd,), stdin=subprocess.DEVNULL
+            [sys.executable, "-c", _worker_code(fd)], pass_fds=(fd,), stdin=subprocess.DEVNULL
         )
         theirs.close()
         self._conn = Connection(mine.detach())
@@ -208,19 +210,20 @@ class ProcessHost(EngineHost):
             pass
         code = self._proc.wait() if self._proc is not None else None
         message = self.error or f"the llama.cpp worker process exited (code {code})"
+        self.stopped = message
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(message))
         self._fail_pending(message)
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        if self._conn is None:
-            raise RuntimeError("the llama.cpp worker is not running")
+        if self._conn is None or self.stopped is not None:
+            raise RuntimeError(self.stopped or "the llama.cpp worker is not running")
         with self._send_lock:
             self._conn.send(message)
 
     def close(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):  # it may be gone already
                 self._send(("close",))
         if self._proc is not None:
             try:
@@ -234,6 +237,26 @@ class ProcessHost(EngineHost):
             self._conn.close()
         self._conn = self._proc = self._reader = None
         self._fail_pending("the model was closed")
+
+
+def _worker_code(fd: int) -> str:
+    """The worker's command line: this very datamill's two engine modules and nothing else.
+
+    ``datamill`` and ``datamill.models`` are stood in by empty packages pointing at their folders,
+    so the worker skips the package imports (pipeline, pyarrow, ...) and starts faster; it also
+    finds these modules when datamill runs from a source tree that is not installed.
+    """
+    models = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(models)
+    return (
+        "import sys, types\n"
+        f"for name, path in (('datamill', {package!r}), ('datamill.models', {models!r})):\n"
+        "    module = types.ModuleType(name)\n"
+        "    module.__path__ = [path]\n"
+        "    sys.modules[name] = module\n"
+        "from datamill.models.llamacpp_worker import worker_main\n"
+        f"worker_main({fd})\n"
+    )
 
 
 def worker_main(fd: int) -> None:
@@ -254,9 +277,8 @@ def worker_main(fd: int) -> None:
             return message
         return None
 
-    try:
+    with contextlib.suppress(EOFError, OSError):  # OSError, EOFError: the parent went away
         serve(engine, receive, lambda result: conn.send(("done", result)))
-    except (EOFError, OSError):
-        pass  # the parent went away
-    finally:
-        engine.close()
+    # the process ends here: the OS frees the weights and the KV cache faster than llama.cpp's
+    # destructors and the interpreter's shutdown would, and the parent waits on this exit
+    os._exit(0)
