@@ -396,7 +396,8 @@ def main() -> None:
         setup_distilabel()
     results: dict[str, dict[str, Any]] = {}
     print(
-        f"{args.prompts} prompts x {args.tokens} tokens, greedy, {Path(path).name}, {CORES} cores"
+        f"{args.prompts} prompts x {args.tokens} tokens, greedy, {Path(path).name}, {CORES} cores,"
+        f" load average {os.getloadavg()[0]:.2f}"
     )
     print(
         f"{'engine':<11} {'tokens':>6} {'run s':>7} {'tokens/s':>9} {'gen s':>7} {'gen tok/s':>10}"
@@ -420,6 +421,7 @@ def main() -> None:
             if name != "raw":
                 same = sum(a.strip() == b.strip() for a, b in zip(r["outputs"], base, strict=True))
                 print(f"{name}: {same}/{len(base)} completions identical to raw's greedy text")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json is not None:
         drop = {"outputs"}
         data = {n: {k: v for k, v in r.items() if k not in drop} for n, r in results.items()}

@@ -75,6 +75,7 @@ def test_info_reports_capabilities_and_the_batch_width() -> None:
     assert info.chat_template is not None and "<|im_start|>" in info.chat_template
     assert info.max_concurrency >= 32  # two engines of 16 sequences, plus a queue
     assert m.count_tokens("Hello world") == 2
+    assert LlamaCppModel(top_k=40).info.identity == info.identity + "|top_k=40"
 
 
 def test_chat_template_renders_the_generation_prompt() -> None:
@@ -90,13 +91,30 @@ def test_chat_template_renders_the_generation_prompt() -> None:
 
 @pytest.mark.real
 def test_greedy_output_equals_llama_cpp_python_even_inside_a_batch(model: LlamaCppModel) -> None:
-    """Batching does not change the numerics here: the greedy text is llama-cpp-python's own."""
+    """Batching does not change the numerics: each greedy text is llama-cpp-python's own (with the
+    same attention kernel, flash attention; see the llamacpp module docstring)."""
     from llama_cpp import Llama
 
-    messages = [{"role": "user", "content": "Give me three tips for learning to cook."}]
-    llm = Llama(model_path=str(embedded_model_path()), n_ctx=512, n_threads=1, verbose=False)
+    questions = [
+        "Give me three tips for learning to cook.",
+        "Explain why the sky is blue to a curious twelve-year-old.",
+        "Explain how vaccines train the immune system to a curious twelve-year-old.",
+        "Explain how a bicycle stays upright to a curious twelve-year-old.",
+    ]
+    llm = Llama(
+        model_path=str(embedded_model_path()),
+        n_ctx=512,
+        n_threads=1,
+        flash_attn=True,
+        verbose=False,
+    )
     try:
-        ref = llm.create_chat_completion(messages=messages, temperature=0, max_tokens=24)  # type: ignore[arg-type]
+        refs = [
+            llm.create_chat_completion(
+                messages=[{"role": "user", "content": q}], temperature=0, max_tokens=24
+            )
+            for q in questions
+        ]
     finally:
         llm.close()
 
@@ -105,15 +123,15 @@ def test_greedy_output_equals_llama_cpp_python_even_inside_a_batch(model: LlamaC
             model.generate(chat(f"Name an animal, {i}.", temperature=0.9, seed=i, max_tokens=20))
             for i in range(3)
         ]
-        return await asyncio.gather(
-            model.generate(chat(messages[0]["content"], temperature=0, max_tokens=24)), *others
-        )
+        greedy = [model.generate(chat(q, temperature=0, max_tokens=24)) for q in questions]
+        return await asyncio.gather(*greedy, *others)
 
-    ours = run(together())[0][0]
-    assert ours.text == ref["choices"][0]["message"]["content"]
-    assert ours.prompt_tokens == ref["usage"]["prompt_tokens"]
-    assert ours.completion_tokens == ref["usage"]["completion_tokens"]
-    assert ours.finish_reason == ref["choices"][0]["finish_reason"]
+    outs = run(together())[: len(questions)]
+    for ref, [ours] in zip(refs, outs, strict=True):
+        assert ours.text == ref["choices"][0]["message"]["content"]
+        assert ours.prompt_tokens == ref["usage"]["prompt_tokens"]
+        assert ours.completion_tokens == ref["usage"]["completion_tokens"]
+        assert ours.finish_reason == ref["choices"][0]["finish_reason"]
 
 
 @pytest.mark.real
@@ -161,6 +179,27 @@ def test_json_schema_output_parses_and_matches(model: LlamaCppModel) -> None:
         assert out.finish_reason == "stop", out.text
         data = json.loads(out.text)
         jsonschema.validate(data, schema)
+
+
+@pytest.mark.real
+def test_a_schema_the_model_would_never_follow_is_still_followed(model: LlamaCppModel) -> None:
+    """Words the model would not propose: every token comes from the grammar-masked resample."""
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"enum": ["zorblax", "quuxle"]}, "count": {"type": "integer"}},
+        "required": ["colour", "count"],
+    }
+    for temperature in (0.0, 0.9):
+        request = chat(
+            "What colour is the sky?",
+            temperature=temperature,
+            seed=1,
+            max_tokens=40,
+            json_schema=schema,
+        )
+        [out] = run(model.generate(request))
+        data = json.loads(out.text)
+        assert data["colour"] in ("zorblax", "quuxle") and isinstance(data["count"], int)
 
 
 @pytest.mark.real
@@ -409,5 +448,29 @@ def test_a_dead_worker_makes_the_model_unavailable() -> None:
                 await procs.generate(chat("Hi", max_tokens=2))
         finally:
             await procs.close()
+
+    run(scenario())
+
+
+@pytest.mark.real
+def test_a_cancelled_request_leaves_the_batch(model: LlamaCppModel) -> None:
+    async def scenario() -> None:
+        await model.start()
+        [host] = model._hosts
+        task = asyncio.ensure_future(
+            model.generate(chat("Tell a very long story.", max_tokens=400))
+        )
+        while host.engine is None or not host.engine.busy:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(3000):  # the engine drops the job at its next step
+            if not host.engine.busy:
+                break
+            await asyncio.sleep(0.01)
+        assert not host.engine.busy and host.load == 0
+        [after] = await model.generate(chat("Say hi.", max_tokens=3))
+        assert after.completion_tokens >= 1
 
     run(scenario())

@@ -7,21 +7,33 @@ prompts (``Request.prompt``, which Magpie needs) go in untouched, and both run t
 batch engine. ``Request.json_schema`` becomes a GBNF grammar sampler, so constrained output parses.
 
 Every request is a job for a :class:`~datamill.models.llamacpp_batch.BatchEngine`, which decodes
-up to ``batch_size`` sequences per ``llama_decode`` and lets new requests join as others finish;
-``n > 1`` samples share one prompt decode. ``workers`` engines run side by side: ``0`` runs one
-engine on a thread of this process with all ``n_threads``; ``k >= 1`` runs ``k`` worker
-processes (started fresh, never forked), each with ``n_threads // k`` threads.
+up to ``batch_size`` sequences per ``llama_decode``, lets new requests join as others finish, and
+copies shared prompt prefixes (``n > 1`` samples, a common system prompt or template) instead of
+decoding them again. ``workers`` engines run side by side: ``0`` runs one engine on a thread of
+this process with all ``n_threads``; ``k >= 1`` runs ``k`` worker processes (started fresh, never
+forked), each with ``n_threads // k`` threads. The default is one process per core, at most
+:data:`MAX_DEFAULT_WORKERS`.
 
-Measured on the 2-core development machine (SmolLM2-135M Q4_1, 32 prompts x 64 new tokens,
-other jobs sharing the CPU, so figures are noisy; ``bench/engine.py`` repeats the measurement):
+Why processes: measured on the 2-core development machine (SmolLM2-135M Q4_1, 24 chat prompts x
+64 new tokens, all requests at once, ``model.generate`` only, three rounds each)::
 
-    ================================  =============
-    layout                            tokens/s
-    ================================  =============
-    one sequence at a time (raw)      ~150
-    1 engine, 2 threads, 16 wide      see bench
-    2 worker processes x 1 thread     see bench
-    ================================  =============
+    layout                                greedy, machine idle    top_p 0.95, T 0.7, 1-3 other
+                                                                  busy processes (load 1.7-3.7)
+    2 worker processes x 1 thread, 16 wide   199, 205, 204 tok/s     198, 116, 109 tok/s
+    1 engine, 2 threads, 32 wide             201, 194, 213 tok/s      47,  27,  34 tok/s
+
+Idle, the two layouts are equal. Under load the threaded engine collapses: llama.cpp's threads
+wait on each other at every operation, so one descheduled thread stalls the step, and samplers
+(top-p, grammars) run on one core between decodes; separate processes share nothing. For scale:
+one sequence at a time through llama-cpp-python gives ~115 tok/s here (13.5 ms per token on one
+core); a 12-wide batch costs 7.3 ms per token per core, prompt tokens ~6 ms. ``bench/engine.py``
+compares datamill with raw llama-cpp-python and distilabel end to end.
+
+Greedy output equals llama-cpp-python's (``create_chat_completion(temperature=0)`` with
+``flash_attn=True``) token for token, whatever else shares the batch: the engine uses flash
+attention (llama.cpp's choice on CPU), whose numerics do not depend on the batch. Without it
+(llama-cpp-python's default) batched attention rounds differently and near-ties flip (3 of 8
+prompts differed within 32 tokens when batched, none alone).
 
 Deliberately not here: the batching itself (``llamacpp_batch``), threads and processes
 (``llamacpp_worker``), caching and retries (the runner).
@@ -76,6 +88,13 @@ def file_identity(path: Path) -> str:
     return f"{path.name}:{digest.hexdigest()[:16]}"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @functools.lru_cache(maxsize=64)
 def schema_grammar(schema_json: str) -> str:
     """GBNF for a JSON schema (llama-cpp-python's converter), cached per schema."""
@@ -109,12 +128,20 @@ class ChatTemplate:
         )
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return self.template.render(
-            messages=messages,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-            add_generation_prompt=True,
-        )
+        import jinja2
+
+        try:
+            return self.template.render(
+                messages=messages,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                add_generation_prompt=True,
+            )
+        except jinja2.TemplateError as exc:
+            raise ModelError(
+                f"the model's chat template cannot render these messages: {exc}",
+                reason="chat template",
+            ) from exc
 
 
 class LlamaCppModel(Model):
@@ -152,7 +179,7 @@ class LlamaCppModel(Model):
             raise ConfigError(
                 f"GGUF file {self.path} does not exist: give the path of a .gguf model file"
             )
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         for name, value, low in (
             ("n_ctx", n_ctx, 16),
             ("batch_size", batch_size, 1),
@@ -174,9 +201,11 @@ class LlamaCppModel(Model):
         self.n_gpu_layers = n_gpu_layers
         self.top_k, self.min_p = top_k, min_p
         engines = max(1, self.workers)
+        # samplers added to every request change the outputs, so they are part of the identity
+        extra = "".join(f"|{k}={v}" for k, v in (("top_k", top_k), ("min_p", min_p)) if v)
         self._info = ModelInfo(
             name=self.path.stem,
-            identity=f"llamacpp:{file_identity(self.path)}",
+            identity=f"llamacpp:{file_identity(self.path)}{extra}",
             # a little more than the batch holds, so a slot that frees has a request waiting
             max_concurrency=max_concurrency or engines * batch_size + engines * batch_size // 2,
             raw_prompt=True,
@@ -185,7 +214,8 @@ class LlamaCppModel(Model):
         self._vocab: Any = None
         self._template: ChatTemplate | None = None
         self._hosts: list[Any] = []
-        self._lock = threading.Lock()
+        self._vocab_lock = threading.Lock()  # the tokenizer here
+        self._hosts_lock = threading.Lock()  # the engines
         self._ids = itertools.count(1)
 
     @classmethod
@@ -201,9 +231,9 @@ class LlamaCppModel(Model):
     # -- tokenizer and template (a vocabulary-only load in this process) -----------------------
 
     def _load_vocab(self) -> Any:
-        with self._lock:
+        with self._vocab_lock:
             if self._vocab is None:
-                from .llamacpp_batch import Weights
+                from .llamacpp_gguf import Weights
 
                 try:
                     vocab = Weights(self.path, vocab_only=True)
@@ -218,7 +248,7 @@ class LlamaCppModel(Model):
 
     def count_tokens(self, text: str) -> int:
         vocab = self._load_vocab()
-        with self._lock:
+        with self._vocab_lock:
             return len(vocab.tokenize(text, add_special=False))
 
     def render(self, request: Request) -> str:
@@ -247,7 +277,7 @@ class LlamaCppModel(Model):
     def _start_hosts(self) -> list[Any]:
         from .llamacpp_worker import ProcessHost, ThreadHost
 
-        with self._lock:
+        with self._hosts_lock:
             if self._hosts:
                 return self._hosts
             if self.workers == 0:
@@ -274,7 +304,7 @@ class LlamaCppModel(Model):
         )
 
     async def close(self) -> None:
-        with self._lock:
+        with self._hosts_lock:
             hosts, self._hosts = self._hosts, []
         await asyncio.gather(*(asyncio.to_thread(host.close) for host in hosts))
 
@@ -287,7 +317,8 @@ class LlamaCppModel(Model):
         grammar = None
         if request.json_schema is not None:
             try:
-                grammar = schema_grammar(json.dumps(request.json_schema, sort_keys=True))
+                # key order kept: the grammar writes properties in the schema's order
+                grammar = schema_grammar(json.dumps(request.json_schema))
             except Exception as exc:
                 raise ModelError(
                     f"cannot turn the JSON schema into a grammar: {exc}", reason="bad schema"

@@ -9,28 +9,31 @@ that produced logits with its own sampler chain (grammar → top-p → temperatu
 greedy at temperature 0). A finished sequence leaves the batch at once (``llama_memory_seq_rm``)
 and a waiting one takes its slot on the next step: new requests join as others finish.
 
-A job with ``n > 1`` samples decodes its prompt once; the other samples get a copy of that KV
-stream (``llama_memory_seq_cp``) and sample from the same logits with their own seeds.
+Prompt prefixes are decoded once per engine: a sequence that starts while another holds (or is
+about to hold) the same leading prompt tokens copies that sequence's KV stream
+(``llama_memory_seq_cp``), trims it (``llama_memory_seq_rm``) and decodes only its own tail. That
+covers ``n > 1`` samples (which also share the prompt's last logits, each sampling with its own
+seed) and rows rendered from one template or system prompt. Copies and batching leave the
+numbers unchanged: with flash attention each token's result does not depend on what else is in
+the batch, so a greedy text is the same alone or batched.
 
-Deliberately not here: threads, processes, asyncio and chat templates (``llamacpp_worker`` and
-``llamacpp``). The engine is synchronous and single-threaded; its owner calls :meth:`step` in a loop.
+Deliberately not here: loading the GGUF and tokenizing (``llamacpp_gguf``), threads, processes,
+asyncio and chat templates (``llamacpp_worker``, ``llamacpp``). The engine is synchronous and single-threaded; its owner calls :meth:`step` in a loop.
 """
 
 from __future__ import annotations
 
 import codecs
 import ctypes
-import logging
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import llama_cpp as lc
+import numpy as np
 
-#: silence llama.cpp's info logs (llama-cpp-python routes them through this logger)
-logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-
+from .llamacpp_gguf import Weights
 
 #: the shortest shared prompt prefix worth a KV copy (a copy costs less than one prefill token)
 MIN_SHARED = 8
@@ -90,77 +93,6 @@ class JobResult:
     fatal: bool = False  #: the engine itself stopped: later jobs would fail too
 
 
-class Weights:
-    """A loaded GGUF (weights, or the vocabulary alone): tokenizer, pieces and metadata."""
-
-    def __init__(
-        self, path: str | Path, *, vocab_only: bool = False, n_gpu_layers: int = 0
-    ) -> None:
-        lc.llama_backend_init()
-        params = lc.llama_model_default_params()
-        params.vocab_only = vocab_only
-        params.n_gpu_layers = n_gpu_layers
-        self.model = lc.llama_model_load_from_file(str(path).encode(), params)
-        if not self.model:
-            raise ValueError(f"llama.cpp could not load {path} (not a GGUF model file?)")
-        self.vocab = lc.llama_model_get_vocab(self.model)
-        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self.model))
-        self._pieces: dict[int, bytes] = {}
-        self._piece_buf = ctypes.create_string_buffer(256)
-
-    def close(self) -> None:
-        if self.model:
-            lc.llama_model_free(self.model)
-            self.model = None
-
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        """Tokens of ``text`` with special tokens parsed (as llama-cpp-python tokenizes prompts)."""
-        data = text.encode("utf-8")
-        size = len(data) + 8
-        buf = (lc.llama_token * size)()
-        n = lc.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
-        if n < 0:
-            size = -n
-            buf = (lc.llama_token * size)()
-            n = lc.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
-        return list(buf[:n])
-
-    def piece(self, token: int) -> bytes:
-        """The bytes a generated token contributes to the text (control tokens render empty)."""
-        cached = self._pieces.get(token)
-        if cached is None:
-            n = lc.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
-            cached = self._piece_buf.raw[: max(n, 0)]
-            self._pieces[token] = cached
-        return cached
-
-    def is_eog(self, token: int) -> bool:
-        return bool(lc.llama_vocab_is_eog(self.vocab, token))
-
-    def token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        raw = lc.llama_vocab_get_text(self.vocab, token)
-        return raw.decode("utf-8", errors="replace") if raw else ""
-
-    def special_tokens(self) -> tuple[str, str]:
-        """(bos, eos) token texts, for chat templates."""
-        return self.token_text(lc.llama_vocab_bos(self.vocab)), self.token_text(
-            lc.llama_vocab_eos(self.vocab)
-        )
-
-    def metadata(self, key: str) -> str | None:
-        size = 1 << 16
-        buf = ctypes.create_string_buffer(size)
-        n = lc.llama_model_meta_val_str(self.model, key.encode(), buf, size)
-        if n < 0:
-            return None
-        if n >= size:
-            buf = ctypes.create_string_buffer(n + 1)
-            lc.llama_model_meta_val_str(self.model, key.encode(), buf, n + 1)
-        return buf.value.decode("utf-8", errors="replace")
-
-
 @dataclass(eq=False)
 class _Seq:
     """One sample in flight: its slot, sampler chain, tokens and text so far."""
@@ -173,6 +105,7 @@ class _Seq:
     state: str = "waiting"  #: waiting | parked | prefill | decode | done
     slot: int = -1
     chain: Any = None
+    grammar: Any = None  #: the grammar sampler, kept apart from the chain (see _sample)
     pos: int = 0  #: next position to write in this sequence's KV stream
     fed: int = 0  #: prompt tokens already decoded (or queued in the current batch)
     logits_at: int = -1  #: batch index of this sequence's logits in the current batch
@@ -223,6 +156,12 @@ class BatchEngine:
         self.mem = lc.llama_get_memory(self.ctx)
         self.n_ctx = int(lc.llama_n_ctx_seq(self.ctx))
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        # scratch for grammar checks: one candidate, or the whole vocabulary
+        self._n_vocab = int(lc.llama_vocab_n_tokens(self.weights.vocab))
+        self._one = lc.llama_token_data()
+        self._one_array = lc.llama_token_data_array(data=ctypes.pointer(self._one), size=1)
+        self._cands = np.zeros(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._ids = np.arange(self._n_vocab, dtype=np.int32)
         self.free_slots: list[int] = list(range(width - 1, -1, -1))
         self.waiting: deque[_Seq] = deque()
         self.active: list[_Seq] = []  #: parked, prefill and decode sequences, in admission order
@@ -321,6 +260,10 @@ class BatchEngine:
             s = self.waiting.popleft()
             s.slot = self.free_slots.pop()
             s.chain = self._make_chain(s.job, s.index)
+            if s.job.grammar:
+                s.grammar = lc.llama_sampler_init_grammar(
+                    self.weights.vocab, s.job.grammar.encode(), b"root"
+                )
             self.active.append(s)
             self._place(s)
 
@@ -414,11 +357,6 @@ class BatchEngine:
 
     def _make_chain(self, job: Job, index: int) -> Any:
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        if job.grammar:
-            lc.llama_sampler_chain_add(
-                chain,
-                lc.llama_sampler_init_grammar(self.weights.vocab, job.grammar.encode(), b"root"),
-            )
         if job.temperature <= 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
             return chain
@@ -433,8 +371,43 @@ class BatchEngine:
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed))
         return chain
 
-    def _sample(self, s: _Seq, idx: int) -> None:
+    def _pick(self, s: _Seq, idx: int) -> int:
+        """The next token. Under a grammar: sample freely, then ask the grammar about that one
+        token; only when it refuses, mask every token the grammar refuses and sample again
+        (llama.cpp's own rejection scheme: the same distribution as masking first, for a
+        fraction of the cost, since the model mostly proposes valid JSON by itself)."""
         token = int(lc.llama_sampler_sample(s.chain, self.ctx, idx))
+        if s.grammar is None:
+            return token
+        self._one.id = token  # type: ignore[assignment]  # ctypes converts the int
+        self._one.logit, self._one.p = 1.0, 0.0
+        self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
+        lc.llama_sampler_apply(s.grammar, ctypes.byref(self._one_array))
+        if self._one.logit != float("-inf"):
+            lc.llama_sampler_accept(s.grammar, token)
+            return token
+        logits = np.ctypeslib.as_array(
+            lc.llama_get_logits_ith(self.ctx, idx), shape=(self._n_vocab,)
+        )
+        cands = self._cands
+        cands["id"] = self._ids
+        cands["logit"] = logits
+        cands["p"] = 0.0
+        array = lc.llama_token_data_array(
+            data=cands.ctypes.data_as(lc.llama_token_data_p),
+            size=self._n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+        lc.llama_sampler_apply(s.grammar, ctypes.byref(array))
+        lc.llama_sampler_apply(s.chain, ctypes.byref(array))
+        token = int(cands["id"][array.selected]) if 0 <= array.selected < array.size else token
+        lc.llama_sampler_accept(s.grammar, token)
+        lc.llama_sampler_accept(s.chain, token)
+        return token
+
+    def _sample(self, s: _Seq, idx: int) -> None:
+        token = self._pick(s, idx)
         job = s.job
         if self.weights.is_eog(token):
             self._finish(s, "stop")
@@ -482,6 +455,9 @@ class BatchEngine:
         if s.chain is not None:
             lc.llama_sampler_free(s.chain)
             s.chain = None
+        if s.grammar is not None:
+            lc.llama_sampler_free(s.grammar)
+            s.grammar = None
 
     def _collect(self) -> list[JobResult]:
         self.active = [s for s in self.active if s.state != "done"]

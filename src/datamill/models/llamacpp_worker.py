@@ -48,8 +48,14 @@ class EngineHost:
         with self._lock:
             self.pending[job.id] = (future, job.n)
             self.load += job.n
+        try:
+            self._send(("job", job))
+        except BaseException:
+            with self._lock:
+                self.pending.pop(job.id, None)
+                self.load -= job.n
+            raise
         future.add_done_callback(lambda f: self._cancel(job.id) if f.cancelled() else None)
-        self._send(("job", job))
         return future
 
     def _resolve(self, result: JobResult) -> None:
@@ -78,7 +84,10 @@ class EngineHost:
             if entry is not None:
                 self.load -= entry[1]
         if entry is not None:
-            self._send(("cancel", job_id))
+            with contextlib.suppress(
+                OSError, RuntimeError
+            ):  # a stopped engine has nothing to cancel
+                self._send(("cancel", job_id))
 
     def _send(self, message: tuple[Any, ...]) -> None:
         raise NotImplementedError
@@ -130,6 +139,7 @@ class ThreadHost(EngineHost):
         super().__init__(engine_options)
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.engine: BatchEngine | None = None  #: for inspection (tests); used by its thread only
 
     def launch(self) -> None:
         self._thread = threading.Thread(target=self._run, name="llamacpp-engine", daemon=True)
@@ -137,7 +147,7 @@ class ThreadHost(EngineHost):
 
     def _run(self) -> None:
         try:
-            engine = BatchEngine(**self.engine_options)
+            engine = self.engine = BatchEngine(**self.engine_options)
         except Exception as exc:
             self.ready.set_exception(exc)
             return
