@@ -36,9 +36,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _distilabel import (  # bench/ is on sys.path
+    DISTILABEL_PY,
+    DISTILABEL_VENV,
+    ensure_distilabel_venv,
+)
+
 HERE = Path(__file__).resolve().parent
-DISTILABEL_VENV = HERE / ".venv-distilabel"
-DISTILABEL_PY = DISTILABEL_VENV / "bin" / "python"
 
 
 # -- CPU accounting (works in either venv: psutil is in both) -------------------------------------
@@ -282,22 +286,7 @@ def run_engine(
 
 
 def setup_distilabel() -> None:
-    if not DISTILABEL_PY.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(DISTILABEL_VENV)], check=True)
-    subprocess.run(
-        [
-            str(DISTILABEL_PY),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "distilabel==1.5.3",
-            "requests",
-            "openai",
-            "psutil",
-        ],
-        check=True,
-    )
+    ensure_distilabel_venv(["requests", "openai", "psutil"], ["requests", "openai", "psutil"])
 
 
 def main() -> None:

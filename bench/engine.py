@@ -43,9 +43,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _distilabel import (  # bench/ is on sys.path
+    DISTILABEL_PY,
+    ensure_distilabel_venv,
+)
+
 HERE = Path(__file__).resolve().parent
-DISTILABEL_VENV = HERE / ".venv-distilabel"
-DISTILABEL_PY = DISTILABEL_VENV / "bin" / "python"
 CORES = os.cpu_count() or 1
 
 TOPICS = [
@@ -295,32 +298,11 @@ WORKERS = {
 
 
 def setup_distilabel() -> None:
-    """Create bench/.venv-distilabel with distilabel 1.5.3, requests and llama-cpp-python."""
-    if not DISTILABEL_PY.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(DISTILABEL_VENV)], check=True)
-    check = "import distilabel, llama_cpp, requests; assert distilabel.__version__ == '1.5.3'"
-    if subprocess.run([str(DISTILABEL_PY), "-c", check], capture_output=True).returncode == 0:
-        return
+    """Fill bench/.venv-distilabel with distilabel 1.5.3, requests and llama-cpp-python."""
     from importlib.metadata import version
 
     llama_version = version("llama-cpp-python")  # the same llama.cpp as datamill's venv
-    print(
-        f"setting up {DISTILABEL_VENV} (distilabel 1.5.3, llama-cpp-python {llama_version}) ...",
-        flush=True,
-    )
-    subprocess.run(
-        [
-            str(DISTILABEL_PY),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "distilabel==1.5.3",
-            "requests",
-            f"llama-cpp-python=={llama_version}",
-        ],
-        check=True,
-    )
+    ensure_distilabel_venv(["requests", f"llama-cpp-python=={llama_version}"], ["requests", "llama_cpp"])
 
 
 def count_tokens(path: str, texts: list[str]) -> list[int]:
