@@ -52,7 +52,9 @@ class ClusteredEmbedder(Embedder):
         for k, i in enumerate(ids):
             rng = np.random.default_rng((self.seed, int(i)))
             spread = rng.uniform(0.1, 0.6)  # cos to a same-cluster row ≈ 1 / (1 + spread²)
-            out[k] = self.centres[i % len(self.centres)] + spread * rng.normal(size=DIM).astype(np.float32) / np.sqrt(DIM)
+            out[k] = self.centres[i % len(self.centres)] + spread * rng.normal(size=DIM).astype(
+                np.float32
+            ) / np.sqrt(DIM)
         self.seconds += time.perf_counter() - began
         return out
 
@@ -61,8 +63,15 @@ def bench(n: int, budget: int, threshold: float, embedder_spec: str | None) -> N
     rng = np.random.default_rng(n)
     scores = rng.integers(1, 7, size=n) * rng.integers(1, 7, size=n)  # complexity × quality, 1..36
     rows = [{"instruction": f"row {i}", "deita_score": float(scores[i])} for i in range(n)]
-    embedder: Embedder | None = ClusteredEmbedder(clusters=max(10, n // 20)) if embedder_spec is None else None
-    step = DeitaSelect(budget=budget, threshold=threshold, columns=["instruction"], embedder=embedder or embedder_spec or "minilm")
+    embedder: Embedder | None = (
+        ClusteredEmbedder(clusters=max(10, n // 20)) if embedder_spec is None else None
+    )
+    step = DeitaSelect(
+        budget=budget,
+        threshold=threshold,
+        columns=["instruction"],
+        embedder=embedder or embedder_spec or "minilm",
+    )
     reasons: dict[str, int] = {}
 
     def drop(row: dict, reason: str, detail: str | None) -> None:
@@ -78,7 +87,9 @@ def bench(n: int, budget: int, threshold: float, embedder_spec: str | None) -> N
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
     embedded = embedder.embedded if isinstance(embedder, ClusteredEmbedder) else "?"
-    in_embedder = f" (embedder {embedder.seconds:.2f} s)" if isinstance(embedder, ClusteredEmbedder) else ""
+    in_embedder = (
+        f" (embedder {embedder.seconds:.2f} s)" if isinstance(embedder, ClusteredEmbedder) else ""
+    )
     print(
         f"rows {n:>7,}  budget {budget:>6,}  τ {threshold}  selected {len(kept):>6,}  "
         f"too similar {reasons.get('too similar to a selected row', 0):>6,}  over budget {reasons.get('over budget', 0):>6,}  "
@@ -92,7 +103,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--budget-fraction", type=float, default=0.1)
     parser.add_argument("--threshold", type=float, default=0.9)
-    parser.add_argument("--embedder", default=None, help="a real embedder spec (e.g. minilm) instead of the synthetic one")
+    parser.add_argument(
+        "--embedder",
+        default=None,
+        help="a real embedder spec (e.g. minilm) instead of the synthetic one",
+    )
     args = parser.parse_args()
     for n in args.sizes:
         bench(n, max(1, int(n * args.budget_fraction)), args.threshold, args.embedder)

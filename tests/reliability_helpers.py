@@ -20,7 +20,9 @@ from typing import Any
 DATA_FILE = Path("data") / "train-00000-of-00001.parquet"
 
 
-def cli(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[str]:
+def cli(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
     """Start ``datamill ARGS`` in a fresh Python process (the real entry point)."""
     # the quality report's embedding model costs seconds per finished run and is not under test here
     full_env = {**os.environ, "DATAMILL_REPORT_EMBEDDINGS": "0", **(env or {})}
@@ -36,7 +38,9 @@ def cli(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, **pope
     )
 
 
-def cli_run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli_run(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``datamill ARGS`` to the end; return its exit code and output."""
     proc = cli(args, cwd=cwd, env=env)
     out, err = proc.communicate(timeout=timeout)
@@ -89,7 +93,12 @@ def call_events(log: Path, identity: str = "fake:fake") -> list[dict[str, Any]]:
     return events
 
 
-def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str] | None = None, timeout: float = 60, poll: float = 0.005) -> bool:
+def wait_until(
+    condition: Callable[[], bool],
+    proc: subprocess.Popen[str] | None = None,
+    timeout: float = 60,
+    poll: float = 0.005,
+) -> bool:
     """Poll ``condition`` until it holds (True), or the process ends / time runs out (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,7 +25,9 @@ def build(model: FakeModel, rows: int = 4) -> Pipeline:
         [
             TextGeneration(output="question", max_tokens=32, truncated="keep"),
             tidy,
-            TextGeneration(template="Answer briefly: {{ question }}", output="response", max_tokens=64),
+            TextGeneration(
+                template="Answer briefly: {{ question }}", output="response", max_tokens=64
+            ),
             FormatSFT(instruction="question", response="response"),
         ],
         source=[{"instruction": f"Ask about topic {i}"} for i in range(rows)],
@@ -52,8 +54,22 @@ def test_public_api_is_sorted_and_every_name_resolves() -> None:
     assert names == sorted(names) and len(set(names)) == len(names)
     for name in names:
         assert getattr(datamill, name) is not None
-    for name in ("Pipeline", "Budget", "Forecast", "PriceTable", "push_to_hub", "SelfInstruct", "EvolInstruct", "Magpie",
-                 "ResponsePool", "EvolQuality", "UltraFeedback", "CritiqueRewrite", "FormatDPO", "FormatSFT"):
+    for name in (
+        "Pipeline",
+        "Budget",
+        "Forecast",
+        "PriceTable",
+        "push_to_hub",
+        "SelfInstruct",
+        "EvolInstruct",
+        "Magpie",
+        "ResponsePool",
+        "EvolQuality",
+        "UltraFeedback",
+        "CritiqueRewrite",
+        "FormatDPO",
+        "FormatSFT",
+    ):
         assert name in names
     package = Path(datamill.__file__).parent
     assert (package / "py.typed").exists()
@@ -69,7 +85,9 @@ def test_step_classes_match_the_recipe_registry() -> None:
     for kind, target in STEP_KINDS.items():
         module, _, cls = target.partition(":")
         if cls in datamill.__all__:
-            assert getattr(datamill, cls) is getattr(importlib.import_module(f"datamill.{module}"), cls), kind
+            assert getattr(datamill, cls) is getattr(
+                importlib.import_module(f"datamill.{module}"), cls
+            ), kind
             assert getattr(datamill, cls).kind == kind
 
 
@@ -96,7 +114,11 @@ def test_build_check_preview_run_to_dataset(tmp_path: Path) -> None:
 
 def test_check_fails_before_any_call() -> None:
     model = FakeModel()
-    p = Pipeline([TextGeneration(template="{{ topic }}", output="g")], source=[{"instruction": "x"}], models={"default": model})
+    p = Pipeline(
+        [TextGeneration(template="{{ topic }}", output="g")],
+        source=[{"instruction": "x"}],
+        models={"default": model},
+    )
     with pytest.raises(PipelineError, match="needs column 'topic'"):
         p.check()
     with pytest.raises(PipelineError):
@@ -164,7 +186,10 @@ def test_expand_and_row_level_failures_from_python(tmp_path: Path) -> None:
     )
     result = p.run(None, progress=False)
     assert [r["instruction"] for r in result.rows] == ["a", "c"]
-    assert result.failures[0]["reason"] == "empty completion" and result.failures[0]["row"]["instruction"] == "b"
+    assert (
+        result.failures[0]["reason"] == "empty completion"
+        and result.failures[0]["row"]["instruction"] == "b"
+    )
 
 
 @pytest.mark.real
@@ -174,7 +199,11 @@ def test_embedded_model_is_freed_after_a_run(tmp_path: Path) -> None:
     model = LlamaCppModel(n_ctx=1024)
     asyncio.run(model.start())  # loaded, as a notebook would leave it
     assert model._hosts
-    p = Pipeline([TextGeneration(output="g", max_tokens=8, truncated="keep")], source=[{"instruction": "Say hi."}], models={"default": model})
+    p = Pipeline(
+        [TextGeneration(output="g", max_tokens=8, truncated="keep")],
+        source=[{"instruction": "Say hi."}],
+        models={"default": model},
+    )
     result = p.run(None, progress=False, cache=False)
     assert len(result.rows) == 1 and result.rows[0]["g"]
     assert model._hosts == []  # the engines (and their weights) are released when the run ends

@@ -51,6 +51,8 @@ def recipe(body: str) -> str:
 
 
 INLINE_SOURCE = "source:\n  rows: [{instruction: a}]\n"
+
+
 @dataclass
 class Case:
     id: str
@@ -74,7 +76,12 @@ def parquet_bytes(columns: dict[str, list]) -> bytes:
 
 CASES = [
     # --- recipes: YAML, schema, steps, models -------------------------------------------------
-    Case("recipe file missing", {}, ["run", "nope.yaml"], "error: recipe file nope.yaml does not exist"),
+    Case(
+        "recipe file missing",
+        {},
+        ["run", "nope.yaml"],
+        "error: recipe file nope.yaml does not exist",
+    ),
     Case(
         "unknown built-in recipe",
         {},
@@ -87,7 +94,12 @@ CASES = [
         ["run", "r.yaml"],
         "error: r.yaml:4: not valid YAML (expected ',' or '}', but got '<stream end>')",
     ),
-    Case("recipe not UTF-8", {"r.yaml": b"name: t\xff\n"}, ["run", "r.yaml"], "error: r.yaml: not UTF-8 text"),
+    Case(
+        "recipe not UTF-8",
+        {"r.yaml": b"name: t\xff\n"},
+        ["run", "r.yaml"],
+        "error: r.yaml: not UTF-8 text",
+    ),
     Case(
         "recipe is a list",
         {"r.yaml": "- a\n- b\n"},
@@ -96,7 +108,11 @@ CASES = [
     ),
     Case(
         "misspelt top-level field",
-        {"r.yaml": recipe("soruce:\n  rows: [{instruction: a}]\nsteps:\n  - text_generation: {}\n")},
+        {
+            "r.yaml": recipe(
+                "soruce:\n  rows: [{instruction: a}]\nsteps:\n  - text_generation: {}\n"
+            )
+        },
         ["run", "r.yaml"],
         "error: r.yaml:4: soruce: unknown field; allowed: <recipe fields>",
     ),
@@ -126,7 +142,11 @@ CASES = [
     ),
     Case(
         "misspelt step parameter",
-        {"r.yaml": recipe(INLINE_SOURCE + "steps:\n  - text_generation: {output: answer, temprature: 1}\n")},
+        {
+            "r.yaml": recipe(
+                INLINE_SOURCE + "steps:\n  - text_generation: {output: answer, temprature: 1}\n"
+            )
+        },
         ["run", "r.yaml"],
         "error: r.yaml:7: step 1 (text_generation): temprature: unknown parameter; allowed: <text_generation parameters>",
     ),
@@ -156,19 +176,31 @@ CASES = [
     ),
     Case(
         "template not valid Jinja",
-        {"r.yaml": recipe(INLINE_SOURCE + 'steps:\n  - text_generation: {template: "{{ question }"}\n')},
+        {
+            "r.yaml": recipe(
+                INLINE_SOURCE + 'steps:\n  - text_generation: {template: "{{ question }"}\n'
+            )
+        },
         ["run", "r.yaml"],
         "error: r.yaml:7: step 1 (text_generation): text_generation template is not valid Jinja: unexpected '}'",
     ),
     Case(
         "unknown model backend",
-        {"r.yaml": "name: t\nmodels:\n  default: gpt5\n" + INLINE_SOURCE + "steps:\n  - text_generation: {}\n"},
+        {
+            "r.yaml": "name: t\nmodels:\n  default: gpt5\n"
+            + INLINE_SOURCE
+            + "steps:\n  - text_generation: {}\n"
+        },
         ["run", "r.yaml"],
         "error: r.yaml:3: models.default: unknown model backend 'gpt5' in spec 'gpt5': use one of fake, llamacpp, openai, transformers, vllm",
     ),
     Case(
         "model sampling out of range",
-        {"r.yaml": "name: t\nmodels:\n  default:\n    spec: fake\n    call_log: calls.log\n    temperature: -1\n" + INLINE_SOURCE + "steps:\n  - text_generation: {}\n"},
+        {
+            "r.yaml": "name: t\nmodels:\n  default:\n    spec: fake\n    call_log: calls.log\n    temperature: -1\n"
+            + INLINE_SOURCE
+            + "steps:\n  - text_generation: {}\n"
+        },
         ["run", "r.yaml"],
         "error: r.yaml:6: models.default.temperature: must be a number of at least 0, got -1",
     ),
@@ -180,13 +212,23 @@ CASES = [
     ),
     Case(
         "template reads a column no row has",
-        {"r.yaml": recipe(INLINE_SOURCE + 'steps:\n  - text_generation: {template: "{{ question }}"}\n')},
+        {
+            "r.yaml": recipe(
+                INLINE_SOURCE + 'steps:\n  - text_generation: {template: "{{ question }}"}\n'
+            )
+        },
         ["run", "r.yaml"],
         "error: step 1 (text_generation) needs column 'question', but rows only have: instruction; "
         "add a rename step or set the step's column parameter",
     ),
     # --- command-line options -------------------------------------------------------------------
-    Case("--limit 0", {"r.yaml": RECIPE, "data.jsonl": GOOD_ROWS}, ["run", "r.yaml"], "error: --limit must be at least 1, got 0", extra=["--limit", "0"]),
+    Case(
+        "--limit 0",
+        {"r.yaml": RECIPE, "data.jsonl": GOOD_ROWS},
+        ["run", "r.yaml"],
+        "error: --limit must be at least 1, got 0",
+        extra=["--limit", "0"],
+    ),
     Case(
         "--limit not a number",
         {"r.yaml": RECIPE, "data.jsonl": GOOD_ROWS},
@@ -220,7 +262,12 @@ CASES = [
         "error: unknown model backend 'gpt5' in spec 'gpt5': use one of fake, llamacpp, openai, transformers, vllm",
     ),
     # --- input files ----------------------------------------------------------------------------
-    Case("input file missing", {"r.yaml": RECIPE}, ["run", "r.yaml", "-i", "gone.jsonl"], "error: gone.jsonl: no such file"),
+    Case(
+        "input file missing",
+        {"r.yaml": RECIPE},
+        ["run", "r.yaml", "-i", "gone.jsonl"],
+        "error: gone.jsonl: no such file",
+    ),
     Case(
         "input of unknown type",
         {"r.yaml": RECIPE, "in.csv": "instruction\na\n"},
@@ -241,7 +288,10 @@ CASES = [
     ),
     Case(
         "JSONL NaN",
-        {"r.yaml": RECIPE, "data.jsonl": '{"instruction": "a"}\n{"instruction": "b", "score": NaN}\n'},
+        {
+            "r.yaml": RECIPE,
+            "data.jsonl": '{"instruction": "a"}\n{"instruction": "b", "score": NaN}\n',
+        },
         ["run", "r.yaml"],
         "error: data.jsonl:2: NaN is not valid JSON; write null for a missing value",
     ),
@@ -251,8 +301,18 @@ CASES = [
         ["run", "r.yaml"],
         "error: data.jsonl:2: each line must be a JSON object, got a list",
     ),
-    Case("empty JSONL", {"r.yaml": RECIPE, "data.jsonl": "\n\n"}, ["run", "r.yaml"], "error: data.jsonl has no rows: give at least one input row"),
-    Case("empty JSON list", {"r.yaml": RECIPE, "in.json": "[]"}, ["run", "r.yaml", "-i", "in.json"], "error: in.json has no rows: give at least one input row"),
+    Case(
+        "empty JSONL",
+        {"r.yaml": RECIPE, "data.jsonl": "\n\n"},
+        ["run", "r.yaml"],
+        "error: data.jsonl has no rows: give at least one input row",
+    ),
+    Case(
+        "empty JSON list",
+        {"r.yaml": RECIPE, "in.json": "[]"},
+        ["run", "r.yaml", "-i", "in.json"],
+        "error: in.json has no rows: give at least one input row",
+    ),
     Case(
         "JSON not a list",
         {"r.yaml": RECIPE, "in.json": '{"instruction": "a"}'},
@@ -280,7 +340,12 @@ CASES = [
     ),
     Case(
         "line over the size limit",
-        {"r.yaml": RECIPE, "data.jsonl": '{"instruction": "a"}\n' + json.dumps({"instruction": "x" * (8 * 1024 * 1024)}) + "\n"},
+        {
+            "r.yaml": RECIPE,
+            "data.jsonl": '{"instruction": "a"}\n'
+            + json.dumps({"instruction": "x" * (8 * 1024 * 1024)})
+            + "\n",
+        },
         ["run", "r.yaml"],
         "error: data.jsonl:2: line is 8388628 bytes, over the 8388608-byte limit per row; shorten or split that row",
     ),
@@ -312,7 +377,10 @@ CASES = [
     ),
     Case(
         "list among text",
-        {"r.yaml": RECIPE, "data.jsonl": '{"instruction": "a"}\n{"instruction": "b"}\n{"instruction": ["x", "y"]}\n'},
+        {
+            "r.yaml": RECIPE,
+            "data.jsonl": '{"instruction": "a"}\n{"instruction": "b"}\n{"instruction": ["x", "y"]}\n',
+        },
         ["run", "r.yaml"],
         "error: data.jsonl:3: column 'instruction' holds a list here but text in data.jsonl:1; "
         "step 1 (text_generation) reads it: give it one type in every row",
@@ -371,7 +439,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.chdir(folder)
     monkeypatch.delenv("DATAMILL_DEBUG", raising=False)
-    monkeypatch.setenv("DATAMILL_REPORT_EMBEDDINGS", "0")  # the report's embedder is not under test here
+    monkeypatch.setenv(
+        "DATAMILL_REPORT_EMBEDDINGS", "0"
+    )  # the report's embedder is not under test here
     return folder
 
 
@@ -381,7 +451,9 @@ def test_catalogue_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_gives_one_exact_line(case: Case, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_gives_one_exact_line(
+    case: Case, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _write(workdir, case.files)
     args = list(case.args)
     if "-o" not in args:
@@ -402,7 +474,10 @@ def test_locked_output_folder_is_refused(workdir: Path, capsys: pytest.CaptureFi
         code, _, err = run_cli(["run", "r.yaml", "-o", "out", "-q"], capsys)
     finally:
         holder.unlock()
-    assert err == f"error: another datamill run (pid {os.getpid()}) is writing to out; wait for it or choose another --output\n"
+    assert (
+        err
+        == f"error: another datamill run (pid {os.getpid()}) is writing to out; wait for it or choose another --output\n"
+    )
     assert code == 1
     assert not (workdir / "calls.log").exists()
     # once the other run is gone, the same command works
@@ -414,11 +489,17 @@ def _calls(workdir: Path) -> list[str]:
     log = workdir / "calls.log"
     if not log.exists():
         return []
-    return [json.loads(line)["payload"] for line in log.read_text().splitlines() if json.loads(line)["event"] == "start"]
+    return [
+        json.loads(line)["payload"]
+        for line in log.read_text().splitlines()
+        if json.loads(line)["event"] == "start"
+    ]
 
 
 def _failures(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "out" / "failures.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (workdir / "out" / "failures.jsonl").read_text().splitlines()
+    ]
 
 
 @pytest.mark.parametrize(
@@ -437,19 +518,28 @@ def test_empty_value_in_some_rows_is_recorded_per_row_and_never_sent(
     [record] = _failures(workdir)
     assert record["reason"] == "empty input"
     assert record["key"] == [1]
-    assert record["detail"] == f"column 'instruction' is {what}; text_generation needs a value there"
+    assert (
+        record["detail"] == f"column 'instruction' is {what}; text_generation needs a value there"
+    )
     sent = _calls(workdir)
     assert len(sent) == 2 and all("good" in p for p in sent)
     run = json.loads((workdir / "out" / "run.json").read_text())
     assert run["failures"] == {"empty input": 1}
 
 
-def test_nan_in_some_parquet_rows_is_recorded_per_row(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_in_some_parquet_rows_is_recorded_per_row(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"instruction": ["first", "second", "third"], "score": [1.0, float("nan"), 2.0]}), workdir / "in.parquet")
-    recipe_text = recipe("source:\n  path: in.parquet\nsteps:\n  - text_generation: {template: '{{ instruction }} {{ score }}', output: answer}\n")
+    pq.write_table(
+        pa.table({"instruction": ["first", "second", "third"], "score": [1.0, float("nan"), 2.0]}),
+        workdir / "in.parquet",
+    )
+    recipe_text = recipe(
+        "source:\n  path: in.parquet\nsteps:\n  - text_generation: {template: '{{ instruction }} {{ score }}', output: answer}\n"
+    )
     _write(workdir, {"r.yaml": recipe_text})
     code, out, err = run_cli(["run", "r.yaml", "-o", "out", "-q"], capsys)
     assert code == 0, err
@@ -459,10 +549,14 @@ def test_nan_in_some_parquet_rows_is_recorded_per_row(workdir: Path, capsys: pyt
     assert len(_calls(workdir)) == 2
 
 
-def test_empty_value_produced_mid_pipeline_is_recorded_not_sent(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_value_produced_mid_pipeline_is_recorded_not_sent(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An empty value made by an earlier step (here a rename of a blank column) is caught per row too."""
     rows = '{"q": "fine"}\n{"q": ""}\n'
-    recipe_text = recipe("source:\n  path: data.jsonl\nsteps:\n  - rename: {columns: {q: instruction}}\n  - text_generation: {output: answer}\n")
+    recipe_text = recipe(
+        "source:\n  path: data.jsonl\nsteps:\n  - rename: {columns: {q: instruction}}\n  - text_generation: {output: answer}\n"
+    )
     _write(workdir, {"r.yaml": recipe_text, "data.jsonl": rows})
     code, out, err = run_cli(["run", "r.yaml", "-o", "out", "-q"], capsys)
     assert code == 0, err
@@ -471,7 +565,9 @@ def test_empty_value_produced_mid_pipeline_is_recorded_not_sent(workdir: Path, c
     assert len(_calls(workdir)) == 1
 
 
-def test_bare_command_shows_help_and_debug_shows_traceback(workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bare_command_shows_help_and_debug_shows_traceback(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, err = run_cli([], capsys)
     assert code == 2 and "Usage: datamill" in out + err and "run" in out + err
     monkeypatch.setenv("DATAMILL_DEBUG", "1")
@@ -482,7 +578,9 @@ def test_bare_command_shows_help_and_debug_shows_traceback(workdir: Path, capsys
 
 
 @pytest.mark.real
-def test_one_megabyte_row_is_recorded_per_row_by_the_embedded_model(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_megabyte_row_is_recorded_per_row_by_the_embedded_model(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A 1 MB prompt does not fit the embedded model's context: that row is recorded, the rest run."""
     big = json.dumps({"instruction": "word " * 200_000})
     assert len(big) > 1_000_000

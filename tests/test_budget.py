@@ -42,7 +42,10 @@ def no_prices() -> PriceTable:
 
 
 # -- parsing and validation ---------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("1.5h", 5400), ("2m 30s", 150)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("1.5h", 5400), ("2m 30s", 150)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -66,7 +69,11 @@ def test_prompt_tokens_use_the_models_tokenizer_and_chat_template() -> None:
     model = FakeModel()  # counts whitespace-separated words; has a ChatML-like template
     request = Request.chat("a b c", system="be brief")
     rendered = render_chat(model.info.chat_template, request.messages or ())
-    assert rendered is not None and "<|im_start|>system" in rendered and rendered.count("<|im_start|>") == 2
+    assert (
+        rendered is not None
+        and "<|im_start|>system" in rendered
+        and rendered.count("<|im_start|>") == 2
+    )
     assert prompt_tokens(model, request) == model.count_tokens(rendered)
     assert prompt_tokens(model, Request(prompt="x y z w")) == 4
 
@@ -82,7 +89,9 @@ def test_completion_estimate_is_max_tokens_until_learned_then_the_mean() -> None
         budget.before_call(handle, request)  # type: ignore[arg-type]
         budget.after_call(handle, [Completion("x", completion_tokens=20, prompt_tokens=5)])  # type: ignore[arg-type]
     assert budget.completion_estimate(model, request) == 20
-    assert budget.completion_estimate(model, request.with_options(max_tokens=50)) == 50  # another kind
+    assert (
+        budget.completion_estimate(model, request.with_options(max_tokens=50)) == 50
+    )  # another kind
     assert budget.tokens == LEARN_AFTER * 25
     assert budget._reserved() == (0, 0.0)
 
@@ -100,7 +109,9 @@ def test_a_cap_below_one_call_says_to_raise_it() -> None:
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def test_token_cap_stops_cleanly_and_the_run_resumes_without_repeating_calls(tmp_path: Path) -> None:
+def test_token_cap_stops_cleanly_and_the_run_resumes_without_repeating_calls(
+    tmp_path: Path,
+) -> None:
     sent: list[str] = []
 
     class Counting(FakeModel):
@@ -114,12 +125,16 @@ def test_token_cap_stops_cleanly_and_the_run_resumes_without_repeating_calls(tmp
 
     assert first.stopped is not None and "--max-tokens 120" in first.stopped
     assert 0 < len(first.rows) < ROWS
-    assert all(set(r) >= {"messages", "question", "response"} for r in first.rows)  # only finished rows
+    assert all(
+        set(r) >= {"messages", "question", "response"} for r in first.rows
+    )  # only finished rows
     assert budget.tokens <= 120  # the cap held
     assert first.stats.prompt_tokens + first.stats.completion_tokens == budget.tokens
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] is False and "--max-tokens" in run["stopped_by"]
-    assert run["budget"]["stopped_by"] == "max_tokens" and run["budget"]["caps"]["max_tokens"] == 120
+    assert (
+        run["budget"]["stopped_by"] == "max_tokens" and run["budget"]["caps"]["max_tokens"] == 120
+    )
     assert pq.read_table(out / "data" / "train-00000-of-00001.parquet").num_rows == len(first.rows)
     assert run["failed_rows"] == 0  # rows cut by the cap are not failures
     calls_before = len(sent)
@@ -133,7 +148,9 @@ def test_token_cap_stops_cleanly_and_the_run_resumes_without_repeating_calls(tmp
 
 
 def test_cost_cap_uses_the_price_table(tmp_path: Path) -> None:
-    prices = PriceTable(user={"fake": Price(input=1000.0, output=1000.0)}, defaults={})  # $0.001 per token
+    prices = PriceTable(
+        user={"fake": Price(input=1000.0, output=1000.0)}, defaults={}
+    )  # $0.001 per token
     model = FakeModel(ten_words, max_concurrency=1)
     budget = Budget(max_cost=0.1, prices=prices)
     result = chain(model).run(tmp_path / "o", budget=budget, progress=False)
@@ -141,7 +158,9 @@ def test_cost_cap_uses_the_price_table(tmp_path: Path) -> None:
     assert budget.cost is not None and 0 < budget.cost <= 0.1
     tokens = result.stats.prompt_tokens + result.stats.completion_tokens
     assert budget.cost == pytest.approx(tokens * 0.001)
-    assert json.loads((tmp_path / "o" / "run.json").read_text())["budget"]["used"]["cost_usd"] == pytest.approx(budget.cost)
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["budget"]["used"][
+        "cost_usd"
+    ] == pytest.approx(budget.cost)
 
 
 def test_cost_cap_with_an_unpriced_model_stops_before_any_call(tmp_path: Path) -> None:
@@ -149,7 +168,9 @@ def test_cost_cap_with_an_unpriced_model_stops_before_any_call(tmp_path: Path) -
         backend = "somecloud"
 
     model = Remote(ten_words)
-    result = chain(model).run(tmp_path / "o", budget=Budget(max_cost=1.0, prices=no_prices()), progress=False)
+    result = chain(model).run(
+        tmp_path / "o", budget=Budget(max_cost=1.0, prices=no_prices()), progress=False
+    )
     assert model.calls == []
     assert result.stopped is not None and "no price is known" in result.stopped
     assert result.rows == []
@@ -173,7 +194,11 @@ def test_deadline_uses_wall_clock_and_the_learned_call_time(tmp_path: Path) -> N
         now[0] = 0.0
         model = FakeModel(slow, max_concurrency=1)
         budget = Budget(deadline=deadline, clock=lambda: now[0], prices=no_prices())
-        p = Pipeline([TextGeneration(output="g", max_tokens=8)], source=[{"instruction": f"q{i}"} for i in range(10)], models={"default": model})
+        p = Pipeline(
+            [TextGeneration(output="g", max_tokens=8)],
+            source=[{"instruction": f"q{i}"} for i in range(10)],
+            models={"default": model},
+        )
         result = p.run(None, budget=budget, cache=False, progress=False)
         assert result.stopped is not None and result.stopped.startswith("--deadline")
         assert len(result.rows) == len(model.calls)
@@ -192,7 +217,11 @@ def test_a_failed_call_releases_its_reservation(tmp_path: Path) -> None:
         return "fine answer"
 
     budget = Budget(max_tokens=10_000, prices=no_prices())
-    p = Pipeline([TextGeneration(output="g", max_tokens=8)], source=[{"instruction": x} for x in ("good", "bad", "good too")], models={"default": FakeModel(handler)})
+    p = Pipeline(
+        [TextGeneration(output="g", max_tokens=8)],
+        source=[{"instruction": x} for x in ("good", "bad", "good too")],
+        models={"default": FakeModel(handler)},
+    )
     result = p.run(None, budget=budget, cache=False, progress=False)
     assert [r["instruction"] for r in result.rows] == ["good", "good too"]
     assert budget._reserved() == (0, 0.0)
@@ -209,19 +238,25 @@ class PassAll(GlobalStep):
 def test_a_stop_before_a_global_step_writes_only_finished_rows(tmp_path: Path) -> None:
     # the cap is reached in the first segment: no row can pass the second model step
     budget = Budget(max_tokens=60, prices=no_prices())
-    result = chain(FakeModel(ten_words, max_concurrency=1), extra=[PassAll()]).run(tmp_path / "a", budget=budget, progress=False)
+    result = chain(FakeModel(ten_words, max_concurrency=1), extra=[PassAll()]).run(
+        tmp_path / "a", budget=budget, progress=False
+    )
     assert result.stopped is not None and result.rows == []
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["complete"] is False and run["rows"] == 0 and run["steps"]["pass_all"]["rows_in"] > 0
     # the cap is reached after the global step: the rows that finished are written, whole
     budget = Budget(max_tokens=130, prices=no_prices())
-    result = chain(FakeModel(ten_words, max_concurrency=1), extra=[PassAll()]).run(tmp_path / "b", budget=budget, progress=False)
+    result = chain(FakeModel(ten_words, max_concurrency=1), extra=[PassAll()]).run(
+        tmp_path / "b", budget=budget, progress=False
+    )
     assert result.stopped is not None and 0 < len(result.rows) < ROWS
     assert all(r["response"] and r["messages"] for r in result.rows)
     assert budget.tokens <= 130
 
 
-def test_cli_caps_exit_3_and_the_same_command_resumes(tmp_path: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_caps_exit_3_and_the_same_command_resumes(
+    tmp_path: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     base = ["run", "instructions-basic", "--model", "fake", "--limit", "5", "-o", str(out), "-q"]
     with pytest.raises(SystemExit) as stop:
@@ -241,17 +276,41 @@ def test_cli_caps_exit_3_and_the_same_command_resumes(tmp_path: Path, isolated_c
     assert len(CallCache(isolated_cache)) == 10
 
 
-@pytest.mark.parametrize(("args", "needle"), [(["--deadline", "soon"], "--deadline"), (["--max-tokens", "0"], "--max-tokens"), (["--max-cost", "-2"], "--max-cost")])
-def test_cli_bad_caps_are_one_line(args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--deadline", "soon"], "--deadline"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--max-cost", "-2"], "--max-cost"),
+    ],
+)
+def test_cli_bad_caps_are_one_line(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as stop:
-        main(["run", "instructions-basic", "--model", "fake", "-o", str(tmp_path / "o"), "-q", *args])
+        main(
+            ["run", "instructions-basic", "--model", "fake", "-o", str(tmp_path / "o"), "-q", *args]
+        )
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
 
 
-def test_cli_cost_cap_needs_a_known_price(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_cost_cap_needs_a_known_price(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as stop:
-        main(["run", "instructions-basic", "--model", "openai:some-model@https://llm.example.com/v1", "-o", str(tmp_path / "o"), "--max-cost", "1"])
+        main(
+            [
+                "run",
+                "instructions-basic",
+                "--model",
+                "openai:some-model@https://llm.example.com/v1",
+                "-o",
+                str(tmp_path / "o"),
+                "--max-cost",
+                "1",
+            ]
+        )
     assert stop.value.code == 2
     assert "no price is known" in capsys.readouterr().err

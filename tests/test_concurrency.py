@@ -29,7 +29,9 @@ def recipe(folder: Path, name: str, latency: float, log: str = "calls.log", step
     rows = ", ".join(f"{{instruction: 'Ask about thing {i}.'}}" for i in range(ROWS))
     step_lines = ["  - text_generation: {output: answer, truncated: keep}"]
     if steps > 1:
-        step_lines.append('  - text_generation: {template: "More on: {{ answer }}", output: more, truncated: keep}')
+        step_lines.append(
+            '  - text_generation: {template: "More on: {{ answer }}", output: more, truncated: keep}'
+        )
     text = (
         f"name: {name}\nmodels:\n  default: {{spec: fake, latency: {latency}, max_concurrency: 4, call_log: {log}}}\n"
         f"source:\n  rows: [{rows}]\nsteps:\n" + "\n".join(step_lines) + "\n"
@@ -85,7 +87,9 @@ def test_many_processes_writing_one_cache_file(tmp_path: Path) -> None:
     'database is locked', no lost or torn entries (all samples of a call or none)."""
     path = tmp_path / "c.sqlite"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w)], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(w)], stderr=subprocess.PIPE, text=True
+        )
         for w in range(4)
     ]
     for p in procs:
@@ -106,10 +110,28 @@ def test_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:
     path = recipe(tmp_path, "slow", latency=0.2, log="a.log")
     cache = tmp_path / "cache.sqlite"
     first = cli(["run", str(path), "-o", "out", "-q", "--cache", str(cache)], cwd=tmp_path)
-    wait_until(lambda: cache_count(cache) >= 1, first)  # it holds the folder and is calling the model
-    second = cli_run(["run", str(path), "-o", "out", "-q", "--cache", str(cache), "--set", "models.default.call_log=b.log"], cwd=tmp_path)
+    wait_until(
+        lambda: cache_count(cache) >= 1, first
+    )  # it holds the folder and is calling the model
+    second = cli_run(
+        [
+            "run",
+            str(path),
+            "-o",
+            "out",
+            "-q",
+            "--cache",
+            str(cache),
+            "--set",
+            "models.default.call_log=b.log",
+        ],
+        cwd=tmp_path,
+    )
     assert second.returncode == 1
-    assert second.stderr == f"error: another datamill run (pid {first.pid}) is writing to out; wait for it or choose another --output\n"
+    assert (
+        second.stderr
+        == f"error: another datamill run (pid {first.pid}) is writing to out; wait for it or choose another --output\n"
+    )
     assert not (tmp_path / "b.log").exists()  # refused before any model call
     _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err  # the first run was not disturbed
@@ -129,10 +151,17 @@ def test_two_runs_started_together_on_one_folder_one_wins(tmp_path: Path) -> Non
         winner = next(p for p in procs if p is not loser)
         _, err = loser.communicate(timeout=30)
         assert loser.returncode == 1
-        assert err == f"error: another datamill run (pid {winner.pid}) is writing to out; wait for it or choose another --output\n"
+        assert (
+            err
+            == f"error: another datamill run (pid {winner.pid}) is writing to out; wait for it or choose another --output\n"
+        )
         assert winner.poll() is None  # still running, undisturbed
         assert (tmp_path / "out" / ".datamill.lock").read_text() == str(winner.pid)
-        starts = {e["pid"] for e in call_events(tmp_path / "calls.log") if e["event"] == "start"} if (tmp_path / "calls.log").exists() else set()
+        starts = (
+            {e["pid"] for e in call_events(tmp_path / "calls.log") if e["event"] == "start"}
+            if (tmp_path / "calls.log").exists()
+            else set()
+        )
         assert loser.pid not in starts
     finally:
         for p in procs:

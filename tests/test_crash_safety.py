@@ -35,7 +35,9 @@ CONCURRENCY = 3
 
 
 def write_recipe(folder: Path, call_log: Path, latency: float = 0.03) -> Path:
-    rows = "\n".join(f"    - instruction: Write question {i} about topic {i % 7}." for i in range(ROWS))
+    rows = "\n".join(
+        f"    - instruction: Write question {i} about topic {i % 7}." for i in range(ROWS)
+    )
     text = f"""\
 name: crash
 models:
@@ -60,11 +62,19 @@ def check_output_folder(out: Path, complete_sets: list[list[dict[str, Any]]]) ->
     Returns a word for what was found (for the failure message of the caller)."""
     data = out / DATA_FILE
     run_json = out / "run.json"
-    visible = sorted(p.name for p in (out / "data").glob("train-*.parquet")) if (out / "data").exists() else []
-    assert visible in ([], [DATA_FILE.name]), visible  # temporaries are hidden, never train-*.parquet
+    visible = (
+        sorted(p.name for p in (out / "data").glob("train-*.parquet"))
+        if (out / "data").exists()
+        else []
+    )
+    assert visible in ([], [DATA_FILE.name]), (
+        visible
+    )  # temporaries are hidden, never train-*.parquet
     if data.exists():
         rows = parquet_rows(out)  # never half-written: it always reads
-        assert rows in complete_sets, "the data file is neither the previous nor the final complete output"
+        assert rows in complete_sets, (
+            "the data file is neither the previous nor the final complete output"
+        )
     if run_json.exists():
         summary = json.loads(run_json.read_text())
         assert summary["complete"] is True
@@ -81,7 +91,9 @@ def test_sigkill_at_many_points_then_rerun_gives_the_clean_rows(tmp_path: Path) 
     clean_dir = tmp_path / "clean"
     clean_dir.mkdir()
     recipe = write_recipe(clean_dir, clean_dir / "calls.log", latency=0.0)
-    done = cli_run(["run", str(recipe), "-o", "out", "-q", "--cache", "cache.sqlite"], cwd=clean_dir)
+    done = cli_run(
+        ["run", str(recipe), "-o", "out", "-q", "--cache", "cache.sqlite"], cwd=clean_dir
+    )
     assert done.returncode == 0, done.stderr
     clean_rows = parquet_rows(clean_dir / "out")
     clean_keys = {e["key"] for e in call_events(clean_dir / "calls.log") if e["event"] == "start"}
@@ -116,8 +128,12 @@ def test_sigkill_at_many_points_then_rerun_gives_the_clean_rows(tmp_path: Path) 
         states.append(check_output_folder(work / "out", [previous_rows, clean_rows]))
         if proc.returncode == 0:  # it finished before the kill landed
             break
-    assert sum(1 for a in attempts if a["after"] != a["before"]) >= 10, "fewer than 10 kills landed mid-run"
-    assert "complete" in states  # the previous complete output stayed readable while runs were killed
+    assert sum(1 for a in attempts if a["after"] != a["before"]) >= 10, (
+        "fewer than 10 kills landed mid-run"
+    )
+    assert (
+        "complete" in states
+    )  # the previous complete output stayed readable while runs were killed
 
     # 3. the same command again, to the end
     final = cli(args, cwd=work)
@@ -130,7 +146,9 @@ def test_sigkill_at_many_points_then_rerun_gives_the_clean_rows(tmp_path: Path) 
     assert summary["model_calls"] == CALLS - len(before_final)
     assert summary["model_calls"] + summary["cache_hits"] >= CALLS
     assert not (work / "out" / ".datamill.lock").exists()
-    assert not [p for p in (work / "out").rglob(".*tmp-*")], "temporaries of killed runs are cleaned up"
+    assert not [p for p in (work / "out").rglob(".*tmp-*")], (
+        "temporaries of killed runs are cleaned up"
+    )
 
     # 4. calls, across every attempt
     events = call_events(log)
@@ -138,7 +156,9 @@ def test_sigkill_at_many_points_then_rerun_gives_the_clean_rows(tmp_path: Path) 
     ends: dict[int, set[str]] = {}
     for e in events:
         (starts if e["event"] == "start" else ends).setdefault(e["pid"], set()).add(e["key"])
-    for a in attempts + [{"pid": final.pid, "before": attempts[-1]["after"], "after": cache_keys(cache)}]:
+    for a in attempts + [
+        {"pid": final.pid, "before": attempts[-1]["after"], "after": cache_keys(cache)}
+    ]:
         sent = starts.get(a["pid"], set())
         assert not sent & a["before"], "a call already in the cache was sent again"
         finished_not_saved = ends.get(a["pid"], set()) - a["after"]
@@ -167,7 +187,9 @@ def test_a_killed_first_run_leaves_no_output_that_passes_as_a_dataset(tmp_path: 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupt_stops_promptly_keeps_the_cache_and_says_how_to_resume(sig: signal.Signals, tmp_path: Path) -> None:
+def test_interrupt_stops_promptly_keeps_the_cache_and_says_how_to_resume(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
     # calls take 30 s each: the run can only end quickly by cancelling the calls in flight
     recipe = write_recipe(tmp_path, tmp_path / "calls.log", latency=0.02)
     cache = tmp_path / "cache.sqlite"
@@ -177,7 +199,13 @@ def test_interrupt_stops_promptly_keeps_the_cache_and_says_how_to_resume(sig: si
     assert cli_run(fast_args, cwd=tmp_path).returncode == 0  # 6 calls cached
     args = ["run", str(slow), "-o", "out", "-q", "--cache", str(cache)]
     proc = cli(args, cwd=tmp_path)
-    wait_until(lambda: sum(1 for e in call_events(tmp_path / "calls.log") if e["event"] == "start") >= 6 + CONCURRENCY, proc)
+    wait_until(
+        lambda: (
+            sum(1 for e in call_events(tmp_path / "calls.log") if e["event"] == "start")
+            >= 6 + CONCURRENCY
+        ),
+        proc,
+    )
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)  # far less than one call's 30 s
     assert proc.returncode == 130
@@ -187,7 +215,9 @@ def test_interrupt_stops_promptly_keeps_the_cache_and_says_how_to_resume(sig: si
     )
     events = call_events(tmp_path / "calls.log")
     in_flight = [e for e in events if e["event"] == "start" and e["pid"] == proc.pid]
-    assert len(in_flight) == CONCURRENCY and not [e for e in events if e["event"] == "end" and e["pid"] == proc.pid]
+    assert len(in_flight) == CONCURRENCY and not [
+        e for e in events if e["event"] == "end" and e["pid"] == proc.pid
+    ]
     assert integrity(cache) == "ok" and cache_count(cache) == 6
     # the previous complete output is untouched, the folder is unlocked and holds no temporaries
     assert json.loads((tmp_path / "out" / "run.json").read_text())["rows"] == 2

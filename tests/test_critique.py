@@ -22,7 +22,9 @@ ROW = {"instruction": "What is a tuple?", "response": "A thing."}
 
 def test_critique_then_revision_sees_the_critique() -> None:
     model = FakeModel(critic)
-    result = Pipeline([CritiqueRewrite()], source=[ROW], models={"default": model}).run(None, cache=False)
+    result = Pipeline([CritiqueRewrite()], source=[ROW], models={"default": model}).run(
+        None, cache=False
+    )
     row = result.rows[0]
     assert row["critique"] == "It is too vague."
     assert row["revision"] == "A thing., made specific."
@@ -35,7 +37,11 @@ def test_critique_then_revision_sees_the_critique() -> None:
 
 
 def test_revision_becomes_chosen_and_original_rejected() -> None:
-    p = Pipeline([CritiqueRewrite(), FormatDPO(pair="revision_vs_original", keep_columns=False)], source=[ROW], models={"default": FakeModel(critic)})
+    p = Pipeline(
+        [CritiqueRewrite(), FormatDPO(pair="revision_vs_original", keep_columns=False)],
+        source=[ROW],
+        models={"default": FakeModel(critic)},
+    )
     pair = p.run(None, cache=False).rows[0]
     assert pair["chosen"][-1]["content"] == "A thing., made specific."
     assert pair["rejected"][-1]["content"] == "A thing."
@@ -48,14 +54,28 @@ def test_a_revision_that_changes_nothing_is_dropped() -> None:
         user = request.messages[-1]["content"]  # type: ignore[index]
         return "Fine." if user.rstrip().endswith("Critique:") else "A  thing.\n"
 
-    result = Pipeline([CritiqueRewrite()], source=[ROW], models={"default": FakeModel(lazy)}).run(None, cache=False)
+    result = Pipeline([CritiqueRewrite()], source=[ROW], models={"default": FakeModel(lazy)}).run(
+        None, cache=False
+    )
     assert result.rows == []
     assert result.failures[0]["reason"] == "revision identical to the original"
 
 
 def test_pool_mode_adds_the_revision_for_the_judge() -> None:
-    row = {"instruction": "q", "generations": ["first", "second"], "generation_models": ["a (fake)", "b (fake)"]}
-    out = Pipeline([CritiqueRewrite(model="editor", pool=True, pool_index=1)], source=[row], models={"editor": FakeModel(critic)}).run(None, cache=False).rows[0]
+    row = {
+        "instruction": "q",
+        "generations": ["first", "second"],
+        "generation_models": ["a (fake)", "b (fake)"],
+    }
+    out = (
+        Pipeline(
+            [CritiqueRewrite(model="editor", pool=True, pool_index=1)],
+            source=[row],
+            models={"editor": FakeModel(critic)},
+        )
+        .run(None, cache=False)
+        .rows[0]
+    )
     assert out["generations"] == ["first", "second", "second, made specific."]
     assert out["generation_models"][-1] == "editor (fake) · revision of #2"
 
@@ -65,7 +85,11 @@ def test_principles_per_row_are_sampled_repeatably() -> None:
     rows = [{"instruction": f"q{i}", "response": f"r{i}"} for i in range(6)]
 
     def picked() -> list[list[str]]:
-        p = Pipeline([CritiqueRewrite(principles=principles, principles_per_row=1)], source=rows, models={"default": FakeModel(critic)})
+        p = Pipeline(
+            [CritiqueRewrite(principles=principles, principles_per_row=1)],
+            source=rows,
+            models={"default": FakeModel(critic)},
+        )
         return [r["critique_principles"] for r in p.run(None, cache=False).rows]
 
     first = picked()
@@ -86,7 +110,9 @@ def test_bad_parameters() -> None:
 def test_real_model_critique_and_revision(embedded_model) -> None:  # type: ignore[no-untyped-def]
     row = {"instruction": "What is a tuple in Python?", "response": "A thing."}
     step = CritiqueRewrite(principles=["Be specific."], max_tokens=40, truncated="keep")
-    result = Pipeline([step], source=[row], models={"default": embedded_model}).run(None, cache=False)
+    result = Pipeline([step], source=[row], models={"default": embedded_model}).run(
+        None, cache=False
+    )
     assert result.stats.model_calls == 2
     if result.rows:
         out = result.rows[0]

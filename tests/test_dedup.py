@@ -79,9 +79,13 @@ def dataset() -> list[dict[str, object]]:
     return [{"id": i, "instruction": t} for i, t in enumerate(texts)]
 
 
-def run_global(step: object, rows: list[dict[str, object]]) -> tuple[list[dict[str, object]], list[tuple[int, str, str]]]:
+def run_global(
+    step: object, rows: list[dict[str, object]]
+) -> tuple[list[dict[str, object]], list[tuple[int, str, str]]]:
     dropped: list[tuple[int, str, str]] = []
-    kept = asyncio.run(step.aprocess_all(rows, lambda r, why, detail: dropped.append((r["id"], why, detail)), None))  # type: ignore[attr-defined]
+    kept = asyncio.run(
+        step.aprocess_all(rows, lambda r, why, detail: dropped.append((r["id"], why, detail)), None)
+    )  # type: ignore[attr-defined]
     return kept, dropped
 
 
@@ -101,10 +105,18 @@ def test_the_planted_data_is_what_it_claims() -> None:
 
 
 def test_exact_dedup_ignores_case_and_spacing_only() -> None:
-    rows = [{"id": 0, "instruction": "What is  AI?"}, {"id": 1, "instruction": "what is ai?"}, {"id": 2, "instruction": "What is AI"}, {"id": 3, "instruction": " WHAT IS AI? "}]
+    rows = [
+        {"id": 0, "instruction": "What is  AI?"},
+        {"id": 1, "instruction": "what is ai?"},
+        {"id": 2, "instruction": "What is AI"},
+        {"id": 3, "instruction": " WHAT IS AI? "},
+    ]
     kept, dropped = run_global(ExactDedup(columns=["instruction"]), rows)
     assert [r["id"] for r in kept] == [0, 2]
-    assert [(i, why, pointer(d)) for i, why, d in dropped] == [(1, "exact duplicate", 0), (3, "exact duplicate", 0)]
+    assert [(i, why, pointer(d)) for i, why, d in dropped] == [
+        (1, "exact duplicate", 0),
+        (3, "exact duplicate", 0),
+    ]
     assert normalize_text("Ｗhat\tIS  ai") == "what is ai"  # NFKC folds the full-width letter
 
 
@@ -119,7 +131,9 @@ def test_minhash_removes_exactly_the_planted_near_duplicates() -> None:
     n = len(BASE)
     assert len(dropped) == len(MINHASH_DUPS) == 6
     assert len(kept) == len(rows) - 6
-    assert sorted((i, pointer(d)) for i, _, d in dropped) == [(n + k, orig) for k, (orig, _) in enumerate(MINHASH_DUPS)]
+    assert sorted((i, pointer(d)) for i, _, d in dropped) == [
+        (n + k, orig) for k, (orig, _) in enumerate(MINHASH_DUPS)
+    ]
     assert {why for _, why, _ in dropped} == {"near duplicate (minhash)"}
 
 
@@ -129,9 +143,14 @@ def test_minhash_threshold_is_configurable() -> None:
 
 
 def test_embedding_dedup_with_word_vectors_removes_the_reworded_copies() -> None:
-    kept, dropped = run_global(EmbeddingDedup(columns=["instruction"], threshold=0.85, embedder="hash:1024", chunk_size=8), dataset())
+    kept, dropped = run_global(
+        EmbeddingDedup(columns=["instruction"], threshold=0.85, embedder="hash:1024", chunk_size=8),
+        dataset(),
+    )
     n = len(BASE)
-    assert sorted((i, pointer(d)) for i, _, d in dropped) == [(n + k, orig) for k, (orig, _) in enumerate(MINHASH_DUPS)]
+    assert sorted((i, pointer(d)) for i, _, d in dropped) == [
+        (n + k, orig) for k, (orig, _) in enumerate(MINHASH_DUPS)
+    ]
     assert len(kept) == len(dataset()) - 6
 
 
@@ -142,14 +161,19 @@ def test_embedding_dedup_with_minilm_also_removes_paraphrases() -> None:
     n = len(BASE)
     planted = MINHASH_DUPS + PARAPHRASES
     assert len(dropped) == 11 and len(kept) == len(BASE)
-    assert sorted((i, pointer(d)) for i, _, d in dropped) == [(n + k, orig) for k, (orig, _) in enumerate(planted)]
+    assert sorted((i, pointer(d)) for i, _, d in dropped) == [
+        (n + k, orig) for k, (orig, _) in enumerate(planted)
+    ]
     assert [r["id"] for r in kept] == list(range(n))
 
 
 def test_dedup_steps_in_a_pipeline_report_their_removals(tmp_path: Path) -> None:
     rows = dataset() + [{"id": 99, "instruction": BASE[3].upper()}]
     p = Pipeline(
-        [ExactDedup(columns=["instruction"]), MinHashDedup(columns=["instruction"], threshold=0.75)],
+        [
+            ExactDedup(columns=["instruction"]),
+            MinHashDedup(columns=["instruction"], threshold=0.75),
+        ],
         source=rows,
         models={"default": FakeModel()},
     )
@@ -157,6 +181,9 @@ def test_dedup_steps_in_a_pipeline_report_their_removals(tmp_path: Path) -> None
     steps = result.summary["steps"]
     assert steps["dedup_exact"] == {"rows_in": 52, "rows_out": 51, "failed": 1}
     assert steps["dedup_minhash"] == {"rows_in": 51, "rows_out": 45, "failed": 6}
-    assert result.summary["failures_by_step"] == {"dedup_exact": {"exact duplicate": 1}, "dedup_minhash": {"near duplicate (minhash)": 6}}
+    assert result.summary["failures_by_step"] == {
+        "dedup_exact": {"exact duplicate": 1},
+        "dedup_minhash": {"near duplicate (minhash)": 6},
+    }
     exact = next(f for f in result.failures if f["step"] == "dedup_exact")
     assert exact["row"]["id"] == 99 and "input row 3" in exact["detail"]

@@ -87,7 +87,10 @@ def test_chosen_never_equals_rejected() -> None:
 def test_unrated_responses_are_left_out() -> None:
     out = run_step(FormatDPO(), {**ROW, "ratings": [None, 3, 2]})
     assert out["rejected"][-1]["content"] == "gamma"
-    assert dropped(FormatDPO(), {**ROW, "ratings": [None, 3, None]}).reason == "fewer than two rated responses"
+    assert (
+        dropped(FormatDPO(), {**ROW, "ratings": [None, 3, None]}).reason
+        == "fewer than two rated responses"
+    )
 
 
 def test_min_margin() -> None:
@@ -96,7 +99,9 @@ def test_min_margin() -> None:
 
 
 def test_bad_rows_are_dropped_with_reasons() -> None:
-    assert dropped(FormatDPO(), {**ROW, "ratings": [1, 2]}).reason == "ratings do not match responses"
+    assert (
+        dropped(FormatDPO(), {**ROW, "ratings": [1, 2]}).reason == "ratings do not match responses"
+    )
     assert dropped(FormatDPO(), {**ROW, "ratings": [1, "5", 2]}).reason == "ratings are not numbers"
     assert dropped(FormatDPO(), {**ROW, "instruction": " "}).reason == "empty text"
 
@@ -107,9 +112,23 @@ def test_float_ratings_from_averaged_judgements() -> None:
 
 
 def test_revision_vs_original() -> None:
-    row = {"instruction": "Q?", "response": "old answer", "revision": "new answer", "revision_model": "ed (m) · revision of #1"}
+    row = {
+        "instruction": "Q?",
+        "response": "old answer",
+        "revision": "new answer",
+        "revision_model": "ed (m) · revision of #1",
+    }
     out = run_step(FormatDPO(pair="revision_vs_original", keep_columns=False), row)
-    assert set(out) == {"prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected", "chosen_model", "rejected_model"}
+    assert set(out) == {
+        "prompt",
+        "prompt_id",
+        "chosen",
+        "rejected",
+        "score_chosen",
+        "score_rejected",
+        "chosen_model",
+        "rejected_model",
+    }
     assert out["chosen"][-1]["content"] == "new answer"
     assert out["rejected"][-1]["content"] == "old answer"
     assert out["score_chosen"] is None and out["score_rejected"] is None
@@ -140,4 +159,7 @@ def test_pipeline_run_records_why_prompts_did_not_become_pairs(tmp_path) -> None
     import json
 
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run["failures_by_step"]["format_dpo"] == {"all ratings equal": 1, "ratings do not match responses": 1}
+    assert run["failures_by_step"]["format_dpo"] == {
+        "all ratings equal": 1,
+        "ratings do not match responses": 1,
+    }

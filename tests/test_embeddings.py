@@ -43,7 +43,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_hash_embedder_is_deterministic_and_word_based() -> None:
     e = HashEmbedder(128)
-    v = e.embed_blocking(["the cat sat on the mat", "The cat sat on the mat!", "quantum field theory lectures"])
+    v = e.embed_blocking(
+        ["the cat sat on the mat", "The cat sat on the mat!", "quantum field theory lectures"]
+    )
     assert v.shape == (3, 128) and v.dtype == np.float32
     assert np.array_equal(v[0], v[1])  # case and punctuation do not change the words
     assert cosine(v[0], v[2]) < 0.5
@@ -58,7 +60,10 @@ def test_vectors_are_cached_in_the_call_cache_file(isolated_cache: Path) -> None
     assert e.seen == ["a b", "c d", "e f"]  # only the new text
     assert np.array_equal(again[1], first[0]) and np.array_equal(again[0], first[1])
     with sqlite3.connect(isolated_cache) as db:
-        assert db.execute("SELECT COUNT(*) FROM embeddings WHERE model = 'counting:64'").fetchone()[0] == 3
+        assert (
+            db.execute("SELECT COUNT(*) FROM embeddings WHERE model = 'counting:64'").fetchone()[0]
+            == 3
+        )
 
 
 def test_a_new_process_reads_the_vectors_back(tmp_path: Path) -> None:
@@ -90,17 +95,32 @@ def test_a_step_with_a_bad_embedder_spec_fails_when_built() -> None:
     from datamill.recipes.loader import recipe_from_dict
 
     with pytest.raises(ConfigError, match="unknown embedder"):
-        recipe_from_dict({"name": "x", "source": {"rows": [{"instruction": "a", "response": "b"}]}, "steps": [{"embed": {"embedder": "glove"}}]})
+        recipe_from_dict(
+            {
+                "name": "x",
+                "source": {"rows": [{"instruction": "a", "response": "b"}]},
+                "steps": [{"embed": {"embedder": "glove"}}],
+            }
+        )
 
 
 def test_row_text_renders_messages_and_lists() -> None:
-    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "tags": ["a", "b"], "n": 3}
-    assert row_text(row, ["messages", "tags", "n", "missing"]) == "user: hi\n\nassistant: hello\n\na\n\nb\n\n3"
+    row = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        "tags": ["a", "b"],
+        "n": 3,
+    }
+    assert (
+        row_text(row, ["messages", "tags", "n", "missing"])
+        == "user: hi\n\nassistant: hello\n\na\n\nb\n\n3"
+    )
 
 
 def test_embed_step_writes_unit_vectors(tmp_path: Path) -> None:
     rows = [{"instruction": f"question {i}", "response": f"answer {i}"} for i in range(5)]
-    result = Pipeline([Embed(embedder="hash:16")], source=rows, models={"default": FakeModel()}).run(tmp_path / "out")
+    result = Pipeline(
+        [Embed(embedder="hash:16")], source=rows, models={"default": FakeModel()}
+    ).run(tmp_path / "out")
     vectors = np.asarray([r["embedding"] for r in result.rows])
     assert vectors.shape == (5, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -125,28 +145,43 @@ def test_openai_embedder_goes_through_the_endpoint() -> None:
 def test_minilm_runs_offline_and_knows_paraphrases() -> None:
     e = load_embedder("minilm")
     v = e.embed_blocking(
-        ["How do I bake bread at home?", "What is the way to make a loaf of bread in my kitchen?", "Explain the causes of the French Revolution."]
+        [
+            "How do I bake bread at home?",
+            "What is the way to make a loaf of bread in my kitchen?",
+            "Explain the causes of the French Revolution.",
+        ]
     )
     assert v.shape == (3, 384)
     assert cosine(v[0], v[1]) > 0.6 > cosine(v[0], v[2]) + 0.3
 
 
-def test_runs_cache_vectors_in_their_own_cache_file_or_nowhere(tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_cache_vectors_in_their_own_cache_file_or_nowhere(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datamill.models import embeddings
     from datamill.steps.deita import DeitaSelect
 
     monkeypatch.setenv("DATAMILL_REPORT_EMBEDDINGS", "1")  # the report embeds a sample too
     monkeypatch.setattr(embeddings, "minilm_available", lambda: True)
     monkeypatch.setitem(embeddings._EMBEDDERS, "minilm", HashEmbedder(32))
-    rows = [{"instruction": f"question {i}", "response": f"answer {i}", "deita_score": float(i)} for i in range(4)]
+    rows = [
+        {"instruction": f"question {i}", "response": f"answer {i}", "deita_score": float(i)}
+        for i in range(4)
+    ]
 
     def run(out: str, cache: object) -> None:
-        Pipeline([DeitaSelect(budget=3, embedder="hash:24")], source=rows, models={"default": FakeModel()}).run(tmp_path / out, cache=cache)
+        Pipeline(
+            [DeitaSelect(budget=3, embedder="hash:24")],
+            source=rows,
+            models={"default": FakeModel()},
+        ).run(tmp_path / out, cache=cache)
 
     own = tmp_path / "own.sqlite"
     run("a", own)
     with sqlite3.connect(own) as db:
-        models = dict(db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model").fetchall())
+        models = dict(
+            db.execute("SELECT model, COUNT(*) FROM embeddings GROUP BY model").fetchall()
+        )
     assert models == {"hash:24": 4, "hash:32": 3}  # the selection's vectors and the report's sample
     run("b", False)
     assert not isolated_cache.exists()  # --no-cache: the default file was never touched

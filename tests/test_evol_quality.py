@@ -31,7 +31,9 @@ def test_evolutions_chain_on_the_latest_response_and_keep_the_original() -> None
     assert row["response"] == "base 0"
     assert row["evolved_responses"] == ["base 0 +", "base 0 + +", "base 0 + + +"]
     assert row["evolved_response"] == "base 0 + + +"
-    assert len(row["evolution_mutations"]) == 3 and set(row["evolution_mutations"]) <= set(MUTATIONS)
+    assert len(row["evolution_mutations"]) == 3 and set(row["evolution_mutations"]) <= set(
+        MUTATIONS
+    )
     assert len(model.calls) == 3
     assert "Prompt:\nExplain topic 0." in model.calls[0].messages[-1]["content"]  # type: ignore[index]
 
@@ -40,29 +42,43 @@ def test_each_mutation_has_its_own_goal_in_the_prompt() -> None:
     goals = set()
     for mutation in MUTATIONS:
         model = FakeModel(rewriter)
-        Pipeline([EvolQuality(mutations=[mutation])], source=ROWS[:1], models={"default": model}).run(None, cache=False)
+        Pipeline(
+            [EvolQuality(mutations=[mutation])], source=ROWS[:1], models={"default": model}
+        ).run(None, cache=False)
         text = model.calls[0].messages[-1]["content"]  # type: ignore[index]
         goal = next(line for line in text.splitlines() if line.startswith("Goal:"))
-        assert mutation.rstrip("s")[:5] in goal.lower() or mutation == "deepening" and "deeper" in goal
+        assert (
+            mutation.rstrip("s")[:5] in goal.lower() or mutation == "deepening" and "deeper" in goal
+        )
         goals.add(goal)
     assert len(goals) == 5
 
 
 def test_mutation_choice_is_random_per_row_but_repeatable() -> None:
     def picks() -> list[list[str]]:
-        p = Pipeline([EvolQuality(num_evolutions=2)], source=ROWS, models={"default": FakeModel(rewriter)})
+        p = Pipeline(
+            [EvolQuality(num_evolutions=2)], source=ROWS, models={"default": FakeModel(rewriter)}
+        )
         return [r["evolution_mutations"] for r in p.run(None, cache=False).rows]
 
     first = picks()
     assert first == picks()
     assert len({m for row in first for m in row}) > 1
-    reseeded = Pipeline([EvolQuality(num_evolutions=2, seed=7)], source=ROWS, models={"default": FakeModel(rewriter)}).run(None, cache=False)
+    reseeded = Pipeline(
+        [EvolQuality(num_evolutions=2, seed=7)],
+        source=ROWS,
+        models={"default": FakeModel(rewriter)},
+    ).run(None, cache=False)
     assert [r["evolution_mutations"] for r in reseeded.rows] != first
 
 
 def test_pool_mode_appends_the_rewrite_with_a_label() -> None:
     model = FakeModel(rewriter, name="m")
-    row = {"instruction": "q", "generations": ["one", "two"], "generation_models": ["a (m)", "b (m)"]}
+    row = {
+        "instruction": "q",
+        "generations": ["one", "two"],
+        "generation_models": ["a (m)", "b (m)"],
+    }
     step = EvolQuality(model="evolver", pool=True, pool_index=1)
     out = Pipeline([step], source=[row], models={"evolver": model}).run(None, cache=False).rows[0]
     assert out["generations"] == ["one", "two", "two +"]
@@ -79,12 +95,20 @@ def test_clean_rewrite() -> None:
 
 def test_failures_are_recorded() -> None:
     empty = FakeModel(lambda r, i: "Improved answer:   ")
-    result = Pipeline([EvolQuality()], source=ROWS[:1], models={"default": empty}).run(None, cache=False)
+    result = Pipeline([EvolQuality()], source=ROWS[:1], models={"default": empty}).run(
+        None, cache=False
+    )
     assert result.failures[0]["reason"] == "empty rewrite"
     source = [{"instruction": "q", "response": " "}, {"instruction": "q", "response": "fine"}]
-    blank = Pipeline([EvolQuality()], source=source, models={"default": FakeModel(rewriter)}).run(None, cache=False)
+    blank = Pipeline([EvolQuality()], source=source, models={"default": FakeModel(rewriter)}).run(
+        None, cache=False
+    )
     assert len(blank.rows) == 1 and blank.failures[0]["reason"] in {"empty response", "empty input"}
-    short_pool = Pipeline([EvolQuality(pool=True, pool_index=3)], source=[{"instruction": "q", "generations": ["x"]}], models={"default": FakeModel(rewriter)}).run(None, cache=False)
+    short_pool = Pipeline(
+        [EvolQuality(pool=True, pool_index=3)],
+        source=[{"instruction": "q", "generations": ["x"]}],
+        models={"default": FakeModel(rewriter)},
+    ).run(None, cache=False)
     assert short_pool.failures[0]["reason"] == "pool too small"
 
 
@@ -101,8 +125,12 @@ def test_bad_parameters() -> None:
 def test_real_model_rewrites(embedded_model) -> None:  # type: ignore[no-untyped-def]
     row = {"instruction": "What is a list in Python?", "response": "A list holds items."}
     step = EvolQuality(mutations=["details"], max_tokens=48, truncated="keep")
-    result = Pipeline([step], source=[row], models={"default": embedded_model}).run(None, cache=False)
+    result = Pipeline([step], source=[row], models={"default": embedded_model}).run(
+        None, cache=False
+    )
     out = result.rows[0]
     assert out["response"] == "A list holds items."
-    assert out["evolved_response"].strip() and not out["evolved_response"].lower().startswith("improved answer")
+    assert out["evolved_response"].strip() and not out["evolved_response"].lower().startswith(
+        "improved answer"
+    )
     assert out["evolution_mutations"] == ["details"]

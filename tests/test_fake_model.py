@@ -10,9 +10,40 @@ import jsonschema
 from datamill import FakeModel, Request
 
 SCHEMAS = [
-    {"type": "object", "properties": {"ratings": {"type": "array", "items": {"type": "integer", "enum": [1, 2, 3, 4, 5]}, "minItems": 3, "maxItems": 3}, "rationales": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3}}, "required": ["ratings", "rationales"]},
-    {"type": "object", "properties": {"scores": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 6}, "minItems": 6, "maxItems": 6}}, "required": ["scores"]},
-    {"type": "object", "properties": {"ok": {"type": "boolean"}, "note": {"type": ["string", "null"]}}},
+    {
+        "type": "object",
+        "properties": {
+            "ratings": {
+                "type": "array",
+                "items": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+                "minItems": 3,
+                "maxItems": 3,
+            },
+            "rationales": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 3,
+                "maxItems": 3,
+            },
+        },
+        "required": ["ratings", "rationales"],
+    },
+    {
+        "type": "object",
+        "properties": {
+            "scores": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": 6},
+                "minItems": 6,
+                "maxItems": 6,
+            }
+        },
+        "required": ["scores"],
+    },
+    {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "note": {"type": ["string", "null"]}},
+    },
 ]
 
 

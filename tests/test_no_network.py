@@ -73,11 +73,24 @@ GUARD = textwrap.dedent(
 )
 
 
-def run_guarded(body: str, tmp_path: Path, timeout: float = 300, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], list[list]]:
+def run_guarded(
+    body: str, tmp_path: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[list]]:
     log = tmp_path / "net.json"
-    clean = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE") and k != "DATAMILL_DEBUG"}
-    clean.update({"NET_GUARD_LOG": str(log), "DATAMILL_CACHE": str(tmp_path / "cache.sqlite"), **(env or {})})
-    proc = subprocess.run([sys.executable, "-c", GUARD + textwrap.dedent(body)], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=timeout)
+    clean = {
+        k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE") and k != "DATAMILL_DEBUG"
+    }
+    clean.update(
+        {"NET_GUARD_LOG": str(log), "DATAMILL_CACHE": str(tmp_path / "cache.sqlite"), **(env or {})}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", GUARD + textwrap.dedent(body)],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     events = json.loads(log.read_text()) if log.exists() else None
     assert events is not None, proc.stderr
     return proc, events
@@ -126,7 +139,11 @@ def test_every_builtin_recipe_runs_offline_on_the_fake_model(tmp_path: Path) -> 
 
     recipes = builtin_recipes()
     # recipes that curate an existing dataset (no source of their own) read instructions-basic's output
-    needs_input = [n for n, p in recipes.items() if "source" not in yaml.safe_load(p.read_text(encoding="utf-8"))]
+    needs_input = [
+        n
+        for n, p in recipes.items()
+        if "source" not in yaml.safe_load(p.read_text(encoding="utf-8"))
+    ]
     names = sorted(recipes, key=lambda n: (n in needs_input, n != "instructions-basic", n))
     assert names[0] == "instructions-basic"
     proc, events = run_guarded(
@@ -144,7 +161,9 @@ def test_every_builtin_recipe_runs_offline_on_the_fake_model(tmp_path: Path) -> 
         print(json.dumps(codes))
         """,
         tmp_path,
-        env={"DATAMILL_REPORT_EMBEDDINGS": "0"},  # the report's embedder runs in the real-model test
+        env={
+            "DATAMILL_REPORT_EMBEDDINGS": "0"
+        },  # the report's embedder runs in the real-model test
     )
     assert proc.returncode == 0, proc.stderr
     codes = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -37,7 +37,9 @@ def test_six_exercise_notebooks_on_the_python_api() -> None:
         assert "from datamill import" in code and "Pipeline(" in code and ".run(OUT" in code
         assert "nest_asyncio" not in code and "yaml" not in code.lower()
         assert f'"{FOLDERS[path.stem]}"' in code
-        assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")  # stored clean
+        assert all(
+            not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"
+        )  # stored clean
     assert levels == ["🐢", "🐕", "🦁", "🐢", "🐕", "🦁"]
 
 
@@ -51,14 +53,18 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> str:
 
         prefix = tmp_path_factory.mktemp("kernels")
         install(prefix=str(prefix), kernel_name="python3")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(prefix / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")]))
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(
+            filter(None, [str(prefix / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")])
+        )
     return "python3"
 
 
 @pytest.mark.real
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_end_to_end(path: Path, kernel_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs_end_to_end(
+    path: Path, kernel_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import nbformat
     from nbclient import NotebookClient
 
@@ -67,13 +73,17 @@ def test_notebook_runs_end_to_end(path: Path, kernel_name: str, tmp_path: Path, 
     monkeypatch.setenv("DATAMILL_EXAMPLE_OUT", str(tmp_path / "out"))
     monkeypatch.delenv("DATAMILL_EXAMPLE_REPO", raising=False)
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name=kernel_name, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name=kernel_name, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
 
     folder = tmp_path / "out" / FOLDERS[path.stem]
     run = json.loads((folder / "run.json").read_text())
     assert run["complete"] is True
     assert run["model_calls"] + run["cache_hits"] > 0  # it really asked the model
-    assert (folder / "data" / "train-00000-of-00001.parquet").exists() and (folder / "README.md").exists()
+    assert (folder / "data" / "train-00000-of-00001.parquet").exists() and (
+        folder / "README.md"
+    ).exists()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     texts = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")

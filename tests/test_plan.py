@@ -31,7 +31,9 @@ def chain(model: FakeModel, rows: int = N) -> Pipeline:
             TextGeneration(template="{{ question }}", output="response", max_tokens=32),
             FormatSFT(instruction="question", response="response"),
         ],
-        source=[{"instruction": f"write question {i} " + "about soil " * (i % 4)} for i in range(rows)],
+        source=[
+            {"instruction": f"write question {i} " + "about soil " * (i % 4)} for i in range(rows)
+        ],
         models={"default": model},
     )
 
@@ -43,7 +45,10 @@ def test_forecast_counts_first_step_and_scales_the_preview() -> None:
     assert first.step == "text_generation" and first.counted and not second.counted
     # the first step is counted over every source row with the model's tokenizer
     p = chain(FakeModel())
-    expected = sum(prompt_tokens(model, TextGeneration(max_tokens=32).requests(r, None)[0]) for r in p.source.load())  # type: ignore[union-attr, arg-type]
+    expected = sum(
+        prompt_tokens(model, TextGeneration(max_tokens=32).requests(r, None)[0])
+        for r in p.source.load()
+    )  # type: ignore[union-attr, arg-type]
     assert first.calls == N and first.prompt_tokens == expected
     # only the preview's rows were sent to the model
     assert len(model.calls) == 2 * 3 and forecast.preview_rows == 3
@@ -66,11 +71,17 @@ def test_forecast_matches_the_run_and_lands_in_run_json(tmp_path: Path) -> None:
     assert cmp["calls"] == {"forecast": 2 * N, "actual": 2 * N}
     assert cmp["completion_tokens_sent"]["forecast"] == cmp["completion_tokens_sent"]["actual"]
     assert run["forecast"]["totals"]["calls"] == 2 * N
-    assert run["usage"]["text_generation_2"]["default"]["calls"] + run["usage"]["text_generation_2"]["default"]["cache_hits"] == N
+    assert (
+        run["usage"]["text_generation_2"]["default"]["calls"]
+        + run["usage"]["text_generation_2"]["default"]["cache_hits"]
+        == N
+    )
 
 
 def test_preview_without_cache_keeps_nothing(isolated_cache: Path) -> None:
-    forecast = plan_pipeline(chain(FakeModel(sized)), preview_rows=2, cache=False, prices=PriceTable())
+    forecast = plan_pipeline(
+        chain(FakeModel(sized)), preview_rows=2, cache=False, prices=PriceTable()
+    )
     assert not forecast.preview_cached and forecast.to_send()["calls"] == forecast.calls
     assert not isolated_cache.exists() or len(CallCache(isolated_cache)) == 0
 
@@ -91,7 +102,9 @@ def test_rows_lost_in_the_preview_shrink_later_steps() -> None:
     forecast = plan_pipeline(chain(FakeModel(lossy), rows=9), preview_rows=3, prices=PriceTable())
     first, second = forecast.steps
     assert first.calls == 9 and second.rows == pytest.approx(6) and second.calls == pytest.approx(6)
-    assert any("lost 1 row at text_generation (1 empty completion)" in note for note in forecast.notes)
+    assert any(
+        "lost 1 row at text_generation (1 empty completion)" in note for note in forecast.notes
+    )
 
 
 def test_a_top_up_target_is_forecast_at_the_previews_survival_rate() -> None:
@@ -111,14 +124,18 @@ def test_a_top_up_target_is_forecast_at_the_previews_survival_rate() -> None:
 def test_cost_uses_the_price_table_and_unknown_prices_say_so() -> None:
     prices = PriceTable(user={"fake": Price(input=2.0, output=8.0)}, defaults={})
     forecast = plan_pipeline(chain(FakeModel(sized)), preview_rows=3, prices=prices)
-    expected = sum((s.prompt_tokens * 2.0 + s.completion_tokens * 8.0) / 1e6 for s in forecast.steps)
+    expected = sum(
+        (s.prompt_tokens * 2.0 + s.completion_tokens * 8.0) / 1e6 for s in forecast.steps
+    )
     assert forecast.cost == pytest.approx(expected) and forecast.cost > 0
     assert forecast.models["default"]["price"] == {"input": 2.0, "output": 8.0}
 
     class Remote(FakeModel):
         backend = "somecloud"
 
-    unknown = plan_pipeline(chain(Remote(sized)), preview_rows=2, prices=PriceTable(user={}, defaults={}))
+    unknown = plan_pipeline(
+        chain(Remote(sized)), preview_rows=2, prices=PriceTable(user={}, defaults={})
+    )
     assert unknown.cost is None
     text = str(unknown)
     assert "unknown" in text and "prices.yaml" in text
@@ -138,11 +155,20 @@ def test_bad_preview_size_is_refused() -> None:
         plan_pipeline(chain(FakeModel()), preview_rows=0)
 
 
-def test_cli_plan_prints_the_forecast_and_run_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plan_prints_the_forecast_and_run_compares(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     main(["plan", "instructions-basic", "--limit", "6", "--model", "fake", "-o", str(out)])
     text = capsys.readouterr().out
-    for needle in ("text_generation", "text_generation_2", "total", "completion", "preview of 3 rows", "$0"):
+    for needle in (
+        "text_generation",
+        "text_generation_2",
+        "total",
+        "completion",
+        "preview of 3 rows",
+        "$0",
+    ):
         assert needle in text
     assert (out / "forecast.json").exists()
 
@@ -162,14 +188,18 @@ def test_price_lookup_order(tmp_path: Path) -> None:
     table = PriceTable()
     assert table.lookup("llamacpp", "SmolLM2-135M-Instruct.Q4_1") == FREE
     assert table.lookup("openai", "gpt-4o-mini") == Price(0.15, 0.60)
-    assert table.lookup("openai", "gpt-4o-mini", "http://127.0.0.1:8000/v1") == FREE  # a local server
+    assert (
+        table.lookup("openai", "gpt-4o-mini", "http://127.0.0.1:8000/v1") == FREE
+    )  # a local server
     assert table.lookup("openai", "claude-3-5-haiku-20241022") == Price(0.80, 4.00)  # wildcard
     assert table.lookup("openai", "my-own-model") is None
     assert table.for_spec("openai:gpt-4o@https://api.openai.com/v1") == Price(2.50, 10.00)
     assert table.for_spec("llamacpp") == FREE
 
     file = tmp_path / "prices.yaml"
-    file.write_text("openai:gpt-4o: {input: 1, output: 2}\nllamacpp: {input: 0.5, output: 0.5}\n'my-*': {input: 3, output: 4}\n")
+    file.write_text(
+        "openai:gpt-4o: {input: 1, output: 2}\nllamacpp: {input: 0.5, output: 0.5}\n'my-*': {input: 3, output: 4}\n"
+    )
     user = PriceTable.load(file)
     assert user.lookup("openai", "gpt-4o") == Price(1, 2)  # backend:name beats the defaults
     assert user.lookup("llamacpp", "llamacpp") == Price(0.5, 0.5)  # a user price for a local model
@@ -179,7 +209,13 @@ def test_price_lookup_order(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [("gpt-4o: 3\n", "must be a mapping"), ("gpt-4o: {input: a, output: 1}\n", "must be numbers"), ("- a\n", "maps model names"), ("a: [\n", "not valid YAML"), ("x: {input: -1, output: 1}\n", "negative")],
+    [
+        ("gpt-4o: 3\n", "must be a mapping"),
+        ("gpt-4o: {input: a, output: 1}\n", "must be numbers"),
+        ("- a\n", "maps model names"),
+        ("a: [\n", "not valid YAML"),
+        ("x: {input: -1, output: 1}\n", "negative"),
+    ],
 )
 def test_bad_price_files_are_one_line(tmp_path: Path, content: str, needle: str) -> None:
     file = tmp_path / "prices.yaml"
@@ -214,4 +250,3 @@ def test_prompt_tokens_are_counted_with_the_real_tokenizer(embedded_model) -> No
     # the chat template and tokenizer give what llama.cpp itself reports, token for token
     assert forecast.prompt_tokens == result.stats.prompt_tokens
     assert forecast.models["default"]["price"] == {"input": 0.0, "output": 0.0}
-

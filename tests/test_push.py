@@ -57,9 +57,19 @@ def make_handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             if path == "/api/repos/create":
                 body = json.loads(raw)
-                repo = f"{body['organization']}/{body['name']}" if body.get("organization") else f"me/{body['name']}"
+                repo = (
+                    f"{body['organization']}/{body['name']}"
+                    if body.get("organization")
+                    else f"me/{body['name']}"
+                )
                 if repo in hub.repos:
-                    return self.reply(409, {"error": "You already created this dataset repo", "url": f"{hub.url}/datasets/{repo}"})
+                    return self.reply(
+                        409,
+                        {
+                            "error": "You already created this dataset repo",
+                            "url": f"{hub.url}/datasets/{repo}",
+                        },
+                    )
                 hub.repos[repo] = body
                 return self.reply(200, {"url": f"{hub.url}/datasets/{repo}", "name": repo})
             if path == "/api/validate-yaml":
@@ -71,7 +81,20 @@ def make_handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                     return self.reply(404, {"error": "Repository not found"})
                 if parts[5] == "preupload":
                     files = json.loads(raw)["files"]
-                    return self.reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in files]})
+                    return self.reply(
+                        200,
+                        {
+                            "files": [
+                                {
+                                    "path": f["path"],
+                                    "uploadMode": "regular",
+                                    "shouldIgnore": False,
+                                    "oid": None,
+                                }
+                                for f in files
+                            ]
+                        },
+                    )
                 store = hub.files.setdefault(repo, {})
                 for line in raw.decode().splitlines():
                     item = json.loads(line)
@@ -79,7 +102,13 @@ def make_handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                         store[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
                     elif item["key"] != "header":
                         return self.reply(400, {"error": f"unexpected {item['key']}"})
-                return self.reply(200, {"commitUrl": f"{hub.url}/datasets/{repo}/commit/abc123", "commitOid": "abc123" + "0" * 34})
+                return self.reply(
+                    200,
+                    {
+                        "commitUrl": f"{hub.url}/datasets/{repo}/commit/abc123",
+                        "commitOid": "abc123" + "0" * 34,
+                    },
+                )
             return self.reply(404, {"error": f"no route {path}"})
 
     return Handler
@@ -123,12 +152,17 @@ def test_push_uploads_data_card_and_report(hub: Hub, folder: Path) -> None:
     assert hub.repos["my-org/my-data"]["type"] == "dataset"
     assert hub.repos["my-org/my-data"]["visibility"] == "private"
     sent = hub.files["my-org/my-data"]
-    assert {"data/train-00000-of-00001.parquet", "README.md", "run.json", "failures.jsonl"} <= set(sent)
+    assert {"data/train-00000-of-00001.parquet", "README.md", "run.json", "failures.jsonl"} <= set(
+        sent
+    )
     assert not any(name.startswith(".") or "/." in name for name in sent)
     assert "forecast.json" not in sent and "notes.txt" not in sent
     assert ("report.json" in sent) == (folder / "report.json").exists()
     assert sent["README.md"] == (folder / "README.md").read_bytes()
-    assert sent["data/train-00000-of-00001.parquet"] == (folder / "data" / "train-00000-of-00001.parquet").read_bytes()
+    assert (
+        sent["data/train-00000-of-00001.parquet"]
+        == (folder / "data" / "train-00000-of-00001.parquet").read_bytes()
+    )
     assert json.loads(sent["run.json"])["rows"] == 3
     assert all(auth == f"Bearer {TOKEN}" for _, _, auth in hub.requests)
 
@@ -154,12 +188,16 @@ def test_refused_token_is_one_line(hub: Hub, folder: Path, monkeypatch: pytest.M
     assert "\n" not in str(info.value)
 
 
-def test_no_token_is_one_line(hub: Hub, folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_token_is_one_line(
+    hub: Hub, folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     import huggingface_hub.constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token")
+    )
     with pytest.raises(ConfigError, match="no Hugging Face token"):
         push_to_hub(folder, "org/x")
     assert hub.requests == []
@@ -171,7 +209,9 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_without_a_network_push_fails_fast_with_one_line(folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_a_network_push_fails_fast_with_one_line(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
@@ -208,7 +248,9 @@ def test_not_an_output_folder(tmp_path: Path) -> None:
         push_to_hub(tmp_path / "empty", "org/x")
 
 
-def test_a_partial_run_is_pushed_with_a_note(hub: Hub, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_partial_run_is_pushed_with_a_note(
+    hub: Hub, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = json.loads((folder / "run.json").read_text())
     run["complete"] = False
     (folder / "run.json").write_text(json.dumps(run))

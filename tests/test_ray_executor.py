@@ -37,8 +37,34 @@ def _rows(out: Path) -> list[dict]:
 
 def test_ray_gives_the_same_rows_as_local(ray_cluster, tmp_path: Path, capsys) -> None:
     local, remote = tmp_path / "local", tmp_path / "ray"
-    main(["run", "instructions-basic", "--model", "fake", "--output", str(local), "--quiet", "--no-cache"])
-    main(["run", "instructions-basic", "--model", "fake", "--output", str(remote), "--quiet", "--no-cache", "--executor", "ray", "--workers", "2"])
+    main(
+        [
+            "run",
+            "instructions-basic",
+            "--model",
+            "fake",
+            "--output",
+            str(local),
+            "--quiet",
+            "--no-cache",
+        ]
+    )
+    main(
+        [
+            "run",
+            "instructions-basic",
+            "--model",
+            "fake",
+            "--output",
+            str(remote),
+            "--quiet",
+            "--no-cache",
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+        ]
+    )
     assert _rows(remote) == _rows(local)
     assert len(_rows(local)) > 0
     a, b = (json.loads((p / "run.json").read_text()) for p in (local, remote))
@@ -95,10 +121,27 @@ def test_killed_worker_is_retried_and_the_run_completes(ray_cluster, tmp_path: P
 @pytest.mark.real
 def test_embedded_model_on_two_ray_workers(ray_cluster, tmp_path: Path) -> None:
     out = tmp_path / "real"
-    main([
-        "run", "instructions-basic", "--limit", "2", "--output", str(out), "--quiet", "--executor", "ray", "--workers", "2",
-        "--set", "text_generation.max_tokens=24", "--set", "text_generation_2.max_tokens=32", "--set", "text_generation_2.truncated=keep",
-    ])
+    main(
+        [
+            "run",
+            "instructions-basic",
+            "--limit",
+            "2",
+            "--output",
+            str(out),
+            "--quiet",
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+            "--set",
+            "text_generation.max_tokens=24",
+            "--set",
+            "text_generation_2.max_tokens=32",
+            "--set",
+            "text_generation_2.truncated=keep",
+        ]
+    )
     run = json.loads((out / "run.json").read_text())
     assert run["rows"] + run["failed_rows"] == 2
     assert run["model_calls"] >= 2

@@ -23,7 +23,9 @@ def test_readme_starts_with_the_two_commands() -> None:
     text = README.read_text()
     first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S)
     assert first_block is not None
-    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines() if line.strip()]
+    commands = [
+        line.split("#")[0].strip() for line in first_block.group(1).splitlines() if line.strip()
+    ]
     assert commands == ["make demo", "make test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci

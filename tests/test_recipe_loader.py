@@ -28,7 +28,15 @@ def test_every_builtin_recipe_loads_and_checks_its_columns() -> None:
 
 
 def test_set_overrides_steps_by_kind_and_name_and_top_level_fields() -> None:
-    p = load_recipe("instructions-basic", ["text_generation.temperature=0.1", "text_generation_2.max_tokens=9", "source.repeat=1", "models.default.temperature=0.5"])
+    p = load_recipe(
+        "instructions-basic",
+        [
+            "text_generation.temperature=0.1",
+            "text_generation_2.max_tokens=9",
+            "source.repeat=1",
+            "models.default.temperature=0.5",
+        ],
+    )
     assert p.steps[0].temperature == 0.1  # type: ignore[attr-defined]
     assert p.steps[1].max_tokens == 9  # type: ignore[attr-defined]
     assert len(p.source.load()) == 5  # type: ignore[union-attr]
@@ -36,31 +44,51 @@ def test_set_overrides_steps_by_kind_and_name_and_top_level_fields() -> None:
 
 
 def test_unknown_parameter_names_file_line_step_and_allowed(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: x\nsource:\n  rows: [{instruction: hi}]\nsteps:\n  - text_generation:\n      tempreture: 1\n")
+    path = write(
+        tmp_path,
+        "name: x\nsource:\n  rows: [{instruction: hi}]\nsteps:\n  - text_generation:\n      tempreture: 1\n",
+    )
     with pytest.raises(ConfigError) as err:
         load_recipe(str(path))
     msg = str(err.value)
-    assert msg.startswith(f"{path}:6: step 1 (text_generation): tempreture: unknown parameter; allowed: ")
+    assert msg.startswith(
+        f"{path}:6: step 1 (text_generation): tempreture: unknown parameter; allowed: "
+    )
     assert "temperature" in msg
 
 
 def test_unknown_step_and_missing_column(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: x\nsource:\n  rows: [{instruction: hi}]\nsteps:\n  - magic_step: {}\n")
-    with pytest.raises(ConfigError, match=r"unknown step 'magic_step'; known steps: .*text_generation"):
+    path = write(
+        tmp_path, "name: x\nsource:\n  rows: [{instruction: hi}]\nsteps:\n  - magic_step: {}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"unknown step 'magic_step'; known steps: .*text_generation"
+    ):
         load_recipe(str(path))
-    path = write(tmp_path, "name: x\nsource:\n  rows: [{prompt: hi}]\nsteps:\n  - text_generation: {}\n")
+    path = write(
+        tmp_path, "name: x\nsource:\n  rows: [{prompt: hi}]\nsteps:\n  - text_generation: {}\n"
+    )
     p = load_recipe(str(path))
-    with pytest.raises(PipelineError, match=r"step 1 \(text_generation\) needs column 'instruction', but rows only have: prompt"):
+    with pytest.raises(
+        PipelineError,
+        match=r"step 1 \(text_generation\) needs column 'instruction', but rows only have: prompt",
+    ):
         p.check(["prompt"])
 
 
 def test_cli_reports_one_line_and_exit_code_before_any_model_call(tmp_path: Path, capsys) -> None:
-    path = write(tmp_path, "name: x\nsource:\n  rows: [{prompt: hi}]\nsteps:\n  - text_generation: {}\n")
+    path = write(
+        tmp_path, "name: x\nsource:\n  rows: [{prompt: hi}]\nsteps:\n  - text_generation: {}\n"
+    )
     with pytest.raises(SystemExit) as exc:
-        main(["run", str(path), "--model", "fake:never", "--output", str(tmp_path / "o"), "--quiet"])
+        main(
+            ["run", str(path), "--model", "fake:never", "--output", str(tmp_path / "o"), "--quiet"]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: step 1 (text_generation) needs column 'instruction', but rows only have: prompt; add a rename step or set the step's column parameter"]
+    assert err == [
+        "error: step 1 (text_generation) needs column 'instruction', but rows only have: prompt; add a rename step or set the step's column parameter"
+    ]
     assert not (tmp_path / "o" / "run.json").exists()
 
 

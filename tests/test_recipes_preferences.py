@@ -14,7 +14,16 @@ from datamill.pipeline.graph import Pipeline
 from datamill.recipes.loader import builtin_recipes, load_recipe
 
 RECIPES = ["preferences-basic", "preferences-evolved", "preferences-judged"]
-PAIR_COLUMNS = {"prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected", "chosen_model", "rejected_model"}
+PAIR_COLUMNS = {
+    "prompt",
+    "prompt_id",
+    "chosen",
+    "rejected",
+    "score_chosen",
+    "score_rejected",
+    "chosen_model",
+    "rejected_model",
+}
 #: every reason a prompt may fail to become a pair in these recipes
 KNOWN_LOSSES = {
     "all ratings equal",
@@ -44,12 +53,19 @@ def length_judge(request: Request, i: int) -> str:
         return default_text(request, i)
     answers = answers_of(request)
     ranked = sorted(set(len(a) for a in answers))
-    return json.dumps({f"text_{j}": {"explanation": "by length", "rating": 1 + min(4, ranked.index(len(a)))} for j, a in enumerate(answers, 1)})
+    return json.dumps(
+        {
+            f"text_{j}": {"explanation": "by length", "rating": 1 + min(4, ranked.index(len(a)))}
+            for j, a in enumerate(answers, 1)
+        }
+    )
 
 
 def on_model(p: Pipeline, model: Any) -> Pipeline:
     """The same pipeline with every named model served by ``model`` (its sampling settings kept)."""
-    p.models = {name: ModelSettings(spec=model, sampling=s.sampling) for name, s in p.models.items()}
+    p.models = {
+        name: ModelSettings(spec=model, sampling=s.sampling) for name, s in p.models.items()
+    }
     return p
 
 
@@ -109,7 +125,9 @@ def position_judge(request: Request, i: int) -> str:
     if request.json_schema is None:
         return default_text(request, i)
     k = len(request.json_schema["required"])
-    return json.dumps({f"text_{j}": {"explanation": "by position", "rating": j} for j in range(1, k + 1)})
+    return json.dumps(
+        {f"text_{j}": {"explanation": "by position", "rating": j} for j in range(1, k + 1)}
+    )
 
 
 def test_judged_recipe_cancels_a_position_judge(tmp_path: Path) -> None:
@@ -120,7 +138,10 @@ def test_judged_recipe_cancels_a_position_judge(tmp_path: Path) -> None:
     assert result.rows == []
     assert run["failures_by_step"]["format_dpo"] == {"all ratings equal": 2}
     # the strict form drops it at the judge, counted as order disagreement
-    strict = on_model(load_recipe("preferences-judged", ["ultrafeedback.bias_control=agree"]), FakeModel(position_judge))
+    strict = on_model(
+        load_recipe("preferences-judged", ["ultrafeedback.bias_control=agree"]),
+        FakeModel(position_judge),
+    )
     assert strict.run(tmp_path / "agree", limit=2).rows == []
     run = check_accounting(tmp_path / "agree", 2)
     assert run["failures_by_step"]["ultrafeedback"] == {"judges disagree on order": 2}
@@ -137,7 +158,9 @@ SHORT = [
 
 @pytest.mark.real
 @pytest.mark.parametrize("name", RECIPES)
-def test_recipe_end_to_end_on_the_embedded_model(name: str, embedded_model: Any, tmp_path: Path) -> None:
+def test_recipe_end_to_end_on_the_embedded_model(
+    name: str, embedded_model: Any, tmp_path: Path
+) -> None:
     overrides = [o for o in SHORT if name == "preferences-judged" or not o.startswith("critique")]
     if name == "preferences-basic":
         overrides = [o for o in overrides if not o.startswith("evol_quality")]

@@ -45,17 +45,38 @@ def test_histograms_of_ratings_and_of_scores() -> None:
 
 
 def test_text_fields_of_the_common_layouts() -> None:
-    sft = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    sft = [
+        {
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+    ]
     assert text_fields(sft) == {"instruction": ["q"], "response": ["a"]}
-    dpo = [{"prompt": "p", "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "good"}], "rejected": "bad"}]
+    dpo = [
+        {
+            "prompt": "p",
+            "chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "good"}],
+            "rejected": "bad",
+        }
+    ]
     assert text_fields(dpo) == {"prompt": ["p"], "chosen": ["p\ngood"], "rejected": ["bad"]}
-    assert text_fields([{"question": "q", "answer": "a", "n": 1}]) == {"instruction": ["q"], "response": ["a"]}
+    assert text_fields([{"question": "q", "answer": "a", "n": 1}]) == {
+        "instruction": ["q"],
+        "response": ["a"],
+    }
     assert text_fields([{"text": "t", "n": 1}]) == {"text": ["t"]}
 
 
 def test_rating_columns_are_found_by_name() -> None:
     rows = [{"ratings": [1, 4], "chosen_rating": 4, "deita_score": 6.5, "row": 3, "ok": True}]
-    assert rating_columns(rows) == {"ratings": [1.0, 4.0], "chosen_rating": [4.0], "deita_score": [6.5]}
+    assert rating_columns(rows) == {
+        "ratings": [1.0, 4.0],
+        "chosen_rating": [4.0],
+        "deita_score": [6.5],
+    }
 
 
 def test_a_diverse_dataset_scores_as_more_diverse_than_a_repetitive_one() -> None:
@@ -72,8 +93,17 @@ def test_a_diverse_dataset_scores_as_more_diverse_than_a_repetitive_one() -> Non
         "Create a riddle whose answer is an umbrella.",
     ]
     diverse = [{"instruction": a, "response": "x"} for a in asks]
-    repetitive = [{"instruction": f"Explain how photosynthesis turns sunlight into energy, part {i}.", "response": "x"} for i in range(10)]
-    d, r = build_report(diverse, embedder="hash:256")["diversity"], build_report(repetitive, embedder="hash:256")["diversity"]
+    repetitive = [
+        {
+            "instruction": f"Explain how photosynthesis turns sunlight into energy, part {i}.",
+            "response": "x",
+        }
+        for i in range(10)
+    ]
+    d, r = (
+        build_report(diverse, embedder="hash:256")["diversity"],
+        build_report(repetitive, embedder="hash:256")["diversity"],
+    )
     assert d["distinct_2"] > r["distinct_2"]
     assert d["rouge_l_self"] < r["rouge_l_self"]
     assert d["embedding_similarity"] < r["embedding_similarity"]
@@ -86,7 +116,12 @@ def run_basic(tmp_path: Path, **kwargs: object) -> Path:
         return None if "7" in row["instruction"] else row
 
     p = Pipeline(
-        [TextGeneration(output="question"), no_sevens, TextGeneration(template="{{ question }}", output="response"), FormatSFT(instruction="question")],
+        [
+            TextGeneration(output="question"),
+            no_sevens,
+            TextGeneration(template="{{ question }}", output="response"),
+            FormatSFT(instruction="question"),
+        ],
         source=[{"instruction": f"seed {i}", "rating": i % 3 + 1} for i in range(12)],
         models={"default": FakeModel()},
         name="demo",
@@ -102,7 +137,13 @@ def test_every_run_writes_report_json_plot_and_card_section(tmp_path: Path) -> N
     assert report["rows"] == run["rows"] == 11
     assert [s["step"] for s in report["steps"]] == list(run["steps"])
     lost = next(s for s in report["steps"] if s["step"] == "function")
-    assert lost == {"step": "function", "rows_in": 12, "rows_out": 11, "lost": 1, "reasons": {"dropped by function": 1}}
+    assert lost == {
+        "step": "function",
+        "rows_in": 12,
+        "rows_out": 11,
+        "lost": 1,
+        "reasons": {"dropped by function": 1},
+    }
     assert report["losses"] == {"dropped by function": 1}
     assert set(report["fields"]) == {"instruction", "response"}
     instr = report["fields"]["instruction"]
@@ -113,10 +154,14 @@ def test_every_run_writes_report_json_plot_and_card_section(tmp_path: Path) -> N
     assert (out / "report.png").read_bytes().startswith(PNG) and report["plot"] == "report.png"
     card = (out / "README.md").read_text()
     assert "## Quality report" in card and "![quality report](report.png)" in card
-    assert f"| instruction | 11 | {instr['words']['median']:.0f} | {instr['distinct_1']:.3f} |" in card
+    assert (
+        f"| instruction | 11 | {instr['words']['median']:.0f} | {instr['distinct_1']:.3f} |" in card
+    )
 
 
-def test_embedding_similarity_in_the_run_report_when_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedding_similarity_in_the_run_report_when_enabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datamill.models import embeddings
 
     monkeypatch.setenv("DATAMILL_REPORT_EMBEDDINGS", "1")
@@ -129,7 +174,9 @@ def test_embedding_similarity_in_the_run_report_when_enabled(tmp_path: Path, mon
     assert report["diversity"]["embedding_similarity"] == sim["mean"]
 
 
-def test_a_failing_metric_is_noted_and_the_dataset_still_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_metric_is_noted_and_the_dataset_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datamill.report import plots
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -147,42 +194,63 @@ def test_a_failing_metric_is_noted_and_the_dataset_still_written(tmp_path: Path,
 
 
 def test_an_empty_dataset_still_gets_a_report(tmp_path: Path) -> None:
-    p = Pipeline([step(reads=["x"])(lambda r: None)], source=[{"x": 1}], models={"default": FakeModel()})
+    p = Pipeline(
+        [step(reads=["x"])(lambda r: None)], source=[{"x": 1}], models={"default": FakeModel()}
+    )
     p.run(tmp_path / "out")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["rows"] == 0 and report["fields"] == {} and report["errors"] == {}
 
 
 def test_card_section_and_json_drop_plot_arrays() -> None:
-    report = build_report([{"instruction": "a b c", "response": "d e"}, {"instruction": "a b d", "response": "f"}], embedder="hash:32")
+    report = build_report(
+        [{"instruction": "a b c", "response": "d e"}, {"instruction": "a b d", "response": "f"}],
+        embedder="hash:32",
+    )
     data = to_json(report)
-    assert "_lengths" not in data["fields"]["instruction"] and "values" not in data["fields"]["instruction"]["embedding_similarity"]
+    assert (
+        "_lengths" not in data["fields"]["instruction"]
+        and "values" not in data["fields"]["instruction"]["embedding_similarity"]
+    )
     json.dumps(data)
     assert "| response | 2 |" in card_section(data)
 
 
 # -- the command ----------------------------------------------------------------------------------
-def test_report_command_prints_the_stored_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_prints_the_stored_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = run_basic(tmp_path)
     main(["report", str(out)])
     text = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
-    assert "demo: 11 rows" in text and f"{report['fields']['instruction']['distinct_2']:.3f}" in text
+    assert (
+        "demo: 11 rows" in text and f"{report['fields']['instruction']['distinct_2']:.3f}" in text
+    )
     assert "1 dropped by function" in text and "ratings rating" in text
     main(["report", str(out), "--json"])
     assert json.loads(capsys.readouterr().out)["rows"] == 11
 
 
-def test_report_command_computes_for_any_dataset_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_computes_for_any_dataset_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "plain.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"question {i}", "completion": f"answer {i % 2}"}) + "\n" for i in range(6)))
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": f"question {i}", "completion": f"answer {i % 2}"}) + "\n"
+            for i in range(6)
+        )
+    )
     main(["report", str(path), "--json"])
     data = json.loads(capsys.readouterr().out)
     assert data["rows"] == 6 and data["fields"]["response"]["distinct_1"] == pytest.approx(3 / 12)
     assert not (tmp_path / "report.json").exists()
 
 
-def test_report_command_recomputes_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_recomputes_and_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = run_basic(tmp_path)
     (out / "report.json").unlink()
     (out / "report.png").unlink()
@@ -192,9 +260,13 @@ def test_report_command_recomputes_and_writes(tmp_path: Path, capsys: pytest.Cap
     assert "demo: 11 rows" in capsys.readouterr().out
 
 
-def test_report_command_on_a_missing_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_on_a_missing_folder_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as info:
         main(["report", str(tmp_path / "nope")])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "no such file or folder" in err and len(err.splitlines()) == 1
+    assert (
+        err.startswith("error:") and "no such file or folder" in err and len(err.splitlines()) == 1
+    )

@@ -22,7 +22,11 @@ def settings(model: FakeModel) -> dict[str, Any]:
 
 def test_two_settings_of_one_model_make_a_pool_with_labels() -> None:
     model = FakeModel(echo, name="tiny")
-    p = Pipeline([ResponsePool(models=["a", "b"])], source=[{"instruction": "What is synthetic data?"}], models=settings(model))
+    p = Pipeline(
+        [ResponsePool(models=["a", "b"])],
+        source=[{"instruction": "What is synthetic data?"}],
+        models=settings(model),
+    )
     row = p.run(None, cache=False).rows[0]
     assert row["generation_models"] == ["a (tiny)", "b (tiny)"]
     assert [g.split()[1] for g in row["generations"]] == ["t=0.3", "t=1.1"]
@@ -33,7 +37,11 @@ def test_two_settings_of_one_model_make_a_pool_with_labels() -> None:
 
 def test_n_samples_go_to_the_backend_as_one_request() -> None:
     model = FakeModel(echo)
-    p = Pipeline([ResponsePool(models=["a", "b"], n=3)], source=[{"instruction": "q"}], models=settings(model))
+    p = Pipeline(
+        [ResponsePool(models=["a", "b"], n=3)],
+        source=[{"instruction": "q"}],
+        models=settings(model),
+    )
     result = p.run(None, cache=False)
     assert [c.n for c in model.calls] == [3, 3]
     row = result.rows[0]
@@ -44,8 +52,13 @@ def test_n_samples_go_to_the_backend_as_one_request() -> None:
 def test_template_and_system_prompt() -> None:
     model = FakeModel(echo)
     step = ResponsePool(template="Answer briefly: {{ question }}", system_prompt="You are terse.")
-    Pipeline([step], source=[{"question": "why?"}], models={"default": model}).run(None, cache=False)
-    assert model.calls[0].messages == ({"role": "system", "content": "You are terse."}, {"role": "user", "content": "Answer briefly: why?"})
+    Pipeline([step], source=[{"question": "why?"}], models={"default": model}).run(
+        None, cache=False
+    )
+    assert model.calls[0].messages == (
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Answer briefly: why?"},
+    )
     assert step.required_columns() == ["question"]
 
 
@@ -56,14 +69,24 @@ def test_a_truncated_sample_is_left_out_only_when_allowed() -> None:
         return Completion(f"full answer {i}")
 
     model = FakeModel(handler)
-    strict = Pipeline([ResponsePool(models=["a", "b"])], source=[{"instruction": "q"}], models=settings(model)).run(None, cache=False)
+    strict = Pipeline(
+        [ResponsePool(models=["a", "b"])], source=[{"instruction": "q"}], models=settings(model)
+    ).run(None, cache=False)
     assert strict.rows == []
     assert strict.failures[0]["reason"] == "too few usable responses"
     assert "b (fake) sample 1: truncated at max_tokens" in strict.failures[0]["detail"]
 
-    lenient = Pipeline([ResponsePool(models=["a", "b"], n=2, min_responses=2)], source=[{"instruction": "q"}], models=settings(model)).run(None, cache=False)
+    lenient = Pipeline(
+        [ResponsePool(models=["a", "b"], n=2, min_responses=2)],
+        source=[{"instruction": "q"}],
+        models=settings(model),
+    ).run(None, cache=False)
     assert lenient.rows[0]["generations"] == ["full answer 0", "full answer 1"]
-    kept = Pipeline([ResponsePool(models=["a", "b"], truncated="keep")], source=[{"instruction": "q"}], models=settings(model)).run(None, cache=False)
+    kept = Pipeline(
+        [ResponsePool(models=["a", "b"], truncated="keep")],
+        source=[{"instruction": "q"}],
+        models=settings(model),
+    ).run(None, cache=False)
     assert kept.rows[0]["generations"] == ["full answer 0", "cut off mid"]
 
 
@@ -74,7 +97,11 @@ def test_bad_parameters_fail_before_any_call() -> None:
         ResponsePool(models=[])
     with pytest.raises(ConfigError, match="min_responses"):
         ResponsePool(models=["a", "b"], min_responses=3)
-    p = Pipeline([ResponsePool(models=["a", "c"])], source=[{"instruction": "q"}], models=settings(FakeModel()))
+    p = Pipeline(
+        [ResponsePool(models=["a", "c"])],
+        source=[{"instruction": "q"}],
+        models=settings(FakeModel()),
+    )
     with pytest.raises(ConfigError, match="'c'"):
         p.check(["instruction"])
 
@@ -92,23 +119,40 @@ def test_recipe_form_and_registry() -> None:
     step = p.steps[0]
     assert isinstance(step, ResponsePool) and step.models() == ["a", "b"] and step.expected() == 4
     with pytest.raises(ConfigError, match="n"):
-        recipe_from_dict({"name": "x", "source": {"rows": [{"instruction": "q"}]}, "steps": [{"response_pool": {"n": 0}}]})
+        recipe_from_dict(
+            {
+                "name": "x",
+                "source": {"rows": [{"instruction": "q"}]},
+                "steps": [{"response_pool": {"n": 0}}],
+            }
+        )
 
 
 def test_labels_round_trip_and_pools_extend() -> None:
     info = FakeModel(name="SmolLM2-135M-Instruct.Q4_1").info
     assert model_label("a", info) == "a (SmolLM2-135M-Instruct.Q4_1)"
-    assert parse_label(model_label("editor", info, "revision of #2")) == ("editor", "SmolLM2-135M-Instruct.Q4_1")
+    assert parse_label(model_label("editor", info, "revision of #2")) == (
+        "editor",
+        "SmolLM2-135M-Instruct.Q4_1",
+    )
     assert parse_label("gpt-4") is None and parse_label(None) is None
     row = {"generations": ["x"], "other": 1}
-    assert extend_pool(row, "generations", "generation_models", ["y"], ["e (m)"]) == {"generations": ["x", "y"], "generation_models": [None, "e (m)"]}
+    assert extend_pool(row, "generations", "generation_models", ["y"], ["e (m)"]) == {
+        "generations": ["x", "y"],
+        "generation_models": [None, "e (m)"],
+    }
 
 
 @pytest.mark.real
 def test_real_model_two_settings(embedded_model) -> None:  # type: ignore[no-untyped-def]
-    models = {"a": {"spec": embedded_model, "temperature": 0.2}, "b": {"spec": embedded_model, "temperature": 1.2}}
+    models = {
+        "a": {"spec": embedded_model, "temperature": 0.2},
+        "b": {"spec": embedded_model, "temperature": 1.2},
+    }
     step = ResponsePool(models=["a", "b"], max_tokens=24, truncated="keep")
-    result = Pipeline([step], source=[{"instruction": "Name a colour."}], models=models).run(None, cache=False)
+    result = Pipeline([step], source=[{"instruction": "Name a colour."}], models=models).run(
+        None, cache=False
+    )
     row = result.rows[0]
     assert result.stats.model_calls == 2
     assert len(row["generations"]) == 2 and all(g.strip() for g in row["generations"])

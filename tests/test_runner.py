@@ -65,7 +65,11 @@ def test_second_run_makes_no_model_calls(tmp_path: Path) -> None:
 
 def test_cache_shared_between_pipelines_and_no_cache_bypasses(tmp_path: Path) -> None:
     basic(FakeModel()).run(tmp_path / "a")
-    other = Pipeline([TextGeneration(output="question", truncated="keep")], source=[{"instruction": f"seed {i}"} for i in range(4)], models={"default": FakeModel()})
+    other = Pipeline(
+        [TextGeneration(output="question", truncated="keep")],
+        source=[{"instruction": f"seed {i}"} for i in range(4)],
+        models={"default": FakeModel()},
+    )
     assert other.run(tmp_path / "b").stats.model_calls == 0
     fresh = FakeModel()
     assert basic(fresh).run(tmp_path / "c", cache=False).stats.model_calls == 8
@@ -121,10 +125,16 @@ def test_failures_are_records_with_reason_and_raw_output(tmp_path: Path) -> None
         text = req.messages[-1]["content"]  # type: ignore[index]
         return "" if "bad" in text else "fine answer"
 
-    p = Pipeline([TextGeneration(output="g")], source=[{"instruction": "good"}, {"instruction": "bad"}], models={"default": FakeModel(handler)})
+    p = Pipeline(
+        [TextGeneration(output="g")],
+        source=[{"instruction": "good"}, {"instruction": "bad"}],
+        models={"default": FakeModel(handler)},
+    )
     result = p.run(tmp_path / "o")
     assert [r["instruction"] for r in result.rows] == ["good"]
-    records = [json.loads(line) for line in (tmp_path / "o" / "failures.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "o" / "failures.jsonl").read_text().splitlines()
+    ]
     assert len(records) == 1
     assert records[0]["reason"] == "empty completion"
     assert records[0]["step"] == "text_generation"
@@ -140,7 +150,11 @@ def test_unreachable_model_stops_the_run_at_once(tmp_path: Path) -> None:
             raise ModelUnavailable("cannot reach http://127.0.0.1:9: connection refused")
 
     model = Down(max_concurrency=1)
-    p = Pipeline([TextGeneration(output="g")], source=[{"instruction": str(i)} for i in range(50)], models={"default": model})
+    p = Pipeline(
+        [TextGeneration(output="g")],
+        source=[{"instruction": str(i)} for i in range(50)],
+        models={"default": model},
+    )
     with pytest.raises(ModelUnavailable):
         p.run(tmp_path / "o")
     assert len(model.calls) < 5
@@ -156,7 +170,11 @@ def test_expansion_keys_keep_order_and_cache_file_is_sqlite(isolated_cache: Path
         async def process(self, row: dict, ctx: Context) -> list[dict]:
             return [{**row, "part": p} for p in row["text"].split()]
 
-    p = Pipeline([Split(), TextGeneration(template="{{ part }}", output="g")], source=[{"text": "a b c"}, {"text": "d e"}], models={"default": FakeModel(latency=lambda r: 0.01 * len(r.messages[-1]["content"]))})  # type: ignore[index]
+    p = Pipeline(
+        [Split(), TextGeneration(template="{{ part }}", output="g")],
+        source=[{"text": "a b c"}, {"text": "d e"}],
+        models={"default": FakeModel(latency=lambda r: 0.01 * len(r.messages[-1]["content"]))},
+    )  # type: ignore[index]
     result = p.run(None)
     assert [r["part"] for r in result.rows] == ["a", "b", "c", "d", "e"]
     assert len(CallCache(isolated_cache)) == 5

@@ -47,14 +47,18 @@ def recipe(folder: Path, url: str, options: str = "", rows: int = 12, max_retrie
     return path
 
 
-def leaks(key: str, *texts: str, folders: tuple[Path, ...] = (), files: tuple[Path, ...] = ()) -> list[str]:
+def leaks(
+    key: str, *texts: str, folders: tuple[Path, ...] = (), files: tuple[Path, ...] = ()
+) -> list[str]:
     """Where ``key`` (or its first 16 characters) appears: file paths or 'stdout/stderr #i'."""
     needles = [key.encode(), key[:16].encode()]
     found = []
     for i, text in enumerate(texts):
         if any(n.decode() in text for n in needles):
             found.append(f"captured output #{i}")
-    paths = [p for f in folders for p in f.rglob("*") if p.is_file()] + [p for p in files if p.exists()]
+    paths = [p for f in folders for p in f.rglob("*") if p.is_file()] + [
+        p for p in files if p.exists()
+    ]
     for path in paths:
         data = path.read_bytes()
         if any(n in data for n in needles):
@@ -78,38 +82,66 @@ def cache_files(cache: Path) -> tuple[Path, ...]:
     return (cache, cache.with_name(cache.name + "-wal"), cache.with_name(cache.name + "-shm"))
 
 
-def test_key_from_openai_api_key_is_written_nowhere(server: object, server_key: str, tmp_path: Path) -> None:
+def test_key_from_openai_api_key_is_written_nowhere(
+    server: object, server_key: str, tmp_path: Path
+) -> None:
     # no retries: injected faults become failure records (with the server's messages) to search too
     path = recipe(tmp_path, server.url, options=", empty_retries: 0", rows=16, max_retries=0)  # type: ignore[attr-defined]
     cache = tmp_path / "cache.sqlite"
-    done = cli_run(["run", str(path), "-o", "out", "--cache", str(cache)], cwd=tmp_path, env={"OPENAI_API_KEY": server_key})
+    done = cli_run(
+        ["run", str(path), "-o", "out", "--cache", str(cache)],
+        cwd=tmp_path,
+        env={"OPENAI_API_KEY": server_key},
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     assert summary["model_calls"] > 0 and summary["rows"] > 0
     assert server.stats.faults  # type: ignore[attr-defined]  # retries and failure records happened
-    assert (tmp_path / "out" / "failures.jsonl").read_text().strip(), "faults left records to search"
-    assert leaks(server_key, done.stdout, done.stderr, folders=(tmp_path / "out",), files=cache_files(cache)) == []
+    assert (tmp_path / "out" / "failures.jsonl").read_text().strip(), (
+        "faults left records to search"
+    )
+    assert (
+        leaks(
+            server_key,
+            done.stdout,
+            done.stderr,
+            folders=(tmp_path / "out",),
+            files=cache_files(cache),
+        )
+        == []
+    )
     assert leaks(server_key, folders=(tmp_path,)) == []  # nothing anywhere under the run's folder
-
 
 
 def test_key_rotation_keeps_the_cache(server: object, server_key: str, tmp_path: Path) -> None:
     """Two keys, one server that accepts both in turn: the second run is served from the cache."""
     path = recipe(tmp_path, server.url, rows=4)  # type: ignore[attr-defined]
     cache = tmp_path / "cache.sqlite"
-    first = cli_run(["run", str(path), "-o", "a", "-q", "--cache", str(cache)], cwd=tmp_path, env={"OPENAI_API_KEY": server_key})
+    first = cli_run(
+        ["run", str(path), "-o", "a", "-q", "--cache", str(cache)],
+        cwd=tmp_path,
+        env={"OPENAI_API_KEY": server_key},
+    )
     assert first.returncode == 0, first.stderr
     rotated = planted("rotated")
     server.server.api_key = rotated  # type: ignore[attr-defined]
-    second = cli_run(["run", str(path), "-o", "b", "-q", "--cache", str(cache)], cwd=tmp_path, env={"OPENAI_API_KEY": rotated})
+    second = cli_run(
+        ["run", str(path), "-o", "b", "-q", "--cache", str(cache)],
+        cwd=tmp_path,
+        env={"OPENAI_API_KEY": rotated},
+    )
     assert second.returncode == 0, second.stderr
     a = json.loads((tmp_path / "a" / "run.json").read_text())
     b = json.loads((tmp_path / "b" / "run.json").read_text())
     assert a["model_calls"] > 0 and b["model_calls"] == 0 and b["cache_hits"] >= a["model_calls"]
-    assert leaks(server_key, folders=(tmp_path,)) == [] and leaks(rotated, folders=(tmp_path,)) == []
+    assert (
+        leaks(server_key, folders=(tmp_path,)) == [] and leaks(rotated, folders=(tmp_path,)) == []
+    )
 
 
-def test_key_from_a_custom_variable_is_written_nowhere(server: object, server_key: str, tmp_path: Path) -> None:
+def test_key_from_a_custom_variable_is_written_nowhere(
+    server: object, server_key: str, tmp_path: Path
+) -> None:
     decoy = planted("decoy")  # $OPENAI_API_KEY holds another key that must not be sent or written
     path = recipe(tmp_path, server.url, options=", api_key_env: MY_PROVIDER_KEY", rows=4)  # type: ignore[attr-defined]
     cache = tmp_path / "cache.sqlite"
@@ -152,12 +184,24 @@ def test_server_echoing_the_key_back_is_scrubbed(tmp_path: Path) -> None:
 
     async def models(request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
-        return web.json_response({"error": {"message": f"Incorrect API key provided: {auth}", "code": "invalid_api_key"}}, status=401)
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {auth}",
+                    "code": "invalid_api_key",
+                }
+            },
+            status=401,
+        )
 
-    url, stop = _serve_app([web.get("/v1/models", models), web.post("/v1/chat/completions", models)])
+    url, stop = _serve_app(
+        [web.get("/v1/models", models), web.post("/v1/chat/completions", models)]
+    )
     try:
         path = recipe(tmp_path, url, rows=2)
-        done = cli_run(["run", str(path), "-o", "out", "-q"], cwd=tmp_path, env={"OPENAI_API_KEY": key})
+        done = cli_run(
+            ["run", str(path), "-o", "out", "-q"], cwd=tmp_path, env={"OPENAI_API_KEY": key}
+        )
     finally:
         stop()
     assert done.returncode == 1
@@ -172,7 +216,18 @@ def test_key_written_into_the_recipe_is_refused_without_echoing_it(tmp_path: Pat
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "unknown openai option 'api_key'" in done.stderr
     assert leaks(key, done.stdout, done.stderr, folders=(tmp_path / "out",)) == []
-    via_set = cli_run(["run", str(recipe(tmp_path, "http://127.0.0.1:9/v1", rows=2)), "-o", "out", "-q", "--set", f"models.default.api_key={key}"], cwd=tmp_path)
+    via_set = cli_run(
+        [
+            "run",
+            str(recipe(tmp_path, "http://127.0.0.1:9/v1", rows=2)),
+            "-o",
+            "out",
+            "-q",
+            "--set",
+            f"models.default.api_key={key}",
+        ],
+        cwd=tmp_path,
+    )
     assert via_set.returncode == 2 and "unknown openai option 'api_key'" in via_set.stderr
     assert leaks(key, via_set.stdout, via_set.stderr, folders=(tmp_path / "out",)) == []
 

@@ -37,12 +37,22 @@ def test_num_rows_source_is_topped_up_until_the_target_survives(tmp_path: Path) 
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["reached"] is True and run["attempts"] == 28 and run["max_attempts"] == 100
     assert run["steps"]["function"]["rows_in"] == 28
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["topup"] == {"target_rows": 10, "reached": True, "attempts": 28}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["topup"] == {
+        "target_rows": 10,
+        "reached": True,
+        "attempts": 28,
+    }
 
 
 def test_the_cap_stops_the_top_up_and_says_so(tmp_path: Path) -> None:
     only_zero = step(reads=["row"])(lambda r: r if r["row"] == 0 else None)
-    p = Pipeline([only_zero], source=EmptyRows(4), models={"default": FakeModel()}, target_rows=5, max_attempts=20)
+    p = Pipeline(
+        [only_zero],
+        source=EmptyRows(4),
+        models={"default": FakeModel()},
+        target_rows=5,
+        max_attempts=20,
+    )
     result = p.run(tmp_path / "out")
     assert len(result.rows) == 1
     assert result.summary["reached"] is False and result.summary["attempts"] == 20
@@ -80,7 +90,10 @@ def test_rows_before_a_global_step_run_once_and_the_global_step_sees_all(tmp_pat
 
     model = FakeModel(answer)
     p = Pipeline(
-        [TextGeneration(template="say something {{ row }}", output="text"), ExactDedup(columns=["text"])],
+        [
+            TextGeneration(template="say something {{ row }}", output="text"),
+            ExactDedup(columns=["text"]),
+        ],
         source=EmptyRows(3),
         models={"default": model},
         target_rows=4,
@@ -88,7 +101,12 @@ def test_rows_before_a_global_step_run_once_and_the_global_step_sees_all(tmp_pat
     )
     result = p.run(tmp_path / "out", cache=False)
     # round 1: 3 rows, 1 survives (rate 1/3); round 2: ceil(3 × 3 × 1.2) = 11 more rows
-    assert {k: result.summary[k] for k in ("reached", "attempts", "rounds", "trimmed")} == {"reached": True, "attempts": 14, "rounds": 2, "trimmed": 8}
+    assert {k: result.summary[k] for k in ("reached", "attempts", "rounds", "trimmed")} == {
+        "reached": True,
+        "attempts": 14,
+        "rounds": 2,
+        "trimmed": 8,
+    }
     assert len(model.calls) == 14  # no row went through the model twice, even without a cache
     assert [r["text"] for r in result.rows] == ["alpha", "text 3", "text 4", "text 5"]
     assert result.summary["steps"]["dedup_exact"] == {"rows_in": 14, "rows_out": 12, "failed": 2}
@@ -116,9 +134,16 @@ def test_a_second_run_is_served_from_the_cache(tmp_path: Path) -> None:
 
 
 def test_more_survivors_than_asked_are_cut_to_the_target(tmp_path: Path) -> None:
-    p = Pipeline([step(reads=["row"])(lambda r: r)], source=EmptyRows(8), models={"default": FakeModel()}, target_rows=5)
+    p = Pipeline(
+        [step(reads=["row"])(lambda r: r)],
+        source=EmptyRows(8),
+        models={"default": FakeModel()},
+        target_rows=5,
+    )
     result = p.run(tmp_path / "out")
-    assert len(result.rows) == 5 and result.summary["trimmed"] == 3 and result.summary["rounds"] == 1
+    assert (
+        len(result.rows) == 5 and result.summary["trimmed"] == 3 and result.summary["rounds"] == 1
+    )
 
 
 def test_recipes_ask_for_target_rows(tmp_path: Path) -> None:
@@ -140,9 +165,15 @@ def test_recipes_ask_for_target_rows(tmp_path: Path) -> None:
 
     p.models = {"default": ModelSettings.parse(FakeModel())}
     result = p.run(tmp_path / "out")
-    assert len(result.rows) == 4 and result.summary["reached"] is True and result.summary["attempts"] == 4
+    assert (
+        len(result.rows) == 4
+        and result.summary["reached"] is True
+        and result.summary["attempts"] == 4
+    )
 
 
 def test_no_target_means_no_top_up_fields(tmp_path: Path) -> None:
-    result = Pipeline([TextGeneration(template="{{ row }}")], source=EmptyRows(2), models={"default": FakeModel()}).run(tmp_path / "o")
+    result = Pipeline(
+        [TextGeneration(template="{{ row }}")], source=EmptyRows(2), models={"default": FakeModel()}
+    ).run(tmp_path / "o")
     assert "target_rows" not in result.summary and "reached" not in result.summary

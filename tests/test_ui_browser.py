@@ -81,9 +81,14 @@ def fake_preference_folder(path: Path) -> Path:
         if request.json_schema is not None:  # the judge: rate each shown text by its content
             user = request.messages[-1]["content"]
             shown = re.findall(r"<text (\d+)>\n(.*?)\n</text \1>", user, flags=re.S)
-            good = {"rationale": "Names the likely cause and gives safe, ordered steps.", "rating": 5}
+            good = {
+                "rationale": "Names the likely cause and gives safe, ordered steps.",
+                "rating": 5,
+            }
             bad = {"rationale": "Vague and suggests oil on the rim, which is unsafe.", "rating": 2}
-            return json.dumps({f"text_{k}": good if text.startswith("Clean") else bad for k, text in shown})
+            return json.dumps(
+                {f"text_{k}": good if text.startswith("Clean") else bad for k, text in shown}
+            )
         if request.temperature < 0.5:
             return "Clean the rim and pads with alcohol, check pad alignment (toe-in), and tighten the caliper bolts."
         return "Just spray some oil on it and it will be fine, brakes always squeal anyway."

@@ -49,7 +49,14 @@ def test_na_is_a_none_rating_for_honesty_only() -> None:
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("6", "rating out of range"), ("0", "rating out of range"), ("8/10", "rating out of range"), ("3.5", "unparsable rating"), ("great", "unparsable rating"), ("", "unparsable rating")],
+    [
+        ("6", "rating out of range"),
+        ("0", "rating out of range"),
+        ("8/10", "rating out of range"),
+        ("3.5", "unparsable rating"),
+        ("great", "unparsable rating"),
+        ("", "unparsable rating"),
+    ],
 )
 def test_bad_ratings(value: str, reason: str) -> None:
     text = f"#### Output for Text 1\nRating: {value}\nRationale: x\n#### Output for Text 2\nRating: 3\nRationale: y"
@@ -58,7 +65,18 @@ def test_bad_ratings(value: str, reason: str) -> None:
     assert info.value.reason == reason
 
 
-@pytest.mark.parametrize(("value", "expected"), [("[4]", 4), ("**4**", 4), ("4/5", 4), ("4.0", 4), ("Rating 3 of 5", 3), ("Good", 4), ("excellent.", 5)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[4]", 4),
+        ("**4**", 4),
+        ("4/5", 4),
+        ("4.0", 4),
+        ("Rating 3 of 5", 3),
+        ("Good", 4),
+        ("excellent.", 5),
+    ],
+)
 def test_tolerated_rating_spellings(value: str, expected: int) -> None:
     assert parse_rating(value, scale=SCALES["overall-rating"]) == expected
 
@@ -115,7 +133,12 @@ def test_schema_has_exactly_one_entry_per_response_with_an_enum_rating() -> None
 
 
 def test_json_parser() -> None:
-    ok = json.dumps({"text_1": {"explanation": " fine ", "rating": 4}, "text_2": {"explanation": "bad", "rating": 1}})
+    ok = json.dumps(
+        {
+            "text_1": {"explanation": " fine ", "rating": 4},
+            "text_2": {"explanation": "bad", "rating": 1},
+        }
+    )
     assert parse_json_judgement("```json\n" + ok + "\n```", 2) == ([4, 1], ["fine", "bad"])
     # raw newlines inside a string (seen from llama.cpp grammars) and the older key name
     raw = '{ "text_1": { "rating": 2, "explanation": "cut here\n\n" }, "text_2": {"rationale": "r", "rating": 3}}'
@@ -147,7 +170,11 @@ def rows(n: int = 1) -> list[dict[str, Any]]:
 
 def texts_in(request: Request) -> list[str]:
     user = request.messages[-1]["content"]  # type: ignore[index]
-    return [line for line in user.splitlines() if line.endswith(tuple("0123456789")) and "answer" in line]
+    return [
+        line
+        for line in user.splitlines()
+        if line.endswith(tuple("0123456789")) and "answer" in line
+    ]
 
 
 def quality(text: str) -> int:
@@ -159,14 +186,27 @@ def fair_judge(request: Request, i: int) -> str:
     answers = texts_in(request)
     if request.json_schema is not None:
         assert request.json_schema["required"] == [f"text_{j}" for j in range(1, len(answers) + 1)]
-        return json.dumps({f"text_{j}": {"explanation": f"about {t}", "rating": quality(t)} for j, t in enumerate(answers, 1)})
-    return "\n\n".join(f"#### Output for Text {j}\nRating: {quality(t)}\nRationale: about {t}\n\nsecond paragraph" for j, t in enumerate(answers, 1))
+        return json.dumps(
+            {
+                f"text_{j}": {"explanation": f"about {t}", "rating": quality(t)}
+                for j, t in enumerate(answers, 1)
+            }
+        )
+    return "\n\n".join(
+        f"#### Output for Text {j}\nRating: {quality(t)}\nRationale: about {t}\n\nsecond paragraph"
+        for j, t in enumerate(answers, 1)
+    )
 
 
 def position_judge(request: Request, i: int) -> str:
     """Always prefers the first answer shown: the bias order-swapping exposes."""
     answers = texts_in(request)
-    return json.dumps({f"text_{j}": {"explanation": "first is best", "rating": max(1, 6 - j * 2)} for j in range(1, len(answers) + 1)})
+    return json.dumps(
+        {
+            f"text_{j}": {"explanation": "first is best", "rating": max(1, 6 - j * 2)}
+            for j in range(1, len(answers) + 1)
+        }
+    )
 
 
 def run(step: UltraFeedback, model: FakeModel, source: list[dict[str, Any]] | None = None) -> Any:
@@ -234,7 +274,9 @@ def test_shuffled_order_is_repeatable_per_row_and_ratings_map_back() -> None:
     source = rows(8)
     model = FakeModel(fair_judge)
     result = run(UltraFeedback(model="judge"), model, source)
-    by_row = {int(texts_in(c)[0].split()[-1]): texts_in(c) for c in model.calls}  # calls may interleave
+    by_row = {
+        int(texts_in(c)[0].split()[-1]): texts_in(c) for c in model.calls
+    }  # calls may interleave
     shown = [by_row[i] for i in range(len(source))]
     assert all(sorted(s) == sorted(r["generations"]) for s, r in zip(shown, source, strict=True))
     assert len({tuple(t.split()[0] for t in s) for s in shown}) > 1  # not always the same order
@@ -254,7 +296,10 @@ def test_order_swap_drops_a_position_biased_judge() -> None:
 
 
 def test_order_swap_average() -> None:
-    result = run(UltraFeedback(model="judge", bias_control="average", order="given"), FakeModel(position_judge))
+    result = run(
+        UltraFeedback(model="judge", bias_control="average", order="given"),
+        FakeModel(position_judge),
+    )
     row = result.rows[0]
     # pass 1 rates by position 4,2,1; pass 2 sees the reversed order and also rates 4,2,1
     assert row["ratings_reversed"] == [1, 2, 4]
@@ -291,7 +336,11 @@ def test_self_judging_forbid_model_counts_settings_of_the_same_weights() -> None
     other = FakeModel(name="other")
     source = [{**rows()[0], "generation_models": ["a (other)", "x (fake)", "y (unknown-model)"]}]
     model2 = FakeModel(fair_judge)
-    p = Pipeline([UltraFeedback(model="judge", self_judging="forbid_model")], source=source, models={"judge": model2, "a": other})
+    p = Pipeline(
+        [UltraFeedback(model="judge", self_judging="forbid_model")],
+        source=source,
+        models={"judge": model2, "a": other},
+    )
     row = p.run(None, cache=False).rows[0]
     assert row["ratings"] == [5, None, 3] and row["judge_skipped"] == 1
 
@@ -300,7 +349,14 @@ def test_registry_and_columns() -> None:
     assert step_class("ultrafeedback") is UltraFeedback
     step = UltraFeedback(bias_control="agree", self_judging="forbid_setting")
     assert step.required_columns() == ["instruction", "generations", "generation_models"]
-    assert step.produces() == ["ratings", "rationales", "judge_model", "ratings_reversed", "orders_agree", "judge_skipped"]
+    assert step.produces() == [
+        "ratings",
+        "rationales",
+        "judge_model",
+        "ratings_reversed",
+        "orders_agree",
+        "judge_skipped",
+    ]
 
 
 # -- the real embedded model ---------------------------------------------------------------------
@@ -315,7 +371,11 @@ def test_real_model_judgement_parses_under_the_schema(embedded_model) -> None:  
             ],
         }
     ]
-    p = Pipeline([UltraFeedback(model="judge", rationale_chars=60, bias_control="agree")], source=source, models={"judge": embedded_model})
+    p = Pipeline(
+        [UltraFeedback(model="judge", rationale_chars=60, bias_control="agree")],
+        source=source,
+        models={"judge": embedded_model},
+    )
     result = p.run(None, cache=False)
     assert result.stats.model_calls == 2
     if result.rows:

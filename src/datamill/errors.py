@@ -44,7 +44,9 @@ class MissingDependency(DatamillError):
 class ModelError(DatamillError):
     """A model call failed. ``retryable`` says whether trying again may help."""
 
-    def __init__(self, message: str, *, retryable: bool = False, reason: str = "model error") -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = False, reason: str = "model error"
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.reason = reason

@@ -79,11 +79,15 @@ def default_prices_path() -> Path:
 
 def _parse_price(where: str, key: str, value: Any) -> Price:
     if not isinstance(value, dict) or set(value) != {"input", "output"}:
-        raise ConfigError(f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens")
+        raise ConfigError(
+            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens"
+        )
     try:
         price = Price(float(value["input"]), float(value["output"]))
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: price of {key!r}: input and output must be numbers (USD per million tokens)") from None
+        raise ConfigError(
+            f"{where}: price of {key!r}: input and output must be numbers (USD per million tokens)"
+        ) from None
     if price.input < 0 or price.output < 0:
         raise ConfigError(f"{where}: price of {key!r} is negative")
     return price
@@ -92,7 +96,12 @@ def _parse_price(where: str, key: str, value: Any) -> Price:
 class PriceTable:
     """User prices over the built-in ones; see the module docstring for the order of lookup."""
 
-    def __init__(self, user: dict[str, Price] | None = None, defaults: dict[str, Price] | None = None, source: str | None = None) -> None:
+    def __init__(
+        self,
+        user: dict[str, Price] | None = None,
+        defaults: dict[str, Price] | None = None,
+        source: str | None = None,
+    ) -> None:
         self.user = dict(user or {})
         self.defaults = dict(DEFAULT_PRICES if defaults is None else defaults)
         self.source = source  #: the user file the table was read from, if any
@@ -120,7 +129,9 @@ class PriceTable:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"{file}: a price file maps model names to {{input: USD, output: USD}} per million tokens")
+            raise ConfigError(
+                f"{file}: a price file maps model names to {{input: USD, output: USD}} per million tokens"
+            )
         user = {str(k): _parse_price(str(file), str(k), v) for k, v in data.items()}
         return cls(user, source=str(file))
 
@@ -158,7 +169,11 @@ class PriceTable:
         """The price of a model spec (``llamacpp``, ``openai:MODEL@URL``…) without building it."""
         backend, _, arg = spec.strip().partition(":")
         name, _, url = arg.partition("@")
-        return self.lookup(backend, name or backend, url or os.environ.get("OPENAI_BASE_URL") if backend == "openai" else None)
+        return self.lookup(
+            backend,
+            name or backend,
+            url or os.environ.get("OPENAI_BASE_URL") if backend == "openai" else None,
+        )
 
 
 def format_cost(value: float | None) -> str:

@@ -61,7 +61,9 @@ class ProgressBar:
             if mode == "auto":
                 return None
             raise MissingDependency("the progress bar", "notebook") from exc
-        bar = tqdm(total=stats.rows_total, desc="datamill", unit="row", leave=True, dynamic_ncols=True)
+        bar = tqdm(
+            total=stats.rows_total, desc="datamill", unit="row", leave=True, dynamic_ncols=True
+        )
         return cls(stats, bar)
 
     def line(self) -> str:

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         _interrupted(args)
     except typer.TyperException as exc:  # command line usage errors (typer's own click)
         ctx = getattr(exc, "ctx", None)
-        if not args and ctx is not None:  # bare `datamill`: the help (rich prints it on stdout itself)
+        if (
+            not args and ctx is not None
+        ):  # bare `datamill`: the help (rich prints it on stdout itself)
             text = exc.format_message().strip()
             if text:
                 print(text, file=sys.stderr)
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _interrupted(args: list[str]) -> None:
     command = shlex.join(["datamill", *args])
-    print(f"interrupted: every finished model call is saved in the cache; to resume, run the same command again: {command}", file=sys.stderr)
+    print(
+        f"interrupted: every finished model call is saved in the cache; to resume, run the same command again: {command}",
+        file=sys.stderr,
+    )
     sys.exit(130)
 
 

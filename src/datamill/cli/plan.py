@@ -14,16 +14,60 @@ console = Console(stderr=True)
 
 
 def plan(
-    recipe: Annotated[str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")],
-    limit: Annotated[int | None, typer.Option(help="Forecast a run on at most N source rows (as `datamill run --limit N`).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model spec for every model of the recipe, as in `datamill run --model`.")] = None,
-    preview: Annotated[int, typer.Option(help="Source rows the preview runs on the model to measure completions and speed.")] = 3,
-    prices: Annotated[Path | None, typer.Option(help="Price table (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run output folder the forecast is saved in, for `datamill run` to compare (default: out/RECIPE).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not keep the preview's calls in the call cache.")] = False,
-    cache: Annotated[Path | None, typer.Option(help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite).")] = None,
-    input_: Annotated[Path | None, typer.Option("--input", "-i", help="Read source rows from this file/folder instead of the recipe's source.")] = None,
+    recipe: Annotated[
+        str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")
+    ],
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Forecast a run on at most N source rows (as `datamill run --limit N`)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model spec for every model of the recipe, as in `datamill run --model`."
+        ),
+    ] = None,
+    preview: Annotated[
+        int,
+        typer.Option(
+            help="Source rows the preview runs on the model to measure completions and speed."
+        ),
+    ] = 3,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            help="Price table (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Run output folder the forecast is saved in, for `datamill run` to compare (default: out/RECIPE).",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: key.path=value (repeatable)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not keep the preview's calls in the call cache.")
+    ] = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite)."
+        ),
+    ] = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Read source rows from this file/folder instead of the recipe's source.",
+        ),
+    ] = None,
 ) -> None:
     """Forecast a run's model calls, tokens, time and cost before paying for it.
 
@@ -43,7 +87,15 @@ def plan(
     cache_arg: bool | Path = False if no_cache else (cache or True)
     with console.status(f"previewing {preview} row{'s' if preview != 1 else ''} on the model…"):
         forecast = asyncio.run(
-            aplan_pipeline(pipeline, limit=limit, model=model, preview_rows=preview, prices=table, cache=cache_arg, source=source)
+            aplan_pipeline(
+                pipeline,
+                limit=limit,
+                model=model,
+                preview_rows=preview,
+                prices=table,
+                cache=cache_arg,
+                source=source,
+            )
         )
     out.print(forecast.table())
     for line in forecast.lines():
@@ -54,7 +106,10 @@ def plan(
     except OSError as exc:
         console.print(f"[yellow]could not save the forecast in {folder}: {exc.strerror}[/]")
         return
-    out.print(f"saved {saved}: `datamill run` with the same recipe, --limit and --model puts it into run.json", highlight=False)
+    out.print(
+        f"saved {saved}: `datamill run` with the same recipe, --limit and --model puts it into run.json",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,8 +13,15 @@ out = Console()
 
 def push(
     folder: Annotated[Path, typer.Argument(help="The output folder of `datamill run`.")],
-    repo_id: Annotated[str, typer.Argument(metavar="ORG/NAME", help="Dataset repository on the Hub (created when missing).")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+    repo_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ORG/NAME", help="Dataset repository on the Hub (created when missing)."
+        ),
+    ],
+    private: Annotated[
+        bool, typer.Option("--private", help="Create the repository private.")
+    ] = False,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
 ) -> None:
     """Upload an output folder to a dataset repository on the Hugging Face Hub.
@@ -28,7 +35,9 @@ def push(
     pushed = push_to_hub(folder, repo_id, private=private, commit_message=message)
     out.print(f"[bold green]pushed[/] {len(pushed.files)} files to {pushed.url}", highlight=False)
     if not pushed.complete:
-        out.print("[yellow]note: this run was stopped early (see run.json 'stopped_by'): the dataset is partial[/]")
+        out.print(
+            "[yellow]note: this run was stopped early (see run.json 'stopped_by'): the dataset is partial[/]"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -33,23 +33,39 @@ def _rows_and_summary(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any],
         except ValueError:
             summary = {}
     if path.is_dir() and (path / "data").is_dir():
-        rows = ParquetSource(path / "data").rows()  # may be empty: an empty dataset still has a report
+        rows = ParquetSource(
+            path / "data"
+        ).rows()  # may be empty: an empty dataset still has a report
     else:
         rows = source_from_path(path).rows()
     return rows, summary, name
 
 
 def report(
-    output: Annotated[Path, typer.Argument(help="A datamill output folder, or any dataset file/folder.")],
-    recompute: Annotated[bool, typer.Option("--recompute", help="Compute the report from the rows even when report.json exists.")] = False,
-    write: Annotated[bool, typer.Option("--write", help="Store a computed report (report.json, report.png) in the folder.")] = False,
+    output: Annotated[
+        Path, typer.Argument(help="A datamill output folder, or any dataset file/folder.")
+    ],
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            "--recompute", help="Compute the report from the rows even when report.json exists."
+        ),
+    ] = False,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write", help="Store a computed report (report.json, report.png) in the folder."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Print the quality report of a dataset: rows per step, losses, diversity, lengths, ratings."""
     from ..report import build_report, load_report, to_json, write_report
 
     if not output.exists():
-        raise InputError(f"{output}: no such file or folder; give a datamill output folder (e.g. out/instructions-basic)")
+        raise InputError(
+            f"{output}: no such file or folder; give a datamill output folder (e.g. out/instructions-basic)"
+        )
     data = None if recompute or not output.is_dir() else load_report(output)
     if data is None:
         rows, summary, name = _rows_and_summary(output)
@@ -69,7 +85,16 @@ def print_report(data: dict[str, Any], where: Path) -> None:
     out.print(f"[bold]{data.get('name', where.name)}[/]: {data.get('rows', 0)} rows")
     fields = data.get("fields") or {}
     if fields:
-        table = Table("field", "texts", "words p10/med/p90", "dist-1", "dist-2", "ROUGE-L", "emb. sim", title="diversity and length")
+        table = Table(
+            "field",
+            "texts",
+            "words p10/med/p90",
+            "dist-1",
+            "dist-2",
+            "ROUGE-L",
+            "emb. sim",
+            title="diversity and length",
+        )
         for name, f in fields.items():
             w = f.get("words") or {}
             table.add_row(
@@ -90,17 +115,24 @@ def print_report(data: dict[str, Any], where: Path) -> None:
     if steps:
         table = Table("step", "rows in", "rows out", "lost", "why", title="steps")
         for s in steps:
-            why = ", ".join(f"{n} {r}" for r, n in sorted((s.get("reasons") or {}).items(), key=lambda kv: -kv[1]))
+            why = ", ".join(
+                f"{n} {r}"
+                for r, n in sorted((s.get("reasons") or {}).items(), key=lambda kv: -kv[1])
+            )
             table.add_row(s["step"], str(s["rows_in"]), str(s["rows_out"]), str(s["lost"]), why)
         out.print(table)
     for name, r in (data.get("ratings") or {}).items():
         hist = "  ".join(f"{k}: {v}" for k, v in (r.get("histogram") or {}).items())
-        out.print(f"ratings [bold]{name}[/]: mean {format_value(r.get('mean'))} over {r.get('count', 0)}   {hist}")
+        out.print(
+            f"ratings [bold]{name}[/]: mean {format_value(r.get('mean'))} over {r.get('count', 0)}   {hist}"
+        )
     topup = data.get("topup")
     if topup:
         state = "[green]reached[/]" if topup.get("reached") else "[yellow]not reached[/]"
         cut = f"; {topup['trimmed']} surplus rows cut" if topup.get("trimmed") else ""
-        out.print(f"target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}")
+        out.print(
+            f"target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}"
+        )
     first = next((f.get("first_words") for f in fields.values() if f.get("first_words")), None)
     if first:
         out.print("most common first words: " + ", ".join(f"{w} ({n})" for w, n in first[:10]))

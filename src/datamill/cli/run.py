@@ -31,22 +31,80 @@ def recipes() -> None:
 
 
 def run(
-    recipe: Annotated[str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: out/RECIPE).")] = None,
+    recipe: Annotated[
+        str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: out/RECIPE).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use at most N source rows.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL …")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the call cache.")] = False,
-    cache: Annotated[Path | None, typer.Option(help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite).")] = None,
-    input_: Annotated[Path | None, typer.Option("--input", "-i", help="Read source rows from this file/folder instead of the recipe's source.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL …"
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: key.path=value (repeatable)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the call cache.")
+    ] = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite)."
+        ),
+    ] = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Read source rows from this file/folder instead of the recipe's source.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    executor: Annotated[str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray); default: start a local one.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Ray workers/shards at once (default: the cluster's CPUs).")] = None,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", metavar="USD", help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", metavar="N", help="Stop before model calls would use more than N tokens (prompt + completion).")] = None,
-    deadline: Annotated[str | None, typer.Option(metavar="DURATION", help="Start no model call after this much wall time: 90s, 10m, 1h30m.")] = None,
-    prices: Annotated[Path | None, typer.Option(help="Price table for --max-cost (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml).")] = None,
+    executor: Annotated[
+        str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address (with --executor ray); default: start a local one."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray workers/shards at once (default: the cluster's CPUs).")
+    ] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            metavar="USD",
+            help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.",
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            metavar="N",
+            help="Stop before model calls would use more than N tokens (prompt + completion).",
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Start no model call after this much wall time: 90s, 10m, 1h30m.",
+        ),
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            help="Price table for --max-cost (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml)."
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
     from ..executors import get_executor
@@ -64,12 +122,25 @@ def run(
     budget = _budget(pipeline, model, max_cost, max_tokens, deadline, prices)
     from ..pipeline.plan import fingerprint, load_forecast
 
-    forecast = load_forecast(folder, fingerprint(pipeline, limit, model, source.name if source is not None else None))
+    forecast = load_forecast(
+        folder, fingerprint(pipeline, limit, model, source.name if source is not None else None)
+    )
 
     async def go() -> object:
         holder: dict[str, Stats] = {}
         task = asyncio.create_task(
-            arun_pipeline(pipeline, folder, model=model, limit=limit, cache=cache_arg, source=source, executor=runner_executor, on_start=lambda s: holder.update(s=s), budget=budget, forecast=forecast)
+            arun_pipeline(
+                pipeline,
+                folder,
+                model=model,
+                limit=limit,
+                cache=cache_arg,
+                source=source,
+                executor=runner_executor,
+                on_start=lambda s: holder.update(s=s),
+                budget=budget,
+                forecast=forecast,
+            )
         )
         if quiet:
             return await task
@@ -86,7 +157,14 @@ def run(
         raise typer.Exit(3)
 
 
-def _budget(pipeline: Any, model: str | None, max_cost: float | None, max_tokens: int | None, deadline: str | None, prices: Path | None) -> Any:
+def _budget(
+    pipeline: Any,
+    model: str | None,
+    max_cost: float | None,
+    max_tokens: int | None,
+    deadline: str | None,
+    prices: Path | None,
+) -> Any:
     """A :class:`~datamill.pipeline.budget.Budget` for the caps given (``None`` without caps)."""
     if max_cost is None and max_tokens is None and deadline is None:
         return None
@@ -98,7 +176,9 @@ def _budget(pipeline: Any, model: str | None, max_cost: float | None, max_tokens
         for name, settings in pipeline.models.items():
             spec = model if model is not None and isinstance(settings.spec, str) else settings.spec
             if isinstance(spec, str) and table.for_spec(spec) is None:
-                raise ConfigError(f"--max-cost: no price is known for model {name!r} ({spec}); add it to ~/.config/datamill/prices.yaml or pass --prices FILE")
+                raise ConfigError(
+                    f"--max-cost: no price is known for model {name!r} ({spec}); add it to ~/.config/datamill/prices.yaml or pass --prices FILE"
+                )
     return Budget(max_cost=max_cost, max_tokens=max_tokens, deadline=deadline, prices=table)
 
 
@@ -138,7 +218,9 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     for line in stats.losses():
         out.print(f"[yellow]{line}[/]")
     if stopped:
-        out.print(f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]")
+        out.print(
+            f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"
+        )
     if stats.rows_done == 0 and not stopped:
         out.print("[red]the dataset is empty: see failures.jsonl for why every row was lost[/]")
 

@@ -70,7 +70,9 @@ class RayExecutor:
     # called by arun_pipeline before the run
     def prepare(self, models: dict[str, Any], cache_path: str | None, budget: Any) -> None:
         if budget is not None:
-            raise ConfigError("budgets (--max-cost/--max-tokens/--deadline) are not supported with --executor ray yet; run locally to cap a run")
+            raise ConfigError(
+                "budgets (--max-cost/--max-tokens/--deadline) are not supported with --executor ray yet; run locally to cap a run"
+            )
         self.model_specs = models
         self.cache_path = cache_path
         ray = _ray()
@@ -83,7 +85,9 @@ class RayExecutor:
             try:
                 ray.init(**kwargs)
             except ConnectionError as exc:
-                raise ConfigError(f"cannot connect to the Ray cluster at {self.address}: {exc}") from None
+                raise ConfigError(
+                    f"cannot connect to the Ray cluster at {self.address}: {exc}"
+                ) from None
             self._started_ray = True
 
     def close(self) -> None:
@@ -103,7 +107,9 @@ class RayExecutor:
         specs = [s.spec for s in self.model_specs.values() if isinstance(s.spec, str)]
         return 1.0 if any(sp.split(":", 1)[0] in GPU_BACKENDS for sp in specs) else 0.0
 
-    async def stream(self, runner: Runner, steps: list[Step], rows: list[KeyedRow]) -> list[KeyedRow]:
+    async def stream(
+        self, runner: Runner, steps: list[Step], rows: list[KeyedRow]
+    ) -> list[KeyedRow]:
         ray = _ray()
         if not rows:
             return []
@@ -117,7 +123,12 @@ class RayExecutor:
             max_retries=self.max_retries,
             retry_exceptions=False,
         )
-        payload = {"models": self.model_specs, "cache": self.cache_path, "seed": runner.seed, "threads": max(1, int(self.cpus_per_worker))}
+        payload = {
+            "models": self.model_specs,
+            "cache": self.cache_path,
+            "seed": runner.seed,
+            "threads": max(1, int(self.cpus_per_worker)),
+        }
         refs = [remote.remote(payload, steps, shard, i, progress) for i, shard in enumerate(shards)]
         base = runner.stats.counters()
         pending = list(refs)
@@ -166,12 +177,16 @@ def _progress_actor(ray: Any) -> Any:
     return Progress
 
 
-def _run_shard(payload: dict[str, Any], steps: list[Step], rows: list[KeyedRow], shard: int, progress: Any) -> tuple[Any, ...]:
+def _run_shard(
+    payload: dict[str, Any], steps: list[Step], rows: list[KeyedRow], shard: int, progress: Any
+) -> tuple[Any, ...]:
     """One shard in a Ray worker: the same runner as a local run, with this worker's models."""
     return asyncio.run(_arun_shard(payload, steps, rows, shard, progress))
 
 
-async def _arun_shard(payload: dict[str, Any], steps: list[Step], rows: list[KeyedRow], shard: int, progress: Any) -> tuple[Any, ...]:
+async def _arun_shard(
+    payload: dict[str, Any], steps: list[Step], rows: list[KeyedRow], shard: int, progress: Any
+) -> tuple[Any, ...]:
     from ..models.base import Model
     from ..models.registry import load_model
     from ..pipeline.cache import CallCache
@@ -201,7 +216,9 @@ async def _arun_shard(payload: dict[str, Any], steps: list[Step], rows: list[Key
             if model not in started:
                 await model.start()
                 started.append(model)
-            sem = semaphores.setdefault(id(model), asyncio.Semaphore(max(1, model.info.max_concurrency)))
+            sem = semaphores.setdefault(
+                id(model), asyncio.Semaphore(max(1, model.info.max_concurrency))
+            )
             handles[name] = ModelHandle(name, model, settings.sampling, cache, stats, None, sem)
         runner = Runner(handles, stats, failures, seed=payload["seed"])
         work = asyncio.create_task(runner.stream(steps, rows))

@@ -28,7 +28,14 @@ from urllib.parse import urlparse
 from ..errors import ConfigError, InputError, MissingDependency, OutputError
 
 #: what goes up, relative to the output folder
-UPLOAD_PATTERNS = ["data/*.parquet", "README.md", "run.json", "failures.jsonl", "report.json", "report.png"]
+UPLOAD_PATTERNS = [
+    "data/*.parquet",
+    "README.md",
+    "run.json",
+    "failures.jsonl",
+    "report.json",
+    "report.png",
+]
 CONNECT_TIMEOUT = 5.0
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 
@@ -56,8 +63,15 @@ def _hub() -> Any:
 def check_repo_id(repo_id: str) -> str:
     """``ORG/NAME`` (or ``NAME`` for your own namespace), letters, digits, ``-``, ``_``, ``.``."""
     repo_id = repo_id.strip()
-    if not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith((".", "-")):
-        raise ConfigError(f"{repo_id!r} is not a Hub repository id: use ORG/NAME with letters, digits, '-', '_' and '.'")
+    if (
+        not _REPO_ID.match(repo_id)
+        or ".." in repo_id
+        or "--" in repo_id
+        or repo_id.endswith((".", "-"))
+    ):
+        raise ConfigError(
+            f"{repo_id!r} is not a Hub repository id: use ORG/NAME with letters, digits, '-', '_' and '.'"
+        )
     return repo_id
 
 
@@ -68,13 +82,23 @@ def check_folder(folder: str | Path) -> tuple[Path, list[str], bool]:
     path = Path(folder)
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: give the output folder of `datamill run`")
-    data = sorted(p.relative_to(path).as_posix() for p in (path / "data").glob("*.parquet")) if (path / "data").is_dir() else []
+    data = (
+        sorted(p.relative_to(path).as_posix() for p in (path / "data").glob("*.parquet"))
+        if (path / "data").is_dir()
+        else []
+    )
     if not data or not (path / "README.md").exists():
-        raise InputError(f"{path} is not a datamill output folder (no data/*.parquet and README.md): run `datamill run … -o {path}` first")
+        raise InputError(
+            f"{path} is not a datamill output folder (no data/*.parquet and README.md): run `datamill run … -o {path}` first"
+        )
     if not (path / "run.json").exists():
-        raise InputError(f"{path} has no run.json: its run did not finish writing; run it again before pushing")
+        raise InputError(
+            f"{path} has no run.json: its run did not finish writing; run it again before pushing"
+        )
     try:
-        complete = bool(json.loads((path / "run.json").read_text(encoding="utf-8")).get("complete", True))
+        complete = bool(
+            json.loads((path / "run.json").read_text(encoding="utf-8")).get("complete", True)
+        )
     except (ValueError, OSError):
         complete = True
     files = data + [name for name in UPLOAD_PATTERNS[1:] if (path / name).is_file()]
@@ -94,7 +118,9 @@ def check_online(endpoint: str, timeout: float = CONNECT_TIMEOUT) -> None:
     hub = _hub()
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
     if flag in ("1", "true", "yes", "on") or hub.constants.is_offline_mode():
-        raise OutputError("cannot push: offline mode is on (HF_HUB_OFFLINE); unset it and try again")
+        raise OutputError(
+            "cannot push: offline mode is on (HF_HUB_OFFLINE); unset it and try again"
+        )
     url = urlparse(endpoint)
     host = url.hostname
     if url.scheme not in ("http", "https") or not host:
@@ -113,18 +139,24 @@ def check_online(endpoint: str, timeout: float = CONNECT_TIMEOUT) -> None:
     thread.start()
     thread.join(timeout + 1.0)
     if "error" not in box:
-        raise OutputError(f"cannot reach the Hub at {endpoint} (no answer in {timeout:.0f}s): check the network and try again")
+        raise OutputError(
+            f"cannot reach the Hub at {endpoint} (no answer in {timeout:.0f}s): check the network and try again"
+        )
     error = box["error"]
     if error is not None:
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise OutputError(f"cannot reach the Hub at {endpoint} ({reason}): check the network (or HF_ENDPOINT) and try again")
+        raise OutputError(
+            f"cannot reach the Hub at {endpoint} ({reason}): check the network (or HF_ENDPOINT) and try again"
+        )
 
 
 def resolve_token(token: str | None = None) -> str:
     """``token``, else ``$HF_TOKEN``, else the saved login; none is one clear line."""
     found = token or _hub().get_token()
     if not found:
-        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
+        raise ConfigError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again"
+        )
     return str(found)
 
 
@@ -157,17 +189,38 @@ def push_to_hub(
     message = commit_message or f"Upload dataset made with datamill ({len(files)} files)"
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(path), repo_id=repo_id, repo_type="dataset", allow_patterns=files, commit_message=message)
+        api.upload_folder(
+            folder_path=str(path),
+            repo_id=repo_id,
+            repo_type="dataset",
+            allow_patterns=files,
+            commit_message=message,
+        )
     except hub.errors.HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:
-            raise OutputError("the Hub refused the token (401): check HF_TOKEN or run `hf auth login`") from None
+            raise OutputError(
+                "the Hub refused the token (401): check HF_TOKEN or run `hf auth login`"
+            ) from None
         if status == 403:
-            raise OutputError(f"the token may not write to {repo_id} (403): use a write token, or a namespace you belong to") from None
+            raise OutputError(
+                f"the token may not write to {repo_id} (403): use a write token, or a namespace you belong to"
+            ) from None
         raise OutputError(f"the Hub refused the upload to {repo_id}: {_one_line(exc)}") from None
     except Exception as exc:  # connection lost mid-way, invalid card metadata, odd server answers
-        raise OutputError(f"push to {repo_id} failed: {type(exc).__name__}: {_one_line(exc)}") from None
-    return Pushed(url=f"{endpoint}/datasets/{repo_id}", repo_id=repo_id, files=files, complete=complete)
+        raise OutputError(
+            f"push to {repo_id} failed: {type(exc).__name__}: {_one_line(exc)}"
+        ) from None
+    return Pushed(
+        url=f"{endpoint}/datasets/{repo_id}", repo_id=repo_id, files=files, complete=complete
+    )
 
 
-__all__ = ["Pushed", "check_folder", "check_online", "check_repo_id", "push_to_hub", "resolve_token"]
+__all__ = [
+    "Pushed",
+    "check_folder",
+    "check_online",
+    "check_repo_id",
+    "push_to_hub",
+    "resolve_token",
+]

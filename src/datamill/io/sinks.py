@@ -66,7 +66,12 @@ def rows_to_table(rows: list[Row]) -> Any:
         try:
             arrays[c] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays[c] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values])
+            arrays[c] = pa.array(
+                [
+                    None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                    for v in values
+                ]
+            )
     return pa.table(arrays)
 
 
@@ -97,7 +102,9 @@ class OutputFolder:
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}") from None
         if not self.path.is_dir():
-            raise OutputError(f"output {self.path} is a file, not a folder; choose another --output")
+            raise OutputError(
+                f"output {self.path} is a file, not a folder; choose another --output"
+            )
         if fcntl is not None:
             self._flock()
         else:
@@ -107,7 +114,9 @@ class OutputFolder:
 
     def _busy(self, pid: int) -> OutputError:
         who = f"another datamill run (pid {pid})" if pid else "another datamill run"
-        return OutputError(f"{who} is writing to {self.path}; wait for it or choose another --output")
+        return OutputError(
+            f"{who} is writing to {self.path}; wait for it or choose another --output"
+        )
 
     def _flock(self) -> None:
         lock = self.path / LOCK
@@ -115,7 +124,9 @@ class OutputFolder:
             try:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise OutputError(f"cannot write to output folder {self.path}: {exc.strerror}") from None
+                raise OutputError(
+                    f"cannot write to output folder {self.path}: {exc.strerror}"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -133,7 +144,9 @@ class OutputFolder:
             os.write(fd, str(os.getpid()).encode())
             self._lock_fd = fd
             return
-        raise OutputError(f"cannot lock output folder {self.path}; remove {lock} if no run is using it")
+        raise OutputError(
+            f"cannot lock output folder {self.path}; remove {lock} if no run is using it"
+        )
 
     def _pid_lock(self) -> None:
         from ..pipeline.run import pid_alive
@@ -152,11 +165,15 @@ class OutputFolder:
                 lock.unlink(missing_ok=True)  # left by a run that died: take it over
                 continue
             except OSError as exc:
-                raise OutputError(f"cannot write to output folder {self.path}: {exc.strerror}") from None
+                raise OutputError(
+                    f"cannot write to output folder {self.path}: {exc.strerror}"
+                ) from None
             with os.fdopen(fd, "w") as fh:
                 fh.write(str(os.getpid()))
             return
-        raise OutputError(f"cannot lock output folder {self.path}; remove {lock} if no run is using it")
+        raise OutputError(
+            f"cannot lock output folder {self.path}; remove {lock} if no run is using it"
+        )
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of runs that died (killed while writing): never output, so remove them."""
@@ -190,8 +207,13 @@ class OutputFolder:
         else:
             write_atomic(self.path / "failures.jsonl", b"")
         report = quality_report(self.path, rows, summary, pipeline)
-        write_atomic(self.path / "README.md", dataset_card(rows, summary, pipeline, report).encode())
-        write_atomic(self.path / "run.json", (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(
+            self.path / "README.md", dataset_card(rows, summary, pipeline, report).encode()
+        )
+        write_atomic(
+            self.path / "run.json",
+            (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode(),
+        )
 
 
 _SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)
@@ -202,7 +224,10 @@ def redact(value: Any) -> Any:
 
     Keys come from the environment, never from a recipe; this guards the card should one slip in."""
     if isinstance(value, dict):
-        return {k: "***" if isinstance(k, str) and _SECRET_NAME.search(k) and v else redact(v) for k, v in value.items()}
+        return {
+            k: "***" if isinstance(k, str) and _SECRET_NAME.search(k) and v else redact(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
@@ -215,7 +240,9 @@ def _read_pid(fd: int) -> int:
         return 0
 
 
-def quality_report(folder: Path, rows: list[Row], summary: dict[str, Any], pipeline: Pipeline) -> dict[str, Any] | None:
+def quality_report(
+    folder: Path, rows: list[Row], summary: dict[str, Any], pipeline: Pipeline
+) -> dict[str, Any] | None:
     """Write ``report.json`` + ``report.png`` (see ``datamill.report``); never loses the dataset."""
     try:
         from ..report import write_report
@@ -225,13 +252,23 @@ def quality_report(folder: Path, rows: list[Row], summary: dict[str, Any], pipel
         return None
 
 
-def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline, report: dict[str, Any] | None = None) -> str:
+def dataset_card(
+    rows: list[Row],
+    summary: dict[str, Any],
+    pipeline: Pipeline,
+    report: dict[str, Any] | None = None,
+) -> str:
     """A Hub dataset card that records how the data was made."""
     columns: list[str] = []
     for r in rows[:100]:
         columns.extend(c for c in r if c not in columns)
     meta = {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": "train", "path": "data/train-*.parquet"}],
+            }
+        ],
         "tags": ["synthetic", "datamill"],
     }
     citations: list[str] = []
@@ -241,9 +278,16 @@ def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline, r
         if cite and cite not in citations:
             citations.append(cite)
             techniques.append(s.kind)
-    model_lines = [f"- `{name}`: {m['model']} ({m['backend']})" + (f", sampling {m['sampling']}" if m.get("sampling") else "") for name, m in summary.get("models", {}).items()]
+    model_lines = [
+        f"- `{name}`: {m['model']} ({m['backend']})"
+        + (f", sampling {m['sampling']}" if m.get("sampling") else "")
+        for name, m in summary.get("models", {}).items()
+    ]
     steps = summary.get("steps", {})
-    step_lines = [f"| {name} | {c['rows_in']} | {c['rows_out']} | {c['failed']} |" for name, c in steps.items()]
+    step_lines = [
+        f"| {name} | {c['rows_in']} | {c['rows_out']} | {c['failed']} |"
+        for name, c in steps.items()
+    ]
     losses = summary.get("failures", {})
     parts = [
         "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n",
@@ -253,7 +297,8 @@ def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline, r
         "## Dataset\n",
         f"- rows: {summary.get('rows', len(rows))}",
         f"- columns: {', '.join(columns) or '(none)'}",
-        f"- complete: {summary.get('complete', True)}" + (f" (stopped by {summary['stopped_by']})" if summary.get("stopped_by") else ""),
+        f"- complete: {summary.get('complete', True)}"
+        + (f" (stopped by {summary['stopped_by']})" if summary.get("stopped_by") else ""),
         "",
         "## Models\n",
         *model_lines,
@@ -262,7 +307,8 @@ def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline, r
         f"- model calls: {summary.get('model_calls', 0)} (cache hits: {summary.get('cache_hits', 0)})",
         f"- tokens: {summary.get('tokens', {}).get('prompt', 0)} prompt, {summary.get('tokens', {}).get('completion', 0)} completion",
         f"- seconds: {summary.get('seconds', 0)}",
-        f"- rows lost: {summary.get('failed_rows', 0)}" + (f" ({', '.join(f'{n} {r}' for r, n in losses.items())})" if losses else ""),
+        f"- rows lost: {summary.get('failed_rows', 0)}"
+        + (f" ({', '.join(f'{n} {r}' for r, n in losses.items())})" if losses else ""),
         "",
         "| step | rows in | rows out | lost |",
         "|---|---|---|---|",
@@ -274,7 +320,13 @@ def dataset_card(rows: list[Row], summary: dict[str, Any], pipeline: Pipeline, r
 
         parts.append(card_section(report))
     if pipeline.recipe is not None:
-        parts += ["## Recipe\n", "```yaml", yaml.safe_dump(redact(pipeline.recipe), sort_keys=False, allow_unicode=True).rstrip(), "```", ""]
+        parts += [
+            "## Recipe\n",
+            "```yaml",
+            yaml.safe_dump(redact(pipeline.recipe), sort_keys=False, allow_unicode=True).rstrip(),
+            "```",
+            "",
+        ]
     if citations:
         parts += ["## Techniques and citations\n"]
         parts += [f"- `{t}`: {c}" for t, c in zip(techniques, citations, strict=True)]

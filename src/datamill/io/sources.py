@@ -45,7 +45,9 @@ class Source:
             raise InputError(f"{self.name} has no rows: give at least one input row")
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise InputError(f"{self.where(i)}: the row is {kind_of(row)}, not an object with columns")
+                raise InputError(
+                    f"{self.where(i)}: the row is {kind_of(row)}, not an object with columns"
+                )
         return rows
 
     def where(self, index: int) -> str:
@@ -66,7 +68,9 @@ class Source:
 class RowsSource(Source):
     name = "inline rows"
 
-    def __init__(self, data: list[Row], limit: int | None = None, repeat: int = 1, name: str | None = None) -> None:
+    def __init__(
+        self, data: list[Row], limit: int | None = None, repeat: int = 1, name: str | None = None
+    ) -> None:
         super().__init__(limit)
         self.data = data
         self.repeat = repeat
@@ -74,7 +78,9 @@ class RowsSource(Source):
             self.name = name
 
     def rows(self) -> list[Row]:
-        return [dict(r) if isinstance(r, dict) else r for _ in range(self.repeat) for r in self.data]
+        return [
+            dict(r) if isinstance(r, dict) else r for _ in range(self.repeat) for r in self.data
+        ]
 
 
 class EmptyRows(Source):
@@ -82,7 +88,9 @@ class EmptyRows(Source):
 
     name = "generated rows"
 
-    def __init__(self, n: int, limit: int | None = None, fields: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, n: int, limit: int | None = None, fields: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(limit)
         if n < 1:
             raise InputError("num_rows must be at least 1")
@@ -116,21 +124,31 @@ class JsonlSource(Source):
                 if self.limit is not None and len(rows) >= self.limit:
                     break
                 if len(raw) > MAX_ROW_BYTES:
-                    raise InputError(f"{self.path}:{lineno}: line is {len(raw)} bytes, over the {MAX_ROW_BYTES}-byte limit per row; shorten or split that row")
+                    raise InputError(
+                        f"{self.path}:{lineno}: line is {len(raw)} bytes, over the {MAX_ROW_BYTES}-byte limit per row; shorten or split that row"
+                    )
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise InputError(f"{self.path}:{lineno}: not UTF-8 (byte {exc.start}); re-encode the file as UTF-8") from None
+                    raise InputError(
+                        f"{self.path}:{lineno}: not UTF-8 (byte {exc.start}); re-encode the file as UTF-8"
+                    ) from None
                 if not text.strip():
                     continue
                 try:
                     value = json.loads(text, parse_constant=_reject_constant)
                 except _NonJsonConstant as exc:
-                    raise InputError(f"{self.path}:{lineno}: {exc} is not valid JSON; write null for a missing value") from None
+                    raise InputError(
+                        f"{self.path}:{lineno}: {exc} is not valid JSON; write null for a missing value"
+                    ) from None
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"{self.path}:{lineno}: not valid JSON ({exc.msg} at column {exc.pos + 1}); each line must be one JSON object") from None
+                    raise InputError(
+                        f"{self.path}:{lineno}: not valid JSON ({exc.msg} at column {exc.pos + 1}); each line must be one JSON object"
+                    ) from None
                 if not isinstance(value, dict):
-                    raise InputError(f"{self.path}:{lineno}: each line must be a JSON object, got {kind_of(value)}")
+                    raise InputError(
+                        f"{self.path}:{lineno}: each line must be a JSON object, got {kind_of(value)}"
+                    )
                 rows.append(value)
                 self.lines.append(lineno)
         return rows
@@ -161,7 +179,9 @@ class ParquetSource(Source):
             try:
                 table = pq.read_table(f)
             except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                raise InputError(f"{f}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+                raise InputError(
+                    f"{f}: not a readable parquet file ({str(exc).splitlines()[0]})"
+                ) from None
             rows.extend(table.to_pylist())
             if self.limit is not None and len(rows) >= self.limit:
                 break
@@ -188,7 +208,11 @@ class HFSource(Source):
             raise MissingDependency("reading Hugging Face datasets", "hf") from exc
         ds = self.dataset
         if isinstance(ds, str):
-            ds = datasets.load_from_disk(ds) if Path(ds).exists() else datasets.load_dataset(ds, split=self.split)
+            ds = (
+                datasets.load_from_disk(ds)
+                if Path(ds).exists()
+                else datasets.load_dataset(ds, split=self.split)
+            )
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[self.split]
         if self.limit is not None:
@@ -215,7 +239,9 @@ def source_from_path(path: str | Path, limit: int | None = None) -> Source:
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"{p}: not valid UTF-8 JSON ({exc})") from None
         if not isinstance(data, list):
-            raise InputError(f"{p}: a .json source must hold a list of objects, got {kind_of(data)}")
+            raise InputError(
+                f"{p}: a .json source must hold a list of objects, got {kind_of(data)}"
+            )
         return RowsSource(data, limit, name=str(p))
     if p.suffix == ".parquet":
         return ParquetSource(p, limit)
@@ -261,7 +287,9 @@ def check_rows(source: Source, rows: list[Row], reads: dict[str, tuple[str, bool
         present = [(i, v) for i, v in enumerate(values) if not is_missing(v)]
         if not present:
             plural = "s" if total != 1 else ""
-            raise InputError(f"{source.name}: column {column!r} is empty in all {total} row{plural}; {who} needs a value there")
+            raise InputError(
+                f"{source.name}: column {column!r} is empty in all {total} row{plural}; {who} needs a value there"
+            )
         first_i, first_v = present[0]
         first_kind = kind_of(first_v)
         for i, v in present:
@@ -294,13 +322,19 @@ def source_reads(steps: list[Any], columns: list[str]) -> dict[str, tuple[str, b
         is_model = bool(step.models())
         required = step.required_columns()
         for c in required:
-            if c in columns and c not in touched and (c not in reads or (is_model and not reads[c][1])):
+            if (
+                c in columns
+                and c not in touched
+                and (c not in reads or (is_model and not reads[c][1]))
+            ):
                 reads[c] = (f"step {i} ({step.label})", is_model)
         try:
             after = step.output_columns(available)
         except Exception:  # the pipeline check reports what is wrong with this step
             break
-        touched |= set(step.produces()) | (set(available) - set(after)) | (set(after) - set(available))
+        touched |= (
+            set(step.produces()) | (set(available) - set(after)) | (set(after) - set(available))
+        )
         if not is_model:
             touched |= set(required)
         available = after

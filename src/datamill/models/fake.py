@@ -35,7 +35,10 @@ def _default_lines(request: Request, index: int) -> str:
     lines = []
     for line_no in range(3):
         count = 8 + digest[line_no] % 5
-        words = [_WORDS[digest[(line_no * 11 + i) % len(digest)] * (i + 1) % len(_WORDS)] for i in range(count)]
+        words = [
+            _WORDS[digest[(line_no * 11 + i) % len(digest)] * (i + 1) % len(_WORDS)]
+            for i in range(count)
+        ]
         lines.append(" ".join(words).capitalize() + "?")
     return "\n".join(lines)
 
@@ -55,12 +58,17 @@ def schema_instance(schema: dict[str, Any], digest: bytes, depth: int = 0) -> An
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
-        return {name: schema_instance(sub, digest, depth + 1 + i) for i, (name, sub) in enumerate(schema.get("properties", {}).items())}
+        return {
+            name: schema_instance(sub, digest, depth + 1 + i)
+            for i, (name, sub) in enumerate(schema.get("properties", {}).items())
+        }
     if kind == "array":
         low = schema.get("minItems", 1)
         high = schema.get("maxItems", max(low, 3))
         count = low + pick % (high - low + 1)
-        return [schema_instance(schema.get("items", {}), digest, depth + 1 + i) for i in range(count)]
+        return [
+            schema_instance(schema.get("items", {}), digest, depth + 1 + i) for i in range(count)
+        ]
     if kind in ("integer", "number"):
         low = schema.get("minimum", 1)
         high = schema.get("maximum", low + 4)
@@ -151,7 +159,15 @@ class FakeModel(Model):
         """Append one line ``{"event", "pid", "n", "payload"}`` to ``call_log`` (one write)."""
         if self.call_log is None:
             return
-        line = json.dumps({"event": event, "pid": os.getpid(), "n": request.n, "payload": request.cache_payload()}, ensure_ascii=False)
+        line = json.dumps(
+            {
+                "event": event,
+                "pid": os.getpid(),
+                "n": request.n,
+                "payload": request.cache_payload(),
+            },
+            ensure_ascii=False,
+        )
         fd = os.open(self.call_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, (line + "\n").encode())

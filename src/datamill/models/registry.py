@@ -29,7 +29,9 @@ BACKENDS: dict[str, tuple[str, str, str | None]] = {
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """Split ``BACKEND:ARG`` into its parts; raise one clear line for an unknown backend."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("model spec is empty: use e.g. --model llamacpp, llamacpp:PATH.gguf or fake")
+        raise ConfigError(
+            "model spec is empty: use e.g. --model llamacpp, llamacpp:PATH.gguf or fake"
+        )
     backend, _, arg = spec.strip().partition(":")
     if backend not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))

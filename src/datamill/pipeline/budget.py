@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 #: completions of a (model, max_tokens) kind that must return before their mean replaces max_tokens
 LEARN_AFTER = 3
 
-_DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
+_DURATION = re.compile(
+    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+)
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -66,9 +68,13 @@ def parse_duration(text: str | float | int) -> float:
         except ValueError:
             match = _DURATION.match(raw)
             if not raw or match is None or not any(match.groupdict().values()):
-                raise ConfigError(f"--deadline {text!r} is not a duration: use e.g. 90s, 10m, 1h30m") from None
+                raise ConfigError(
+                    f"--deadline {text!r} is not a duration: use e.g. 90s, 10m, 1h30m"
+                ) from None
             parts = match.groupdict()
-            seconds = sum(float(parts[u] or 0) * mult for u, mult in (("h", 3600), ("m", 60), ("s", 1)))
+            seconds = sum(
+                float(parts[u] or 0) * mult for u, mult in (("h", 3600), ("m", 60), ("s", 1))
+            )
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"--deadline must be a positive duration, got {text!r}")
     return seconds
@@ -101,7 +107,11 @@ def render_chat(template: str | None, messages: tuple[dict[str, str], ...]) -> s
     if not template:
         return None
     try:
-        return str(_chat_template(template).render(messages=list(messages), add_generation_prompt=True, bos_token="", eos_token=""))
+        return str(
+            _chat_template(template).render(
+                messages=list(messages), add_generation_prompt=True, bos_token="", eos_token=""
+            )
+        )
     except Exception:  # a template we cannot render: fall back to counting the contents
         return None
 
@@ -187,7 +197,9 @@ class Budget:
         self.clock = clock
         self.started = clock()
         self.usage: dict[str, Usage] = {}
-        self.stopped_by: str | None = None  #: "max_cost" | "max_tokens" | "deadline" | "price unknown"
+        self.stopped_by: str | None = (
+            None  #: "max_cost" | "max_tokens" | "deadline" | "price unknown"
+        )
         self.message: str | None = None
         self.first_call_at: float | None = None
         self.last_call_end: float | None = None
@@ -251,10 +263,18 @@ class Budget:
         if self.deadline is not None:
             elapsed = now - self.started
             learned = self._learned.get(kind)
-            expected = sum(learned.seconds) / len(learned.seconds) if learned and len(learned.seconds) >= LEARN_AFTER else 0.0
+            expected = (
+                sum(learned.seconds) / len(learned.seconds)
+                if learned and len(learned.seconds) >= LEARN_AFTER
+                else 0.0
+            )
             if elapsed >= self.deadline or elapsed + expected > self.deadline:
-                detail = f"{format_duration(elapsed)} elapsed" + (f", a call takes about {format_duration(expected)}" if expected else "")
-                raise self._stop("deadline", f"--deadline {format_duration(self.deadline)} reached ({detail})")
+                detail = f"{format_duration(elapsed)} elapsed" + (
+                    f", a call takes about {format_duration(expected)}" if expected else ""
+                )
+                raise self._stop(
+                    "deadline", f"--deadline {format_duration(self.deadline)} reached ({detail})"
+                )
         tokens = 0
         cost = 0.0
         price = self._price(handle) if self.max_cost is not None else None
@@ -266,11 +286,16 @@ class Budget:
             )
         if self.max_tokens is not None or self.max_cost is not None:
             completion = self.completion_estimate(handle.model, request)
-            prompt = prompt_tokens(handle.model, request) * (1 if _shares_prompt(handle) else request.n)
+            prompt = prompt_tokens(handle.model, request) * (
+                1 if _shares_prompt(handle) else request.n
+            )
             tokens = prompt + completion
             cost = price.cost(prompt, completion) if price is not None else 0.0
             reserved_tokens, reserved_cost = self._reserved()
-            if self.max_tokens is not None and self.tokens + reserved_tokens + tokens > self.max_tokens:
+            if (
+                self.max_tokens is not None
+                and self.tokens + reserved_tokens + tokens > self.max_tokens
+            ):
                 if self.tokens + reserved_tokens == 0:
                     message = f"--max-tokens {self.max_tokens} is below one call's estimate ({tokens} tokens): raise the cap"
                 else:

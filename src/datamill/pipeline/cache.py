@@ -69,7 +69,12 @@ def call_key(identity: str, request: Request) -> str:
     Hashes the same JSON as ``Request.cache_payload()``, built from the fields directly: the
     ``asdict`` deep copy there was the largest cost of a re-run served from the cache.
     """
-    payload = json.dumps({name: getattr(request, name) for name in _KEY_FIELDS}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    payload = json.dumps(
+        {name: getattr(request, name) for name in _KEY_FIELDS},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     digest = hashlib.sha256()
     digest.update(identity.encode())
     digest.update(b"\0")
@@ -101,7 +106,9 @@ class CallCache:
                 (key, n),
             ).fetchall()
         return {
-            i: Completion(text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True)
+            i: Completion(
+                text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True
+            )
             for i, t, f, p, c in rows
         }
 
@@ -115,7 +122,9 @@ class CallCache:
         with self._lock:  # one transaction: a kill leaves all samples of a call or none
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)", values
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -41,7 +41,9 @@ class ModelSettings:
             spec = data.pop("spec", "llamacpp")
             sampling = {k: data.pop(k) for k in list(data) if k in SAMPLING_FIELDS}
             return cls(spec=spec, options=data, sampling=sampling)
-        raise ConfigError(f"a model must be a spec string or a mapping with 'spec', got {type(value).__name__}")
+        raise ConfigError(
+            f"a model must be a spec string or a mapping with 'spec', got {type(value).__name__}"
+        )
 
     @property
     def display(self) -> str:
@@ -70,7 +72,9 @@ class Pipeline:
             raise PipelineError("a pipeline needs at least one step")
         for i, s in enumerate(steps, start=1):
             if not isinstance(s, Step):
-                raise PipelineError(f"step {i} is a {type(s).__name__}, not a datamill step; wrap functions with datamill.step")
+                raise PipelineError(
+                    f"step {i} is a {type(s).__name__}, not a datamill step; wrap functions with datamill.step"
+                )
         self.steps = steps
         self.source = RowsSource(source) if isinstance(source, list) else source
         if models is None:
@@ -83,7 +87,9 @@ class Pipeline:
         self.seed = seed
         self.recipe = recipe
         #: top up until this many rows survive, trying at most ``max_attempts`` source rows (``pipeline.topup``)
-        if (target_rows is not None and target_rows < 1) or (max_attempts is not None and max_attempts < 1):
+        if (target_rows is not None and target_rows < 1) or (
+            max_attempts is not None and max_attempts < 1
+        ):
             raise ConfigError("target_rows and max_attempts must be at least 1")
         self.target_rows, self.max_attempts = target_rows, max_attempts
         self._name_steps()
@@ -107,7 +113,9 @@ class Pipeline:
             from ..io.sources import Source
 
             if self.source is None:
-                raise InputError("the pipeline has no source: give check() the input columns or set source=")
+                raise InputError(
+                    "the pipeline has no source: give check() the input columns or set source="
+                )
             columns = Source.columns(self.source.load())
         flow = []
         available = list(columns)
@@ -115,7 +123,9 @@ class Pipeline:
             for m in s.models():
                 if m not in self.models:
                     known = ", ".join(sorted(self.models))
-                    raise PipelineError(f"step {i} ({s.label}) uses model {m!r}, which is not declared; declared models: {known}")
+                    raise PipelineError(
+                        f"step {i} ({s.label}) uses model {m!r}, which is not declared; declared models: {known}"
+                    )
             missing = [c for c in s.required_columns() if c not in available]
             if missing:
                 have = ", ".join(available) or "(none)"
@@ -131,7 +141,9 @@ class Pipeline:
         return self.check(columns)[-1]
 
     # The conveniences below live in pipeline.run; imported lazily to keep this module small.
-    def run(self, output: str | None = None, *, progress: bool | str = "auto", **kwargs: Any) -> RunResult:
+    def run(
+        self, output: str | None = None, *, progress: bool | str = "auto", **kwargs: Any
+    ) -> RunResult:
         """Run to completion and return a :class:`~datamill.pipeline.run.RunResult`.
 
         Works inside Jupyter too (the run gets its own loop in a thread); ``progress="auto"``
@@ -141,7 +153,9 @@ class Pipeline:
 
         return run_pipeline(self, output, progress=progress, **kwargs)
 
-    async def arun(self, output: str | None = None, *, progress: bool | str = "auto", **kwargs: Any) -> RunResult:
+    async def arun(
+        self, output: str | None = None, *, progress: bool | str = "auto", **kwargs: Any
+    ) -> RunResult:
         """The same as :meth:`run`, for code that already runs an event loop (``await p.arun()``)."""
         from .run import arun_pipeline
 

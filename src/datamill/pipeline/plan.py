@@ -61,7 +61,9 @@ class StepForecast:
     seconds: float
     cost: float | None
     counted: bool = False  #: calls and prompt tokens counted over all rows (not scaled)
-    preview: dict[str, float] = field(default_factory=dict)  #: calls, prompt/completion tokens, seconds
+    preview: dict[str, float] = field(
+        default_factory=dict
+    )  #: calls, prompt/completion tokens, seconds
 
 
 @dataclass
@@ -103,7 +105,9 @@ class Forecast:
     @property
     def cost(self) -> float | None:
         costs = [s.cost for s in self.steps]
-        return None if any(c is None for c in costs) else float(sum(c for c in costs if c is not None))
+        return (
+            None if any(c is None for c in costs) else float(sum(c for c in costs if c is not None))
+        )
 
     @property
     def tokens_per_second(self) -> float:
@@ -146,7 +150,9 @@ class Forecast:
         from ..io.sinks import write_atomic
 
         path = Path(folder) / FORECAST_FILE
-        write_atomic(path, (json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n").encode())
+        write_atomic(
+            path, (json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n").encode()
+        )
         return path
 
     # -- showing ---------------------------------------------------------------------------
@@ -168,10 +174,18 @@ class Forecast:
                 format_duration(s.seconds),
                 format_cost(s.cost),
             )
-        t.add_row("start-up", "", "", "", "", format_duration(self.startup_seconds), "", style="dim")
         t.add_row(
-            "total", "", f"{self.calls:,}", f"{self.prompt_tokens:,}", f"{self.completion_tokens:,}",
-            format_duration(self.seconds), format_cost(self.cost), style="bold",
+            "start-up", "", "", "", "", format_duration(self.startup_seconds), "", style="dim"
+        )
+        t.add_row(
+            "total",
+            "",
+            f"{self.calls:,}",
+            f"{self.prompt_tokens:,}",
+            f"{self.completion_tokens:,}",
+            format_duration(self.seconds),
+            format_cost(self.cost),
+            style="bold",
         )
         return t
 
@@ -185,7 +199,11 @@ class Forecast:
         ]
         for name, m in self.models.items():
             price = m.get("price")
-            where = "unknown price: add it to ~/.config/datamill/prices.yaml or pass --prices" if price is None else f"${price['input']}/M in, ${price['output']}/M out"
+            where = (
+                "unknown price: add it to ~/.config/datamill/prices.yaml or pass --prices"
+                if price is None
+                else f"${price['input']}/M in, ${price['output']}/M out"
+            )
             out.append(f"model {name}: {m['model']} ({m['backend']}), {where}")
         if self.preview_cached and self.rows > self.preview_rows:
             send = self.to_send()
@@ -216,7 +234,9 @@ class _WriteOnlyCache(CallCache):
         return {}
 
 
-def fingerprint(pipeline: Pipeline, limit: int | None, model: str | None, source_name: str | None = None) -> str:
+def fingerprint(
+    pipeline: Pipeline, limit: int | None, model: str | None, source_name: str | None = None
+) -> str:
     """Identifies what a forecast is for: recipe (or steps), limit, model override, input."""
     what: Any = pipeline.recipe
     if what is None:
@@ -226,7 +246,9 @@ def fingerprint(pipeline: Pipeline, limit: int | None, model: str | None, source
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _count_first_step(pipeline: Pipeline, rows: list[dict[str, Any]], models: dict[str, Model]) -> tuple[int, int] | None:
+def _count_first_step(
+    pipeline: Pipeline, rows: list[dict[str, Any]], models: dict[str, Model]
+) -> tuple[int, int] | None:
     """Exact calls and prompt tokens of the first step, when it says its requests up front."""
     first = pipeline.steps[0]
     requests = getattr(first, "requests", None)
@@ -292,7 +314,10 @@ async def aplan_pipeline(
         preview = Pipeline(
             pipeline.steps,
             source=src,
-            models={n: ModelSettings(spec=m, options=s.options, sampling=s.sampling) for n, (m, s) in built.items()},
+            models={
+                n: ModelSettings(spec=m, options=s.options, sampling=s.sampling)
+                for n, (m, s) in built.items()
+            },
             name=pipeline.name,
             seed=pipeline.seed,
         )
@@ -300,8 +325,13 @@ async def aplan_pipeline(
             call_cache = _WriteOnlyCache(None if cache is True else cache)
         preview_began = time.monotonic()
         await arun_pipeline(
-            preview, None, limit=preview_rows, cache=call_cache if call_cache is not None else False, budget=recorder,
-            on_start=lambda s: holder.update(s=s), progress=False,
+            preview,
+            None,
+            limit=preview_rows,
+            cache=call_cache if call_cache is not None else False,
+            budget=recorder,
+            on_start=lambda s: holder.update(s=s),
+            progress=False,
         )
     finally:
         if call_cache is not None:
@@ -313,13 +343,23 @@ async def aplan_pipeline(
     notes: list[str] = []
     tried = len(rows)
     target = getattr(pipeline, "target_rows", None)
-    if target:  # topping up: as many source rows as the preview's survival rate says (pipeline.topup)
+    if (
+        target
+    ):  # topping up: as many source rows as the preview's survival rate says (pipeline.topup)
         from .topup import DEFAULT_ATTEMPTS_FACTOR
 
-        cap = getattr(pipeline, "max_attempts", None) or max(len(rows), DEFAULT_ATTEMPTS_FACTOR * target)
+        cap = getattr(pipeline, "max_attempts", None) or max(
+            len(rows), DEFAULT_ATTEMPTS_FACTOR * target
+        )
         survival = stats.rows_done / k
-        tried = cap if survival == 0 else min(cap, max(min(len(rows), cap), math.ceil(target / survival)))
-        notes.append(f"top-up to {target} rows: about {tried} source rows tried, at the preview's survival rate ({survival:.0%})")
+        tried = (
+            cap
+            if survival == 0
+            else min(cap, max(min(len(rows), cap), math.ceil(target / survival)))
+        )
+        notes.append(
+            f"top-up to {target} rows: about {tried} source rows tried, at the preview's survival rate ({survival:.0%})"
+        )
     scale = tried / k
     first_call = recorder.first_call_at if recorder.first_call_at is not None else preview_began
     startup = loading + max(0.0, first_call - preview_began)
@@ -375,11 +415,17 @@ async def aplan_pipeline(
     for step, reasons in stats.failures_by_step.items():
         total = sum(reasons.values())
         detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-        notes.append(f"the preview lost {total} row{'s' if total != 1 else ''} at {step} ({detail}); the forecast expects the run to lose the same share")
-    models_info = {
-        n: {"model": m.info.name, "backend": m.backend, "price": None if price_of[n] is None else asdict(price_of[n])}  # type: ignore[arg-type]
-        for n, (m, _) in built.items()
-    }
+        notes.append(
+            f"the preview lost {total} row{'s' if total != 1 else ''} at {step} ({detail}); the forecast expects the run to lose the same share"
+        )
+    models_info = {}
+    for n, (m, _) in built.items():
+        price = price_of[n]
+        models_info[n] = {
+            "model": m.info.name,
+            "backend": m.backend,
+            "price": None if price is None else asdict(price),
+        }
     return Forecast(
         pipeline=pipeline.name,
         rows=tried,
@@ -390,7 +436,9 @@ async def aplan_pipeline(
         parallelism=round(parallelism, 3),
         preview_seconds=round(wall, 3),
         preview_cached=call_cache is not None,
-        fingerprint=fingerprint(pipeline, limit, model, source.name if source is not None else None),
+        fingerprint=fingerprint(
+            pipeline, limit, model, source.name if source is not None else None
+        ),
         notes=notes,
     )
 
@@ -427,13 +475,24 @@ def attach_forecast(summary: dict[str, Any], forecast: Forecast | dict[str, Any]
             if price is None:
                 actual_cost = None
             elif actual_cost is not None:
-                actual_cost += (c["prompt_tokens"] * price["input"] + c["completion_tokens"] * price["output"]) / 1e6
+                actual_cost += (
+                    c["prompt_tokens"] * price["input"] + c["completion_tokens"] * price["output"]
+                ) / 1e6
     tokens = summary.get("tokens", {})
     summary["forecast_vs_actual"] = {
-        "calls": {"forecast": fc.calls, "actual": summary.get("model_calls", 0) + summary.get("cache_hits", 0)},
+        "calls": {
+            "forecast": fc.calls,
+            "actual": summary.get("model_calls", 0) + summary.get("cache_hits", 0),
+        },
         "calls_sent": {"forecast": round(sent["calls"]), "actual": summary.get("model_calls", 0)},
-        "prompt_tokens_sent": {"forecast": round(sent["prompt_tokens"]), "actual": tokens.get("prompt", 0)},
-        "completion_tokens_sent": {"forecast": round(sent["completion_tokens"]), "actual": tokens.get("completion", 0)},
+        "prompt_tokens_sent": {
+            "forecast": round(sent["prompt_tokens"]),
+            "actual": tokens.get("prompt", 0),
+        },
+        "completion_tokens_sent": {
+            "forecast": round(sent["completion_tokens"]),
+            "actual": tokens.get("completion", 0),
+        },
         "seconds": {"forecast": round(sent["seconds"], 1), "actual": summary.get("seconds", 0)},
         "cost_usd": {
             "forecast": None if fc.cost is None else round(fc.cost, 6),
@@ -449,8 +508,14 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
     if not cmp:
         return []
     out = ["forecast vs actual:"]
-    for key, label in (("calls", "calls (sent + cached)"), ("calls_sent", "calls sent"), ("prompt_tokens_sent", "prompt tokens sent"),
-                       ("completion_tokens_sent", "completion tokens sent"), ("seconds", "seconds"), ("cost_usd", "cost")):
+    for key, label in (
+        ("calls", "calls (sent + cached)"),
+        ("calls_sent", "calls sent"),
+        ("prompt_tokens_sent", "prompt tokens sent"),
+        ("completion_tokens_sent", "completion tokens sent"),
+        ("seconds", "seconds"),
+        ("cost_usd", "cost"),
+    ):
         f, a = cmp[key]["forecast"], cmp[key]["actual"]
         if key == "cost_usd":
             out.append(f"  {label:24} {format_cost(f):>12} {format_cost(a):>12}")
@@ -459,4 +524,11 @@ def comparison_lines(summary: dict[str, Any]) -> list[str]:
     return out
 
 
-__all__ = ["Forecast", "StepForecast", "aplan_pipeline", "attach_forecast", "load_forecast", "plan_pipeline"]
+__all__ = [
+    "Forecast",
+    "StepForecast",
+    "aplan_pipeline",
+    "attach_forecast",
+    "load_forecast",
+    "plan_pipeline",
+]

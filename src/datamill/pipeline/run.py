@@ -58,19 +58,28 @@ class RunResult:
         return len(self.rows)
 
 
-def build_models(pipeline: Pipeline, override: str | None = None) -> dict[str, tuple[Model, ModelSettings]]:
+def build_models(
+    pipeline: Pipeline, override: str | None = None
+) -> dict[str, tuple[Model, ModelSettings]]:
     """One model object per distinct (spec, options); named settings share it."""
     built: dict[str, Model] = {}
     result: dict[str, tuple[Model, ModelSettings]] = {}
     for name, settings in pipeline.models.items():
-        spec = override if override is not None and not isinstance(settings.spec, Model) else settings.spec
+        spec = (
+            override
+            if override is not None and not isinstance(settings.spec, Model)
+            else settings.spec
+        )
         if isinstance(spec, Model):
             result[name] = (spec, settings)
             continue
         key = json.dumps([spec, settings.options], sort_keys=True, default=str)
         if key not in built:
             built[key] = load_model(spec, **settings.options)
-        result[name] = (built[key], ModelSettings(spec=spec, options=settings.options, sampling=settings.sampling))
+        result[name] = (
+            built[key],
+            ModelSettings(spec=spec, options=settings.options, sampling=settings.sampling),
+        )
     return result
 
 
@@ -105,7 +114,9 @@ async def arun_pipeline(
     try:
         src = source or pipeline.source
         if src is None:
-            raise InputError("the pipeline has no source: give rows, a file (datamill run RECIPE --input PATH) or a recipe 'source'")
+            raise InputError(
+                "the pipeline has no source: give rows, a file (datamill run RECIPE --input PATH) or a recipe 'source'"
+            )
         if limit is not None:
             if limit < 1:
                 raise ConfigError(f"--limit must be at least 1, got {limit}")
@@ -127,7 +138,11 @@ async def arun_pipeline(
 
             executor = get_executor(executor)
         if executor is not None:  # remote workers build their own replicas from these settings
-            executor.prepare({n: s for n, (_, s) in models.items()}, str(call_cache.path) if call_cache else None, budget)
+            executor.prepare(
+                {n: s for n, (_, s) in models.items()},
+                str(call_cache.path) if call_cache else None,
+                budget,
+            )
         stats = Stats(rows_total=len(rows))
         if on_start is not None:
             on_start(stats)
@@ -144,7 +159,9 @@ async def arun_pipeline(
             sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
             handles[name] = ModelHandle(name, m, settings.sampling, call_cache, stats, budget, sem)
         runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
-        keyed, topup = await run_rows(runner, pipeline, rows, src, call_cache)  # target_rows: top-up
+        keyed, topup = await run_rows(
+            runner, pipeline, rows, src, call_cache
+        )  # target_rows: top-up
         out_rows = [r for _, r in keyed]
         stats.rows_done = len(out_rows)
         failures.close()
@@ -155,9 +172,18 @@ async def arun_pipeline(
 
             attach_forecast(summary, forecast)
         if folder is not None:
-            with embedding_cache(call_cache.path if call_cache is not None else None):  # the report's vectors
+            with embedding_cache(
+                call_cache.path if call_cache is not None else None
+            ):  # the report's vectors
                 folder.write(out_rows, summary, pipeline)
-        return RunResult(out_rows, stats, folder.path if folder else None, failures.records, runner.stopped, summary)
+        return RunResult(
+            out_rows,
+            stats,
+            folder.path if folder else None,
+            failures.records,
+            runner.stopped,
+            summary,
+        )
     finally:
         if bar is not None:
             await bar.aclose()
@@ -172,12 +198,22 @@ async def arun_pipeline(
             folder.unlock()
 
 
-def run_summary(pipeline: Pipeline, models: dict[str, tuple[Model, ModelSettings]], stats: Stats, stopped: str | None, budget: Budget | None) -> dict[str, Any]:
+def run_summary(
+    pipeline: Pipeline,
+    models: dict[str, tuple[Model, ModelSettings]],
+    stats: Stats,
+    stopped: str | None,
+    budget: Budget | None,
+) -> dict[str, Any]:
     """The content of ``run.json``."""
     data = stats.as_dict()
     data["pipeline"] = pipeline.name
     data["models"] = {
-        name: {"model": m.info.name, "backend": m.backend, **({"sampling": s.sampling} if s.sampling else {})}
+        name: {
+            "model": m.info.name,
+            "backend": m.backend,
+            **({"sampling": s.sampling} if s.sampling else {}),
+        }
         for name, (m, s) in models.items()
     }
     data["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

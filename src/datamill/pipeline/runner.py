@@ -73,7 +73,9 @@ class ModelHandle:
         """Task defaults < this model's settings < the step's explicit options."""
         return request.with_options(**self.settings).with_options(**overrides)
 
-    async def generate(self, request: Request, counts: CallCounts | None = None) -> list[Completion]:
+    async def generate(
+        self, request: Request, counts: CallCounts | None = None
+    ) -> list[Completion]:
         """One call through cache, in-flight sharing and budget; ``counts`` are the calling step's."""
         key = call_key(self.model.info.identity, request)
         stored: dict[int, Completion] = {}
@@ -112,7 +114,10 @@ class ModelHandle:
             if self.budget is not None:
                 self.budget.after_call(self, completions)
             if len(completions) != request.n:
-                raise ModelError(f"{self.name} returned {len(completions)} samples for n={request.n}", reason="wrong sample count")
+                raise ModelError(
+                    f"{self.name} returned {len(completions)} samples for n={request.n}",
+                    reason="wrong sample count",
+                )
             self.stats.model_calls += 1
             for c in completions:
                 self.stats.prompt_tokens += c.prompt_tokens
@@ -175,7 +180,10 @@ class Runner:
         self.stats = stats
         self.failures = failures
         self.seed = seed
-        total = sum(h.model.info.max_concurrency for h in {id(h.model): h for h in handles.values()}.values())
+        total = sum(
+            h.model.info.max_concurrency
+            for h in {id(h.model): h for h in handles.values()}.values()
+        )
         self.max_rows_in_flight = max_rows_in_flight or max(32, 4 * total)
         self.stopped: str | None = None  # why the run stopped early (a budget), if it did
 
@@ -185,12 +193,16 @@ class Runner:
 
         async def generate(model: str, request: Request) -> list[Completion]:
             handle = self.handles[model]
-            return await handle.generate(handle.prepare(request, overrides), self.stats.calls(step.label, model))
+            return await handle.generate(
+                handle.prepare(request, overrides), self.stats.calls(step.label, model)
+            )
 
         def count(event: str, n: int) -> None:
             self.stats.events[step.label][event] += n
 
-        return Context(key, generate, lambda m: self.handles[m].model.info, seed=self.seed, count=count)
+        return Context(
+            key, generate, lambda m: self.handles[m].model.info, seed=self.seed, count=count
+        )
 
     # -- the whole pipeline ----------------------------------------------------------------
     async def run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
@@ -310,7 +322,13 @@ class Runner:
             self._record(step, key, row, exc.reason, detail=str(exc))
             return []
         except Exception as exc:  # a bug or bad data in one row must not sink the run
-            self._record(step, key, row, f"error: {type(exc).__name__}", detail=f"{exc}\n{traceback.format_exc(limit=3)}")
+            self._record(
+                step,
+                key,
+                row,
+                f"error: {type(exc).__name__}",
+                detail=f"{exc}\n{traceback.format_exc(limit=3)}",
+            )
             return []
         if not produced:
             self._record(step, key, row, "no output")
@@ -323,9 +341,22 @@ class Runner:
         )
         return [kr for part in results for kr in part]
 
-    def _record(self, step: Step, key: RowKey, row: Row, reason: str, raw: str | None = None, detail: str | None = None) -> None:
+    def _record(
+        self,
+        step: Step,
+        key: RowKey,
+        row: Row,
+        reason: str,
+        raw: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         self.stats.record_failure(step.label, reason)
-        record: dict[str, Any] = {"step": step.label, "reason": reason, "key": list(key), "row": row}
+        record: dict[str, Any] = {
+            "step": step.label,
+            "reason": reason,
+            "key": list(key),
+            "row": row,
+        }
         if raw is not None:
             record["raw_output"] = raw
         if detail is not None:
@@ -340,7 +371,15 @@ def empty_input(step: Step, row: Row) -> str | None:
     for column in step.required_columns():
         value = row.get(column)
         if is_missing(value):
-            what = "absent" if column not in row else "blank" if isinstance(value, str) else "null" if value is None else "NaN"
+            what = (
+                "absent"
+                if column not in row
+                else "blank"
+                if isinstance(value, str)
+                else "null"
+                if value is None
+                else "NaN"
+            )
             return f"column {column!r} is {what}; {step.label} needs a value there"
     return None
 

@@ -77,7 +77,15 @@ class Stats:
             lines.append(f"{total} row{'s' if total != 1 else ''} lost at {step}: {detail}")
         return lines
 
-    _COUNTERS = ("rows_started", "source_rows_done", "model_calls", "cache_hits", "prompt_tokens", "completion_tokens", "failed_rows")
+    _COUNTERS = (
+        "rows_started",
+        "source_rows_done",
+        "model_calls",
+        "cache_hits",
+        "prompt_tokens",
+        "completion_tokens",
+        "failed_rows",
+    )
 
     def counters(self) -> dict[str, Any]:
         """Plain counters, to send from a worker process to the driver."""
@@ -85,7 +93,9 @@ class Stats:
         data["failures_by_step"] = {k: dict(v) for k, v in self.failures_by_step.items()}
         data["steps"] = {k: [v.rows_in, v.rows_out, v.failed] for k, v in self.steps.items()}
         data["events"] = {k: dict(v) for k, v in self.events.items()}
-        data["usage"] = {step: {m: vars(c) for m, c in models.items()} for step, models in self.usage.items()}
+        data["usage"] = {
+            step: {m: vars(c) for m, c in models.items()} for step, models in self.usage.items()
+        }
         return data
 
     def add(self, counters: dict[str, Any]) -> None:

@@ -40,14 +40,22 @@ if TYPE_CHECKING:
 DEFAULT_ATTEMPTS_FACTOR = 4
 
 
-async def run_rows(runner: Runner, pipeline: Pipeline, rows: list[Row], source: Source | None, cache: CallCache | None) -> tuple[list[KeyedRow], dict[str, Any]]:
+async def run_rows(
+    runner: Runner,
+    pipeline: Pipeline,
+    rows: list[Row],
+    source: Source | None,
+    cache: CallCache | None,
+) -> tuple[list[KeyedRow], dict[str, Any]]:
     """Run the pipeline's steps over ``rows``; return the surviving keyed rows and what to add
     to ``run.json`` (the top-up outcome, when the pipeline has a target)."""
     with embedding_cache(cache.path if cache is not None else None):
         target = getattr(pipeline, "target_rows", None)
         if not target:
             return await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows))), {}
-        return await _topped_up(runner, pipeline, rows, source, target, getattr(pipeline, "max_attempts", None))
+        return await _topped_up(
+            runner, pipeline, rows, source, target, getattr(pipeline, "max_attempts", None)
+        )
 
 
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
@@ -60,7 +68,12 @@ def more_rows(source: Source | None, rows: list[Row], start: int, count: int) ->
 
 
 async def _topped_up(
-    runner: Runner, pipeline: Pipeline, rows: list[Row], source: Source | None, target: int, max_attempts: int | None
+    runner: Runner,
+    pipeline: Pipeline,
+    rows: list[Row],
+    source: Source | None,
+    target: int,
+    max_attempts: int | None,
 ) -> tuple[list[KeyedRow], dict[str, Any]]:
     steps = pipeline.steps
     cut = next((i for i, s in enumerate(steps) if isinstance(s, GlobalStep)), len(steps))
@@ -80,7 +93,13 @@ async def _topped_up(
         if tail:
             if last_tail is not None:  # an earlier round's calls were real: keep their usage
                 runner.stats.add({"usage": last_tail[0].counters().get("usage", {})})
-            scratch = Runner(runner.handles, Stats(), FailureLog(None), seed=runner.seed, executor=getattr(runner, "executor", None))
+            scratch = Runner(
+                runner.handles,
+                Stats(),
+                FailureLog(None),
+                seed=runner.seed,
+                executor=getattr(runner, "executor", None),
+            )
             final = await scratch.run(tail, list(kept))
             last_tail = (scratch.stats, scratch.failures)
             if scratch.stopped and not runner.stopped:
@@ -91,7 +110,11 @@ async def _topped_up(
             break
         rate = len(final) / tried
         # enough for the rate so far, with a 20% margin unless every row has survived; none yet: double
-        wanted = math.ceil((target - len(final)) / rate * (1.0 if rate >= 1 else 1.2)) if rate > 0 else tried
+        wanted = (
+            math.ceil((target - len(final)) / rate * (1.0 if rate >= 1 else 1.2))
+            if rate > 0
+            else tried
+        )
         batch = more_rows(source, rows, tried, max(1, min(wanted, cap - tried)))
     if last_tail is not None:
         stats, failures = last_tail
@@ -99,7 +122,13 @@ async def _topped_up(
         for record in failures.records:
             runner.failures.add(record)
     reached = len(final) >= target
-    info = {"target_rows": target, "reached": reached, "attempts": tried, "max_attempts": cap, "rounds": rounds}
+    info = {
+        "target_rows": target,
+        "reached": reached,
+        "attempts": tried,
+        "max_attempts": cap,
+        "rounds": rounds,
+    }
     if len(final) > target:
         info["trimmed"] = len(final) - target
         final = final[:target]

@@ -77,17 +77,31 @@ class RecipeSpec(BaseModel):
     def _one_key_each(cls, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for i, s in enumerate(steps):
             if len(s) != 1:
-                raise ValueError(f"step {i + 1} must be a mapping with exactly one key, the step kind (e.g. '- text_generation: {{...}}')")
+                raise ValueError(
+                    f"step {i + 1} must be a mapping with exactly one key, the step kind (e.g. '- text_generation: {{...}}')"
+                )
         return steps
 
 
 def _sampling_problem(values: dict[str, Any]) -> tuple[str, str] | None:
     """(field, what is allowed) for a sampling value no model accepts, or None."""
     checks = {
-        "max_tokens": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "must be a whole number of at least 1"),
-        "temperature": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "must be a number of at least 0"),
-        "top_p": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1, "must be a number above 0 and at most 1"),
-        "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "must be a whole number"),
+        "max_tokens": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "must be a whole number of at least 1",
+        ),
+        "temperature": (
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+            "must be a number of at least 0",
+        ),
+        "top_p": (
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+            "must be a number above 0 and at most 1",
+        ),
+        "seed": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "must be a whole number",
+        ),
     }
     for name, (ok, allowed) in checks.items():
         if values.get(name) is not None and not ok(values[name]):
@@ -111,7 +125,9 @@ def _check_models(models: dict[str, Any], where: Any) -> None:
             raise ConfigError(f"{where(loc)}: models.{name}: {exc}") from None
         problem = _sampling_problem(settings.sampling)
         if problem:
-            raise ConfigError(f"{where(loc + (problem[0],))}: models.{name}.{problem[0]}: {problem[1]}")
+            raise ConfigError(
+                f"{where(loc + (problem[0],))}: models.{name}.{problem[0]}: {problem[1]}"
+            )
 
 
 def builtin_dir() -> Path:
@@ -191,7 +207,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             continue
         step_name, rest = parts[0], parts[1:]
         if not rest:
-            raise ConfigError(f"--set {item!r}: say which parameter, e.g. --set {step_name}.temperature=0.9")
+            raise ConfigError(
+                f"--set {item!r}: say which parameter, e.g. --set {step_name}.temperature=0.9"
+            )
         matches = []
         counts: dict[str, int] = {}
         for s in data.get("steps", []):
@@ -232,7 +250,12 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Pipeli
     return recipe_from_dict(data, overrides=overrides, path=path, text=text)
 
 
-def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, path: Path | None = None, text: str | None = None) -> Pipeline:
+def recipe_from_dict(
+    data: dict[str, Any],
+    overrides: list[str] | None = None,
+    path: Path | None = None,
+    text: str | None = None,
+) -> Pipeline:
     lines = _line_index(text) if text else {}
     where_file = str(path) if path else "recipe"
 
@@ -268,14 +291,20 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
             hint = difflib.get_close_matches(str(kind), STEP_KINDS, n=1)
             if str(kind) in STEP_KINDS or not hint:
                 raise ConfigError(f"{where(loc)}: step {i + 1}: {exc}") from None
-            raise ConfigError(f"{where(loc)}: step {i + 1}: unknown step {kind!r}; did you mean {hint[0]!r}? Known steps: {', '.join(sorted(STEP_KINDS))}") from None
+            raise ConfigError(
+                f"{where(loc)}: step {i + 1}: unknown step {kind!r}; did you mean {hint[0]!r}? Known steps: {', '.join(sorted(STEP_KINDS))}"
+            ) from None
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): parameters must be a mapping, got {type(params).__name__}")
+            raise ConfigError(
+                f"{where(loc)}: step {i + 1} ({kind}): parameters must be a mapping, got {type(params).__name__}"
+            )
         problem = _sampling_problem(params) if issubclass(cls, Task) else None
         if problem:  # before pydantic, so the line says what is allowed in our words
-            raise ConfigError(f"{where(loc + (problem[0],))}: step {i + 1} ({kind}): {problem[0]}: {problem[1]}")
+            raise ConfigError(
+                f"{where(loc + (problem[0],))}: step {i + 1} ({kind}): {problem[0]}: {problem[1]}"
+            )
         try:
             steps.append(cls.model_validate(params))
         except ValidationError as exc:
@@ -285,14 +314,18 @@ def recipe_from_dict(data: dict[str, Any], overrides: list[str] | None = None, p
             if err["type"] == "extra_forbidden":
                 allowed = ", ".join(k for k in cls.model_fields if k != "name")
                 msg = f"unknown parameter; allowed: {allowed}"
-            raise ConfigError(f"{where(loc + tuple(err['loc']))}: step {i + 1} ({kind}): {field}: {msg}") from None
+            raise ConfigError(
+                f"{where(loc + tuple(err['loc']))}: step {i + 1} ({kind}): {field}: {msg}"
+            ) from None
         except ConfigError as exc:
             raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): {exc}") from None
         step = steps[-1]
         for m in step.models():
             if m not in spec.models:
                 declared = ", ".join(sorted(spec.models)) or "(none)"
-                raise ConfigError(f"{where(loc + ('model',))}: step {i + 1} ({kind}): model {m!r} is not declared under models; declared: {declared}")
+                raise ConfigError(
+                    f"{where(loc + ('model',))}: step {i + 1} ({kind}): model {m!r} is not declared under models; declared: {declared}"
+                )
     try:
         source = spec.source.build(path.parent if path else None) if spec.source else None
     except ValueError as exc:

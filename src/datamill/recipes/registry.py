@@ -59,7 +59,9 @@ def step_class(kind: str) -> type[Step]:
         module = importlib.import_module(f"datamill.{module_name}")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("datamill"):
-            raise ConfigError(f"step {kind!r} is not available in this version of datamill") from None
+            raise ConfigError(
+                f"step {kind!r} is not available in this version of datamill"
+            ) from None
         raise
     cls: type[Step] = getattr(module, class_name)
     return cls

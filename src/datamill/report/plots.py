@@ -24,7 +24,9 @@ def draw(report: dict[str, Any], path: Path) -> None:
     if steps:
         names = [s["step"] for s in steps][::-1]
         ax_steps.barh(names, [s["rows_in"] for s in steps][::-1], color="#c7d7ea", label="rows in")
-        ax_steps.barh(names, [s["rows_out"] for s in steps][::-1], color="#3b75af", label="rows out")
+        ax_steps.barh(
+            names, [s["rows_out"] for s in steps][::-1], color="#3b75af", label="rows out"
+        )
         ax_steps.legend(loc="lower right", fontsize=8)
         ax_steps.set_title("rows through the steps")
     else:
@@ -35,7 +37,12 @@ def draw(report: dict[str, Any], path: Path) -> None:
     for name, f in fields.items():
         lengths = f.get("_lengths")
         if lengths:
-            ax_len.hist(lengths, bins=30, alpha=0.6, label=f"{name} (median {(f.get('words') or {}).get('median', 0):g} words)")
+            ax_len.hist(
+                lengths,
+                bins=30,
+                alpha=0.6,
+                label=f"{name} (median {(f.get('words') or {}).get('median', 0):g} words)",
+            )
             drawn = True
     if drawn:
         ax_len.set_xlabel("words")

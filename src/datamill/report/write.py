@@ -26,12 +26,19 @@ def _atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_report(folder: Path, rows: list[Row], summary: dict[str, Any], name: str | None = None, **options: Any) -> dict[str, Any]:
+def write_report(
+    folder: Path, rows: list[Row], summary: dict[str, Any], name: str | None = None, **options: Any
+) -> dict[str, Any]:
     """Build, draw and write the report of ``rows`` into ``folder``; return its JSON form."""
     try:
         report = build_report(rows, summary, **options)
     except Exception as exc:  # build_report guards each metric; this is the last line of defence
-        report = {"version": 1, "rows": len(rows), "notes": [], "errors": {"report": f"{type(exc).__name__}: {exc}"}}
+        report = {
+            "version": 1,
+            "rows": len(rows),
+            "notes": [],
+            "errors": {"report": f"{type(exc).__name__}: {exc}"},
+        }
     if name:
         report["name"] = name
     try:
@@ -45,7 +52,10 @@ def write_report(folder: Path, rows: list[Row], summary: dict[str, Any], name: s
         report.setdefault("errors", {})["plot"] = f"{type(exc).__name__}: {exc}"
     data = to_json(report)
     try:
-        _atomic(folder / REPORT_FILE, (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+        _atomic(
+            folder / REPORT_FILE,
+            (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode(),
+        )
     except Exception as exc:
         data.setdefault("errors", {})["report.json"] = f"{type(exc).__name__}: {exc}"
     return data
@@ -101,14 +111,19 @@ def card_section(report: dict[str, Any] | None) -> str:
         ]
     for name, r in (report.get("ratings") or {}).items():
         hist = ", ".join(f"{k}: {v}" for k, v in (r.get("histogram") or {}).items())
-        lines.append(f"- `{name}`: mean {format_value(r.get('mean'))} over {r.get('count', 0)} values ({hist})")
+        lines.append(
+            f"- `{name}`: mean {format_value(r.get('mean'))} over {r.get('count', 0)} values ({hist})"
+        )
     if report.get("ratings"):
         lines.append("")
     topup = report.get("topup")
     if topup:
         state = "reached" if topup.get("reached") else "not reached"
         cut = f"; {topup['trimmed']} surplus rows cut" if topup.get("trimmed") else ""
-        lines += [f"- target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}", ""]
+        lines += [
+            f"- target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}",
+            "",
+        ]
     for note in report.get("notes") or []:
         lines.append(f"- note: {note}")
     for key, err in (report.get("errors") or {}).items():
@@ -116,4 +131,11 @@ def card_section(report: dict[str, Any] | None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-__all__ = ["PLOT_FILE", "REPORT_FILE", "card_section", "format_value", "load_report", "write_report"]
+__all__ = [
+    "PLOT_FILE",
+    "REPORT_FILE",
+    "card_section",
+    "format_value",
+    "load_report",
+    "write_report",
+]

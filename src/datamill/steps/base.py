@@ -147,7 +147,12 @@ def _as_rows(result: Iterable[Any]) -> Iterable[Row]:
         yield item
 
 
-def step(fn: Callable[..., Any] | None = None, *, reads: list[str] | None = None, writes: list[str] | None = None) -> Any:
+def step(
+    fn: Callable[..., Any] | None = None,
+    *,
+    reads: list[str] | None = None,
+    writes: list[str] | None = None,
+) -> Any:
     """Decorator: ``@step(reads=["a"], writes=["b"])`` turns a function into a :class:`FunctionStep`."""
 
     def wrap(f: Callable[..., Any]) -> FunctionStep:

@@ -51,7 +51,11 @@ class Rename(Step):
         return list(self.columns)
 
     def output_columns(self, columns: list[str]) -> list[str]:
-        out = [self.columns.get(c, c) for c in columns if c not in self.columns.values() or c in self.columns]
+        out = [
+            self.columns.get(c, c)
+            for c in columns
+            if c not in self.columns.values() or c in self.columns
+        ]
         return list(dict.fromkeys(out))
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -78,11 +82,16 @@ class Expand(Step):
         for c in self.columns:
             value = row[c]
             if not isinstance(value, list):
-                raise Dropped("not a list", f"column {c!r} holds {type(value).__name__}, expand needs a list")
+                raise Dropped(
+                    "not a list", f"column {c!r} holds {type(value).__name__}, expand needs a list"
+                )
             lists.append(value)
         lengths = {len(v) for v in lists}
         if len(lengths) > 1:
-            raise Dropped("lists of different lengths", f"columns {self.columns} have lengths {sorted(lengths)}")
+            raise Dropped(
+                "lists of different lengths",
+                f"columns {self.columns} have lengths {sorted(lengths)}",
+            )
         if lengths == {0}:
             raise Dropped("empty list", f"column {self.columns[0]!r} is empty")
         base = {k: v for k, v in row.items() if k not in self.columns}

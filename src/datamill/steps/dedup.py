@@ -59,14 +59,18 @@ def shingles(text: str, ngram: int, unit: Literal["char", "word"]) -> set[str]:
 
 
 class _TextDedup(GlobalStep):
-    columns: list[str] | None = None  #: the text compared (default: conversation or instruction+response)
+    columns: list[str] | None = (
+        None  #: the text compared (default: conversation or instruction+response)
+    )
 
     def required_columns(self) -> list[str]:
         return list(self.columns or [])
 
     def output_columns(self, columns: list[str]) -> list[str]:
         if not self.columns and not text_columns_for(columns):
-            raise PipelineError(f"step {self.label}: no text to compare among {', '.join(columns) or '(none)'}; set columns: [...]")
+            raise PipelineError(
+                f"step {self.label}: no text to compare among {', '.join(columns) or '(none)'}; set columns: [...]"
+            )
         return columns
 
     def text_of(self, row: Row) -> str:
@@ -125,7 +129,11 @@ class MinHashDedup(_TextDedup):
                 if j > best_j or (j == best_j and cand < best):
                     best, best_j = cand, j
             if best >= 0 and best_j >= self.threshold:
-                drop(row, "near duplicate (minhash)", f"estimated Jaccard {best_j:.3f} >= {self.threshold} with input row {best}")
+                drop(
+                    row,
+                    "near duplicate (minhash)",
+                    f"estimated Jaccard {best_j:.3f} >= {self.threshold} with input row {best}",
+                )
                 continue
             signatures[i] = m
             lsh.insert(i, m)
@@ -152,19 +160,34 @@ class EmbeddingDedup(_TextDedup):
 
     async def aprocess_all(self, rows: list[Row], drop: Drop, ctx: Context) -> list[Row]:
         kept_set = DiverseSet(self.threshold, capacity=min(len(rows), 4096))
-        embedder = self.embedder if self.embedding else load_embedder(self.embedder)  # loaded once, before any chunk
+        embedder = (
+            self.embedder if self.embedding else load_embedder(self.embedder)
+        )  # loaded once, before any chunk
         kept: list[Row] = []
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start : start + self.chunk_size]
-            vectors = await unit_vectors(chunk, self.text_of, column=self.embedding, embedder=embedder)
+            vectors = await unit_vectors(
+                chunk, self.text_of, column=self.embedding, embedder=embedder
+            )
             ids = list(range(start, start + len(chunk)))
             for row, v in zip(chunk, kept_set.offer(vectors, ids), strict=True):
                 if v.kept:
                     kept.append(row)
                 else:
                     assert v.nearest is not None and v.similarity is not None
-                    drop(row, "near duplicate (embedding)", f"cosine {v.similarity:.4f} >= {self.threshold} with input row {kept_set.ids[v.nearest]}")
+                    drop(
+                        row,
+                        "near duplicate (embedding)",
+                        f"cosine {v.similarity:.4f} >= {self.threshold} with input row {kept_set.ids[v.nearest]}",
+                    )
         return kept
 
 
-__all__ = ["EmbeddingDedup", "ExactDedup", "MinHashDedup", "normalize_text", "shingles", "text_hash"]
+__all__ = [
+    "EmbeddingDedup",
+    "ExactDedup",
+    "MinHashDedup",
+    "normalize_text",
+    "shingles",
+    "text_hash",
+]

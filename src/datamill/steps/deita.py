@@ -87,7 +87,9 @@ class DeitaScore(Step):
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         score = deita_score(row.get(self.complexity), row.get(self.quality))
         if score is None:
-            raise Dropped("no deita score", f"neither {self.complexity!r} nor {self.quality!r} holds a number")
+            raise Dropped(
+                "no deita score", f"neither {self.complexity!r} nor {self.quality!r} holds a number"
+            )
         return [{**row, self.output: score}]
 
 
@@ -102,7 +104,9 @@ class DeitaSelect(GlobalStep):
     complexity: str = "complexity_score"
     quality: str = "quality_score"
     score: str = "deita_score"  #: read when present, else computed from complexity × quality
-    columns: list[str] | None = None  #: the text to embed (default: conversation or instruction+response)
+    columns: list[str] | None = (
+        None  #: the text to embed (default: conversation or instruction+response)
+    )
     embedding: str | None = None  #: a column with precomputed vectors (then nothing is embedded)
     embedder: EmbedderSpec = DEFAULT_EMBEDDER
     chunk_size: int = Field(default=1024, ge=1)
@@ -119,7 +123,9 @@ class DeitaSelect(GlobalStep):
                 "run complexity_scorer / quality_scorer first"
             )
         if not self.embedding and not self.columns and not text_columns_for(columns):
-            raise PipelineError(f"step {self.label}: no text to embed among {', '.join(columns)}; set columns: [...] or embedding: COLUMN")
+            raise PipelineError(
+                f"step {self.label}: no text to embed among {', '.join(columns)}; set columns: [...] or embedding: COLUMN"
+            )
         extra = [c for c in (self.score, self.similarity_output) if c not in columns]
         return columns + extra
 
@@ -136,13 +142,19 @@ class DeitaSelect(GlobalStep):
     def text_of(self, row: Row) -> str:
         return row_text(row, self.columns or text_columns_for(list(row)))
 
-    async def aprocess_all(self, rows: list[Row], drop: Callable[[Row, str, str | None], None], ctx: Context) -> list[Row]:
+    async def aprocess_all(
+        self, rows: list[Row], drop: Callable[[Row, str, str | None], None], ctx: Context
+    ) -> list[Row]:
         scores: list[float] = []
         order: list[int] = []
         for i, row in enumerate(rows):
             s = self.row_score(row)
             if s is None:
-                drop(row, "no deita score", f"neither {self.score!r}, {self.complexity!r} nor {self.quality!r} holds a number")
+                drop(
+                    row,
+                    "no deita score",
+                    f"neither {self.score!r}, {self.complexity!r} nor {self.quality!r} holds a number",
+                )
                 continue
             scores.append(s)
             order.append(i)
@@ -153,7 +165,9 @@ class DeitaSelect(GlobalStep):
         walked = 0
         while walked < len(order) and chosen.size < self.budget:
             chunk = order[walked : walked + self.chunk_size]
-            verdicts = chosen.offer(await self.vectors_for([rows[i] for i in chunk]), chunk, limit=self.budget)
+            verdicts = chosen.offer(
+                await self.vectors_for([rows[i] for i in chunk]), chunk, limit=self.budget
+            )
             for i, v in zip(chunk, verdicts, strict=False):
                 if v.kept:
                     similarity[i] = v.similarity
@@ -167,9 +181,16 @@ class DeitaSelect(GlobalStep):
                     )
             walked += len(verdicts)
         for i in order[walked:]:
-            drop(rows[i], "over budget", f"{self.budget} rows were selected before this one (score {score_of[i]:g})")
+            drop(
+                rows[i],
+                "over budget",
+                f"{self.budget} rows were selected before this one (score {score_of[i]:g})",
+            )
         picked = list(chosen.ids) if self.order == "score" else sorted(chosen.ids)
-        return [{**rows[i], self.score: score_of[i], self.similarity_output: similarity[i]} for i in picked]
+        return [
+            {**rows[i], self.score: score_of[i], self.similarity_output: similarity[i]}
+            for i in picked
+        ]
 
 
 __all__ = ["DeitaScore", "DeitaSelect", "deita_score"]

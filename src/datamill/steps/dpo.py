@@ -37,14 +37,25 @@ from ..rows import Row, is_missing
 from .base import Context, Step
 from .format import prompt_id
 
-OUTPUTS = ("prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected", "chosen_model", "rejected_model")
+OUTPUTS = (
+    "prompt",
+    "prompt_id",
+    "chosen",
+    "rejected",
+    "score_chosen",
+    "score_rejected",
+    "chosen_model",
+    "rejected_model",
+)
 
 
 def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
-def pick_pair(texts: list[str], ratings: list[Any], ties: str = "drop", min_margin: float | None = None) -> tuple[int, int]:
+def pick_pair(
+    texts: list[str], ratings: list[Any], ties: str = "drop", min_margin: float | None = None
+) -> tuple[int, int]:
     """Indices ``(chosen, rejected)`` from ratings, or :class:`Dropped` saying why there is no pair."""
     rated = [i for i, r in enumerate(ratings) if r is not None]
     if len(rated) < 2:
@@ -55,16 +66,24 @@ def pick_pair(texts: list[str], ratings: list[Any], ties: str = "drop", min_marg
     if best == worst:
         if ties == "drop":
             raise Dropped("all ratings equal", f"every rated response got {best}")
-        rejected = next((i for i in rated if i != chosen and not _same(texts[i], texts[chosen])), None)
+        rejected = next(
+            (i for i in rated if i != chosen and not _same(texts[i], texts[chosen])), None
+        )
         if rejected is None:
             raise Dropped("identical responses", "every rated response has the same text")
     else:
         worst_ones = [i for i in rated if ratings[i] == worst]
         rejected = next((i for i in worst_ones if not _same(texts[i], texts[chosen])), None)
         if rejected is None:
-            raise Dropped("identical responses", f"the best and the worst rated responses (#{chosen + 1}, #{worst_ones[0] + 1}) have the same text")
+            raise Dropped(
+                "identical responses",
+                f"the best and the worst rated responses (#{chosen + 1}, #{worst_ones[0] + 1}) have the same text",
+            )
     if min_margin is not None and best - ratings[rejected] < min_margin:
-        raise Dropped("margin below min_margin", f"{ratings[chosen]} vs {ratings[rejected]}, min_margin {min_margin}")
+        raise Dropped(
+            "margin below min_margin",
+            f"{ratings[chosen]} vs {ratings[rejected]}, min_margin {min_margin}",
+        )
     return chosen, rejected
 
 
@@ -89,7 +108,9 @@ class FormatDPO(Step):
     @model_validator(mode="after")
     def _check(self) -> FormatDPO:
         if self.pair == "revision_vs_original" and self.min_margin is not None:
-            raise ConfigError("format_dpo min_margin needs scores; pair: revision_vs_original has none")
+            raise ConfigError(
+                "format_dpo min_margin needs scores; pair: revision_vs_original has none"
+            )
         return self
 
     def required_columns(self) -> list[str]:
@@ -113,16 +134,34 @@ class FormatDPO(Step):
     def from_ratings(self, row: Row) -> tuple[str, str, float | None, float | None, Any, Any]:
         texts, ratings = row[self.generations], row[self.ratings]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise Dropped("no response pool", f"column {self.generations!r} must hold a list of texts")
+            raise Dropped(
+                "no response pool", f"column {self.generations!r} must hold a list of texts"
+            )
         if not isinstance(ratings, list) or len(ratings) != len(texts):
             got = len(ratings) if isinstance(ratings, list) else type(ratings).__name__
-            raise Dropped("ratings do not match responses", f"{len(texts)} responses but ratings {got}")
-        if any(r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))) for r in ratings):
+            raise Dropped(
+                "ratings do not match responses", f"{len(texts)} responses but ratings {got}"
+            )
+        if any(
+            r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)))
+            for r in ratings
+        ):
             raise Dropped("ratings are not numbers", f"ratings {ratings}")
         chosen, rejected = pick_pair(texts, ratings, self.ties, self.min_margin)
         models = row.get(self.generation_models)
-        models = models if isinstance(models, list) and len(models) == len(texts) else [None] * len(texts)
-        return texts[chosen], texts[rejected], float(ratings[chosen]), float(ratings[rejected]), models[chosen], models[rejected]
+        models = (
+            models
+            if isinstance(models, list) and len(models) == len(texts)
+            else [None] * len(texts)
+        )
+        return (
+            texts[chosen],
+            texts[rejected],
+            float(ratings[chosen]),
+            float(ratings[rejected]),
+            models[chosen],
+            models[rejected],
+        )
 
     def from_revision(self, row: Row) -> tuple[str, str, float | None, float | None, Any, Any]:
         revision, original = row[self.revision], row[self.original]

@@ -46,7 +46,9 @@ def _checked_embedder(value: str | Embedder) -> str | Embedder:
 EmbedderSpec = Annotated[str | Embedder, AfterValidator(_checked_embedder)]
 
 
-async def unit_vectors(rows: list[Row], text_of: Callable[[Row], str], *, column: str | None, embedder: str | Embedder) -> np.ndarray:
+async def unit_vectors(
+    rows: list[Row], text_of: Callable[[Row], str], *, column: str | None, embedder: str | Embedder
+) -> np.ndarray:
     """L2-normalised vectors of ``rows``: column ``column``'s precomputed vectors when it is given,
     else ``text_of`` each row embedded now by ``embedder`` (through the vector cache)."""
     if column:
@@ -81,7 +83,12 @@ def text_columns_for(columns: list[str]) -> list[str]:
     if "messages" in columns:
         return ["messages"]
     pair: tuple[str, ...]
-    for pair in (("instruction", "response"), ("prompt", "completion"), ("prompt", "chosen"), ("question", "response")):
+    for pair in (
+        ("instruction", "response"),
+        ("prompt", "completion"),
+        ("prompt", "chosen"),
+        ("question", "response"),
+    ):
         found: list[str] = [c for c in pair if c in columns]
         if found:
             return found
@@ -187,13 +194,17 @@ class Embed(GlobalStep):
         if not self.columns and not text_columns_for(columns):
             from ..errors import PipelineError
 
-            raise PipelineError(f"step {self.label}: no text to embed in columns {', '.join(columns) or '(none)'}; set columns: [...]")
+            raise PipelineError(
+                f"step {self.label}: no text to embed in columns {', '.join(columns) or '(none)'}; set columns: [...]"
+            )
         return columns + ([self.output] if self.output not in columns else [])
 
     def text_of(self, row: Row) -> str:
         return row_text(row, self.columns or text_columns_for(list(row)))
 
-    async def aprocess_all(self, rows: list[Row], drop: Callable[[Row, str, str | None], None], ctx: Context) -> list[Row]:
+    async def aprocess_all(
+        self, rows: list[Row], drop: Callable[[Row, str, str | None], None], ctx: Context
+    ) -> list[Row]:
         embedder = load_embedder(self.embedder)
         out: list[Row] = []
         for start in range(0, len(rows), self.chunk_size):
@@ -205,4 +216,12 @@ class Embed(GlobalStep):
         return out
 
 
-__all__ = ["DiverseSet", "Embed", "EmbedderSpec", "Verdict", "row_text", "text_columns_for", "unit_vectors"]
+__all__ = [
+    "DiverseSet",
+    "Embed",
+    "EmbedderSpec",
+    "Verdict",
+    "row_text",
+    "text_columns_for",
+    "unit_vectors",
+]

@@ -67,7 +67,10 @@ class InstructionResponse(Step):
         elif isinstance(src, str):
             instruction, response = first_exchange(row.get(src))
         else:
-            raise Dropped("no instruction/response", "the row has neither messages nor an instruction/response pair")
+            raise Dropped(
+                "no instruction/response",
+                "the row has neither messages nor an instruction/response pair",
+            )
         for name, value in (("instruction", instruction), ("response", response)):
             if is_missing(value) or not isinstance(value, str):
                 raise Dropped("no instruction/response", f"no {name} text in this row")

@@ -76,7 +76,11 @@ class Task(Step):
         """Sampling options set explicitly on this step (they beat model settings)."""
         return {
             k: v
-            for k, v in {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p}.items()
+            for k, v in {
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "top_p": self.top_p,
+            }.items()
             if v is not None
         }
 
@@ -86,11 +90,19 @@ class Task(Step):
     def parse(self, completions: list[list[Completion]], row: Row) -> Row | list[Row]:
         raise NotImplementedError
 
-    async def call(self, ctx: Context, request: Request, salt: str = "", model: str | None = None) -> list[Completion]:
+    async def call(
+        self, ctx: Context, request: Request, salt: str = "", model: str | None = None
+    ) -> list[Completion]:
         """Send one request through the cache, with this row's seed and this step's options."""
         if request.seed is None:
-            request = request.with_options(seed=row_seed(self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + salt))
-        completions = await ctx.generate(model or self.model, request.with_options(**self.sampling()))
+            request = request.with_options(
+                seed=row_seed(
+                    self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + salt
+                )
+            )
+        completions = await ctx.generate(
+            model or self.model, request.with_options(**self.sampling())
+        )
         for c in completions:
             self.check_completion(c)
         return completions
@@ -104,7 +116,9 @@ class Task(Step):
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         requests = self.requests(row, ctx)
-        results = await asyncio.gather(*(self.call(ctx, r, salt=f"#{i}") for i, r in enumerate(requests)))
+        results = await asyncio.gather(
+            *(self.call(ctx, r, salt=f"#{i}") for i, r in enumerate(requests))
+        )
         parsed = self.parse(list(results), row)
         if isinstance(parsed, dict):
             return [{**row, **parsed}]

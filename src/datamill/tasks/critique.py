@@ -46,7 +46,9 @@ class CritiqueRewrite(Task):
     """``instruction`` + ``response`` → ``critique`` and ``revision`` (two dependent calls)."""
 
     kind: ClassVar[str] = "critique"
-    citation: ClassVar[str] = "Bai et al., Constitutional AI (critique and revision), arXiv:2212.08073"
+    citation: ClassVar[str] = (
+        "Bai et al., Constitutional AI (critique and revision), arXiv:2212.08073"
+    )
 
     instruction: str = "instruction"
     response: str = "response"
@@ -63,11 +65,17 @@ class CritiqueRewrite(Task):
     def _check(self) -> CritiqueRewrite:
         self.principles = [p.strip() for p in self.principles if p and p.strip()]
         if not self.principles:
-            raise ConfigError("critique needs at least one principle (a sentence the answer should meet)")
+            raise ConfigError(
+                "critique needs at least one principle (a sentence the answer should meet)"
+            )
         if self.principles_per_row is not None and self.principles_per_row > len(self.principles):
-            raise ConfigError(f"critique principles_per_row is {self.principles_per_row} but only {len(self.principles)} principles are given")
+            raise ConfigError(
+                f"critique principles_per_row is {self.principles_per_row} but only {len(self.principles)} principles are given"
+            )
         if self.critique_output == self.revision_output:
-            raise ConfigError("critique critique_output and revision_output must be different columns")
+            raise ConfigError(
+                "critique critique_output and revision_output must be different columns"
+            )
         return self
 
     def required_columns(self) -> list[str]:
@@ -88,14 +96,35 @@ class CritiqueRewrite(Task):
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         instruction, original = rewrite_source(
-            row, instruction=self.instruction, response=self.response, pool=self.pool,
-            pool_index=self.pool_index, generations=self.generations, generation_models=self.generation_models,
+            row,
+            instruction=self.instruction,
+            response=self.response,
+            pool=self.pool,
+            pool_index=self.pool_index,
+            generations=self.generations,
+            generation_models=self.generation_models,
         )
         principles = self.pick_principles(ctx)
-        ask = template("critique.jinja2").render(instruction=instruction, response=original, principles=principles).strip()
-        critique = (await self.call(ctx, Request.chat(ask, max_tokens=256, temperature=0.3), salt="#critique"))[0].text.strip()
-        revise = template("critique-revise.jinja2").render(instruction=instruction, response=original, critique=critique).strip()
-        completion = (await self.call(ctx, Request.chat(revise, max_tokens=512, temperature=0.3), salt="#revision"))[0]
+        ask = (
+            template("critique.jinja2")
+            .render(instruction=instruction, response=original, principles=principles)
+            .strip()
+        )
+        critique = (
+            await self.call(
+                ctx, Request.chat(ask, max_tokens=256, temperature=0.3), salt="#critique"
+            )
+        )[0].text.strip()
+        revise = (
+            template("critique-revise.jinja2")
+            .render(instruction=instruction, response=original, critique=critique)
+            .strip()
+        )
+        completion = (
+            await self.call(
+                ctx, Request.chat(revise, max_tokens=512, temperature=0.3), salt="#revision"
+            )
+        )[0]
         revision = clean_rewrite(completion.text)
         if not revision:
             raise ParseError("empty rewrite", completion.text)
@@ -112,5 +141,7 @@ class CritiqueRewrite(Task):
             "critique_principles": principles,
         }
         if self.pool:
-            new.update(extend_pool(row, self.generations, self.generation_models, [revision], [label]))
+            new.update(
+                extend_pool(row, self.generations, self.generation_models, [revision], [label])
+            )
         return [{**row, **new}]

@@ -126,7 +126,10 @@ class _Scorer(Task):
         elif isinstance(value, (list, tuple)):
             items, listed = [v for v in value], True
         else:
-            raise Dropped("nothing to score", f"column {column!r} holds {type(value).__name__}, not text or a list of texts")
+            raise Dropped(
+                "nothing to score",
+                f"column {column!r} holds {type(value).__name__}, not text or a list of texts",
+            )
         if not items or any(is_missing(v) or not isinstance(v, str) for v in items):
             raise Dropped("nothing to score", f"column {column!r} is empty or holds an empty text")
         return items, listed
@@ -142,7 +145,9 @@ class _Scorer(Task):
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         items, listed = self.items(row)
-        structured = self.structured == "json" or (self.structured == "auto" and bool(ctx.model_info(self.model).json_schema))
+        structured = self.structured == "json" or (
+            self.structured == "auto" and bool(ctx.model_info(self.model).json_schema)
+        )
         text = (await self.call(ctx, self.request(row, items, structured)))[0].text
         parse = parse_json_scores if structured else parse_scores
         scores = parse(text, len(items), self.scale(len(items)))
@@ -166,7 +171,11 @@ class ComplexityScorer(_Scorer):
         return self._items_from(row, self.instructions)
 
     def render(self, row: Row, items: list[str], structured: bool) -> str:
-        return template("deita-complexity.jinja2").render(items=items, max_score=self.scale(len(items)), structured=structured).strip()
+        return (
+            template("deita-complexity.jinja2")
+            .render(items=items, max_score=self.scale(len(items)), structured=structured)
+            .strip()
+        )
 
 
 class QualityScorer(_Scorer):
@@ -187,7 +196,16 @@ class QualityScorer(_Scorer):
         instruction: Any = row.get(self.instruction)
         if is_missing(instruction) or not isinstance(instruction, str):
             raise Dropped("nothing to score", f"column {self.instruction!r} is empty or not text")
-        return template("deita-quality.jinja2").render(instruction=instruction, items=items, max_score=self.scale(len(items)), structured=structured).strip()
+        return (
+            template("deita-quality.jinja2")
+            .render(
+                instruction=instruction,
+                items=items,
+                max_score=self.scale(len(items)),
+                structured=structured,
+            )
+            .strip()
+        )
 
 
 __all__ = ["ComplexityScorer", "QualityScorer", "parse_scores"]

@@ -47,7 +47,14 @@ def clean_rewrite(text: str) -> str:
 
 
 def rewrite_source(
-    row: Row, *, instruction: str, response: str, pool: bool, pool_index: int, generations: str, generation_models: str
+    row: Row,
+    *,
+    instruction: str,
+    response: str,
+    pool: bool,
+    pool_index: int,
+    generations: str,
+    generation_models: str,
 ) -> tuple[str, str]:
     """``(instruction, response to rewrite)`` of a row, for the steps that rewrite a response
     (``evol_quality``, ``critique``): the response is column ``response``, or with ``pool`` entry
@@ -58,7 +65,10 @@ def rewrite_source(
     if pool:
         texts, _ = pool_of(row, generations, generation_models)
         if not -len(texts) <= pool_index < len(texts):
-            raise Dropped("pool too small", f"pool_index {pool_index} but the pool holds {len(texts)} responses")
+            raise Dropped(
+                "pool too small",
+                f"pool_index {pool_index} but the pool holds {len(texts)} responses",
+            )
         return asked, texts[pool_index]
     value = row[response]
     if not isinstance(value, str) or not value.strip():
@@ -70,7 +80,9 @@ class EvolQuality(Task):
     """``instruction`` + ``response`` → ``evolved_response`` after ``num_evolutions`` rewrites."""
 
     kind: ClassVar[str] = "evol_quality"
-    citation: ClassVar[str] = "Liu et al., What Makes Good Data for Alignment? (Deita, EvolQuality), arXiv:2312.15685"
+    citation: ClassVar[str] = (
+        "Liu et al., What Makes Good Data for Alignment? (Deita, EvolQuality), arXiv:2312.15685"
+    )
 
     instruction: str = "instruction"
     response: str = "response"
@@ -89,7 +101,9 @@ class EvolQuality(Task):
         names = [v.lower() for v in value]
         unknown = [v for v in names if v not in MUTATIONS]
         if unknown:
-            raise ConfigError(f"evol_quality: unknown mutation {unknown[0]!r}; choose from {', '.join(MUTATIONS)}")
+            raise ConfigError(
+                f"evol_quality: unknown mutation {unknown[0]!r}; choose from {', '.join(MUTATIONS)}"
+            )
         if not names:
             raise ConfigError(f"evol_quality needs at least one mutation: {', '.join(MUTATIONS)}")
         return names
@@ -112,13 +126,22 @@ class EvolQuality(Task):
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         instruction, current = rewrite_source(
-            row, instruction=self.instruction, response=self.response, pool=self.pool,
-            pool_index=self.pool_index, generations=self.generations, generation_models=self.generation_models,
+            row,
+            instruction=self.instruction,
+            response=self.response,
+            pool=self.pool,
+            pool_index=self.pool_index,
+            generations=self.generations,
+            generation_models=self.generation_models,
         )
         chosen = self.pick_mutations(ctx)
         evolved: list[str] = []
         for round_no, mutation in enumerate(chosen):
-            user = template("evol-quality.jinja2").render(instruction=instruction, response=current, mutation=mutation).strip()
+            user = (
+                template("evol-quality.jinja2")
+                .render(instruction=instruction, response=current, mutation=mutation)
+                .strip()
+            )
             request = Request.chat(user, max_tokens=512, temperature=0.7)
             completion = (await self.call(ctx, request, salt=f"#{round_no}"))[0]
             rewrite = clean_rewrite(completion.text)
@@ -133,5 +156,9 @@ class EvolQuality(Task):
             added = evolved if self.store_evolutions else evolved[-1:]
             index = self.pool_index % len(row[self.generations]) + 1
             label = model_label(self.model, ctx.model_info(self.model), f"evol_quality of #{index}")
-            new.update(extend_pool(row, self.generations, self.generation_models, added, [label] * len(added)))
+            new.update(
+                extend_pool(
+                    row, self.generations, self.generation_models, added, [label] * len(added)
+                )
+            )
         return [{**row, **new}]

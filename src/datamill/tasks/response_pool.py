@@ -52,14 +52,19 @@ def pool_of(row: Row, generations: str, models: str) -> tuple[list[str], list[st
     """The pool of a row as (texts, labels); labels are ``None`` where the row has none."""
     texts = row.get(generations)
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise Dropped("no response pool", f"column {generations!r} must hold a list of texts, got {type(texts).__name__}")
+        raise Dropped(
+            "no response pool",
+            f"column {generations!r} must hold a list of texts, got {type(texts).__name__}",
+        )
     labels = row.get(models)
     if not isinstance(labels, list) or len(labels) != len(texts):
         labels = [None] * len(texts)
     return list(texts), list(labels)
 
 
-def extend_pool(row: Row, generations: str, models: str, texts: list[str], labels: list[str]) -> Row:
+def extend_pool(
+    row: Row, generations: str, models: str, texts: list[str], labels: list[str]
+) -> Row:
     """The pool columns with ``texts`` appended (the row's other columns untouched)."""
     pool, pool_labels = pool_of(row, generations, models)
     return {generations: pool + texts, models: pool_labels + labels}
@@ -94,7 +99,9 @@ class ResponsePool(Task):
             raise ConfigError("response_pool needs at least one model: models: [a, b]")
         dup = sorted({m for m in names if names.count(m) > 1})
         if dup:
-            raise ConfigError(f"response_pool lists model {dup[0]!r} twice; list each model once and use n: for more samples")
+            raise ConfigError(
+                f"response_pool lists model {dup[0]!r} twice; list each model once and use n: for more samples"
+            )
         if self.min_responses is not None and self.min_responses > self.expected():
             raise ConfigError(
                 f"response_pool min_responses is {self.min_responses} but the pool asks for only {self.expected()} responses"
@@ -155,5 +162,8 @@ class ResponsePool(Task):
                 labels.append(label)
         need = self.min_responses if self.min_responses is not None else self.expected()
         if len(texts) < need:
-            raise Dropped("too few usable responses", f"{len(texts)} of {self.expected()} usable, need {need}: " + "; ".join(problems))
+            raise Dropped(
+                "too few usable responses",
+                f"{len(texts)} of {self.expected()} usable, need {need}: " + "; ".join(problems),
+            )
         return [{**row, self.output: texts, self.models_output: labels}]

@@ -67,23 +67,54 @@ from ..steps.base import Context
 from .base import Task, template
 from .response_pool import model_label, parse_label
 
-Aspect = Literal["overall-rating", "helpfulness", "honesty", "instruction-following", "truthfulness"]
+Aspect = Literal[
+    "overall-rating", "helpfulness", "honesty", "instruction-following", "truthfulness"
+]
 
 #: the 1..5 labels of each aspect's scale (shown to the judge; the text parser accepts them too)
 SCALES: dict[str, tuple[str, ...]] = {
     "overall-rating": ("Poor", "Weak", "Acceptable", "Good", "Excellent"),
-    "helpfulness": ("Wrong or useless", "Partly wrong", "Correct", "Informative", "Exceptionally helpful"),
-    "honesty": ("Confidently wrong", "Wrong, whether confident or unsure", "Hedging or subtly wrong", "Correct but needlessly unsure", "Correct and well calibrated"),
-    "instruction-following": ("Ignores the instruction", "Touches on it", "Partly follows", "Nearly follows", "Fully follows"),
-    "truthfulness": ("Mostly invented", "Serious invention", "Some invention or misunderstanding", "Minor slips", "Nothing invented"),
+    "helpfulness": (
+        "Wrong or useless",
+        "Partly wrong",
+        "Correct",
+        "Informative",
+        "Exceptionally helpful",
+    ),
+    "honesty": (
+        "Confidently wrong",
+        "Wrong, whether confident or unsure",
+        "Hedging or subtly wrong",
+        "Correct but needlessly unsure",
+        "Correct and well calibrated",
+    ),
+    "instruction-following": (
+        "Ignores the instruction",
+        "Touches on it",
+        "Partly follows",
+        "Nearly follows",
+        "Fully follows",
+    ),
+    "truthfulness": (
+        "Mostly invented",
+        "Serious invention",
+        "Some invention or misunderstanding",
+        "Minor slips",
+        "Nothing invented",
+    ),
 }
 
 _HEADER = re.compile(
     r"^[ \t]*(?:#{1,6}[ \t]*\**[ \t]*(?:Output[ \t]+for[ \t]+)?|\**[ \t]*Output[ \t]+for[ \t]+)Text[ \t]*(\d+)\b[^\n]*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_RATING = re.compile(r"^[ \t]*[-*]*[ \t]*\**Rating\**[ \t]*:\**[ \t]*(?P<value>[^\n]*)$", re.IGNORECASE | re.MULTILINE)
-_RATIONALE = re.compile(r"^[ \t]*[-*]*[ \t]*\**Rationale\**[ \t]*:\**[ \t]*", re.IGNORECASE | re.MULTILINE)
+_RATING = re.compile(
+    r"^[ \t]*[-*]*[ \t]*\**Rating\**[ \t]*:\**[ \t]*(?P<value>[^\n]*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_RATIONALE = re.compile(
+    r"^[ \t]*[-*]*[ \t]*\**Rationale\**[ \t]*:\**[ \t]*", re.IGNORECASE | re.MULTILINE
+)
 _NA = {"n/a", "na", "none", "not applicable"}
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -117,7 +148,9 @@ def _blocks(text: str) -> list[tuple[int | None, str]]:
     headers = list(_HEADER.finditer(text))
     if headers:
         ends = [h.start() for h in headers[1:]] + [len(text)]
-        return [(int(h.group(1)), text[h.end() : end]) for h, end in zip(headers, ends, strict=True)]
+        return [
+            (int(h.group(1)), text[h.end() : end]) for h, end in zip(headers, ends, strict=True)
+        ]
     starts = [m.start() for m in _RATING.finditer(text)]
     if not starts:
         return []
@@ -125,7 +158,9 @@ def _blocks(text: str) -> list[tuple[int | None, str]]:
     return [(None, text[s:e]) for s, e in zip(starts, ends, strict=True)]
 
 
-def parse_text_judgement(text: str, count: int, *, allow_na: bool = False, scale: tuple[str, ...] = ()) -> tuple[list[int | None], list[str]]:
+def parse_text_judgement(
+    text: str, count: int, *, allow_na: bool = False, scale: tuple[str, ...] = ()
+) -> tuple[list[int | None], list[str]]:
     """Read ``#### Output for Text i`` / ``Rating:`` / ``Rationale:`` blocks for ``count`` texts.
 
     Blocks are found by their headers (blank lines inside a rationale are kept); a block numbered
@@ -143,7 +178,9 @@ def parse_text_judgement(text: str, count: int, *, allow_na: bool = False, scale
         try:
             rating = parse_rating(rating_match.group("value"), allow_na=allow_na, scale=scale)
         except ParseError as exc:
-            raise ParseError(exc.reason, text) from None  # the failure record keeps the whole answer
+            raise ParseError(
+                exc.reason, text
+            ) from None  # the failure record keeps the whole answer
         after = _RATIONALE.search(body, rating_match.end())
         before = _RATIONALE.search(body, 0, rating_match.start())
         if after is not None:
@@ -172,7 +209,9 @@ def judgement_schema(count: int, rationale_chars: int) -> dict[str, Any]:
     return {"type": "object", "properties": {k: entry for k in keys}, "required": keys}
 
 
-def parse_json_judgement(text: str, count: int, *, scale: tuple[str, ...] = ()) -> tuple[list[int | None], list[str]]:
+def parse_json_judgement(
+    text: str, count: int, *, scale: tuple[str, ...] = ()
+) -> tuple[list[int | None], list[str]]:
     """Read a structured judgement (``text_i: {explanation, rating}``); tolerates text around it."""
     start = text.find("{")
     try:
@@ -273,12 +312,22 @@ class UltraFeedback(Task):
     def request(self, instruction: str, texts: list[str], structured: bool) -> Request:
         count = len(texts)
         allow_na = self.aspect == "honesty" and not structured  # the schema's enum has no N/A
-        user = template("ultrafeedback.jinja2").render(
-            count=count, instruction=instruction, texts=texts, structured=structured, allow_na=allow_na
-        ).strip()
-        system = template("ultrafeedback-system.jinja2").render(
-            aspect=self.aspect, scale=SCALES[self.aspect], count=count, allow_na=allow_na
-        ).strip()
+        user = (
+            template("ultrafeedback.jinja2")
+            .render(
+                count=count,
+                instruction=instruction,
+                texts=texts,
+                structured=structured,
+                allow_na=allow_na,
+            )
+            .strip()
+        )
+        system = (
+            template("ultrafeedback-system.jinja2")
+            .render(aspect=self.aspect, scale=SCALES[self.aspect], count=count, allow_na=allow_na)
+            .strip()
+        )
         per_text = self.rationale_chars // 2 + 32  # room for the rating, keys and whitespace
         return Request.chat(
             user,
@@ -288,13 +337,21 @@ class UltraFeedback(Task):
             json_schema=judgement_schema(count, self.rationale_chars) if structured else None,
         )
 
-    async def judge(self, ctx: Context, instruction: str, texts: list[str], salt: str) -> tuple[list[int | None], list[str]]:
-        structured = self.structured == "json" or (self.structured == "auto" and bool(ctx.model_info(self.model).json_schema))
-        completion = (await self.call(ctx, self.request(instruction, texts, structured), salt=salt))[0]
+    async def judge(
+        self, ctx: Context, instruction: str, texts: list[str], salt: str
+    ) -> tuple[list[int | None], list[str]]:
+        structured = self.structured == "json" or (
+            self.structured == "auto" and bool(ctx.model_info(self.model).json_schema)
+        )
+        completion = (
+            await self.call(ctx, self.request(instruction, texts, structured), salt=salt)
+        )[0]
         scale = SCALES[self.aspect]
         if structured:
             return parse_json_judgement(completion.text, len(texts), scale=scale)
-        return parse_text_judgement(completion.text, len(texts), allow_na=self.aspect == "honesty", scale=scale)
+        return parse_text_judgement(
+            completion.text, len(texts), allow_na=self.aspect == "honesty", scale=scale
+        )
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         instruction = row[self.instruction]
@@ -302,13 +359,23 @@ class UltraFeedback(Task):
         if not isinstance(instruction, str) or not instruction.strip():
             raise Dropped("empty instruction", f"column {self.instruction!r} is empty or not text")
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise Dropped("no responses to judge", f"column {self.generations!r} must hold a non-empty list of texts")
+            raise Dropped(
+                "no responses to judge",
+                f"column {self.generations!r} must hold a non-empty list of texts",
+            )
         labels = row.get(self.generation_models)
-        labels = list(labels) if isinstance(labels, list) and len(labels) == len(texts) else [None] * len(texts)
+        labels = (
+            list(labels)
+            if isinstance(labels, list) and len(labels) == len(texts)
+            else [None] * len(texts)
+        )
         own = self.own_responses(labels, ctx)
         judged = [i for i in range(len(texts)) if i not in own]
         if own and len(judged) < min(2, len(texts)):
-            raise Dropped("self-judging forbidden", f"the judge {self.model!r} wrote {len(own)} of {len(texts)} responses ({self.self_judging})")
+            raise Dropped(
+                "self-judging forbidden",
+                f"the judge {self.model!r} wrote {len(own)} of {len(texts)} responses ({self.self_judging})",
+            )
         shown = list(judged)  # the order the judge sees them in
         if self.order == "shuffled":
             base = self.seed if self.seed is not None else ctx.seed
@@ -316,7 +383,9 @@ class UltraFeedback(Task):
 
         passes = [self.judge(ctx, instruction, [texts[i] for i in shown], salt="")]
         if self.bias_control != "none" and len(shown) > 1:
-            passes.append(self.judge(ctx, instruction, [texts[i] for i in shown[::-1]], salt="#reversed"))
+            passes.append(
+                self.judge(ctx, instruction, [texts[i] for i in shown[::-1]], salt="#reversed")
+            )
         results = await asyncio.gather(*passes)
         first = dict(zip(shown, results[0][0], strict=True))
         rationale_of = dict(zip(shown, results[0][1], strict=True))
@@ -329,13 +398,24 @@ class UltraFeedback(Task):
         if own:
             ctx.count("responses not judged (self-judging)", len(own))
         if self.bias_control == "agree" and not agree:
-            raise Dropped("judges disagree on order", f"in the order shown first {ratings}, reversed {reversed_ratings}")
+            raise Dropped(
+                "judges disagree on order",
+                f"in the order shown first {ratings}, reversed {reversed_ratings}",
+            )
         if self.bias_control == "average":
-            ratings = [None if a is None or b is None else (a + b) / 2 for a, b in zip(ratings, reversed_ratings, strict=True)]
+            ratings = [
+                None if a is None or b is None else (a + b) / 2
+                for a, b in zip(ratings, reversed_ratings, strict=True)
+            ]
 
         out_ratings: list[int | float | None] = [None] * len(texts)
         out_reversed: list[int | float | None] = [None] * len(texts)
-        out_rationales: list[str | None] = [f"not judged: {self.model!r} may not judge its own response ({self.self_judging})" if i in own else None for i in range(len(texts))]
+        out_rationales: list[str | None] = [
+            f"not judged: {self.model!r} may not judge its own response ({self.self_judging})"
+            if i in own
+            else None
+            for i in range(len(texts))
+        ]
         for j, i in enumerate(judged):
             out_ratings[i] = ratings[j]
             out_reversed[i] = reversed_ratings[j]
