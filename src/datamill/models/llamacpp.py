@@ -147,7 +147,8 @@ class ChatTemplate:
 class LlamaCppModel(Model):
     """``LlamaCppModel(path=None, n_ctx=2048, n_threads=None, workers=None, batch_size=16)``.
 
-    ``n_ctx`` is the context of each sequence (prompt + completion); ``batch_size`` sequences per
+    ``n_ctx`` is the most context one sequence may use (prompt + completion; the KV cache is
+    allocated as requests need it, see ``llamacpp_batch``); ``batch_size`` sequences per
     engine; ``workers`` as in the module docstring (None: one process per core, at most
     :data:`MAX_DEFAULT_WORKERS`). ``top_k``/``min_p`` (0 = off) add those samplers to every request.
     """

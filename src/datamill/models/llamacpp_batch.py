@@ -1,8 +1,11 @@
 """Continuous batching over llama.cpp's low-level API: many sequences advance in one ``llama_decode``.
 
 :class:`BatchEngine` owns one llama.cpp context with ``width`` sequence slots (``n_seq_max``), each
-with its own KV stream of ``n_ctx`` cells (``kv_unified=False``, so a token attends only to its own
-sequence and attention cost does not grow with the batch). Each :meth:`BatchEngine.step` builds one
+with its own KV stream (``kv_unified=False``, so a token attends only to its own sequence and
+attention cost does not grow with the batch). The streams start at :data:`INITIAL_CTX` cells and
+grow, by powers of two up to ``n_ctx``, when an admitted request's prompt + ``max_tokens`` needs
+more: the context is rebuilt and the live sequences' KV carried over exactly, so an engine starts
+in a tenth of a second and holds only the memory its requests need. Each :meth:`BatchEngine.step` builds one
 ``llama_batch`` holding the next token of every decoding sequence plus prompt chunks of newly
 admitted sequences (several sequence ids in one batch), decodes it, and samples every sequence
 that produced logits with its own sampler chain (grammar → top-p → temperature → seeded dist, or
@@ -31,12 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp as lc
-import numpy as np
 
 from .llamacpp_gguf import Weights
 
 #: the shortest shared prompt prefix worth a KV copy (a copy costs less than one prefill token)
 MIN_SHARED = 8
+
+#: KV cells per sequence of a new engine's context. The KV cache is ``width`` x cells, zeroed by
+#: llama.cpp when allocated (16 x 2048 cells of SmolLM2-135M: 755 MB, 0.5-1.5 s here), so an engine
+#: starts small and grows (powers of two, up to ``n_ctx``) when a request needs more
+INITIAL_CTX = 256
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -133,8 +140,8 @@ class BatchEngine:
         self.weights = Weights(path, n_gpu_layers=n_gpu_layers)
         self.width = width
         self.n_batch = max(n_batch, width)
+        self.n_ctx = n_ctx  #: the most one sequence may hold (prompt + completion)
         params = lc.llama_context_default_params()
-        params.n_ctx = n_ctx * width
         params.n_seq_max = width
         params.kv_unified = False
         params.n_batch = self.n_batch
@@ -149,19 +156,22 @@ class BatchEngine:
             True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             False: lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[flash_attn]
-        self.ctx = lc.llama_init_from_model(self.weights.model, params)
+        self._params = params
+        self.ctx: Any = None
+        self.cap = 0  #: KV cells per sequence in the current context (grows up to n_ctx)
+        self.grown = 0  #: how many times the context was rebuilt larger
+        self.ctx = self._new_context(min(n_ctx, INITIAL_CTX))
         if not self.ctx:
             self.weights.close()
-            raise ValueError(f"llama.cpp could not create a context of {width} x {n_ctx} tokens")
-        self.mem = lc.llama_get_memory(self.ctx)
-        self.n_ctx = int(lc.llama_n_ctx_seq(self.ctx))
+            raise ValueError(
+                f"llama.cpp could not create a context of {width} x {min(n_ctx, INITIAL_CTX)} tokens"
+            )
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
         # scratch for grammar checks: one candidate, or the whole vocabulary
         self._n_vocab = int(lc.llama_vocab_n_tokens(self.weights.vocab))
         self._one = lc.llama_token_data()
         self._one_array = lc.llama_token_data_array(data=ctypes.pointer(self._one), size=1)
-        self._cands = np.zeros(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-        self._ids = np.arange(self._n_vocab, dtype=np.int32)
+        self._cands: Any = None  # the whole vocabulary as llama_token_data, made when first needed
         self.free_slots: list[int] = list(range(width - 1, -1, -1))
         self.waiting: deque[_Seq] = deque()
         self.active: list[_Seq] = []  #: parked, prefill and decode sequences, in admission order
@@ -171,6 +181,7 @@ class BatchEngine:
         self.prefixes_shared = 0  #: KV copies made instead of prefilling
         self.prompt_tokens_reused = 0  #: prompt tokens those copies saved
         self.steps = 0
+        self.refused: list[JobResult] = []  #: jobs failed while admitting, for the next step
 
     # -- public -------------------------------------------------------------------------------
 
@@ -222,8 +233,9 @@ class BatchEngine:
     def step(self) -> list[JobResult]:
         """Admit waiting samples, decode one batch, sample; return the jobs finished by it."""
         self._admit()
+        refused, self.refused = self.refused, []
         if not any(s.state in ("prefill", "decode") for s in self.active):
-            return []
+            return refused
         entries = self._fill_batch()
         rc = lc.llama_decode(self.ctx, self.batch)
         self.steps += 1
@@ -240,7 +252,7 @@ class BatchEngine:
                 self._sample(s, s.logits_at)
         for s, at in clones:
             self._sample(s, at)
-        return self._collect()
+        return refused + self._collect()
 
     def close(self) -> None:
         if self.ctx:
@@ -257,7 +269,17 @@ class BatchEngine:
 
     def _admit(self) -> None:
         while self.waiting and self.free_slots:
-            s = self.waiting.popleft()
+            s = self.waiting[0]
+            need = min(self.n_ctx, len(s.prompt) + s.job.max_tokens)
+            if need > self.cap and not self._grow(need):
+                self._refuse(
+                    s.job,
+                    f"llama.cpp could not allocate {self.width} x {need} tokens of KV cache for this "
+                    f"request: lower batch_size, n_ctx or max_tokens",
+                    "out of memory",
+                )
+                continue
+            self.waiting.popleft()
             s.slot = self.free_slots.pop()
             s.chain = self._make_chain(s.job, s.index)
             if s.job.grammar:
@@ -266,6 +288,58 @@ class BatchEngine:
                 )
             self.active.append(s)
             self._place(s)
+
+    def _new_context(self, cells: int) -> Any:
+        """A llama.cpp context of ``width`` KV streams of at least ``cells`` cells (None if it
+        cannot be had); sets :attr:`cap` and :attr:`mem`."""
+        self._params.n_ctx = cells * self.width
+        ctx = lc.llama_init_from_model(self.weights.model, self._params)
+        if ctx:
+            self.cap = int(lc.llama_n_ctx_seq(ctx))
+            self.mem = lc.llama_get_memory(ctx)
+        return ctx
+
+    def _grow(self, need: int) -> bool:
+        """Rebuild the context with room for ``need`` tokens per sequence (the next power of two,
+        at most ``n_ctx``), carrying every live sequence's KV over (``llama_state_seq_*``: exact
+        copies, so texts do not change). False, with a context of the old size, if llama.cpp
+        cannot allocate the new one."""
+        cells = max(self.cap, 1)
+        while cells < need:
+            cells *= 2
+        cells = min(cells, self.n_ctx)
+        saved: list[tuple[int, Any]] = []
+        for s in self.active:
+            if s.slot >= 0 and s.pos > 0:
+                size = int(lc.llama_state_seq_get_size(self.ctx, s.slot))
+                buf = (ctypes.c_uint8 * size)()
+                if lc.llama_state_seq_get_data(self.ctx, buf, size, s.slot) != size:
+                    raise RuntimeError("llama.cpp could not save a sequence's KV cache")
+                saved.append((s.slot, buf))
+        old_cap = self.cap
+        lc.llama_free(self.ctx)  # first: the old and the new cache need not fit side by side
+        self.ctx = self._new_context(cells)
+        grown = bool(self.ctx)
+        if not grown:
+            self.ctx = self._new_context(old_cap)
+            if not self.ctx:
+                raise RuntimeError(
+                    f"llama.cpp could not recreate its context of {self.width} x {old_cap} tokens"
+                )
+        for slot, buf in saved:
+            if lc.llama_state_seq_set_data(self.ctx, buf, len(buf), slot) != len(buf):
+                raise RuntimeError("llama.cpp could not restore a sequence's KV cache")
+        self.grown += grown
+        return grown and self.cap >= need
+
+    def _refuse(self, job: Job, message: str, reason: str) -> None:
+        """Fail a job before any of its samples started; the next :meth:`step` returns it."""
+        for s in self.jobs.pop(job.id, []):
+            if s.state == "waiting":
+                self.waiting.remove(s)
+            self._release(s)
+        self.active = [s for s in self.active if s.state != "done"]
+        self.refused.append(JobResult(job.id, error=message, reason=reason))
 
     def _place(self, s: _Seq) -> None:
         """Start ``s``: copy the longest prompt prefix another sequence holds (or will hold
@@ -386,11 +460,17 @@ class BatchEngine:
         if self._one.logit != float("-inf"):
             lc.llama_sampler_accept(s.grammar, token)
             return token
+        import numpy as np  # here: a worker that never needs it starts faster
+
         logits = np.ctypeslib.as_array(
             lc.llama_get_logits_ith(self.ctx, idx), shape=(self._n_vocab,)
         )
+        if self._cands is None:
+            self._cands = np.zeros(
+                self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]
+            )
         cands = self._cands
-        cands["id"] = self._ids
+        cands["id"] = np.arange(self._n_vocab, dtype=np.int32)
         cands["logit"] = logits
         cands["p"] = 0.0
         array = lc.llama_token_data_array(
@@ -417,7 +497,7 @@ class BatchEngine:
         s.text += s.decoder.decode(self.weights.piece(token))
         if job.stop and self._cut_stop(s, before):
             self._finish(s, "stop", flush=False)
-        elif s.generated >= job.max_tokens or s.pos >= self.n_ctx:
+        elif s.generated >= job.max_tokens or s.pos >= min(self.n_ctx, self.cap):
             self._finish(s, "length")
         else:
             s.last = token

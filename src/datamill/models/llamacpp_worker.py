@@ -254,16 +254,26 @@ def _worker_code(fd: int) -> str:
 
     ``datamill`` and ``datamill.models`` are stood in by empty packages pointing at their folders,
     so the worker skips the package imports (pipeline, pyarrow, ...) and starts faster; it also
-    finds these modules when datamill runs from a source tree that is not installed.
+    finds these modules when datamill runs from a source tree that is not installed. Likewise
+    ``llama_cpp`` is stood in by its ctypes bindings alone (and its log routing), without the
+    high-level ``Llama`` class and what that imports (numpy, jinja2): 25 ms instead of 140.
     """
+    import llama_cpp
+
     models = os.path.dirname(os.path.abspath(__file__))
     package = os.path.dirname(models)
+    bindings = list(llama_cpp.__path__)
     return (
         "import sys, types\n"
-        f"for name, path in (('datamill', {package!r}), ('datamill.models', {models!r})):\n"
+        f"for name, path in (('datamill', [{package!r}]), ('datamill.models', [{models!r}]),"
+        f" ('llama_cpp', {bindings!r})):\n"
         "    module = types.ModuleType(name)\n"
-        "    module.__path__ = [path]\n"
+        "    module.__path__ = path\n"
         "    sys.modules[name] = module\n"
+        "import llama_cpp.llama_cpp\n"
+        "sys.modules['llama_cpp'].__dict__.update(\n"
+        "    (k, v) for k, v in vars(llama_cpp.llama_cpp).items() if not k.startswith('__'))\n"
+        "import llama_cpp._logger\n"
         "from datamill.models.llamacpp_worker import worker_main\n"
         f"worker_main({fd})\n"
     )
