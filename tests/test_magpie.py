@@ -17,6 +17,7 @@ from datamill.tasks.magpie import (
     TEMPLATES,
     Magpie,
     clean_instruction,
+    default_multi_turn_system,
     detect_template,
     literal_template,
 )
@@ -342,3 +343,302 @@ def test_registry_and_columns() -> None:
         {"name": "m", "source": {"num_rows": 3}, "steps": [{"magpie": {}}, {"format_sft": {}}]}
     )
     assert p.check(["row"])[-1][-2:] == ["messages", "prompt_id"]
+
+
+# -- multi-turn ------------------------------------------------------------------------------------
+
+
+def scripted(overrides: dict[tuple[str, int], str | Completion] | None = None, **kw) -> FakeModel:
+    """A fake that writes "Question n?" for the n-th user turn and "Answer n." for the n-th reply.
+
+    ``overrides[(role, n)]`` replaces one turn's output (to make it bad).
+    """
+
+    def handler(request: Request, i: int) -> str | Completion:
+        if request.prompt is not None:
+            role, n = "user", request.prompt.count("<|im_start|>user\n")
+        else:
+            role, n = "assistant", sum(m["role"] == "user" for m in request.messages)
+        default = f"Question {n}?" if role == "user" else f"Answer {n}."
+        return (overrides or {}).get((role, n), default)
+
+    return FakeModel(handler, **kw)
+
+
+def raw_prompts(model: FakeModel) -> list[str]:
+    return [c.prompt for c in model.calls if c.prompt is not None]
+
+
+def chats(model: FakeModel) -> list[Request]:
+    return [c for c in model.calls if c.messages is not None]
+
+
+def test_three_turn_conversation_roles_and_raw_prompts() -> None:
+    model = scripted()
+    task = Magpie(n_turns=3, system_prompt="You help gardeners.")
+    result = run(task, model)
+    (row,) = result.rows
+    assert set(row) == {"row", "conversation"} and task.produces() == ["conversation"]
+    assert row["conversation"] == [
+        {"role": "user", "content": "Question 1?"},
+        {"role": "assistant", "content": "Answer 1."},
+        {"role": "user", "content": "Question 2?"},
+        {"role": "assistant", "content": "Answer 2."},
+        {"role": "user", "content": "Question 3?"},
+        {"role": "assistant", "content": "Answer 3."},
+    ]
+    # the user turns are raw prompts: the conversation so far in ChatML, ending at the user header
+    first, second, third = raw_prompts(model)
+    head = "<|im_start|>system\nYou help gardeners.<|im_end|>\n<|im_start|>user\n"
+    assert first == head
+    assert second == (
+        head + "Question 1?<|im_end|>\n<|im_start|>assistant\nAnswer 1.<|im_end|>\n"
+        "<|im_start|>user\n"
+    )
+    assert third == (
+        second + "Question 2?<|im_end|>\n<|im_start|>assistant\nAnswer 2.<|im_end|>\n"
+        "<|im_start|>user\n"
+    )
+    # the replies are chat requests with every message so far
+    replies = chats(model)
+    assert [len(c.messages) for c in replies] == [2, 4, 6]
+    assert replies[-1].messages == (
+        {"role": "system", "content": "You help gardeners."},
+        *row["conversation"][:-1],
+    )
+    # paper decoding on every turn; every call has its own seed
+    assert all((c.temperature, c.top_p) == (1.0, 1.0) for c in model.calls if c.prompt)
+    assert all(c.temperature == 0.0 for c in replies)
+    assert len({c.seed for c in model.calls}) == 6
+
+
+def test_continuation_matches_the_models_own_chat_template() -> None:
+    """Turn n's raw prompt is what the chat template renders for the turns so far + the user header."""
+    import jinja2
+
+    system = "Be brief."
+    turns = [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "How are you?"},
+        {"role": "assistant", "content": "Fine."},
+    ]
+    messages = [{"role": "system", "content": system}, *turns]
+    for name, source, header in [
+        ("chatml", SMOLLM2_TEMPLATE, "<|im_start|>user\n"),
+        ("llama3", LLAMA3_TEMPLATE, "<|start_header_id|>user<|end_header_id|>\n\n"),
+    ]:
+        rendered = jinja2.Template(source).render(messages=messages, bos_token="<|begin_of_text|>")
+        assert TEMPLATES[name].continuation(system, turns) == rendered + header, name
+        assert TEMPLATES[name].continuation(system, []) == TEMPLATES[name].render(system)
+
+
+def test_llama3_multi_turn_prompts() -> None:
+    def handler(request: Request, i: int) -> str:
+        if request.prompt is None:
+            return "Scattering."
+        return ["Why is the sky blue?", "And sunsets?"][
+            request.prompt.count("user<|end_header_id|>") - 1
+        ]
+
+    model = FakeModel(handler)
+    model.info.chat_template = LLAMA3_TEMPLATE
+    result = run(Magpie(n_turns=2, system_prompt="S."), model)
+    assert [m["content"] for m in result.rows[0]["conversation"]] == [
+        "Why is the sky blue?",
+        "Scattering.",
+        "And sunsets?",
+        "Scattering.",
+    ]
+    second = raw_prompts(model)[1]
+    assert second.endswith(
+        "Why is the sky blue?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        "Scattering.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    )
+    assert all("<|eot_id|>" in c.stop for c in model.calls if c.prompt is not None)
+
+
+def test_end_with_user_leaves_out_the_last_reply() -> None:
+    model = scripted()
+    result = run(Magpie(n_turns=2, end_with_user=True, system_prompt="S."), model)
+    assert [m["role"] for m in result.rows[0]["conversation"]] == ["user", "assistant", "user"]
+    assert result.rows[0]["conversation"][-1]["content"] == "Question 2?"
+    assert len(raw_prompts(model)) == 2 and len(chats(model)) == 1  # no call for the last reply
+
+
+def test_include_system_prompt_heads_the_conversation() -> None:
+    kept = run(Magpie(n_turns=2, system_prompt="S.", include_system_prompt=True), scripted())
+    conversation = kept.rows[0]["conversation"]
+    assert conversation[0] == {"role": "system", "content": "S."}
+    assert [m["role"] for m in conversation[1:]] == ["user", "assistant"] * 2
+    assert "system_prompt" not in kept.rows[0]  # inside the conversation, not a column
+    plain = run(Magpie(n_turns=2, system_prompt="S."), scripted())
+    assert [m["role"] for m in plain.rows[0]["conversation"]] == ["user", "assistant"] * 2
+    assert Magpie(n_turns=2, include_system_prompt=True).produces() == ["conversation"]
+
+
+def test_default_system_prompt_only_for_multi_turn_without_one() -> None:
+    default = default_multi_turn_system()
+    assert "follow-up" in default and not default.startswith("{#")
+
+    multi = scripted()
+    result = run(Magpie(n_turns=2, include_system_prompt=True), multi)
+    assert all(
+        p.startswith(f"<|im_start|>system\n{default}<|im_end|>\n") for p in raw_prompts(multi)
+    )
+    assert all(c.messages[0] == {"role": "system", "content": default} for c in chats(multi))
+    assert result.rows[0]["conversation"][0] == {"role": "system", "content": default}
+
+    single = scripted()
+    run(Magpie(), single)
+    assert raw_prompts(single) == ["<|im_start|>user\n"]
+    assert chats(single)[0].messages == ({"role": "user", "content": "Question 1?"},)
+
+    given = scripted()
+    run(Magpie(n_turns=2, system_prompt="You help with tax forms."), given)
+    assert not any(default in p for p in raw_prompts(given))
+    assert all(c.messages[0]["content"] == "You help with tax forms." for c in chats(given))
+
+
+@pytest.mark.parametrize(
+    ("turn", "output", "reason", "calls"),
+    [
+        (
+            ("user", 2),
+            "<|im_start|>assistant\nSure!",
+            "user turn 2: instruction echoes template tokens",
+            3,
+        ),
+        (("user", 2), "  Question 1? ", "user turn 2: follow-up repeats an earlier message", 3),
+        (("user", 2), "Answer 1.", "user turn 2: follow-up repeats an earlier message", 3),
+        (("user", 2), " \n", "user turn 2: empty completion", 3),
+        (("user", 2), "S.", "user turn 2: instruction repeats the system prompt", 3),
+        (
+            ("user", 2),
+            Completion("And what about", finish_reason="length"),
+            "user turn 2: truncated at max_tokens",
+            3,
+        ),
+        (
+            ("assistant", 1),
+            "Sure.<|im_start|>user\nMore?",
+            "assistant turn 1: reply holds template tokens",
+            2,
+        ),
+        (("assistant", 2), "", "assistant turn 2: empty completion", 4),
+    ],
+)
+def test_a_bad_turn_drops_the_row_with_its_reason(
+    tmp_path: Path, turn: tuple[str, int], output: str | Completion, reason: str, calls: int
+) -> None:
+    model = scripted({turn: output})
+    result = run(Magpie(n_turns=3, system_prompt="S."), model, tmp_path=tmp_path / "out")
+    assert result.rows == []
+    assert result.stats.failures_by_step["magpie"] == {reason: 1}
+    assert len(model.calls) == calls  # nothing is asked after the bad turn
+    (failure,) = [
+        json.loads(x) for x in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()
+    ]
+    assert failure["reason"] == reason
+    assert failure["raw_output"] == (output.text if isinstance(output, Completion) else output)
+
+
+def test_rerun_from_the_cache_makes_no_calls(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    task = Magpie(n_turns=3, system_prompt="S.")
+    first = run(task, scripted(), n=3, tmp_path=tmp_path / "a", cache=cache)
+    assert first.stats.model_calls == 18 and len(first.rows) == 3
+    again = scripted()
+    second = run(task, again, n=3, tmp_path=tmp_path / "b", cache=cache)
+    assert again.calls == [] and second.stats.model_calls == 0 and second.stats.cache_hits == 18
+    assert second.rows == first.rows
+    # turn 1 makes the same calls as a one-turn run with that system prompt
+    one = scripted()
+    single = run(Magpie(system_prompt="S."), one, n=3, tmp_path=tmp_path / "c", cache=cache)
+    assert one.calls == [] and single.stats.cache_hits == 6
+
+
+def test_multi_turn_config_errors() -> None:
+    for bad in (0, -2, "2", 1.5, True):
+        with pytest.raises(ConfigError, match="n_turns must be a whole number >= 1"):
+            Magpie(n_turns=bad)
+    with pytest.raises(ConfigError, match="only_instruction makes one user message"):
+        Magpie(n_turns=2, only_instruction=True)
+    with pytest.raises(ConfigError, match="end_with_user needs n_turns >= 2"):
+        Magpie(end_with_user=True)
+    with pytest.raises(ConfigError, match="n_turns > 1 needs a chat format"):
+        Magpie(template="<|user|>\n", stop=["<|end|>"], n_turns=2)
+    with pytest.raises(ConfigError, match=r"step 1 \(magpie\): .*n_turns must be"):
+        recipe_from_dict(
+            {"name": "m", "source": {"num_rows": 2}, "steps": [{"magpie": {"n_turns": 0}}]}
+        )
+    with pytest.raises(ConfigError, match="cannot continue a conversation"):
+        literal_template("<|user|>\n", ["<|end|>"]).continuation(
+            None, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+        )
+
+
+@pytest.mark.real
+def test_real_model_two_turn_conversation(embedded_model) -> None:  # type: ignore[no-untyped-def]
+    task = Magpie(
+        n_turns=2,
+        system_prompt="You are a helpful cooking assistant.",
+        temperature=0.7,
+        max_tokens=32,
+        response_temperature=0.7,
+        response_max_tokens=32,
+        truncated="keep",
+    )
+    result = Pipeline([task], source=EmptyRows(2), models={"default": embedded_model}).run(
+        None, cache=False
+    )
+    assert len(result.rows) + len(result.failures) == 2 and result.rows
+    for row in result.rows:
+        conversation = row["conversation"]
+        assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant"]
+        assert all(m["content"].strip() for m in conversation)
+    for failure in result.failures:
+        assert failure["reason"].startswith(("user turn", "assistant turn"))
+
+
+def test_format_sft_takes_a_multi_turn_conversation() -> None:
+    """magpie(n_turns) >> format_sft(conversation=...) gives TRL messages; a conversation whose
+    roles do not alternate, or with an empty message, is dropped with its reason."""
+    from datamill import FormatSFT
+    from datamill.steps.base import step
+
+    task = Magpie(n_turns=2, system_prompt="You help gardeners.", include_system_prompt=True)
+    fmt = FormatSFT(conversation="conversation")
+    result = Pipeline([task, fmt], source=EmptyRows(1), models={"default": scripted()}).run()
+    (row,) = result.rows
+    assert [m["role"] for m in row["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
+    assert row["messages"][1:] == [
+        {"role": "user", "content": "Question 1?"},
+        {"role": "assistant", "content": "Answer 1."},
+        {"role": "user", "content": "Question 2?"},
+        {"role": "assistant", "content": "Answer 2."},
+    ]
+    assert fmt.required_columns() == ["conversation"]
+
+    @step(reads=["conversation"], writes=["conversation"])
+    def spoil(row):  # type: ignore[no-untyped-def]
+        c = list(row["conversation"])
+        if row["row"] == 0:
+            c[2], c[3] = c[3], c[2]  # assistant answers before the user asks
+        else:
+            c[3] = {"role": "assistant", "content": "  "}
+        return {"conversation": c}
+
+    result = Pipeline(
+        [Magpie(n_turns=2), spoil, FormatSFT(conversation="conversation")],
+        source=EmptyRows(2),
+        models={"default": scripted()},
+    ).run()
+    assert result.rows == []
+    assert dict(result.stats.failures) == {"bad conversation": 1, "empty text": 1}

@@ -6,14 +6,25 @@ model fills in a plausible user request and stops at the end-of-turn token. The 
 through the normal chat template to get the answer. A system prompt inside the pre-query
 template steers the domain ("You help users with math problems", not "You write math problems").
 
+Multi-turn (``n_turns > 1``), as in the paper: after each answer the conversation so far is
+written out in the chat format and the *user* header appended, so the model writes the user's
+next message, a follow-up; that message is answered through the chat request as before. The row
+gets ``conversation`` (``[{role, content}, ...]``, the shape TRL's conversational SFT reads)
+instead of ``instruction``/``response``. Every user turn passes the same checks as a single
+instruction, and a follow-up that copies an earlier message is refused too (as is a reply holding
+the format's special tokens, which would corrupt the next raw prompt); one bad turn drops the
+whole row with a reason naming the turn (``user turn 2: ...``).
+
 Decoding follows the paper: the instruction is sampled at temperature 1.0, top_p 1.0; the
 response is greedy (temperature 0). On this task ``temperature``/``top_p``/``max_tokens`` apply
-to the instruction call and ``response_temperature``/``response_top_p``/``response_max_tokens``
-to the response call. They are set on each request (not as step-wide overrides), so sampling
-settings given on the *model* (``models.default.temperature``) override both.
+to the instruction (user-turn) calls and ``response_temperature``/``response_top_p``/
+``response_max_tokens`` to the response calls. They are set on each request (not as step-wide
+overrides), so sampling settings given on the *model* (``models.default.temperature``) override
+both.
 
-Deliberately not here: multi-turn conversations (one turn only), Magpie's tagging and
-reward-model filters (use ``filter_*`` steps and the curation steps).
+Deliberately not here: multi-turn with a literal pre-query string (datamill cannot know how that
+format closes a turn; use ``chatml``/``llama3``/``auto``), Magpie's tagging and reward-model
+filters (use ``filter_*`` steps and the curation steps).
 """
 
 from __future__ import annotations
@@ -27,21 +38,28 @@ from typing import Any, ClassVar
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
-from ..models.base import Completion, Request
+from ..models.base import Completion, Message, Request
 from ..rows import Row, is_missing, row_seed
 from ..steps.base import Context
-from .base import Task
+from .base import Task, template
 
 
 @dataclass(frozen=True)
 class PreQuery:
-    """A chat format's pre-query template (with and without a system turn) and its stop tokens."""
+    """A chat format's pre-query template (with and without a system turn) and its stop tokens.
+
+    ``to_assistant`` and ``to_user`` are what a conversation needs besides: the text between a
+    user message and the assistant's reply, and between a reply and the next user message (the
+    end of the turn plus the user header). A literal template has neither: it makes one turn.
+    """
 
     name: str
     bare: str
     with_system: str | None  #: ``{system}`` marks the system prompt
     stop: tuple[str, ...]
     markers: tuple[str, ...]  #: special tokens that must never appear inside an instruction
+    to_assistant: str | None = None
+    to_user: str | None = None
 
     def render(self, system: str | None) -> str:
         if not system:
@@ -51,6 +69,27 @@ class PreQuery:
                 f"the {self.name} pre-query template has no system slot; remove system_prompt"
             )
         return self.with_system.replace("{system}", system)
+
+    def continuation(self, system: str | None, turns: list[Message]) -> str:
+        """The raw prompt after finished ``turns`` (user, assistant, ...): it ends at the user header.
+
+        With no turns this is :meth:`render`; the model completes it with the next user message.
+        """
+        if len(turns) % 2 or any(
+            m["role"] != ("user", "assistant")[i % 2] for i, m in enumerate(turns)
+        ):
+            raise ValueError("turns must alternate user, assistant and end with an assistant reply")
+        text = self.render(system)
+        if not turns:
+            return text
+        if self.to_assistant is None or self.to_user is None:
+            raise ConfigError(
+                f"the {self.name} pre-query template cannot continue a conversation; "
+                "use n_turns: 1 or template: chatml, llama3 or auto"
+            )
+        for i, message in enumerate(turns):
+            text += message["content"] + (self.to_assistant if i % 2 == 0 else self.to_user)
+        return text
 
 
 _CHATML_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
@@ -69,6 +108,8 @@ TEMPLATES: dict[str, PreQuery] = {
         with_system="<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n",
         stop=("<|im_end|>", "<|im_start|>", "<|endoftext|>"),
         markers=_CHATML_TOKENS,
+        to_assistant="<|im_end|>\n<|im_start|>assistant\n",
+        to_user="<|im_end|>\n<|im_start|>user\n",
     ),
     "llama3": PreQuery(
         "llama3",
@@ -76,6 +117,8 @@ TEMPLATES: dict[str, PreQuery] = {
         with_system="<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n",
         stop=("<|eot_id|>", "<|start_header_id|>", "<|end_of_text|>"),
         markers=_LLAMA3_TOKENS,
+        to_assistant="<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+        to_user="<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n",
     ),
 }
 TEMPLATES["qwen2"] = TEMPLATES["chatml"]  # distilabel's name for ChatML
@@ -151,7 +194,13 @@ class Magpie(Task):
       A row column ``system_prompt`` beats the parameter.
     - ``only_instruction``: stop after the instruction (no response call).
     - ``include_system_prompt``: also write the chosen prompt to ``system_prompt`` (for
-      ``format_sft: {system_prompt: system_prompt}``).
+      ``format_sft: {system_prompt: system_prompt}``); with ``n_turns > 1``, keep it as the
+      first message of ``conversation`` instead.
+    - ``n_turns``: user/assistant exchanges per row; above 1 the row gets ``conversation``
+      (rename it to ``messages`` for SFT; ``format_sft`` takes single turns only). Without a
+      system prompt, a multi-turn one (``magpie-multi-turn-system.jinja2``) asks for follow-ups.
+    - ``end_with_user``: end the conversation on the last user message, without its answer
+      (needs ``n_turns >= 2``; for one user message use ``only_instruction``).
     """
 
     kind: ClassVar[str] = "magpie"
@@ -159,6 +208,8 @@ class Magpie(Task):
     system_prompt: SystemPrompts | None = None
     only_instruction: bool = False
     include_system_prompt: bool = False
+    n_turns: int = 1
+    end_with_user: bool = False
     stop: list[str] | None = None
     response_temperature: float | None = Field(default=None, ge=0.0)
     response_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -178,8 +229,24 @@ class Magpie(Task):
             )
         return v
 
+    @field_validator("n_turns", mode="before")
+    @classmethod
+    def _turns(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"magpie: n_turns must be a whole number >= 1, not {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _setup(self) -> Magpie:
+        if self.n_turns > 1 and self.only_instruction:
+            raise ConfigError(
+                "magpie: only_instruction makes one user message, so n_turns must be 1; "
+                "for conversations that end on a user message use end_with_user: true"
+            )
+        if self.end_with_user and self.n_turns < 2:
+            raise ConfigError(
+                "magpie: end_with_user needs n_turns >= 2; for one user message use only_instruction: true"
+            )
         self._choices = _system_choices(self.system_prompt)
         if self.template in TEMPLATES:
             self._fixed = TEMPLATES[self.template]
@@ -189,15 +256,24 @@ class Magpie(Task):
                     "magpie: a literal template needs stop (the end-of-turn token(s)), e.g. stop: ['<|im_end|>']"
                 )
             self._fixed = literal_template(self.template, self.stop)
+            if self.n_turns > 1:
+                raise ConfigError(
+                    "magpie: n_turns > 1 needs a chat format datamill knows (template: auto, chatml or llama3), not a literal pre-query string"
+                )
         if self._fixed is not None and any(p for _, p, _ in self._choices):
             self._fixed.render("x")  # a template without a system slot fails now, not per row
         return self
 
     def produces(self) -> list[str]:
-        cols = ["instruction"] if self.only_instruction else ["instruction", "response"]
+        if self.n_turns > 1:
+            cols = ["conversation"]
+        elif self.only_instruction:
+            cols = ["instruction"]
+        else:
+            cols = ["instruction", "response"]
         if isinstance(self.system_prompt, dict):
             cols.append("system_prompt_key")
-        if self.include_system_prompt:
+        if self.include_system_prompt and self.n_turns == 1:
             cols.append("system_prompt")
         return cols
 
@@ -242,36 +318,91 @@ class Magpie(Task):
             )
         pre = self.pre_query(ctx)
         key, system = self.choose_system(row, ctx)
+        if system is None and self.n_turns > 1:
+            system = default_multi_turn_system()
         try:
-            prompt = pre.render(system)
+            pre.render(system)
         except ConfigError:  # a row's own system prompt, and a template without a slot for it
             raise Dropped("template has no system slot", f"system prompt {system!r}") from None
-        first = Request(
-            prompt=prompt,
+        out: Row = dict(row)
+        if isinstance(self.system_prompt, dict):
+            out["system_prompt_key"] = key
+        if self.n_turns > 1:
+            out["conversation"] = await self.converse(ctx, pre, system)
+            return [out]
+        raw = await _labelled(
+            self.call(ctx, self.ask(pre, system, []), salt="/instruction"), "instruction"
+        )
+        instruction = clean_instruction(raw[0].text, pre, system)
+        out["instruction"] = instruction
+        if self.include_system_prompt:
+            out["system_prompt"] = system
+        if self.only_instruction:
+            return [out]
+        request = self.answer(system, [{"role": "user", "content": instruction}])
+        answer = await _labelled(self.call(ctx, request, salt="/response"), "response")
+        out["response"] = answer[0].text.strip()
+        return [out]
+
+    async def converse(self, ctx: Context, pre: PreQuery, system: str | None) -> list[Message]:
+        """``n_turns`` user/assistant exchanges; a bad turn raises ``ParseError`` naming it."""
+        turns: list[Message] = []
+        for n in range(1, self.n_turns + 1):
+            salt = "" if n == 1 else f"#{n}"  # turn 1 makes the very calls of a one-turn run
+            what = f"user turn {n}"
+            raw = await _labelled(
+                self.call(ctx, self.ask(pre, system, turns), salt="/instruction" + salt), what
+            )
+            try:
+                user = clean_instruction(raw[0].text, pre, system)
+                if _normal(user) in {_normal(m["content"]) for m in turns}:
+                    raise ParseError("follow-up repeats an earlier message", raw[0].text)
+            except ParseError as exc:
+                raise ParseError(f"{what}: {exc.reason}", exc.raw) from None
+            turns.append({"role": "user", "content": user})
+            if n == self.n_turns and self.end_with_user:
+                break
+            what = f"assistant turn {n}"
+            reply = await _labelled(
+                self.call(ctx, self.answer(system, turns), salt="/response" + salt), what
+            )
+            text = reply[0].text.strip()
+            if any(token in text for token in pre.markers):  # it would corrupt the next raw prompt
+                raise ParseError(f"{what}: reply holds template tokens", reply[0].text)
+            turns.append({"role": "assistant", "content": text})
+        head: list[Message] = (
+            [{"role": "system", "content": system}] if system and self.include_system_prompt else []
+        )
+        return head + turns
+
+    def ask(self, pre: PreQuery, system: str | None, turns: list[Message]) -> Request:
+        """The raw request whose completion is the next user message."""
+        return Request(
+            prompt=pre.continuation(system, turns),
             stop=tuple(dict.fromkeys([*pre.stop, *(self.stop or [])])),
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             max_tokens=self.max_tokens or 128,
         )
-        raw = (await _labelled(self.call(ctx, first, salt="/instruction"), "instruction"))[0].text
-        instruction = clean_instruction(raw, pre, system)
-        out: Row = {**row, "instruction": instruction}
-        if isinstance(self.system_prompt, dict):
-            out["system_prompt_key"] = key
-        if self.include_system_prompt:
-            out["system_prompt"] = system
-        if self.only_instruction:
-            return [out]
-        second = Request.chat(
-            instruction,
-            system=system,
+
+    def answer(self, system: str | None, turns: list[Message]) -> Request:
+        """The chat request whose completion is the assistant's reply to the last user message."""
+        head: list[Message] = [{"role": "system", "content": system}] if system else []
+        return Request(
+            messages=tuple(head + turns),
             temperature=0.0 if self.response_temperature is None else self.response_temperature,
             top_p=1.0 if self.response_top_p is None else self.response_top_p,
             max_tokens=self.response_max_tokens or 512,
         )
-        answer = await _labelled(self.call(ctx, second, salt="/response"), "response")
-        out["response"] = answer[0].text.strip()
-        return [out]
+
+
+def default_multi_turn_system() -> str:
+    """The system prompt of a multi-turn run given none: it asks for a conversation with follow-ups."""
+    return template("magpie-multi-turn-system.jinja2").render().strip()
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 async def _labelled(call: Awaitable[list[Completion]], what: str) -> list[Completion]:
