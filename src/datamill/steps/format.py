@@ -72,7 +72,7 @@ class FormatSFT(Step):
                 raise Dropped("bad conversation", f"message {i} is not a {{role, content}} pair")
             if not m["content"].strip():
                 raise Dropped("empty text", f"message {i} ({m.get('role')}) is empty")
-            messages.append({"role": m.get("role"), "content": m["content"]})
+            messages.append({"role": str(m.get("role")), "content": m["content"]})
         turns = messages[1:] if messages[0]["role"] == "system" else messages
         expected = ["user", "assistant"] * ((len(turns) + 1) // 2)
         if [m["role"] for m in turns] != expected[: len(turns)]:
