@@ -580,25 +580,48 @@ def test_multi_turn_config_errors() -> None:
 
 @pytest.mark.real
 def test_real_model_two_turn_conversation(embedded_model) -> None:  # type: ignore[no-untyped-def]
-    task = Magpie(
-        n_turns=2,
-        system_prompt="You are a helpful cooking assistant.",
-        temperature=0.7,
-        max_tokens=32,
-        response_temperature=0.7,
-        response_max_tokens=32,
-        truncated="keep",
+    """The built-in magpie-chat recipe on the embedded model, shortened: 2 conversations of 2
+    turns become SFT messages with alternating roles."""
+    from datamill import ModelSettings
+    from datamill.recipes.loader import load_recipe
+
+    p = load_recipe(
+        "magpie-chat",
+        [
+            "steps.magpie.n_turns=2",
+            "steps.magpie.max_tokens=32",
+            "steps.magpie.response_max_tokens=32",
+            "steps.magpie.truncated=keep",
+        ],
     )
-    result = Pipeline([task], source=EmptyRows(2), models={"default": embedded_model}).run(
-        None, cache=False
-    )
+    p.models = {
+        n: ModelSettings(spec=embedded_model, sampling=s.sampling) for n, s in p.models.items()
+    }
+    result = p.run(None, limit=2, cache=False)
     assert len(result.rows) + len(result.failures) == 2 and result.rows
     for row in result.rows:
-        conversation = row["conversation"]
-        assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant"]
-        assert all(m["content"].strip() for m in conversation)
+        assert set(row) == {"messages", "prompt_id"}
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        assert all(m["content"].strip() for m in row["messages"])
     for failure in result.failures:
         assert failure["reason"].startswith(("user turn", "assistant turn"))
+
+
+def test_magpie_chat_recipe_on_the_fake_model() -> None:
+    from datamill import ModelSettings
+    from datamill.recipes.loader import builtin_recipes, load_recipe
+
+    assert "magpie-chat" in builtin_recipes()
+    p = load_recipe("magpie-chat")
+    assert p.steps[0].n_turns == 3  # type: ignore[attr-defined]
+    p.models = {n: ModelSettings(spec=scripted(), sampling=s.sampling) for n, s in p.models.items()}
+    result = p.run(None, limit=2)
+    assert len(result.rows) == 2
+    for row in result.rows:
+        assert [m["content"] for m in row["messages"]] == [
+            "Question 1?", "Answer 1.", "Question 2?", "Answer 2.", "Question 3?", "Answer 3."
+        ]  # fmt: skip
 
 
 def test_format_sft_takes_a_multi_turn_conversation() -> None:

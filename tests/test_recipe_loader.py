@@ -39,6 +39,15 @@ def test_set_overrides_steps_by_kind_and_name_and_top_level_fields() -> None:
     )
     assert p.steps[0].temperature == 0.1  # type: ignore[attr-defined]
     assert p.steps[1].max_tokens == 9  # type: ignore[attr-defined]
+    # the same steps through "steps.": by kind or name, or by position
+    q = load_recipe(
+        "instructions-basic",
+        ["steps.text_generation_2.max_tokens=7", "steps.0.text_generation.seed=3"],
+    )
+    assert q.steps[1].max_tokens == 7 and q.steps[0].seed == 3  # type: ignore[attr-defined]
+    for bad in ("steps.9.text_generation.seed=3", "steps.x=1"):
+        with pytest.raises(ConfigError, match="is not a setting of this recipe"):
+            load_recipe("instructions-basic", [bad])
     assert len(p.source.load()) == 5  # type: ignore[union-attr]
     assert p.models["default"].sampling == {"temperature": 0.5}
 

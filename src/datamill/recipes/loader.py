@@ -182,6 +182,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    target: Any = data
+    for p in parts[:-1]:
+        if isinstance(target, list):
+            target = target[int(p)]
+        else:
+            target = target.setdefault(p, {})
+            if isinstance(target, str) and parts[0] == "models":  # spec string → mapping
+                target = {"spec": target}
+                data["models"][p] = target
+    if isinstance(target, list):
+        target[int(parts[-1])] = value
+    else:
+        target[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
     """Apply ``key.path=value`` settings (a step may be addressed by its kind or name)."""
     for item in overrides:
@@ -190,20 +206,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             raise ConfigError(f"--set {item!r}: use key=value, e.g. --set source.num_rows=20")
         parts = key.split(".")
         value = parse_value(raw)
+        if parts[0] == "steps" and len(parts) >= 3 and not parts[1].isdigit():
+            parts = parts[1:]  # steps.<kind or name>.<param> is <kind or name>.<param>
         if parts[0] in RecipeSpec.model_fields:
-            target: Any = data
-            for p in parts[:-1]:
-                if isinstance(target, list):
-                    target = target[int(p)]
-                else:
-                    target = target.setdefault(p, {})
-                    if isinstance(target, str) and parts[0] == "models":  # spec string → mapping
-                        target = {"spec": target}
-                        data["models"][p] = target
-            if isinstance(target, list):
-                target[int(parts[-1])] = value
-            else:
-                target[parts[-1]] = value
+            try:
+                _set_path(data, parts, value)
+            except (ValueError, IndexError, TypeError, AttributeError):
+                raise ConfigError(
+                    f"--set {item!r}: {key!r} is not a setting of this recipe; address a step "
+                    f"by its kind or name, e.g. --set text_generation.temperature=0.9"
+                ) from None
             continue
         step_name, rest = parts[0], parts[1:]
         if not rest:
