@@ -423,6 +423,76 @@ def test_the_kv_cache_grows_mid_batch_without_changing_texts() -> None:
 
 
 @pytest.mark.real
+def test_a_long_prompt_gives_the_same_text_alone_or_joining_a_busy_batch() -> None:
+    """Whatever else is in the batch, and whenever a request joins, its text is the same: prompt
+    tokens go through llama.cpp in pieces small enough that its attention kernel is the same for
+    every grouping, and sequences that finish make room by moving the others down (exact
+    copies), so decoding stays one pass."""
+    story = "The lighthouse keeper wrote about storms, ships and gulls every evening. " * 12
+    long = Job(
+        9,
+        f"<|im_start|>user\n{story}Summarise.<|im_end|>\n<|im_start|>assistant\n",
+        max_tokens=30,
+        temperature=0.9,
+        seed=3,
+    )
+    others = [  # the same story: the long one copies its prompt prefix from one of them
+        Job(i, f"<|im_start|>user\n{story}Question {i}?<|im_end|>\n<|im_start|>assistant\n", max_tokens=4 + 4 * i, temperature=0.9, seed=i)
+        for i in range(1, 6)
+    ]  # fmt: skip
+    e = BatchEngine(embedded_model_path(), width=8, n_ctx=512, n_threads=1)
+    try:
+        assert len(e.weights.tokenize(long.prompt)) > 130
+        e.submit(long)
+        alone, _ = drain(e)
+        for job in others:
+            e.submit(job)
+        for _ in range(6):  # the others decode; some finish and free low slots
+            e.step()
+        e.submit(long)
+        busy, _ = drain(e)
+        assert e.slots_moved > 0 and e.free_slots == list(range(8))
+        assert e.prefixes_shared >= 5  # the long one's prompt came partly from a copy
+    finally:
+        e.close()
+    assert busy[9].samples == alone[9].samples
+
+
+@pytest.mark.real
+def test_lent_threads_leave_the_texts_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine given a second core (an idle worker lends it) samples the same texts as one on
+    its own core, also when one long-context sequence decodes alone at the end, where llama.cpp
+    would split attention across threads (the engine keeps that step on its own thread)."""
+    import datamill.models.llamacpp_batch as batch
+
+    story = "A knight rode past the old mill and the river, talking about dragons. " * 30
+    jobs = [
+        Job(1, f"<|im_start|>user\n{story}Continue.<|im_end|>\n<|im_start|>assistant\n", max_tokens=40, temperature=0.9, seed=5),
+        Job(2, "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n", max_tokens=3, temperature=0.9, seed=6),
+        Job(3, "<|im_start|>user\nName a fruit.<|im_end|>\n<|im_start|>assistant\n", max_tokens=3, temperature=0.9, seed=7),
+    ]  # fmt: skip
+    calls: list[int] = []
+    real = batch.lc.llama_set_n_threads
+    monkeypatch.setattr(
+        batch.lc, "llama_set_n_threads", lambda ctx, n, nb: (calls.append(n), real(ctx, n, nb))
+    )
+    texts = []
+    for lent in (1, 2):
+        e = BatchEngine(embedded_model_path(), width=4, n_ctx=1024, n_threads=1)
+        e.lent_threads = lent
+        try:
+            for job in jobs:
+                e.submit(job)
+            results, _ = drain(e)
+        finally:
+            e.close()
+        texts.append([results[j.id].samples for j in jobs])
+    assert len(batch.Weights(embedded_model_path(), vocab_only=True).tokenize(jobs[0].prompt)) > 400
+    assert texts[0] == texts[1]
+    assert calls[:2] == [2, 1]  # lent threads were used, and given back for the lone sequence
+
+
+@pytest.mark.real
 def test_a_kv_cache_that_cannot_grow_fails_that_request_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -534,3 +604,36 @@ def test_a_cancelled_request_leaves_the_batch(model: LlamaCppModel) -> None:
         assert after.completion_tokens >= 1
 
     run(scenario())
+
+
+def test_core_share_lends_idle_workers_threads(tmp_path: Path) -> None:
+    """The parent marks a worker busy from its first outstanding request to its last result;
+    a busy worker may use the cores of the idle ones."""
+    from datamill.models.llamacpp_worker import CoreShare, EngineHost
+
+    path = tmp_path / "share"
+    path.write_bytes(bytes(2))
+    a, b = CoreShare(str(path), 0, 2, 2), CoreShare(str(path), 1, 2, 2)
+    assert a.threads() == 2  # the other is idle
+    b.set(True)
+    assert a.threads() == 1 and b.threads() == 2  # b may take a's core while a has nothing
+    a.set(True)
+    assert b.threads() == 1
+    a.set(False)
+    b.set(False)
+
+    class Host(EngineHost):
+        sent: list[Any] = []
+
+        def _send(self, message: tuple[Any, ...]) -> None:
+            self.sent.append(message)
+
+    host = Host({})
+    host.flag = CoreShare(str(path), 1, 2, 2)
+    first = host.submit(Job(1, "x", n=2))
+    host.submit(Job(2, "y"))
+    assert a.threads() == 1  # worker 1 has work on its way
+    host._resolve(JobResult(1, samples=()))
+    assert a.threads() == 1 and first.done()
+    host._resolve(JobResult(2, samples=()))
+    assert a.threads() == 2 and host.load == 0

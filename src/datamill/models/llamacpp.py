@@ -30,8 +30,9 @@ core); a 12-wide batch costs 7.3 ms per token per core, prompt tokens ~6 ms. ``b
 compares datamill with raw llama-cpp-python and distilabel end to end.
 
 Greedy output equals llama-cpp-python's (``create_chat_completion(temperature=0)`` with
-``flash_attn=True``) token for token, whatever else shares the batch: the engine uses flash
-attention (llama.cpp's choice on CPU), whose numerics do not depend on the batch. Without it
+``flash_attn=True``) token for token for prompts under 64 tokens, whatever else shares the batch,
+and every text is the same whatever shares the batch (see ``llamacpp_batch``): the engine uses
+flash attention (llama.cpp's choice on CPU), whose numerics do not depend on the batch. Without it
 (llama-cpp-python's default) batched attention rounds differently and near-ties flip (3 of 8
 prompts differed within 32 tokens when batched, none alone).
 
@@ -95,6 +96,18 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def _share_file(workers: int) -> str:
+    """A file of ``workers`` zero bytes for the workers' core lending (``CoreShare``), in
+    memory where the OS offers it; removed once the workers have mapped it."""
+    import tempfile
+
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    fd, path = tempfile.mkstemp(prefix="datamill-cores-", dir=folder)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(bytes(workers))
+    return path
+
+
 @functools.lru_cache(maxsize=64)
 def schema_grammar(schema_json: str) -> str:
     """GBNF for a JSON schema (llama-cpp-python's converter), cached per schema."""
@@ -150,7 +163,9 @@ class LlamaCppModel(Model):
     ``n_ctx`` is the most context one sequence may use (prompt + completion; the KV cache is
     allocated as requests need it, see ``llamacpp_batch``); ``batch_size`` sequences per
     engine; ``workers`` as in the module docstring (None: one process per core, at most
-    :data:`MAX_DEFAULT_WORKERS`). ``top_k``/``min_p`` (0 = off) add those samplers to every request.
+    :data:`MAX_DEFAULT_WORKERS`). ``top_k``/``min_p`` (0 = off) add those samplers to every
+    request. ``lend_cores`` (on): a worker process with nothing to do lends its cores to the
+    busy ones (``llamacpp_worker.CoreShare``), so long requests left on one worker use them all.
     """
 
     backend = "llamacpp"
@@ -168,12 +183,13 @@ class LlamaCppModel(Model):
         n_gpu_layers: int = 0,
         top_k: int = 0,
         min_p: float = 0.0,
+        lend_cores: bool = True,
         **unknown: Any,
     ) -> None:
         if unknown:
             raise ConfigError(
                 f"unknown llamacpp option(s) {', '.join(sorted(unknown))}: use n_ctx, n_threads, workers, "
-                "batch_size, max_concurrency, n_batch, n_gpu_layers, top_k, min_p"
+                "batch_size, max_concurrency, n_batch, n_gpu_layers, top_k, min_p, lend_cores"
             )
         self.path = Path(path).expanduser() if path else embedded_model_path()
         if not self.path.is_file():
@@ -201,6 +217,7 @@ class LlamaCppModel(Model):
         self.n_batch = n_batch
         self.n_gpu_layers = n_gpu_layers
         self.top_k, self.min_p = top_k, min_p
+        self.lend_cores = bool(lend_cores)
         engines = max(1, self.workers)
         # samplers added to every request change the outputs, so they are part of the identity
         extra = "".join(f"|{k}={v}" for k, v in (("top_k", top_k), ("min_p", min_p)) if v)
@@ -281,11 +298,20 @@ class LlamaCppModel(Model):
         with self._hosts_lock:
             if self._hosts:
                 return self._hosts
+            share_path = None
             if self.workers == 0:
                 hosts: list[Any] = [ThreadHost(self._engine_options(self.n_threads))]
             else:
                 per = max(1, self.n_threads // self.workers)
-                hosts = [ProcessHost(self._engine_options(per)) for _ in range(self.workers)]
+                if self.lend_cores and self.workers > 1 and self.n_threads > per:
+                    share_path = _share_file(self.workers)
+                hosts = [
+                    ProcessHost(
+                        self._engine_options(per),
+                        share=(share_path, i, self.n_threads, self.workers) if share_path else None,
+                    )
+                    for i in range(self.workers)
+                ]
             try:
                 for host in hosts:  # engines load side by side
                     host.launch()
@@ -295,6 +321,9 @@ class LlamaCppModel(Model):
                 for host in hosts:
                     host.close()
                 raise ModelUnavailable(f"cannot load GGUF {self.path}: {exc}") from exc
+            finally:
+                if share_path:  # the workers have mapped it by now (or failed)
+                    os.unlink(share_path)
             self._hosts = hosts
         return self._hosts
 

@@ -40,6 +40,7 @@ class EngineHost:
         self.engine_options = engine_options
         self.pending: dict[int, tuple[Future[JobResult], int]] = {}
         self.load = 0  #: samples submitted and not yet finished
+        self.flag: CoreShare | None = None  #: where this worker's "busy" is published, if shared
         self._lock = threading.Lock()
         self.ready: Future[None] = Future()
 
@@ -47,22 +48,28 @@ class EngineHost:
         future: Future[JobResult] = Future()
         with self._lock:
             self.pending[job.id] = (future, job.n)
-            self.load += job.n
+            self._add_load(job.n)
         try:
             self._send(("job", job))
         except BaseException:
             with self._lock:
                 self.pending.pop(job.id, None)
-                self.load -= job.n
+                self._add_load(-job.n)
             raise
         future.add_done_callback(lambda f: self._cancel(job.id) if f.cancelled() else None)
         return future
+
+    def _add_load(self, n: int) -> None:
+        """Under the lock: count samples in (or out) and publish busy/idle where shared."""
+        before, self.load = self.load, self.load + n
+        if self.flag is not None and (before > 0) != (self.load > 0):
+            self.flag.set(self.load > 0)
 
     def _resolve(self, result: JobResult) -> None:
         with self._lock:
             entry = self.pending.pop(result.id, None)
             if entry is not None:
-                self.load -= entry[1]
+                self._add_load(-entry[1])
         if entry is not None:
             with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
                 entry[0].set_result(result)
@@ -71,7 +78,7 @@ class EngineHost:
         with self._lock:
             entries = list(self.pending.items())
             self.pending.clear()
-            self.load = 0
+            self._add_load(-self.load)
         for job_id, (future, _) in entries:
             with contextlib.suppress(InvalidStateError):
                 future.set_result(
@@ -82,7 +89,7 @@ class EngineHost:
         with self._lock:
             entry = self.pending.pop(job_id, None)
             if entry is not None:
-                self.load -= entry[1]
+                self._add_load(-entry[1])
         if entry is not None:
             with contextlib.suppress(
                 OSError, RuntimeError
@@ -105,11 +112,43 @@ class EngineHost:
         raise NotImplementedError
 
 
-def serve(engine: BatchEngine, receive: Any, deliver: Any) -> None:
+class CoreShare:
+    """Worker processes lend each other their cores. One byte per worker in a small shared file
+    says whether it has requests outstanding; the parent process sets it when it hands a worker
+    its first request and clears it when the worker's last result is back (so a worker counts as
+    busy from the moment work is on its way). Before each step a worker takes the threads of the
+    idle ones (``cores // busy workers``): when one worker's requests run long and the other's
+    are done, the long ones get both cores instead of one.
+    """
+
+    def __init__(self, path: str, index: int, cores: int, workers: int) -> None:
+        import mmap
+
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self.map = mmap.mmap(fd, workers)
+        finally:
+            os.close(fd)
+        self.index, self.cores = index, cores
+
+    def set(self, busy: bool) -> None:
+        """Parent side: this worker has requests outstanding (or not)."""
+        self.map[self.index] = int(busy)
+
+    def threads(self) -> int:
+        """Worker side: the threads this (busy) worker may use now."""
+        busy = 1 + sum(self.map[:]) - self.map[self.index]
+        return max(1, self.cores // busy)
+
+    def close(self) -> None:
+        self.map.close()
+
+
+def serve(engine: BatchEngine, receive: Any, deliver: Any, share: CoreShare | None = None) -> None:
     """The host loop: take messages, step the engine, deliver finished jobs; until ``close``.
 
     ``receive(block)`` returns the next message (or None when not blocking and there is none);
-    ``deliver(result)`` passes one finished job on.
+    ``deliver(result)`` passes one finished job on; ``share`` lends idle workers' cores.
     """
     while True:
         message = receive(not engine.busy)
@@ -128,6 +167,8 @@ def serve(engine: BatchEngine, receive: Any, deliver: Any) -> None:
             elif kind == "cancel":
                 engine.cancel(message[1])
             message = receive(False)
+        if share is not None and engine.busy:
+            engine.lent_threads = share.threads()
         for result in engine.step():
             deliver(result)
 
@@ -180,8 +221,11 @@ class ThreadHost(EngineHost):
 class ProcessHost(EngineHost):
     """The engine in a worker process of its own (started fresh, never forked)."""
 
-    def __init__(self, engine_options: dict[str, Any]) -> None:
+    def __init__(
+        self, engine_options: dict[str, Any], share: tuple[str, int, int, int] | None = None
+    ) -> None:
         super().__init__(engine_options)
+        self.share = share  #: (path, index, cores, workers) for :class:`CoreShare`, or None
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
@@ -197,7 +241,9 @@ class ProcessHost(EngineHost):
         )
         theirs.close()
         self._conn = Connection(mine.detach())
-        self._conn.send(self.engine_options)
+        if self.share is not None:
+            self.flag = CoreShare(*self.share)
+        self._conn.send((self.engine_options, self.share))
         self._reader = threading.Thread(
             target=self._read, name="llamacpp-worker-reader", daemon=True
         )
@@ -247,6 +293,10 @@ class ProcessHost(EngineHost):
             self._conn.close()
         self._conn = self._proc = self._reader = None
         self._fail_pending("the model was closed")
+        if self.flag is not None:
+            with self._lock:
+                self.flag.close()
+                self.flag = None
 
 
 def _worker_code(fd: int) -> str:
@@ -283,9 +333,10 @@ def worker_main(fd: int) -> None:
     """Entry point of a worker process: load the engine, then serve jobs from the socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
-    options = conn.recv()
+    options, shared = conn.recv()
     try:
         engine = BatchEngine(**options)
+        share = CoreShare(*shared) if shared else None
     except Exception as exc:
         conn.send(("error", str(exc)))
         return
@@ -298,7 +349,7 @@ def worker_main(fd: int) -> None:
         return None
 
     with contextlib.suppress(EOFError, OSError):  # OSError, EOFError: the parent went away
-        serve(engine, receive, lambda result: conn.send(("done", result)))
+        serve(engine, receive, lambda result: conn.send(("done", result)), share)
     # the process ends here: the OS frees the weights and the KV cache faster than llama.cpp's
     # destructors and the interpreter's shutdown would, and the parent waits on this exit
     os._exit(0)
