@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from .options import CacheOption, InputOption, SetOption
+
 out = Console()
 console = Console(stderr=True)
 
@@ -47,27 +49,12 @@ def plan(
             help="Run output folder the forecast is saved in, for `datamill run` to compare (default: out/RECIPE).",
         ),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe field: key.path=value (repeatable)."),
-    ] = None,
+    set_: SetOption = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not keep the preview's calls in the call cache.")
     ] = False,
-    cache: Annotated[
-        Path | None,
-        typer.Option(
-            help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite)."
-        ),
-    ] = None,
-    input_: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="Read source rows from this file/folder instead of the recipe's source.",
-        ),
-    ] = None,
+    cache: CacheOption = None,
+    input_: InputOption = None,
 ) -> None:
     """Forecast a run's model calls, tokens, time and cost before paying for it.
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..pipeline.stats import Stats
+from .options import CacheOption, InputOption, SetOption
 
 console = Console(stderr=True)
 out = Console()
@@ -44,27 +45,12 @@ def run(
             help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL …"
         ),
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe field: key.path=value (repeatable)."),
-    ] = None,
+    set_: SetOption = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write the call cache.")
     ] = False,
-    cache: Annotated[
-        Path | None,
-        typer.Option(
-            help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite)."
-        ),
-    ] = None,
-    input_: Annotated[
-        Path | None,
-        typer.Option(
-            "--input",
-            "-i",
-            help="Read source rows from this file/folder instead of the recipe's source.",
-        ),
-    ] = None,
+    cache: CacheOption = None,
+    input_: InputOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     executor: Annotated[
         str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")
