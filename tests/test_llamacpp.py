@@ -637,3 +637,17 @@ def test_core_share_lends_idle_workers_threads(tmp_path: Path) -> None:
     assert a.threads() == 1 and first.done()
     host._resolve(JobResult(2, samples=()))
     assert a.threads() == 2 and host.load == 0
+
+
+def test_lent_threads_that_do_not_pay_pause_lending() -> None:
+    """On a machine whose other programs keep the cores busy, llama.cpp's threads wait on each
+    other and a lent step is slower, not faster: lending then pauses, and is tried again later."""
+    import datamill.models.llamacpp_batch as batch
+
+    e = BatchEngine.__new__(BatchEngine)  # the timing rule alone, no model
+    e._per_token_own, e._lend_pause, e.lent_steps, e.lend_pauses = None, 0, 0, 0
+    e._time_threads(False, 0.0072)  # own threads: 7.2 ms per token
+    e._time_threads(True, 0.0040)  # lent: clearly faster, lending goes on
+    assert e._lend_pause == 0 and e.lent_steps == 1
+    e._time_threads(True, 0.0065)  # lent but hardly faster: pause
+    assert e._lend_pause == batch.LEND_PAUSE and e.lend_pauses == 1

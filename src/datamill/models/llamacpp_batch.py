@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,11 @@ MIN_SHARED = 8
 #: prefix copies; below 64 every token takes the same kernel, so a text does not depend on its
 #: neighbours or on timing. Long prompts take several steps (decoding goes on meanwhile).
 PREFILL_CHUNK = 63
+
+#: a step on lent threads must cost at most this share of the engine's own per-token time...
+LEND_MIN_GAIN = 0.8
+#: ...or lending pauses for this many steps (then one step tries again)
+LEND_PAUSE = 50
 
 #: KV cells per sequence of a new engine's context. The KV cache is ``width`` x cells, zeroed by
 #: llama.cpp when allocated (16 x 2048 cells of SmolLM2-135M: 755 MB, 0.5-1.5 s here), so an engine
@@ -185,6 +191,10 @@ class BatchEngine:
         #: threads this engine may use when others lend theirs (``llamacpp_worker.CoreShare``)
         self.lent_threads = n_threads
         self.threads = n_threads  #: threads of the context now
+        self._per_token_own: float | None = None  #: recent seconds per token on own threads
+        self._lend_pause = 0  #: steps left before lent threads are tried again
+        self.lent_steps = 0  #: counters, for benchmarks and tests
+        self.lend_pauses = 0
         self.ctx: Any = None
         self.cap = 0  #: KV cells per sequence in the current context (grows up to n_ctx)
         self.grown = 0  #: how many times the context was rebuilt larger
@@ -277,8 +287,15 @@ class BatchEngine:
         n, k = len(entries), self.batch.n_tokens
         slots = [s.slot for s in entries]  # sorted
         even = (n == 1 and k > 1) or (n > 1 and k == n and slots[-1] - slots[0] == n - 1)
-        self._use_threads(max(self.base_threads, self.lent_threads) if even else self.base_threads)
+        lend = even and self.lent_threads > self.base_threads
+        if lend and self._lend_pause > 0:
+            self._lend_pause -= 1
+            lend = False
+        self._use_threads(self.lent_threads if lend else self.base_threads)
+        began = time.perf_counter()
         rc = lc.llama_decode(self.ctx, self.batch)
+        if rc == 0 and even:
+            self._time_threads(lend, (time.perf_counter() - began) / self.batch.n_tokens)
         self.steps += 1
         if rc != 0:
             return self._fail_all(f"llama_decode failed with code {rc}")
@@ -295,6 +312,19 @@ class BatchEngine:
         for s, at in clones:
             self._sample(s, at)
         return refused + self._collect()
+
+    def _time_threads(self, lent: bool, per_token: float) -> None:
+        """Lent threads must pay: a lent step that is not clearly faster per token than recent
+        steps on the engine's own threads (as when other programs keep the cores busy, and
+        llama.cpp's threads wait on each other) pauses lending for :data:`LEND_PAUSE` steps."""
+        own = self._per_token_own
+        if lent:
+            self.lent_steps += 1
+            if own is not None and per_token > LEND_MIN_GAIN * own:
+                self._lend_pause = LEND_PAUSE
+                self.lend_pauses += 1
+        else:
+            self._per_token_own = per_token if own is None else 0.7 * own + 0.3 * per_token
 
     def _use_threads(self, n: int) -> None:
         if n != self.threads:

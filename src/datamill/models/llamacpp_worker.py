@@ -118,7 +118,9 @@ class CoreShare:
     its first request and clears it when the worker's last result is back (so a worker counts as
     busy from the moment work is on its way). Before each step a worker takes the threads of the
     idle ones (``cores // busy workers``): when one worker's requests run long and the other's
-    are done, the long ones get both cores instead of one.
+    are done, the long ones get both cores instead of one. The engine checks that lent threads
+    pay (``BatchEngine._time_threads``): with other programs busy on the cores they do not, and
+    it pauses lending.
     """
 
     def __init__(self, path: str, index: int, cores: int, workers: int) -> None:
