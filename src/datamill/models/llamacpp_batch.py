@@ -195,21 +195,21 @@ class BatchEngine:
         self._lend_pause = 0  #: steps left before lent threads are tried again
         self.lent_steps = 0  #: counters, for benchmarks and tests
         self.lend_pauses = 0
-        self.ctx: Any = None
         self.cap = 0  #: KV cells per sequence in the current context (grows up to n_ctx)
         self.grown = 0  #: how many times the context was rebuilt larger
-        self.ctx = self._new_context(min(n_ctx, INITIAL_CTX))
+        cells = min(n_ctx, INITIAL_CTX)
+        self.ctx: Any = self._new_context(cells)
         if not self.ctx:
             self.weights.close()
-            raise ValueError(
-                f"llama.cpp could not create a context of {width} x {min(n_ctx, INITIAL_CTX)} tokens"
-            )
+            raise ValueError(f"llama.cpp could not create a context of {width} x {cells} tokens")
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
         # scratch for grammar checks: one candidate, or the whole vocabulary
         self._n_vocab = int(lc.llama_vocab_n_tokens(self.weights.vocab))
         self._one = lc.llama_token_data()
         self._one_array = lc.llama_token_data_array(data=ctypes.pointer(self._one), size=1)
-        self._cands: Any = None  # the whole vocabulary as llama_token_data, made when first needed
+        # the whole vocabulary as llama_token_data, and its ids: made when first needed
+        self._cands: Any = None
+        self._ids: Any = None
         self.slots: list[_Seq | None] = [None] * width  #: who holds each KV stream
         #: cross-stream KV copies queued: llama.cpp makes them at the next decode
         self._copies_pending = False
@@ -295,7 +295,7 @@ class BatchEngine:
         began = time.perf_counter()
         rc = lc.llama_decode(self.ctx, self.batch)
         if rc == 0 and even:
-            self._time_threads(lend, (time.perf_counter() - began) / self.batch.n_tokens)
+            self._time_threads(lend, (time.perf_counter() - began) / k)
         self.steps += 1
         if rc != 0:
             return self._fail_all(f"llama_decode failed with code {rc}")
@@ -560,8 +560,9 @@ class BatchEngine:
             self._cands = np.zeros(
                 self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")]
             )
+            self._ids = np.arange(self._n_vocab, dtype=np.int32)
         cands = self._cands
-        cands["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        cands["id"] = self._ids  # samplers may reorder the array: ids set afresh each time
         cands["logit"] = logits
         cands["p"] = 0.0
         array = lc.llama_token_data_array(
