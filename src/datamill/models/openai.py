@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
 from .adaptive import AdaptiveLimiter
-from .base import Completion, FinishReason, Model, ModelInfo, Request
+from .base import Completion, FinishReason, Model, ModelInfo, Request, finish_reason_of
 
 try:
     import aiohttp
@@ -425,9 +425,8 @@ class OpenAIModel(Model):
             texts: list[tuple[str, FinishReason]] = []
             for choice in choices[:want]:
                 text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-                texts.append(
-                    (text or "", "length" if choice.get("finish_reason") == "length" else "stop")
-                )
+                # every reason mapped on purpose; an absent one is taken as a normal stop
+                texts.append((text or "", finish_reason_of(choice.get("finish_reason"))))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ModelError(
                 f"{self.base_url} sent a response without choices: {exc}",

@@ -10,6 +10,7 @@ raw text. Prompts live in ``tasks/templates/*.jinja2`` beside the code.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ import jinja2
 from pydantic import Field
 
 from ..errors import ParseError
-from ..models.base import Completion, Request
+from ..models.base import Completion, Request, split_reasoning
 from ..rows import Row, row_seed
 from ..steps.base import Context, Step
 
@@ -103,16 +104,40 @@ class Task(Step):
         completions = await ctx.generate(
             model or self.model, request.with_options(**self.sampling())
         )
-        for c in completions:
-            self.check_completion(c)
-        return completions
+        return [self.check_completion(c) for c in completions]
 
-    def check_completion(self, completion: Completion) -> None:
-        """Refuse empty and (unless ``truncated: keep``) truncated completions."""
-        if not completion.text.strip():
-            raise ParseError("empty completion", completion.text)
-        if completion.finish_reason == "length" and self.truncated == "drop":
-            raise ParseError("truncated at max_tokens", completion.text)
+    def check_completion(self, completion: Completion) -> Completion:
+        """The answer a task may read from one raw completion, or :class:`ParseError`.
+
+        Every completion a task reads passes here once, after the cache (which keeps the raw
+        text): a leading ``<think>…</think>`` block is split off into ``reasoning`` (kept on the
+        returned completion, not written to any column), and the text becomes the answer alone.
+        Refused, each with its own failure reason: ``content filtered`` (the provider withheld or
+        cut the answer), ``tool call instead of an answer`` (no task asks for tools: ``Request``
+        carries none), ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a
+        thinking block never closed), ``truncated at max_tokens`` (unless ``truncated: keep``),
+        and ``empty completion``.
+        """
+        raw = completion.text
+        finish = completion.finish_reason
+        if finish == "content_filter":
+            raise ParseError("content filtered", raw)
+        if finish == "tool_calls":
+            raise ParseError("tool call instead of an answer", raw)
+        if finish == "error":
+            raise ParseError("model error", raw)
+        if finish not in ("stop", "length"):
+            raise ParseError("unknown finish reason", f"finish_reason {finish!r}: {raw}")
+        reasoning, answer = split_reasoning(raw)
+        if answer is None:
+            raise ParseError("reasoning not finished", raw)
+        if finish == "length" and self.truncated == "drop":
+            raise ParseError("truncated at max_tokens", raw)
+        if not answer.strip():
+            raise ParseError("empty completion", raw)
+        if reasoning is None:
+            return completion
+        return replace(completion, text=answer, reasoning=reasoning)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         requests = self.requests(row, ctx)

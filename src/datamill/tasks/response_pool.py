@@ -154,7 +154,7 @@ class ResponsePool(Task):
             label = model_label(name, ctx.model_info(name))
             for i, c in enumerate(completions):
                 try:
-                    self.check_completion(c)
+                    c = self.check_completion(c)
                 except ParseError as exc:
                     problems.append(f"{label} sample {i + 1}: {exc.reason}")
                     continue
