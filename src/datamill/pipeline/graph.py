@@ -1,7 +1,9 @@
 """A pipeline: a source, a chain of steps, and named models. Checked before any model call.
 
 ``Pipeline.check`` walks the column flow: each step's required columns must exist by the time
-rows reach it, each model a step names must be declared, step names are made unique. Errors
+rows reach it, each model a step names must be declared, step names are made unique, and no
+step writes over a column the rows already have unless it reads it (``Step.updates``): a
+column is never lost without being named. Errors
 name the step (position and name) and the column, and say what to do.
 """
 
@@ -119,6 +121,7 @@ class Pipeline:
             columns = Source.columns(self.source.load())
         flow = []
         available = list(columns)
+        origin = {c: "the source" for c in available}  # where each column was first written
         for i, s in enumerate(self.steps, start=1):
             for m in s.models():
                 if m not in self.models:
@@ -133,7 +136,17 @@ class Pipeline:
                     f"step {i} ({s.label}) needs column {missing[0]!r}, but rows only have: {have}; "
                     "add a rename step or set the step's column parameter"
                 )
+            kept = set(s.updates())
+            clash = [c for c in s.produces() if c in origin and c not in kept]
+            if clash:
+                c = clash[0]
+                raise PipelineError(
+                    f"step {i} ({s.label}) writes column {c!r}, which rows already have from "
+                    f"{origin[c]}; a step may rewrite only a column it reads, so give the step's "
+                    f"output another name or drop/rename {c!r} before it"
+                )
             available = s.output_columns(available)
+            origin = {c: origin.get(c, f"step {i} ({s.label})") for c in available}
             flow.append(list(available))
         return flow
 

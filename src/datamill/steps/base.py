@@ -81,6 +81,12 @@ class Step(BaseModel):
         """Columns this step adds (used by the default :meth:`output_columns`)."""
         return []
 
+    def updates(self) -> list[str]:
+        """Columns this step may rewrite in place on purpose (default: the ones it reads).
+        ``Pipeline.check`` refuses a step that writes (:meth:`produces`) a column the rows
+        already have unless it is listed here."""
+        return self.required_columns()
+
     def models(self) -> list[str]:
         """Names of the models this step calls (empty for plain steps)."""
         return []

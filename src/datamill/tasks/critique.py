@@ -87,6 +87,11 @@ class CritiqueRewrite(Task):
             cols += [self.generations, self.generation_models]
         return cols
 
+    def updates(self) -> list[str]:
+        # with ``pool`` the rewrite joins the pool: both pool columns grow in place
+        pool = [self.generations, self.generation_models] if self.pool else []
+        return self.required_columns() + pool
+
     def pick_principles(self, ctx: Context) -> list[str]:
         if self.principles_per_row is None:
             return list(self.principles)

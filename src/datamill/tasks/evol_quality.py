@@ -119,6 +119,11 @@ class EvolQuality(Task):
             cols += [self.generations, self.generation_models]
         return cols
 
+    def updates(self) -> list[str]:
+        # with ``pool`` the rewrite joins the pool: both pool columns grow in place
+        pool = [self.generations, self.generation_models] if self.pool else []
+        return self.required_columns() + pool
+
     def pick_mutations(self, ctx: Context) -> list[str]:
         base = self.seed if self.seed is not None else ctx.seed
         rng = random.Random(row_seed(base, ctx.key, self.label + "/mutations"))

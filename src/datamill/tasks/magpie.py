@@ -277,6 +277,9 @@ class Magpie(Task):
             cols.append("system_prompt")
         return cols
 
+    def updates(self) -> list[str]:
+        return ["system_prompt"]  # a row's own system prompt is read, and written back unchanged
+
     def sampling(self) -> dict[str, Any]:
         return {}  # per-call settings are put on each request (see the module docstring)
 
