@@ -30,6 +30,8 @@ from datamill.models.openai import OpenAIModel
 from datamill.pipeline.cache import call_key
 from datamill.steps.columns import Drop, Expand, Group, Rename
 from datamill.steps.dedup import EmbeddingDedup, ExactDedup, MinHashDedup
+from datamill.steps.deita import DeitaScore, DeitaSelect
+from datamill.steps.embed import Embed
 from datamill.tasks.critique import CritiqueRewrite
 from datamill.tasks.response_pool import ResponsePool
 from datamill.tasks.self_instruct import SelfInstruct
@@ -303,6 +305,20 @@ def test_a_step_may_not_write_over_a_column_it_does_not_read() -> None:
         "step 2 (group) writes column 'answer', which rows already have from step 1 (text_generation)"
         in message
     )
+
+
+def test_steps_with_their_own_column_rules_are_checked_too() -> None:
+    message = refusal([Embed(columns=["instruction"], output="vector")], ["instruction", "vector"])
+    assert "step 1 (embed) writes column 'vector'" in message
+    message = refusal([DeitaScore()], ["complexity_score", "deita_score"])
+    assert "writes column 'deita_score'" in message
+    # deita_select reads a score that is there, and writes one only where it is missing
+    select = DeitaSelect(budget=2, columns=["instruction"])
+    assert Pipeline([select]).check(["instruction", "deita_score"])[-1] == [
+        "instruction",
+        "deita_score",
+        "deita_nearest_similarity",
+    ]
 
 
 def test_a_step_that_reads_a_column_may_rewrite_it() -> None:
