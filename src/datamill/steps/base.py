@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import Dropped
-from ..rows import Row, RowKey
+from ..rows import Path, Row, RowKey
 
 if TYPE_CHECKING:
     from ..models.base import Completion, Request
@@ -71,6 +71,17 @@ class Step(BaseModel):
 
     def required_columns(self) -> list[str]:
         """Columns every incoming row must have."""
+        return []
+
+    def required_paths(self) -> list[Path]:
+        """The places inside a row whose *values* a model step sends to the model: a column
+        (``("instruction",)``) or a place inside one (``("person", "address", "street")``). A row
+        where one is absent, null, NaN or blank is recorded as ``empty input`` without a call."""
+        return [(c,) for c in self.required_columns()]
+
+    def text_paths(self) -> list[Path]:
+        """The places whose value goes into a prompt whole, as text: an object, a list or bytes
+        there is refused before any call (``io.sources.check_rows``)."""
         return []
 
     def output_columns(self, columns: list[str]) -> list[str]:
