@@ -70,6 +70,17 @@ def lookup(row: Row, path: Path) -> tuple[Any, str | None]:
     return value, None
 
 
+def why_missing(row: Row, path: Path) -> str | None:
+    """``"absent"``, ``"null"``, ``"NaN"`` or ``"blank"`` when ``row`` has no usable value at
+    ``path`` (what :func:`is_missing` means, followed into nested places), else None."""
+    value, broken = lookup(row, path)
+    if broken is not None:
+        return broken
+    if not is_missing(value):
+        return None
+    return "blank" if isinstance(value, str) else "null" if value is None else "NaN"
+
+
 def unencodable(value: Any, path: Path = ()) -> str | None:
     """Where ``value`` holds text that cannot be written as UTF-8 (a lone surrogate such as
     ``"\\ud83d"``, half of an emoji pair), or None. Looks inside dicts and lists; the answer

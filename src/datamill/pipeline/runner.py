@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from ..errors import BudgetExceeded, Dropped, ModelError, ModelUnavailable, ParseError
 from ..models.base import Completion, Model, Request
-from ..rows import Row, RowKey, is_missing, lookup, path_text, unencodable
+from ..rows import Row, RowKey, path_text, unencodable, why_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
 from .stats import CallCounts, Stats
@@ -403,12 +403,9 @@ def empty_input(step: Step, row: Row) -> str | None:
     if not step.models():
         return None
     for path in step.required_paths():
-        value, broken = lookup(row, path)
-        if broken is None and not is_missing(value):
+        what = why_missing(row, path)
+        if what is None:
             continue
-        what = broken or (
-            "blank" if isinstance(value, str) else "null" if value is None else "NaN"
-        )
         if len(path) == 1:
             return f"column {path[0]!r} is {what}; {step.label} needs a value there"
         return f"{path_text(path)} is {what}; {step.label} needs a value there"

@@ -18,9 +18,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import Dropped
+from ..errors import ConfigError, Dropped
 from ..rows import Path, Row, RowKey
 
 if TYPE_CHECKING:
@@ -69,6 +69,20 @@ class Step(BaseModel):
     #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
     name: str | None = None
 
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Build from named parameters; anything wrong is a one-line ``ConfigError`` (not
+        pydantic's ``ValidationError``), e.g. ``TextGeneration: unknown parameter 'temprature'
+        (did you mean 'temperature'?)``."""
+        cls = type(self).__name__
+        if args:
+            raise ParameterError(f"{cls}: parameters are named, e.g. {cls}(output='response')")
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = ParameterError(f"{cls}: {validation_problem(type(self), exc)}")
+            error.validation = exc  # the recipe loader points at the file line of the field
+            raise error from None
+
     def required_columns(self) -> list[str]:
         """Columns every incoming row must have."""
         return []
@@ -102,6 +116,34 @@ class Step(BaseModel):
     @property
     def label(self) -> str:
         return self.name or self.kind
+
+
+class ParameterError(ConfigError):
+    """A step built with a wrong parameter (a ``ConfigError``, so ``except DatamillError``
+    catches it; deliberately not a ``ValueError``, which pydantic would wrap again when a recipe
+    is validated). ``validation`` keeps pydantic's error (field locations) when there was one."""
+
+    validation: ValidationError | None = None
+
+
+def validation_problem(cls: type[BaseModel], exc: ValidationError) -> str:
+    """The first problem of a pydantic ``ValidationError`` in one line: what is wrong (the
+    parameter, the value given) and what to do."""
+    import difflib
+
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    names = [f.alias or n for n, f in cls.model_fields.items()]
+    if err["type"] == "extra_forbidden":
+        hint = difflib.get_close_matches(field, names, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        allowed = ", ".join(n for n in names if n != "name")
+        return f"unknown parameter {field!r}{did}; allowed: {allowed}"
+    if err["type"] == "missing":
+        return f"{field}: a value is required"
+    if err["type"] == "value_error":  # our own validators' words, which name the value
+        return f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{field}: {err['msg']} (got {err.get('input')!r:.200})"
 
 
 class GlobalStep(Step):
