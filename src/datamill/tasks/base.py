@@ -212,7 +212,13 @@ _MARKUP = re.compile(r"\{\{|\{%|\{#")
 def no_markup(where: str, value: object) -> None:
     """``ConfigError`` when a free-text field that is sent to the model as written (not a
     template) holds Jinja markup, which would reach the model verbatim."""
-    texts = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+    texts = (
+        [value]
+        if isinstance(value, str)
+        else list(value)
+        if isinstance(value, (list, tuple))
+        else []
+    )
     for text in texts:
         m = _MARKUP.search(text) if isinstance(text, str) else None
         if m:
@@ -295,7 +301,10 @@ def refuse_unencodable(request: Request) -> None:
     """``Dropped("unencodable text")`` when a prompt holds text no model (nor the call cache)
     can take: a lone surrogate, from a value a step made; source rows are checked up front."""
     parts: list[tuple[str, object]] = [("prompt", request.prompt)]
-    parts += [(f"message {i} ({m['role']})", m["content"]) for i, m in enumerate(request.messages or (), start=1)]
+    parts += [
+        (f"message {i} ({m['role']})", m["content"])
+        for i, m in enumerate(request.messages or (), start=1)
+    ]
     for where, text in parts:
         bad = unencodable(text) if text is not None else None
         if bad is not None:

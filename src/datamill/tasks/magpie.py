@@ -321,7 +321,9 @@ class Magpie(Task):
         else:
             rng = random.Random(
                 row_seed(
-                    self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + "/system"
+                    self.seed if self.seed is not None else ctx.seed,
+                    ctx.key,
+                    self.label + "/system",
                 )
             )
             key, prompt, _ = rng.choices(self._choices, weights=[w for _, _, w in self._choices])[0]
