@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ConfigError, Dropped
-from ..rows import Path, Row, RowKey
+from ..rows import Path, Row, RowKey, unencodable
 
 if TYPE_CHECKING:
     from ..models.base import Completion, Request
@@ -164,7 +164,8 @@ class GlobalStep(Step):
 class FunctionStep(Step):
     """Wrap ``fn(row) -> row | list[row] | None`` (sync or async) as a step.
 
-    ``None`` drops the row (recorded with reason ``"dropped by <name>"``).
+    ``None`` drops the row (recorded with reason ``"dropped by <name>"``); a returned row holding
+    text that cannot be written as UTF-8 (a lone surrogate) is recorded as ``unencodable text``.
     """
 
     kind: ClassVar[str] = "function"
@@ -188,9 +189,12 @@ class FunctionStep(Step):
             result = await result
         if result is None:
             raise Dropped(f"dropped by {self.label}")
-        if isinstance(result, dict):
-            return [result]
-        return list(_as_rows(result))
+        rows = [result] if isinstance(result, dict) else list(_as_rows(result))
+        for r in rows:  # no model, cache or output file can hold a lone surrogate
+            bad = unencodable(r)
+            if bad is not None:
+                raise Dropped("unencodable text", f"{self.label} returned {bad}")
+        return rows
 
 
 def _as_rows(result: Iterable[Any]) -> Iterable[Row]:

@@ -71,15 +71,19 @@ class TemplateReads:
     must hold a value. A place the template tests itself (``{% if a.b %}``, ``a.b is defined``,
     ``a.b is none``, ``a.b | default(...)``), and every place under it, is left out.
     ``rendered``: the places printed whole (``{{ person.name }}``); they must hold text or a
-    number, not an object or a list.
+    number, not an object or a list. ``columns``: the columns every row must have (all it
+    reads but those read only through ``| default(...)`` or ``is defined``).
     """
 
     paths: tuple[RowPath, ...]
     rendered: tuple[RowPath, ...]
+    columns: tuple[str, ...]
 
 
-_OPTIONAL_FILTERS = {"default", "d"}
-_OPTIONAL_TESTS = {"defined", "undefined", "none"}
+#: filters and tests after which a place may be absent (Jinja handles it) …
+_MAY_BE_ABSENT = {"default", "d", "defined", "undefined"}
+#: … and tests after which it may be null or blank
+_MAY_BE_EMPTY = {"none"}
 
 
 def _path(node: nodes.Node) -> RowPath | None:
@@ -98,39 +102,43 @@ def _path(node: nodes.Node) -> RowPath | None:
     return None
 
 
-def _scan(
-    node: nodes.Node,
-    read: dict[RowPath, None],
-    shown: dict[RowPath, None],
-    optional: set[RowPath],
-) -> None:
-    if isinstance(node, nodes.Output):
-        for child in node.nodes:
-            p = _path(child)
+@dataclass
+class _Scan:
+    read: dict[RowPath, None]
+    shown: dict[RowPath, None]
+    absent_ok: set[RowPath]  # ``a.b | default``, ``a.b is defined``
+    empty_ok: set[RowPath]  # ``{% if a.b %}``, ``a.b is none``
+
+    def visit(self, node: nodes.Node) -> None:
+        if isinstance(node, nodes.Output):
+            for child in node.nodes:
+                p = _path(child)
+                if p is not None:
+                    self.shown[p] = None
+        if isinstance(node, (nodes.If, nodes.CondExpr)):
+            tested = _path(node.test)
+            if tested is not None:
+                self.empty_ok.add(tested)
+        skip: nodes.Node | None = None
+        guarded = (
+            _path(node.node) if isinstance(node, (nodes.Filter, nodes.Test)) and node.node else None
+        )
+        if guarded is not None and node.name in _MAY_BE_ABSENT:  # type: ignore[attr-defined]
+            skip = node.node  # type: ignore[attr-defined]  # absence is handled by the template
+            self.absent_ok.add(guarded)
+        elif guarded is not None and node.name in _MAY_BE_EMPTY:  # type: ignore[attr-defined]
+            self.empty_ok.add(guarded)
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+            skip = node.node  # ``text.upper()``: the object is read, not a key named "upper"
+            self.visit(node.node.node)
+        elif skip is None:
+            p = _path(node)
             if p is not None:
-                shown[p] = None
-    if isinstance(node, (nodes.If, nodes.CondExpr)) and _path(node.test) is not None:
-        optional.add(_path(node.test))  # type: ignore[arg-type]  # ``{% if a.b %}``: tested first
-    skip: nodes.Node | None = None
-    if (
-        isinstance(node, (nodes.Filter, nodes.Test))
-        and node.node is not None
-        and node.name in (_OPTIONAL_FILTERS if isinstance(node, nodes.Filter) else _OPTIONAL_TESTS)
-        and _path(node.node) is not None
-    ):
-        skip = node.node  # ``a.b | default('')``: absence is handled by the template
-        optional.add(_path(node.node))  # type: ignore[arg-type]
-    elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
-        skip = node.node  # ``text.upper()``: the object is read, not a key named "upper"
-        _scan(node.node.node, read, shown, optional)
-    else:
-        p = _path(node)
-        if p is not None:
-            read[p] = None
-            return
-    for child in node.iter_child_nodes():
-        if child is not skip:
-            _scan(child, read, shown, optional)
+                self.read[p] = None
+                return
+        for child in node.iter_child_nodes():
+            if child is not skip:
+                self.visit(child)
 
 
 @lru_cache(maxsize=256)
@@ -141,16 +149,19 @@ def template_reads(source: str) -> TemplateReads:
 
     ast = _ENV.parse(source)
     names = meta.find_undeclared_variables(ast)  # loop variables and ``set`` names are not columns
-    read: dict[RowPath, None] = {}
-    shown: dict[RowPath, None] = {}
-    optional: set[RowPath] = set()
-    _scan(ast, read, shown, optional)
+    scan = _Scan({}, {}, set(), set())
+    scan.visit(ast)
+    guarded = scan.absent_ok | scan.empty_ok
 
     def needed(p: RowPath) -> bool:
-        return p[0] in names and not any(p[:n] in optional for n in range(1, len(p) + 1))
+        return p[0] in names and not any(p[:n] in guarded for n in range(1, len(p) + 1))
 
+    columns = {p[0] for p in scan.read if (p[0],) not in scan.absent_ok}
+    columns |= {p[0] for p in scan.absent_ok if len(p) > 1}  # ``a.b is defined`` needs ``a``
     return TemplateReads(
-        tuple(p for p in read if needed(p)), tuple(p for p in shown if p[0] in names)
+        tuple(p for p in scan.read if needed(p)),
+        tuple(p for p in scan.shown if p[0] in names),
+        tuple(sorted(str(c) for c in columns if c in names)),
     )
 
 

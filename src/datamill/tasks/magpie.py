@@ -41,7 +41,7 @@ from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
 from ..models.base import Completion, Message, Request
 from ..rows import Path, Row, is_missing, path_text, row_seed, why_missing
 from ..steps.base import Context
-from .base import Task, check_template, render_row, template, template_reads, template_variables
+from .base import Task, check_template, render_row, template, template_reads
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ class Magpie(Task):
         return self
 
     def required_columns(self) -> list[str]:
-        return sorted(set().union(*(template_variables(p) for _, p, _ in self._choices)))
+        return sorted({c for _, p, _ in self._choices for c in template_reads(p).columns})
 
     def required_paths(self) -> list[Path]:
         if len(self._choices) != 1:  # only the chosen text's places matter: checked per row

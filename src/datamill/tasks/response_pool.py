@@ -36,7 +36,6 @@ from .base import (
     refuse_unencodable,
     render_row,
     template_reads,
-    template_variables,
 )
 
 _LABEL = re.compile(r"^(?P<setting>[^\s()]+) \((?P<model>[^()]*)\)")
@@ -136,7 +135,7 @@ class ResponsePool(Task):
         return out
 
     def required_columns(self) -> list[str]:
-        return sorted(set().union(*(template_variables(t) for t, _ in self._templates())))
+        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
 
     def required_paths(self) -> list[Path]:
         paths = [p for t, _ in self._templates() for p in template_reads(t).paths]

@@ -13,7 +13,7 @@ from pydantic import model_validator
 from ..models.base import Completion, Request
 from ..rows import Path, Row
 from ..steps.base import Context
-from .base import Task, check_template, render_row, template_reads, template_variables
+from .base import Task, check_template, render_row, template_reads
 
 
 class TextGeneration(Task):
@@ -41,7 +41,7 @@ class TextGeneration(Task):
         return out
 
     def required_columns(self) -> list[str]:
-        return sorted(set().union(*(template_variables(t) for t, _ in self._templates())))
+        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
 
     def required_paths(self) -> list[Path]:
         paths = [p for t, _ in self._templates() for p in template_reads(t).paths]
