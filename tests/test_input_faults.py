@@ -335,13 +335,20 @@ def test_free_text_fields_that_are_not_templates_refuse_markup() -> None:
     with pytest.raises(ConfigError) as err:
         CritiqueRewrite(principles=["Be kind to {{ user }}."])
     assert str(err.value) == (
-        "critique principles is not a template, so '{{ user }}.' would reach the model as written; "
-        "remove the markup (put per-row text in a column the step reads)"
+        "critique principles is sent as written, not as a template, so '{{ user }}' would reach "
+        "the model verbatim; remove the markup"
     )
-    with pytest.raises(ConfigError, match="self_instruct criteria is not a template"):
+    with pytest.raises(ConfigError, match="self_instruct criteria is sent as written"):
         SelfInstruct(criteria=["{% if x %}short{% endif %}"])
     with pytest.raises(ConfigError, match="self_instruct application_description"):
         SelfInstruct(application_description="{{ app }}")
+    literal = "<|im_start|>system\nYou are {{ persona }}<|im_end|>\n<|im_start|>user\n"
+    with pytest.raises(ConfigError, match=r"magpie template .* '\{\{ persona \}\}' would reach"):
+        Magpie(template=literal, stop=["<|im_end|>"])
+    slot = "<|im_start|>system\n{{ system_prompt }}<|im_end|>\n<|im_start|>user\n"
+    assert Magpie(
+        template=slot, stop=["<|im_end|>"], system_prompt="Be {{ mood }}."
+    ).required_columns() == ["mood"]
 
 
 # -- the Python API's errors -------------------------------------------------------------------
@@ -367,3 +374,28 @@ def test_constructor_errors_are_one_line_config_errors() -> None:
         Magpie(template="chatmll")
     for error in ("TextGeneration: unknown", "Magpie: template"):
         assert "\n" not in error
+
+
+def test_magpie_system_prompt_is_rendered_per_row() -> None:
+    def handler(request: Request, index: int) -> str:
+        return "What should I plant?" if request.prompt is not None else "Basil."
+
+    model = FakeModel(handler)
+    rows = [{"persona": "a gardener"}, {"persona": " "}]
+    result = Pipeline(
+        [
+            Magpie(
+                template="chatml",
+                system_prompt="You are {{ persona }}.",
+                include_system_prompt=True,
+            )
+        ],
+        source=rows,
+        models={"default": model},
+    ).run(None)
+    assert [r["system_prompt"] for r in result.rows] == ["You are a gardener."]
+    raw = [r.prompt for r in model.calls if r.prompt is not None]
+    assert raw == ["<|im_start|>system\nYou are a gardener.<|im_end|>\n<|im_start|>user\n"]
+    assert [f["detail"] for f in result.failures] == [
+        "column 'persona' is blank; magpie needs a value there"
+    ]

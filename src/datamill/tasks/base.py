@@ -220,23 +220,21 @@ def render_row(source: str, row: Row, who: str) -> str:
 _MARKUP = re.compile(r"\{\{|\{%|\{#")
 
 
-def no_markup(where: str, value: object) -> None:
+def no_markup(where: str, value: object, fix: str = "remove the markup") -> None:
     """``ConfigError`` when a free-text field that is sent to the model as written (not a
-    template) holds Jinja markup, which would reach the model verbatim."""
-    texts = (
-        [value]
-        if isinstance(value, str)
-        else list(value)
-        if isinstance(value, (list, tuple))
-        else []
-    )
+    template) holds Jinja markup (``{{``, ``{%``, ``{#``), which would reach the model verbatim.
+    ``value``: a text or a list of texts; ``fix``: what to do instead."""
+    texts = value if isinstance(value, (list, tuple)) else [value]
     for text in texts:
         m = _MARKUP.search(text) if isinstance(text, str) else None
         if m:
-            snippet = text[m.start() : m.start() + 40]
+            end = text.find("}", m.end())
+            snippet = (
+                text[m.start() : end + 2] if 0 <= end < m.start() + 60 else text[m.start() :][:40]
+            )
             raise ConfigError(
-                f"{where} is not a template, so {snippet!r} would reach the model as written; "
-                "remove the markup (put per-row text in a column the step reads)"
+                f"{where} is sent as written, not as a template, so {snippet!r} would reach "
+                f"the model verbatim; {fix}"
             )
 
 

@@ -41,7 +41,7 @@ from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
 from ..models.base import Completion, Message, Request
 from ..rows import Path, Row, is_missing, path_text, row_seed, why_missing
 from ..steps.base import Context
-from .base import Task, check_template, render_row, template, template_reads
+from .base import Task, check_template, no_markup, render_row, template, template_reads
 
 
 @dataclass(frozen=True)
@@ -260,6 +260,13 @@ class Magpie(Task):
                 raise ConfigError(
                     "magpie: a literal template needs stop (the end-of-turn token(s)), e.g. stop: ['<|im_end|>']"
                 )
+            rest = re.sub(r"\{\{\s*system_prompt\s*\}\}", "", self.template)
+            no_markup(
+                "magpie template (a literal pre-query string)",
+                rest,
+                "only {{ system_prompt }} is filled in there; put per-row text in system_prompt, "
+                "which is a template ('You are {{ persona }}.')",
+            )
             self._fixed = literal_template(self.template, self.stop)
             if self.n_turns > 1:
                 raise ConfigError(
