@@ -399,3 +399,25 @@ def test_magpie_system_prompt_is_rendered_per_row() -> None:
     assert [f["detail"] for f in result.failures] == [
         "column 'persona' is blank; magpie needs a value there"
     ]
+
+
+def test_parquet_struct_column_used_as_text_is_refused_before_any_call(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from datamill.io.sources import source_from_path
+
+    path = tmp_path / "seeds.parquet"
+    pq.write_table(
+        pa.table(
+            {"instruction": [{"text": "Name a river.", "lang": "en"}, {"text": "Hi", "lang": "fr"}]}
+        ),
+        path,
+    )
+    model = echo()
+    pipe = Pipeline(
+        [TextGeneration(output="r")], source=source_from_path(path), models={"default": model}
+    )
+    with pytest.raises(InputError, match=r"write \{\{ instruction\.text \}\} in the template$"):
+        pipe.run(None)
+    assert model.calls == []

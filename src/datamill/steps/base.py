@@ -7,9 +7,12 @@
 - :class:`FunctionStep` turns a plain function ``row -> row | list[row] | None`` into a step.
 
 Steps are pydantic models: their parameters are validated when the step is built (from Python or
-from a recipe), with unknown parameters refused, so a bad pipeline fails before any model call.
-A step declares what it reads (:meth:`Step.required_columns`) and what it writes
-(:meth:`Step.output_columns`), which lets the pipeline check column flow up front.
+from a recipe), with unknown parameters refused, so a bad pipeline fails before any model call; a
+wrong parameter is a one-line :class:`ParameterError` (a ``ConfigError``), never pydantic's own
+error. A step declares what it reads (:meth:`Step.required_columns`; the places inside rows whose
+values it sends to a model, :meth:`Step.required_paths`, and those it prints whole as text,
+:meth:`Step.text_paths`) and what it writes (:meth:`Step.output_columns`), which lets the
+pipeline check column flow and source values up front.
 """
 
 from __future__ import annotations
