@@ -286,7 +286,7 @@ def check_rows(source: Source, rows: list[Row], reads: dict[str | RowPath, Read]
     UTF-8 (a lone surrogate: no model, cache or output file could take it), when a column is
     missing from some (not all: the pipeline check reports that) rows, when a place a model
     reads is empty in every row or holds different types in different rows, or when a place
-    printed whole into a prompt holds an object, a list or bytes in every row.
+    printed whole into a prompt holds an object, a list or bytes in any row.
     """
     for i, row in enumerate(rows):
         bad = unencodable(row)

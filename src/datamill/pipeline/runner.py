@@ -156,42 +156,42 @@ class FailureLog:
         hold (bytes, sets, objects) are written as their ``str``, NaN as null."""
         self.records.append(record)
         if self._file is not None:
-            self._file.write(failure_line(record) + "\n")
+            self._file.write(self.line(record) + "\n")
             self._file.flush()
+
+    @staticmethod
+    def line(record: dict[str, Any]) -> str:
+        """``record`` as one line of JSON that can always be written as UTF-8."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+            line.encode("utf-8")
+            return line
+        except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+            plain = FailureLog._plain(record)  # keys text, NaN null, anything else its str
+            if not isinstance(exc, UnicodeEncodeError):
+                line = json.dumps(plain, ensure_ascii=False)
+                if unencodable(line) is None:
+                    return line
+            return json.dumps(plain, ensure_ascii=True)  # escapes lone surrogates as \ud83d
+
+    @staticmethod
+    def _plain(value: Any, depth: int = 0) -> Any:
+        if depth > 50:
+            return str(value)
+        if isinstance(value, dict):
+            return {str(k): FailureLog._plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [FailureLog._plain(v, depth + 1) for v in value]
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        return str(value)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def failure_line(record: dict[str, Any]) -> str:
-    """``record`` as one line of JSON that can always be written as UTF-8."""
-    try:
-        line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
-        line.encode("utf-8")
-        return line
-    except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
-        plain = _plain(record)  # keys text, NaN null, anything else its str
-        if not isinstance(exc, UnicodeEncodeError):
-            line = json.dumps(plain, ensure_ascii=False)
-            if unencodable(line) is None:
-                return line
-        return json.dumps(plain, ensure_ascii=True)  # escapes lone surrogates as \ud83d
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    if depth > 50:
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, depth + 1) for v in value]
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 class Runner:
