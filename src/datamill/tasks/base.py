@@ -111,8 +111,8 @@ class _Scan:
 
     def visit(self, node: nodes.Node) -> None:
         if isinstance(node, nodes.Output):
-            for child in node.nodes:
-                p = _path(child)
+            for item in node.nodes:
+                p = _path(item)
                 if p is not None:
                     self.shown[p] = None
         if isinstance(node, (nodes.If, nodes.CondExpr)):
@@ -226,7 +226,9 @@ def no_markup(where: str, value: object, fix: str = "remove the markup") -> None
     ``value``: a text or a list of texts; ``fix``: what to do instead."""
     texts = value if isinstance(value, (list, tuple)) else [value]
     for text in texts:
-        m = _MARKUP.search(text) if isinstance(text, str) else None
+        if not isinstance(text, str):
+            continue
+        m = _MARKUP.search(text)
         if m:
             end = text.find("}", m.end())
             snippet = (

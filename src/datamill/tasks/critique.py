@@ -83,7 +83,8 @@ class CritiqueRewrite(Task):
         return [self.instruction, self.generations if self.pool else self.response]
 
     def text_paths(self) -> list[Path]:
-        return [(self.instruction,)] + ([] if self.pool else [(self.response,)])
+        paths: list[Path] = [(self.instruction,)]
+        return paths if self.pool else [*paths, (self.response,)]
 
     def produces(self) -> list[str]:
         cols = [self.critique_output, self.revision_output, "revision_model", "critique_principles"]

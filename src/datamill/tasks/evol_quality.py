@@ -112,7 +112,8 @@ class EvolQuality(Task):
         return [self.instruction, self.generations if self.pool else self.response]
 
     def text_paths(self) -> list[Path]:
-        return [(self.instruction,)] + ([] if self.pool else [(self.response,)])
+        paths: list[Path] = [(self.instruction,)]
+        return paths if self.pool else [*paths, (self.response,)]
 
     def produces(self) -> list[str]:
         cols = [self.output, "evolution_mutations"]

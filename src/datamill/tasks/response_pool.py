@@ -152,6 +152,7 @@ class ResponsePool(Task):
         user = render_row(self.template, row, self.label).strip()
         if not user:
             raise Dropped("empty prompt", f"template {self.template!r} rendered to nothing")
+        system: str | None
         if self.system_prompt is not None:
             system = render_row(self.system_prompt, row, self.label).strip()
         else:

@@ -60,6 +60,7 @@ class TextGeneration(Task):
             from ..errors import Dropped
 
             raise Dropped("empty prompt", f"template {self.template!r} rendered to nothing")
+        system: str | None
         if self.system_prompt is not None:
             system = render_row(self.system_prompt, row, self.label).strip()
         else:
