@@ -295,7 +295,7 @@ def test_truncated_calls_say_which_call_failed() -> None:
 
 
 def test_config_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="unknown template 'chatmll'"):
+    with pytest.raises(ConfigError, match="unknown template 'chatmll'"):
         Magpie(template="chatmll")
     with pytest.raises(ConfigError, match="needs stop"):
         Magpie(template="<|user|>\n")

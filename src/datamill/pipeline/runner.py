@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from ..errors import BudgetExceeded, Dropped, ModelError, ModelUnavailable, ParseError
 from ..models.base import Completion, Model, Request
-from ..rows import Row, RowKey, is_missing
+from ..rows import Row, RowKey, path_text, unencodable, why_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
 from .stats import CallCounts, Stats
@@ -151,10 +151,42 @@ class FailureLog:
         self._file = path.open("w", encoding="utf-8") if path is not None else None
 
     def add(self, record: dict[str, Any]) -> None:
+        """Keep ``record`` and append it as one JSON line. Never raises on row content: text that
+        cannot be written as UTF-8 (a lone surrogate) is escaped (``\\ud83d``), values JSON cannot
+        hold (bytes, sets, objects) are written as their ``str``, NaN as null."""
         self.records.append(record)
         if self._file is not None:
-            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._file.write(self.line(record) + "\n")
             self._file.flush()
+
+    @staticmethod
+    def line(record: dict[str, Any]) -> str:
+        """``record`` as one line of JSON that can always be written as UTF-8."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+            line.encode("utf-8")
+            return line
+        except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+            plain = FailureLog._plain(record)  # keys text, NaN null, anything else its str
+            if not isinstance(exc, UnicodeEncodeError):
+                line = json.dumps(plain, ensure_ascii=False)
+                if unencodable(line) is None:
+                    return line
+            return json.dumps(plain, ensure_ascii=True)  # escapes lone surrogates as \ud83d
+
+    @staticmethod
+    def _plain(value: Any, depth: int = 0) -> Any:
+        if depth > 50:
+            return str(value)
+        if isinstance(value, dict):
+            return {str(k): FailureLog._plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [FailureLog._plain(v, depth + 1) for v in value]
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        return str(value)
 
     def close(self) -> None:
         if self._file is not None:
@@ -365,22 +397,18 @@ class Runner:
 
 
 def empty_input(step: Step, row: Row) -> str | None:
-    """Why a model step cannot use ``row`` (a column it reads is absent, null, NaN or blank), or None."""
+    """Why a model step cannot use ``row``, or None: a place it reads (a column, or a place
+    inside one such as ``person.address.street``: ``Step.required_paths``) is absent, null, NaN
+    or blank."""
     if not step.models():
         return None
-    for column in step.required_columns():
-        value = row.get(column)
-        if is_missing(value):
-            what = (
-                "absent"
-                if column not in row
-                else "blank"
-                if isinstance(value, str)
-                else "null"
-                if value is None
-                else "NaN"
-            )
-            return f"column {column!r} is {what}; {step.label} needs a value there"
+    for path in step.required_paths():
+        what = why_missing(row, path)
+        if what is None:
+            continue
+        if len(path) == 1:
+            return f"column {path[0]!r} is {what}; {step.label} needs a value there"
+        return f"{path_text(path)} is {what}; {step.label} needs a value there"
     return None
 
 

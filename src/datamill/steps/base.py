@@ -7,9 +7,12 @@
 - :class:`FunctionStep` turns a plain function ``row -> row | list[row] | None`` into a step.
 
 Steps are pydantic models: their parameters are validated when the step is built (from Python or
-from a recipe), with unknown parameters refused, so a bad pipeline fails before any model call.
-A step declares what it reads (:meth:`Step.required_columns`) and what it writes
-(:meth:`Step.output_columns`), which lets the pipeline check column flow up front.
+from a recipe), with unknown parameters refused, so a bad pipeline fails before any model call; a
+wrong parameter is a one-line :class:`ParameterError` (a ``ConfigError``), never pydantic's own
+error. A step declares what it reads (:meth:`Step.required_columns`; the places inside rows whose
+values it sends to a model, :meth:`Step.required_paths`, and those it prints whole as text,
+:meth:`Step.text_paths`) and what it writes (:meth:`Step.output_columns`), which lets the
+pipeline check column flow and source values up front.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import Dropped
-from ..rows import Row, RowKey
+from ..errors import ConfigError, Dropped
+from ..rows import Path, Row, RowKey, unencodable
 
 if TYPE_CHECKING:
     from ..models.base import Completion, Request
@@ -69,8 +72,33 @@ class Step(BaseModel):
     #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
     name: str | None = None
 
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Build from named parameters; anything wrong is a one-line ``ConfigError`` (not
+        pydantic's ``ValidationError``), e.g. ``TextGeneration: unknown parameter 'temprature'
+        (did you mean 'temperature'?)``."""
+        cls = type(self).__name__
+        if args:
+            raise ParameterError(f"{cls}: parameters are named, e.g. {cls}(output='response')")
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            error = ParameterError(f"{cls}: {validation_problem(type(self), exc)}")
+            error.validation = exc  # the recipe loader points at the file line of the field
+            raise error from None
+
     def required_columns(self) -> list[str]:
         """Columns every incoming row must have."""
+        return []
+
+    def required_paths(self) -> list[Path]:
+        """The places inside a row whose *values* a model step sends to the model: a column
+        (``("instruction",)``) or a place inside one (``("person", "address", "street")``). A row
+        where one is absent, null, NaN or blank is recorded as ``empty input`` without a call."""
+        return [(c,) for c in self.required_columns()]
+
+    def text_paths(self) -> list[Path]:
+        """The places whose value goes into a prompt whole, as text: an object, a list or bytes
+        there is refused before any call (``io.sources.check_rows``)."""
         return []
 
     def output_columns(self, columns: list[str]) -> list[str]:
@@ -99,6 +127,34 @@ class Step(BaseModel):
         return self.name or self.kind
 
 
+class ParameterError(ConfigError):
+    """A step built with a wrong parameter (a ``ConfigError``, so ``except DatamillError``
+    catches it; deliberately not a ``ValueError``, which pydantic would wrap again when a recipe
+    is validated). ``validation`` keeps pydantic's error (field locations) when there was one."""
+
+    validation: ValidationError | None = None
+
+
+def validation_problem(cls: type[BaseModel], exc: ValidationError) -> str:
+    """The first problem of a pydantic ``ValidationError`` in one line: what is wrong (the
+    parameter, the value given) and what to do."""
+    import difflib
+
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"])
+    names = [f.alias or n for n, f in cls.model_fields.items()]
+    if err["type"] == "extra_forbidden":
+        hint = difflib.get_close_matches(field, names, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        allowed = ", ".join(n for n in names if n != "name")
+        return f"unknown parameter {field!r}{did}; allowed: {allowed}"
+    if err["type"] == "missing":
+        return f"{field}: a value is required"
+    if err["type"] == "value_error":  # our own validators' words, which name the value
+        return f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{field}: {err['msg']} (got {err.get('input')!r:.200})"
+
+
 class GlobalStep(Step):
     """A step that needs every row at once. Drops are reported through ``drop``."""
 
@@ -117,7 +173,8 @@ class GlobalStep(Step):
 class FunctionStep(Step):
     """Wrap ``fn(row) -> row | list[row] | None`` (sync or async) as a step.
 
-    ``None`` drops the row (recorded with reason ``"dropped by <name>"``).
+    ``None`` drops the row (recorded with reason ``"dropped by <name>"``); a returned row holding
+    text that cannot be written as UTF-8 (a lone surrogate) is recorded as ``unencodable text``.
     """
 
     kind: ClassVar[str] = "function"
@@ -141,9 +198,12 @@ class FunctionStep(Step):
             result = await result
         if result is None:
             raise Dropped(f"dropped by {self.label}")
-        if isinstance(result, dict):
-            return [result]
-        return list(_as_rows(result))
+        rows = [result] if isinstance(result, dict) else list(_as_rows(result))
+        for r in rows:  # no model, cache or output file can hold a lone surrogate
+            bad = unencodable(r)
+            if bad is not None:
+                raise Dropped("unencodable text", f"{self.label} returned {bad}")
+        return rows
 
 
 def _as_rows(result: Iterable[Any]) -> Iterable[Row]:

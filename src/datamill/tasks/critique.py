@@ -27,9 +27,9 @@ from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row, row_seed
 from ..steps.base import Context
-from .base import Task, template
+from .base import Task, no_markup, template
 from .evol_quality import clean_rewrite, rewrite_source
 from .response_pool import extend_pool, model_label
 
@@ -64,6 +64,7 @@ class CritiqueRewrite(Task):
     @model_validator(mode="after")
     def _check(self) -> CritiqueRewrite:
         self.principles = [p.strip() for p in self.principles if p and p.strip()]
+        no_markup("critique principles", self.principles)
         if not self.principles:
             raise ConfigError(
                 "critique needs at least one principle (a sentence the answer should meet)"
@@ -80,6 +81,10 @@ class CritiqueRewrite(Task):
 
     def required_columns(self) -> list[str]:
         return [self.instruction, self.generations if self.pool else self.response]
+
+    def text_paths(self) -> list[Path]:
+        paths: list[Path] = [(self.instruction,)]
+        return paths if self.pool else [*paths, (self.response,)]
 
     def produces(self) -> list[str]:
         cols = [self.critique_output, self.revision_output, "revision_model", "critique_principles"]

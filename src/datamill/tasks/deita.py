@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, is_missing
+from ..rows import Path, Row, is_missing
 from ..steps.base import Context
 from ..steps.deita import CITATION
 from .base import Task, template
@@ -188,6 +188,9 @@ class QualityScorer(_Scorer):
 
     def required_columns(self) -> list[str]:
         return [self.instruction, self.responses]
+
+    def text_paths(self) -> list[Path]:
+        return [(self.instruction,)]
 
     def items(self, row: Row) -> tuple[list[str], bool]:
         return self._items_from(row, self.responses)

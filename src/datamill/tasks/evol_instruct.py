@@ -45,7 +45,7 @@ from pydantic import Field, field_validator
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, is_missing, row_seed
+from ..rows import Path, Row, is_missing, row_seed
 from ..steps.base import Context
 from ..steps.filters import rouge_tokens, word_count
 from .base import Task, template
@@ -159,6 +159,9 @@ class EvolInstruct(Task):
 
     def required_columns(self) -> list[str]:
         return [self.column]
+
+    def text_paths(self) -> list[Path]:
+        return [(self.column,)]
 
     def produces(self) -> list[str]:
         cols = [

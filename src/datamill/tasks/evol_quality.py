@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row, row_seed
 from ..steps.base import Context
 from .base import Task, template
 from .response_pool import extend_pool, model_label, pool_of
@@ -110,6 +110,10 @@ class EvolQuality(Task):
 
     def required_columns(self) -> list[str]:
         return [self.instruction, self.generations if self.pool else self.response]
+
+    def text_paths(self) -> list[Path]:
+        paths: list[Path] = [(self.instruction,)]
+        return paths if self.pool else [*paths, (self.response,)]
 
     def produces(self) -> list[str]:
         cols = [self.output, "evolution_mutations"]

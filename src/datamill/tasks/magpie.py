@@ -39,9 +39,9 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
 from ..models.base import Completion, Message, Request
-from ..rows import Row, is_missing, row_seed
+from ..rows import Path, Row, is_missing, path_text, row_seed, why_missing
 from ..steps.base import Context
-from .base import Task, template
+from .base import Task, check_template, no_markup, render_row, template, template_reads
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,9 @@ class Magpie(Task):
     - ``system_prompt``: one text; a list (one chosen per row, uniformly); or a mapping
       ``name → text`` or ``name → [text, weight]`` (chosen by relative weight; the row gets
       ``system_prompt_key``). The choice is seeded by the row key, so re-runs choose the same.
-      A row column ``system_prompt`` beats the parameter.
+      Each text is a Jinja template over the row (``"You are {{ persona }}."``); a row missing
+      a value the chosen text reads is recorded as ``empty input``. A row column
+      ``system_prompt`` beats the parameter (used as it is).
     - ``only_instruction``: stop after the instruction (no response call).
     - ``include_system_prompt``: also write the chosen prompt to ``system_prompt`` (for
       ``format_sft: {system_prompt: system_prompt}``); with ``n_turns > 1``, keep it as the
@@ -248,6 +250,9 @@ class Magpie(Task):
                 "magpie: end_with_user needs n_turns >= 2; for one user message use only_instruction: true"
             )
         self._choices = _system_choices(self.system_prompt)
+        for key, prompt, _ in self._choices:
+            where = "magpie system_prompt" + (f"[{key!r}]" if key is not None else "")
+            check_template(prompt, where)
         if self.template in TEMPLATES:
             self._fixed = TEMPLATES[self.template]
         elif self.template != "auto":
@@ -255,6 +260,13 @@ class Magpie(Task):
                 raise ConfigError(
                     "magpie: a literal template needs stop (the end-of-turn token(s)), e.g. stop: ['<|im_end|>']"
                 )
+            rest = re.sub(r"\{\{\s*system_prompt\s*\}\}", "", self.template)
+            no_markup(
+                "magpie template (a literal pre-query string)",
+                rest,
+                "only {{ system_prompt }} is filled in there; put per-row text in system_prompt, "
+                "which is a template ('You are {{ persona }}.')",
+            )
             self._fixed = literal_template(self.template, self.stop)
             if self.n_turns > 1:
                 raise ConfigError(
@@ -263,6 +275,18 @@ class Magpie(Task):
         if self._fixed is not None and any(p for _, p, _ in self._choices):
             self._fixed.render("x")  # a template without a system slot fails now, not per row
         return self
+
+    def required_columns(self) -> list[str]:
+        return sorted({c for _, p, _ in self._choices for c in template_reads(p).columns})
+
+    def required_paths(self) -> list[Path]:
+        if len(self._choices) != 1:  # only the chosen text's places matter: checked per row
+            return []
+        return list(template_reads(self._choices[0][1]).paths)
+
+    def text_paths(self) -> list[Path]:
+        paths = [p for _, prompt, _ in self._choices for p in template_reads(prompt).rendered]
+        return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
         if self.n_turns > 1:
@@ -304,14 +328,23 @@ class Magpie(Task):
             return None, None
         if len(self._choices) == 1:
             key, prompt, _ = self._choices[0]
-            return key, prompt
-        rng = random.Random(
-            row_seed(
-                self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + "/system"
+        else:
+            rng = random.Random(
+                row_seed(
+                    self.seed if self.seed is not None else ctx.seed,
+                    ctx.key,
+                    self.label + "/system",
+                )
             )
-        )
-        key, prompt, _ = rng.choices(self._choices, weights=[w for _, _, w in self._choices])[0]
-        return key, prompt
+            key, prompt, _ = rng.choices(self._choices, weights=[w for _, _, w in self._choices])[0]
+        for path in template_reads(prompt).paths:
+            what = why_missing(row, path)
+            if what is not None:
+                raise Dropped(
+                    "empty input",
+                    f"{path_text(path)} is {what}; the system prompt of {self.label} reads it",
+                )
+        return key, render_row(prompt, row, self.label).strip()
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         info = ctx.model_info(self.model)

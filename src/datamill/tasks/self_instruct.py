@@ -21,14 +21,14 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import Dropped, ParseError
 from ..models.base import Completion, Request
-from ..rows import Row, is_missing
+from ..rows import Path, Row, is_missing
 from ..steps.base import Context
 from ..steps.filters import lcs_length, rouge_tokens
-from .base import Task, template
+from .base import Task, no_markup, template
 
 DEFAULT_CRITERIA = [
     "Vary the wording: mix questions and commands, and never repeat a request.",
@@ -140,8 +140,17 @@ class SelfInstruct(Task):
     application_description: str = "an AI assistant"
     truncated: Literal["drop", "keep"] = "keep"
 
+    @model_validator(mode="after")
+    def _plain_text(self) -> SelfInstruct:
+        no_markup("self_instruct criteria", self.criteria)
+        no_markup("self_instruct application_description", self.application_description)
+        return self
+
     def required_columns(self) -> list[str]:
         return [self.column]
+
+    def text_paths(self) -> list[Path]:
+        return [(self.column,)]
 
     def produces(self) -> list[str]:
         return [self.output]

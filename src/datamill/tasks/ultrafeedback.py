@@ -62,7 +62,7 @@ from pydantic import Field
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row, row_seed
 from ..steps.base import Context
 from .base import Task, template
 from .response_pool import model_label, parse_label
@@ -276,6 +276,9 @@ class UltraFeedback(Task):
     def required_columns(self) -> list[str]:
         cols = [self.instruction, self.generations]
         return cols + ([self.generation_models] if self.self_judging != "allow" else [])
+
+    def text_paths(self) -> list[Path]:
+        return [(self.instruction,)]
 
     def produces(self) -> list[str]:
         cols = ["ratings", "rationales", "judge_model"]
