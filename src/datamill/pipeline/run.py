@@ -174,7 +174,14 @@ async def arun_pipeline(
                     down[id(m)] = exc  # raised at the first call the cache cannot answer
             sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
             handles[name] = ModelHandle(
-                name, m, settings.sampling, call_cache, stats, budget, sem, unavailable=down.get(id(m))
+                name,
+                m,
+                settings.sampling,
+                call_cache,
+                stats,
+                budget,
+                sem,
+                unavailable=down.get(id(m)),
             )
         runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
         keyed, topup = await run_rows(
