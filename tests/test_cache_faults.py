@@ -423,6 +423,32 @@ def test_a_claim_is_held_renewed_released_and_taken_over(tmp_path: Path) -> None
     b.close()
 
 
+def test_a_claim_of_a_dead_process_on_this_machine_is_taken_at_once(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    cache = CallCache(tmp_path / "calls.sqlite")
+    far = 4_000_000_000  # a lease that would outlive the test
+    with cache._lock:
+        cache._db.execute(
+            "INSERT INTO claims VALUES ('k', ?, ?)",
+            (f"{socket.gethostname()}:{gone.stdout.strip()}:x", far),
+        )
+        cache._db.execute(
+            "INSERT INTO claims VALUES ('j', ?, ?)",
+            (f"{socket.gethostname()}:{os.getppid()}:x", far),
+        )
+    assert cache.claim("k")  # its owner exited
+    assert not cache.claim("j")  # its owner (our parent) is alive
+    cache.close()
+
+
 def test_a_handle_waits_for_the_call_another_run_is_making(tmp_path: Path) -> None:
     path = tmp_path / "calls.sqlite"
     other, ours = CallCache(path), CallCache(path)

@@ -12,7 +12,7 @@ Only answers are kept: a completion is stored and served only when its ``finish_
 Runs sharing the file do not pay twice for one call: the process about to call records a *claim*
 (key, owner, lease expiry) and renews its lease while the call runs; another process that meets a
 live claim polls the file for the answer, and takes the call over when the claim is released
-without an answer or its lease expires (its owner died).
+without an answer, its lease expires, or its owner was a process of this machine that is gone.
 
 The file is checked when opened: a folder, another program's SQLite file, a ``calls`` table of
 another shape or bytes that are no database are refused in one line (:class:`CacheError`), as is
@@ -192,6 +192,21 @@ def call_key(identity: str, request: Request) -> str:
     return digest.hexdigest()
 
 
+def _owner_died(owner: str) -> bool:
+    """Whether the claim owner ``host:pid:id`` was a process of this machine that is gone."""
+    host, _, rest = owner.rpartition(":")
+    host, _, pid = host.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 class CallCache:
     """A thread-safe SQLite store of completions, with claims on calls in flight.
 
@@ -297,16 +312,18 @@ class CallCache:
         """Claim the call ``key`` for this process: True when taken (or already ours), False
         while another process holds a live claim on it. Raises :class:`CacheError`."""
         self.check()
-        now = time.time()
         try:
             with self._lock:
-                cursor = self._db.execute(
-                    "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                    "owner = excluded.owner, expires = excluded.expires "
-                    "WHERE claims.owner = excluded.owner OR claims.expires < ?",
-                    (key, self.owner, now + self.lease, now),
-                )
-                taken = cursor.rowcount == 1
+                taken = self._upsert_claim(key)
+                if not taken:  # its owner may have died on this machine: no need to wait
+                    row = self._db.execute(
+                        "SELECT owner FROM claims WHERE key = ?", (key,)
+                    ).fetchone()
+                    if row is not None and _owner_died(row[0]):
+                        self._db.execute(
+                            "DELETE FROM claims WHERE key = ? AND owner = ?", (key, row[0])
+                        )
+                        taken = self._upsert_claim(key)
                 if taken:
                     self._claims.add(key)
         except sqlite3.Error as exc:
@@ -317,6 +334,16 @@ class CallCache:
             )
             self._renewer.start()
         return taken
+
+    def _upsert_claim(self, key: str) -> bool:
+        now = time.time()
+        cursor = self._db.execute(
+            "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "owner = excluded.owner, expires = excluded.expires "
+            "WHERE claims.owner = excluded.owner OR claims.expires < ?",
+            (key, self.owner, now + self.lease, now),
+        )
+        return cursor.rowcount == 1
 
     def release(self, key: str) -> None:
         """Give up this process's claim on ``key`` (its call failed); never raises."""
