@@ -314,16 +314,16 @@ class CallCache:
         self.check()
         try:
             with self._lock:
+                row = self._db.execute(  # a read first: waiting runs poll without writing
+                    "SELECT owner, expires FROM claims WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None and row[0] != self.owner and row[1] >= time.time():
+                    if not _owner_died(row[0]):
+                        return False
+                    self._db.execute(  # its owner died on this machine: no need to wait
+                        "DELETE FROM claims WHERE key = ? AND owner = ?", (key, row[0])
+                    )
                 taken = self._upsert_claim(key)
-                if not taken:  # its owner may have died on this machine: no need to wait
-                    row = self._db.execute(
-                        "SELECT owner FROM claims WHERE key = ?", (key,)
-                    ).fetchone()
-                    if row is not None and _owner_died(row[0]):
-                        self._db.execute(
-                            "DELETE FROM claims WHERE key = ? AND owner = ?", (key, row[0])
-                        )
-                        taken = self._upsert_claim(key)
                 if taken:
                     self._claims.add(key)
         except sqlite3.Error as exc:
