@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from .errors import (
     BudgetExceeded,
+    CacheError,
     ConfigError,
     DatamillError,
     InputError,
@@ -69,6 +70,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "CacheError",
     "CallCache",
     "Completion",
     "ComplexityScorer",

@@ -141,6 +141,8 @@ def run(
         out.print(line, highlight=False)
     if getattr(result, "stopped", None):
         raise typer.Exit(3)
+    if stats.rows_done == 0:
+        raise typer.Exit(1)
 
 
 def _budget(
@@ -196,19 +198,44 @@ async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -
 
 def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     stopped = getattr(result, "stopped", None)
-    out.print(
-        f"[bold green]wrote {stats.rows_done} rows[/] to {folder}  "
-        f"(model calls {stats.model_calls}, cache hits {stats.cache_hits}, "
-        f"tokens {stats.prompt_tokens}+{stats.completion_tokens}, {stats.seconds:.1f}s)"
-    )
+    previous = getattr(result, "previous_rows", None)
+    if stats.rows_done:
+        out.print(
+            f"[bold green]wrote {stats.rows_done} rows[/] to {folder}  "
+            f"(model calls {stats.model_calls}, cache hits {stats.cache_hits}, "
+            f"tokens {stats.prompt_tokens}+{stats.completion_tokens}, {stats.seconds:.1f}s)"
+        )
     for line in stats.losses():
-        out.print(f"[yellow]{line}[/]")
+        out.print(f"[yellow]{line}[/]", highlight=False)
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"
         )
-    if stats.rows_done == 0 and not stopped:
-        out.print("[red]the dataset is empty: see failures.jsonl for why every row was lost[/]")
+    if stats.rows_done == 0:
+        console.print(f"[red]{no_rows_line(result, stats, folder)}[/]", highlight=False)
+    elif previous is not None and stats.rows_done < previous:
+        console.print(
+            f"[yellow]warning: {folder} held {previous} rows from an earlier run; "
+            f"this run replaced them with {stats.rows_done}[/]",
+            highlight=False,
+        )
+
+
+def no_rows_line(result: object, stats: Stats, folder: Path) -> str:
+    """One line for a run that wrote no rows: why, and what happened to the folder."""
+    why = "; ".join(stats.losses()) or (
+        "the source gave no rows" if stats.rows_total == 0 else "every row was dropped"
+    )
+    side = getattr(result, "failed_attempt", None)
+    previous = getattr(result, "previous_rows", None)
+    kept = (
+        f"the earlier dataset in {folder} ({previous} rows) is kept"
+        if previous is not None
+        else f"no data file written to {folder} (datasets cannot load a dataset of 0 rows)"
+    )
+    where = side or folder
+    where = f"; this attempt's run.json and failures.jsonl are in {where}"
+    return f"no rows written: {why}; {kept}{where}"
 
 
 def register(app: typer.Typer) -> None:
