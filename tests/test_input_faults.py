@@ -161,7 +161,8 @@ def test_lone_surrogate_in_a_source_row_is_refused_before_any_call() -> None:
     message.encode("utf-8")  # the message itself can be printed
 
 
-def test_completion_with_a_lone_surrogate_is_a_failure_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache"])
+def test_completion_with_a_lone_surrogate_is_a_failure_record(tmp_path: Path, cache: bool) -> None:
     def answer(request: Request, index: int) -> str:
         asked = (request.messages or ())[-1]["content"]
         return f"a river {LONE}!" if "river" in asked else "a fish"
@@ -169,7 +170,7 @@ def test_completion_with_a_lone_surrogate_is_a_failure_record(tmp_path: Path) ->
     rows = [{"instruction": "Name a river."}, {"instruction": "Name a fish."}]
     result = Pipeline(
         [TextGeneration(output="response")], source=rows, models={"default": FakeModel(answer)}
-    ).run(str(tmp_path / "out"), progress=False, cache=False)
+    ).run(str(tmp_path / "out"), progress=False, cache=cache)
     assert [r["response"] for r in result.rows] == ["a fish"]
     lines = (tmp_path / "out" / "failures.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..errors import CacheError
 from ..models.base import Completion, Request
+from ..rows import unencodable
 
 #: the version of the file's layout, kept in ``datamill_meta``; a newer one is refused
 FORMAT = 1
@@ -72,8 +73,13 @@ _FIX = "point --cache (or DATAMILL_CACHE) at a file, or run with --no-cache"
 
 def servable(completion: Completion) -> bool:
     """Whether ``completion`` is an answer worth keeping: finished by ``stop`` or ``length``, with
-    text that is not blank. Empty, refused or failed completions are asked again next run."""
-    return completion.finish_reason in SERVABLE_FINISH and bool(completion.text.strip())
+    text that is not blank and can be stored as UTF-8 (no lone surrogate). Empty, refused,
+    failed or unencodable completions are asked again next run."""
+    return (
+        completion.finish_reason in SERVABLE_FINISH
+        and bool(completion.text.strip())
+        and unencodable(completion.text) is None
+    )
 
 
 def default_cache_path() -> Path:
