@@ -28,29 +28,59 @@ BIKE = "customer support for a bike shop"
 def test_template_prompt_describes_the_users_not_the_data() -> None:
     prompt = drafting.template_prompt(BIKE)
     assert prompt.startswith(
-        "You are an AI assistant that helps users with customer support for a bike shop."
+        "You are an AI assistant. Users come to you with questions and requests"
     )
+    assert '"customer support for a bike shop"' in prompt
     assert "generate" not in prompt.lower()
+
+
+#: The grammar of the template: fixed sentences, the topic only ever quoted after a colon.
+PROMPT_SHAPE = re.compile(
+    r'You are an AI assistant\. Users come to you with questions and requests on this topic: "([^"]+)"\. '
+    r"Answer each one accurately, clearly and concisely\."
+)
 
 
 @pytest.mark.parametrize(
     ("description", "topic"),
     [
-        ("A dataset of questions about bike repair.", "bike repair"),
-        ("Generate math word problems for kids", "math word problems for kids"),
-        ("I want to generate a dataset of conversations about tax law", "tax law"),
-        ("SFT data for an assistant for cooking", "cooking"),
-        ("iPhone troubleshooting", "iPhone troubleshooting"),
-        ("  Customer support   for a bike shop ", BIKE),
+        # a clause: kept whole ("questions" is not peeled without its preposition)
+        (
+            "questions a beginner asks about baking sourdough bread",
+            "questions a beginner asks about baking sourdough bread",
+        ),
+        ("help me write cover letters", "help me write cover letters"),  # an imperative
+        ('Write a poem about "cats"!', "write a poem about 'cats'"),  # inner quotes made single
+        ("Baking.", "baking"),  # one word, trailing punctuation
+        ("“Tax law?”", "tax law"),  # wrapped in quotes
+        ("data science interview questions", "data science interview questions"),
+        ("A dataset of questions about bike repair.", "bike repair"),  # a noun phrase, peeled
+        (
+            "I run a small bike shop.\n  My customers ask about repairs, prices and opening hours;\n"
+            "they are often in a hurry...",
+            "I run a small bike shop. My customers ask about repairs, prices and opening hours; "
+            "they are often in a hurry",
+        ),  # a paragraph: collapsed, quoted whole
+        ("dataset", "dataset"),  # nothing but dataset words: kept as typed
     ],
 )
-def test_describe_topic_peels_dataset_words(description: str, topic: str) -> None:
-    assert drafting.describe_topic(description) == topic
+def test_template_prompt_reads_as_sentences_for_any_description(
+    description: str, topic: str
+) -> None:
+    prompt = drafting.template_prompt(description)
+    shape = PROMPT_SHAPE.fullmatch(prompt)
+    assert shape is not None, prompt
+    assert shape.group(1) == topic
+    assert topic == topic.strip(" .!?;:,") and "  " not in topic and "\n" not in topic
+    # no word of the description is dropped from the middle: the topic is its tail
+    typed = " ".join(description.split()).replace('"', "'").strip(" .!?;:,“”").lower()
+    assert typed.endswith(topic.lower())
 
 
 def test_empty_description_is_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match="describe the dataset"):
-        drafting.template_prompt("   ")
+    for empty in ("   ", " ?! ", '""'):
+        with pytest.raises(ConfigError, match="describe the dataset"):
+            drafting.template_prompt(empty)
     prompt, note = app.draft_template("")
     assert prompt == "" and note.startswith("⚠") and "describe the dataset" in note
 
@@ -373,7 +403,7 @@ def test_preview_shows_rows_and_writes_nothing(
     status, rows_html = last(app.run_preview(*form(), 2, 20))
     assert 'data-state="done"' in status and "2 rows" in status
     assert rows_html.count('class="dm-row dm-sft"') == 2
-    assert "helps users with customer support for a bike shop" in rows_html
+    assert "on this topic: &quot;customer support for a bike shop&quot;" in rows_html
     assert list(tmp_path.iterdir()) == [] or not (tmp_path / "out").exists()
 
 
