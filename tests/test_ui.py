@@ -215,10 +215,10 @@ def test_sft_recipe_for_each_technique_runs_on_the_fake(technique: str, tmp_path
         max_tokens=64,
     )
     result = builder.build_pipeline(spec).run(tmp_path / technique)
-    expected = (
-        3 if technique == "self_instruct" else 4
-    )  # the fake writes 3 lines: 3 queries per context
-    assert len(result.rows) == expected, result.stats.losses()
+    assert len(result.rows) == 4, result.stats.losses()  # the rows asked for, topped up
+    assert result.summary["target_rows"] == 4 and result.summary["reached"]
+    # the fake writes 3 queries per SelfInstruct context: a second context makes up the 4th row
+    assert result.summary["attempts"] == (2 if technique == "self_instruct" else 4)
     assert all(
         r["messages"][0] == {"role": "system", "content": spec.system_prompt} for r in result.rows
     )
@@ -407,6 +407,33 @@ def test_preview_shows_rows_and_writes_nothing(
     assert list(tmp_path.iterdir()) == [] or not (tmp_path / "out").exists()
 
 
+def test_preview_tops_up_to_the_rows_asked_for_and_lists_what_was_lost() -> None:
+    # the fake's answers are 24-36 words: at 28 tokens most are cut, and cut answers are dropped
+    status, rows_html = last(app.run_preview(*form(max_tokens=28), 3, 20))
+    assert 'data-state="done"' in status and "3 rows (" in status, status
+    assert rows_html.count('class="dm-row dm-sft"') == 3
+    lost = int(
+        re.search(r"(\d+) rows? lost at answer: \1 truncated at max_tokens", status).group(1)
+    )  # type: ignore[union-attr]
+    tried = int(
+        re.search(r"target of 3 rows reached after (\d+) source rows tried", status).group(1)
+    )  # type: ignore[union-attr]
+    assert lost >= 1 and tried == 3 + lost  # every attempt is a row shown or a loss listed
+    assert f"{lost} rows lost on the way" in rows_html or f"{lost} row lost on the way" in rows_html
+    losses = rows_html[rows_html.index('id="dm-losses"') :]
+    assert losses.count('class="dm-lost-reason">truncated at max_tokens<') == lost
+    assert rows_html.index('class="dm-row dm-sft"') < rows_html.index('id="dm-losses"')
+
+
+def test_preview_that_reaches_its_attempt_cap_shows_what_it_got_and_why() -> None:
+    status, rows_html = last(app.run_preview(*form(max_tokens=8), 2, 20))  # every answer is cut
+    cap = builder.attempt_cap(builder.DatasetSpec(system_prompt="x", technique="prompting"), 2)
+    assert f"target of 2 rows not reached: {cap} of at most {cap} source rows tried" in status
+    assert f"{cap} rows lost at answer: {cap} truncated at max_tokens" in status
+    assert "no rows" in rows_html and f"{cap} rows lost on the way" in rows_html
+    assert rows_html.count('class="dm-lost"') == cap
+
+
 def test_generate_writes_the_cli_folder_reuses_preview_calls_and_offers_downloads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -448,9 +475,8 @@ def test_selfinstruct_preview_is_the_start_of_the_same_run(tmp_path: Path) -> No
         app.run_generate(*form(technique="self_instruct"), 8, str(tmp_path / "si"))
     )
     run = json.loads((Path(folder) / "run.json").read_text())
-    assert run["cache_hits"] == 4 and run["model_calls"] == 4 and run["rows"] == 6, (
-        status
-    )  # 2 contexts × 3 queries
+    assert run["rows"] == 8 and run["reached"] and run["attempts"] == 3, status  # 3 contexts × 3
+    assert run["cache_hits"] >= 4 and "target of 8 rows reached" in status  # the preview's 4 calls
 
 
 def test_generate_with_bad_form_shows_error_and_runs_nothing(tmp_path: Path) -> None:

@@ -168,7 +168,9 @@ def run_preview(
     """Yields (status html, rows html) while a few rows are made (nothing is written).
 
     The preview runs the very recipe *Generate* will run (``num_rows`` rows), limited to its
-    first source rows, so generating afterwards finds the preview's calls in the cache."""
+    first source rows and topped up until ``preview_rows`` rows survive (or the attempt cap is
+    reached), so generating afterwards finds the preview's calls in the cache. The rows html
+    lists every row lost on the way, with its step and reason, below the rows."""
     try:
         n = int(preview_rows or 2)
         total = max(n, int(num_rows or n))
@@ -188,11 +190,11 @@ def run_preview(
             description=description,
             name="ui-preview",
         )
-        pipeline = builder.build_pipeline(spec)
+        pipeline, limit = builder.preview_pipeline(spec, n)
     except DatamillError as exc:
         yield _error(exc), ""
         return
-    job = JOBS.add(Job(pipeline, None, limit=builder.preview_limit(spec, n), label="preview"))
+    job = JOBS.add(Job(pipeline, None, limit=limit, label="preview"))
     job.start()
     while not job.wait(POLL_SECONDS):
         yield progress_html(job), '<div class="dm-empty">making preview rows…</div>'
@@ -200,7 +202,7 @@ def run_preview(
         yield progress_html(job), ""
         return
     rows = job.result.rows[:n]
-    yield progress_html(job), viewer.render_rows(rows)
+    yield progress_html(job), viewer.render_rows(rows) + viewer.render_losses(job.result.failures)
 
 
 def run_generate(
@@ -489,7 +491,7 @@ def build_app(title: str = "datamill — synthetic data generator") -> Any:
                             temperature = gr.Slider(
                                 0.0,
                                 1.5,
-                                value=0.9,
+                                value=builder.DatasetSpec.temperature,
                                 step=0.05,
                                 label="Temperature of the queries",
                                 elem_id="temperature",

@@ -174,6 +174,9 @@ class Job:
                 if self.output is not None
                 else f"{len(self.result.rows)} rows (model calls {s.model_calls}, cache hits {s.cache_hits}, {s.seconds:.1f}s)"
             )
+            topup = topup_line(self.result.summary)
+            if topup:
+                line += "; " + topup
             losses = s.losses()
             if losses:
                 line += "; " + "; ".join(losses)
@@ -183,6 +186,20 @@ class Job:
         if self.state in ("failed", "cancelled"):
             return f"{self.state}: {self.error}"
         return self.progress().text
+
+
+def topup_line(summary: dict[str, Any]) -> str:
+    """The top-up outcome of a run's summary in words (``""`` when it had no row target)."""
+    target = summary.get("target_rows")
+    if not target:
+        return ""
+    tried = summary.get("attempts")
+    if summary.get("reached"):
+        return f"target of {target} rows reached after {tried} source rows tried"
+    return (
+        f"target of {target} rows not reached: {tried} of at most {summary.get('max_attempts')} "
+        "source rows tried"
+    )
 
 
 class JobRegistry:
