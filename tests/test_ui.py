@@ -585,6 +585,27 @@ def test_preference_rows_render_side_by_side_and_escaped() -> None:
     assert "How do I fix a flat &lt;tyre&gt;?" in html_row and "a (smol)" in html_row
 
 
+def test_losses_are_listed_with_step_reason_and_escaped_raw_output() -> None:
+    assert viewer.render_losses([]) == ""
+    failures = [
+        {
+            "step": "magpie",
+            "reason": "instruction: truncated at max_tokens",
+            "raw_output": "<b>x</b>",
+        },
+        {"step": "answer", "reason": "refusal", "detail": "y" * 400},
+    ]
+    out = viewer.render_losses(failures)
+    assert "2 rows lost on the way" in out and out.count('class="dm-lost"') == 2
+    assert (
+        '"dm-lost-step">magpie</span>: <span class="dm-lost-reason">instruction: truncated' in out
+    )
+    assert "&lt;b&gt;x&lt;/b&gt;" in out and "<b>x" not in out
+    assert "y" * 299 + "…" in out and "y" * 300 not in out
+    many = viewer.render_losses(failures * 3, limit=4)
+    assert many.count('class="dm-lost"') == 4 and "… and 2 more" in many
+
+
 def test_row_kinds() -> None:
     assert viewer.row_kind([{"messages": [{"role": "user", "content": "x"}]}]) == "sft"
     assert viewer.row_kind([{"instruction": "x", "response": "y"}]) == "sft"
