@@ -360,6 +360,19 @@ def test_cancelled_job_keeps_finished_calls_in_the_cache(
     assert resumed.result is not None and resumed.result.stats.cache_hits >= 4
 
 
+def test_topup_line_says_whether_the_row_target_was_reached() -> None:
+    from datamill.ui.jobs import topup_line
+
+    assert topup_line({"rows": 3}) == ""  # no target: nothing to say
+    reached = {"target_rows": 3, "reached": True, "attempts": 6, "max_attempts": 12, "trimmed": 1}
+    assert (
+        topup_line(reached)
+        == "target of 3 rows reached after 6 source rows tried (1 rows beyond it cut)"
+    )
+    short = {"target_rows": 3, "reached": False, "attempts": 12, "max_attempts": 12}
+    assert topup_line(short) == "target of 3 rows not reached: 12 of at most 12 source rows tried"
+
+
 def test_failed_job_reports_one_line(tmp_path: Path) -> None:
     p = Pipeline(
         [TextGeneration(template="{{ missing }}")],
@@ -409,13 +422,14 @@ def test_preview_tops_up_to_the_rows_asked_for_and_lists_what_was_lost() -> None
     status, rows_html = last(handlers.run_preview(form(max_tokens=28, preview_rows=3, num_rows=20)))
     assert 'data-state="done"' in status and "3 rows (" in status, status
     assert rows_html.count('class="dm-row dm-sft"') == 3
-    lost = int(
-        re.search(r"(\d+) rows? lost at answer: \1 truncated at max_tokens", status).group(1)
-    )  # type: ignore[union-attr]
-    tried = int(
-        re.search(r"target of 3 rows reached after (\d+) source rows tried", status).group(1)
-    )  # type: ignore[union-attr]
-    assert lost >= 1 and tried == 3 + lost  # every attempt is a row shown or a loss listed
+    losses_line = re.search(r"(\d+) rows? lost at answer: \1 truncated at max_tokens", status)
+    topup = re.search(
+        r"target of 3 rows reached after (\d+) source rows tried(?: \((\d+) rows beyond it cut\))?",
+        status,
+    )
+    assert losses_line and topup, status
+    lost, tried, trimmed = int(losses_line.group(1)), int(topup.group(1)), int(topup.group(2) or 0)
+    assert lost >= 1 and tried == 3 + lost + trimmed  # every attempt shown, lost or cut
     assert f"{lost} rows lost on the way" in rows_html or f"{lost} row lost on the way" in rows_html
     losses = rows_html[rows_html.index('id="dm-losses"') :]
     assert losses.count('class="dm-lost-reason">truncated at max_tokens<') == lost

@@ -155,13 +155,16 @@ def test_describe_preview_generate_download_view(app_url: str, tmp_path: Path) -
         )
         expect(page.locator("#preview-status [data-state=done]")).to_be_visible()
         preview = page.locator("#preview-status").inner_text()
-        made = int(re.search(r"(\d+) rows \(model calls (\d+)", preview).group(1))  # type: ignore[union-attr]
-        preview_calls = int(re.search(r"model calls (\d+)", preview).group(1))  # type: ignore[union-attr]
-        tried = int(
-            re.search(r"target of 2 rows reached after (\d+) source rows tried", preview).group(1)
-        )  # type: ignore[union-attr]
+        counts = re.search(r"(\d+) rows \(model calls (\d+)", preview)
+        topup = re.search(
+            r"target of 2 rows reached after (\d+) source rows tried(?: \((\d+) rows beyond it cut\))?",
+            preview,
+        )
+        assert counts and topup, preview  # the rows asked for, and the top-up's outcome
+        made, preview_calls = int(counts.group(1)), int(counts.group(2))
+        tried, trimmed = int(topup.group(1)), int(topup.group(2) or 0)
         lost = sum(int(n) for n in re.findall(r"(\d+) rows? lost at", preview))
-        assert made == 2 and tried == made + lost, preview  # every attempt shown or accounted for
+        assert made == 2 and tried == made + lost + trimmed, preview  # every attempt accounted for
         rows = page.locator("#preview-rows-html .dm-row")
         expect(rows).to_have_count(2)
         expect(page.locator("#preview-rows-html .dm-lost")).to_have_count(lost)

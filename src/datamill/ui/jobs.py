@@ -195,7 +195,9 @@ def topup_line(summary: dict[str, Any]) -> str:
         return ""
     tried = summary.get("attempts")
     if summary.get("reached"):
-        return f"target of {target} rows reached after {tried} source rows tried"
+        extra = summary.get("trimmed")
+        cut = f" ({extra} rows beyond it cut)" if extra else ""
+        return f"target of {target} rows reached after {tried} source rows tried{cut}"
     return (
         f"target of {target} rows not reached: {tried} of at most {summary.get('max_attempts')} "
         "source rows tried"
