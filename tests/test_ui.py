@@ -364,10 +364,12 @@ def test_topup_line_says_whether_the_row_target_was_reached() -> None:
     from datamill.ui.jobs import topup_line
 
     assert topup_line({"rows": 3}) == ""  # no target: nothing to say
+    one = {"target_rows": 1, "reached": True, "attempts": 1, "max_attempts": 4}
+    assert topup_line(one) == "target of 1 row reached after 1 source row tried"
     reached = {"target_rows": 3, "reached": True, "attempts": 6, "max_attempts": 12, "trimmed": 1}
     assert (
         topup_line(reached)
-        == "target of 3 rows reached after 6 source rows tried (1 rows beyond it cut)"
+        == "target of 3 rows reached after 6 source rows tried (1 row beyond it cut)"
     )
     short = {"target_rows": 3, "reached": False, "attempts": 12, "max_attempts": 12}
     assert topup_line(short) == "target of 3 rows not reached: 12 of at most 12 source rows tried"
@@ -424,7 +426,7 @@ def test_preview_tops_up_to_the_rows_asked_for_and_lists_what_was_lost() -> None
     assert rows_html.count('class="dm-row dm-sft"') == 3
     losses_line = re.search(r"(\d+) rows? lost at answer: \1 truncated at max_tokens", status)
     topup = re.search(
-        r"target of 3 rows reached after (\d+) source rows tried(?: \((\d+) rows beyond it cut\))?",
+        r"target of 3 rows reached after (\d+) source rows tried(?: \((\d+) rows? beyond it cut\))?",
         status,
     )
     assert losses_line and topup, status

@@ -155,9 +155,9 @@ def test_describe_preview_generate_download_view(app_url: str, tmp_path: Path) -
         )
         expect(page.locator("#preview-status [data-state=done]")).to_be_visible()
         preview = page.locator("#preview-status").inner_text()
-        counts = re.search(r"(\d+) rows \(model calls (\d+)", preview)
+        counts = re.search(r"(\d+) rows? \(model calls (\d+)", preview)
         topup = re.search(
-            r"target of 2 rows reached after (\d+) source rows tried(?: \((\d+) rows beyond it cut\))?",
+            r"target of 2 rows reached after (\d+) source rows tried(?: \((\d+) rows? beyond it cut\))?",
             preview,
         )
         assert counts and topup, preview  # the rows asked for, and the top-up's outcome

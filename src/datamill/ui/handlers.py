@@ -243,7 +243,7 @@ def open_view(
     if running is not None:
         failures = running.stats.failures_by_step if running.stats else {}
         lost = "  \n".join(
-            f"⚠ {sum(r.values())} rows lost at {step}: "
+            f"⚠ {sum(r.values())} row{'' if sum(r.values()) == 1 else 's'} lost at {step}: "
             + ", ".join(f"{n} {k}" for k, n in r.items())
             for step, r in failures.items()
         )

@@ -337,7 +337,8 @@ def failures_table(failures: list[dict[str, Any]]) -> tuple[list[str], list[list
 def summary_markdown(view: FolderView) -> str:
     """The run in a few lines: rows, calls, cache hits, tokens, time, and every loss."""
     run = view.run
-    lines = [f"**{view.path}** — {len(view.rows)} rows ({view.kind})"]
+    n = len(view.rows)
+    lines = [f"**{view.path}** — {n} row{'' if n == 1 else 's'} ({view.kind})"]
     if view.running:
         lines.append("⏳ a run is writing this folder now; open it again when it finishes")
     if run:
