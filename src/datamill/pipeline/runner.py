@@ -70,7 +70,8 @@ class ModelHandle:
         self._down: ModelUnavailable | None = None  # once unreachable, no further call is sent
 
     def prepare(self, request: Request, overrides: dict[str, Any]) -> Request:
-        """Task defaults < this model's settings < the step's explicit options."""
+        """The one place sampling is decided: ``request`` (the task's defaults) < this model's
+        settings < ``overrides`` (the step's explicit options, per-call ones included)."""
         return request.with_options(**self.settings).with_options(**overrides)
 
     async def generate(
@@ -189,9 +190,9 @@ class Runner:
 
     # -- model access for steps ------------------------------------------------------------
     def context(self, key: RowKey, step: Step) -> Context:
-        overrides = step.sampling() if hasattr(step, "sampling") else {}
-
-        async def generate(model: str, request: Request) -> list[Completion]:
+        async def generate(
+            model: str, request: Request, overrides: dict[str, Any]
+        ) -> list[Completion]:
             handle = self.handles[model]
             return await handle.generate(
                 handle.prepare(request, overrides), self.stats.calls(step.label, model)

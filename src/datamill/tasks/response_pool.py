@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Completion, ModelInfo, Request
-from ..rows import Row, row_seed
+from ..rows import Row
 from ..steps.base import Context
 from .base import Task, render_string, template_variables
 
@@ -89,6 +89,9 @@ class ResponsePool(Task):
     output: str = "generations"
     models_output: str = "generation_models"
     min_responses: int | None = Field(default=None, ge=1)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "generation": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     model_config = {**Task.model_config, "populate_by_name": True}
 
@@ -134,14 +137,15 @@ class ResponsePool(Task):
         if not user:
             raise Dropped("empty prompt", f"template {self.template!r} rendered to nothing")
         system = self.system_prompt if self.system_prompt is not None else row.get("system_prompt")
-        return Request.chat(user, system=system or None, max_tokens=512, temperature=0.7, n=self.n)
+        return Request.chat(
+            user, system=system or None, n=self.n, **self.request_defaults("generation")
+        )
 
     async def _sample(self, ctx: Context, request: Request, model: str) -> list[Completion]:
         # like Task.call, but every sample is checked on its own: one bad sample of n=4 costs one
         if request.seed is None:
-            base = self.seed if self.seed is not None else ctx.seed
-            request = request.with_options(seed=row_seed(base, ctx.key, f"{self.label}@{model}"))
-        return await ctx.generate(model, request.with_options(**self.sampling()))
+            request = request.with_options(seed=self.row_seed(ctx, f"@{model}"))
+        return await ctx.generate(model, request, self.sampling())
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         request = self.request(row)

@@ -27,6 +27,9 @@ class TextGeneration(Task):
     template: str = "{{ instruction }}"
     system_prompt: str | None = None
     output: str = "generation"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "generation": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     @model_validator(mode="after")
     def _check_template(self) -> TextGeneration:
@@ -50,7 +53,7 @@ class TextGeneration(Task):
 
             raise Dropped("empty prompt", f"template {self.template!r} rendered to nothing")
         system = self.system_prompt if self.system_prompt is not None else row.get("system_prompt")
-        return [Request.chat(user, system=system or None, max_tokens=512, temperature=0.7)]
+        return [Request.chat(user, system=system or None, **self.request_defaults("generation"))]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row:
         return {self.output: completions[0][0].text.strip()}
