@@ -136,3 +136,10 @@ def test_a_step_missing_its_methods_is_refused_when_built(step, message) -> None
 def test_a_task_with_its_own_process_is_accepted() -> None:
     result = Pipeline([OwnProcess()], source=[{"a": 1}], models={"default": FakeModel()}).run(None)
     assert result.rows == [{"a": 1}]
+
+
+def test_every_registered_step_kind_meets_its_contract() -> None:
+    from datamill.recipes.registry import STEP_KINDS, step_class
+
+    for kind in STEP_KINDS:
+        assert step_class(kind).model_construct().contract_error() is None, kind
