@@ -75,12 +75,10 @@ class Step(BaseModel):
     kind: ClassVar[str] = ""
     #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
     name: str | None = None
-    _identity: str | None = PrivateAttr(
-        default=None
-    )  # set by the pipeline (``Pipeline._name_steps``)
-    _auto_name: bool = PrivateAttr(
-        default=False
-    )  # ``name`` was given by the pipeline, not the user
+    # set by the pipeline (``Pipeline._name_steps``): see :attr:`identity`
+    _identity: str | None = PrivateAttr(default=None)
+    # True when ``name`` was given by a pipeline (a positional label), not by the user
+    _auto_name: bool = PrivateAttr(default=False)
 
     def required_columns(self) -> list[str]:
         """Columns every incoming row must have."""

@@ -26,9 +26,9 @@ failed evolutions, each under its own counted reason:
   shorter than 80 words
 - ``answer has no content words``: an answer of punctuation and stop words only
 
-``temperature``/``top_p``/``max_tokens`` apply to the evolution calls and ``answer_temperature``
-/ ``answer_max_tokens`` to the answer calls; both are set on each request, so sampling settings
-given on the *model* override them.
+Sampling follows datamill's one rule (task defaults < model settings < step options): the
+step's ``temperature``/``top_p``/``max_tokens`` apply to every call (evolutions and answers), and
+``answer_temperature``/``answer_max_tokens`` beat them on the answer calls.
 
 Deliberately not here: the paper's fifth in-depth operation "complicate input" (it needs
 in-context examples), generating instructions from nothing (use ``magpie``).
@@ -250,9 +250,8 @@ class EvolInstruct(Task):
         request = Request.chat(instruction, **self.request_defaults("answer"))
         options = {"temperature": self.answer_temperature, "max_tokens": self.answer_max_tokens}
         try:
-            text = (await self.call(ctx, request, salt=f"/answer#{index}", options=options))[
-                0
-            ].text.strip()
+            completions = await self.call(ctx, request, salt=f"/answer#{index}", options=options)
+            text = completions[0].text.strip()
         except ParseError as exc:
             raise ParseError(f"answer: {exc.reason}", exc.raw) from None
         check_answer(text)
