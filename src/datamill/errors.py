@@ -9,7 +9,7 @@
     │   └── ModelUnavailable the model cannot be reached at all (fail fast, no per-row retries)
     ├── OutputError          the output folder is unusable (locked by another run, not writable)
     ├── CacheError           the call cache file is unusable (a folder, not datamill's, disk full)
-    └── BudgetExceeded       a cap (--max-tokens, --max-cost, --deadline) stopped the run
+    └── BudgetExceeded       a cap (--max-total-tokens, --max-cost, --deadline) stopped the run
 
 Row-level problems are not exceptions that escape: a task raises ``ParseError`` (or a model
 raises ``ModelError``) and the runner turns it into a failure record.

@@ -70,12 +70,19 @@ def run(
             help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.",
         ),
     ] = None,
-    max_tokens: Annotated[
+    max_total_tokens: Annotated[
         int | None,
         typer.Option(
-            "--max-tokens",
+            "--max-total-tokens",
             metavar="N",
-            help="Stop before model calls would use more than N tokens (prompt + completion).",
+            help="Stop before the run's model calls would use more than N tokens in all (prompt + completion). "
+            "Not the per-answer limit: that is max_tokens on a step or model (--set STEP.max_tokens=N).",
+        ),
+    ] = None,
+    old_max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens", metavar="N", hidden=True, help="Deprecated: --max-total-tokens."
         ),
     ] = None,
     deadline: Annotated[
@@ -105,7 +112,8 @@ def run(
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)
     runner_executor = get_executor(executor, address, **({"workers": workers} if workers else {}))
-    budget = _budget(pipeline, model, max_cost, max_tokens, deadline, prices)
+    max_total_tokens = total_tokens_option(max_total_tokens, old_max_tokens)
+    budget = _budget(pipeline, model, max_cost, max_total_tokens, deadline, prices)
     from ..pipeline.plan import fingerprint, load_forecast
 
     forecast = load_forecast(
@@ -145,16 +153,31 @@ def run(
         raise typer.Exit(1)
 
 
+def total_tokens_option(new: int | None, old: int | None) -> int | None:
+    """``--max-total-tokens``, or its deprecated spelling ``--max-tokens`` (one line says so)."""
+    if old is None:
+        return new
+    if new is not None:
+        raise ConfigError("give --max-total-tokens only; --max-tokens is its old, deprecated name")
+    console.print(
+        "--max-tokens is deprecated: it caps the whole run's tokens, so it is now --max-total-tokens "
+        "(a step's per-answer limit is max_tokens in the recipe)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return old
+
+
 def _budget(
     pipeline: Any,
     model: str | None,
     max_cost: float | None,
-    max_tokens: int | None,
+    max_total_tokens: int | None,
     deadline: str | None,
     prices: Path | None,
 ) -> Any:
     """A :class:`~datamill.pipeline.budget.Budget` for the caps given (``None`` without caps)."""
-    if max_cost is None and max_tokens is None and deadline is None:
+    if max_cost is None and max_total_tokens is None and deadline is None:
         return None
     from ..pipeline.budget import Budget
     from ..pricing import PriceTable
@@ -167,7 +190,9 @@ def _budget(
                 raise ConfigError(
                     f"--max-cost: no price is known for model {name!r} ({spec}); add it to ~/.config/datamill/prices.yaml or pass --prices FILE"
                 )
-    return Budget(max_cost=max_cost, max_tokens=max_tokens, deadline=deadline, prices=table)
+    return Budget(
+        max_cost=max_cost, max_total_tokens=max_total_tokens, deadline=deadline, prices=table
+    )
 
 
 async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -> object:

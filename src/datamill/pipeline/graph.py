@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, PipelineError
 from ..models.base import SAMPLING_FIELDS, Model
-from ..steps.base import Step
+from ..steps.base import Step, content_identity
 
 if TYPE_CHECKING:
     from ..io.sources import Source
@@ -77,6 +77,9 @@ class Pipeline:
                 raise PipelineError(
                     f"step {i} is a {type(s).__name__}, not a datamill step; wrap functions with datamill.step"
                 )
+            problem = s.contract_error()
+            if problem is not None:
+                raise PipelineError(f"step {i} ({s.label}): {problem}")
         self.steps = steps
         self.source = RowsSource(source) if isinstance(source, list) else source
         if models is None:
@@ -97,11 +100,25 @@ class Pipeline:
         self._name_steps()
 
     def _name_steps(self) -> None:
+        """Give unnamed steps a display label (``kind``, ``kind_2``, … by position) and every step
+        its :attr:`~datamill.steps.base.Step.identity` (its own name, else kind + a hash of its
+        parameters; the k-th identical twin gets ``#k``), which seeds derive from."""
         seen: Counter[str] = Counter()
+        twins: Counter[str] = Counter()
         for s in self.steps:
+            if s._auto_name:  # named by an earlier pipeline of the same step objects: rename
+                s.name = None
             if s.name is None:
                 seen[s.kind] += 1
                 s.name = s.kind if seen[s.kind] == 1 else f"{s.kind}_{seen[s.kind]}"
+                s._auto_name = True
+                identity = content_identity(s)
+                twins[identity] += 1
+                if twins[identity] > 1:
+                    identity += f"#{twins[identity]}"
+                s._identity = identity
+            else:
+                s._identity = s.name
         labels = Counter(s.label for s in self.steps)
         dup = [k for k, n in labels.items() if n > 1]
         if dup:

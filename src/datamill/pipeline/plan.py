@@ -256,7 +256,7 @@ def _count_first_step(
         return None
     model = models[first.models()[0]]
 
-    async def no_calls(name: str, request: Any) -> Any:
+    async def no_calls(name: str, request: Any, options: Any) -> Any:
         raise RuntimeError("counting only")
 
     calls = tokens = 0

@@ -90,7 +90,8 @@ class ModelHandle:
         self._claim_poll = claim_poll
 
     def prepare(self, request: Request, overrides: dict[str, Any]) -> Request:
-        """Task defaults < this model's settings < the step's explicit options."""
+        """The one place sampling is decided: ``request`` (the task's defaults) < this model's
+        settings < ``overrides`` (the step's explicit options, per-call ones included)."""
         return request.with_options(**self.settings).with_options(**overrides)
 
     def _hit(self, counts: CallCounts | None) -> None:
@@ -281,9 +282,9 @@ class Runner:
 
     # -- model access for steps ------------------------------------------------------------
     def context(self, key: RowKey, step: Step) -> Context:
-        overrides = step.sampling() if hasattr(step, "sampling") else {}
-
-        async def generate(model: str, request: Request) -> list[Completion]:
+        async def generate(
+            model: str, request: Request, overrides: dict[str, Any]
+        ) -> list[Completion]:
             handle = self.handles[model]
             return await handle.generate(
                 handle.prepare(request, overrides), self.stats.calls(step.label, model)

@@ -17,11 +17,13 @@ pipeline check column flow and source values up front.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from ..errors import ConfigError, Dropped
 from ..rows import Path, Row, RowKey, unencodable
@@ -36,7 +38,7 @@ class Context:
     def __init__(
         self,
         key: RowKey,
-        generate: Callable[[str, Request], Awaitable[list[Completion]]],
+        generate: Callable[[str, Request, dict[str, Any]], Awaitable[list[Completion]]],
         model_info: Callable[[str], Any],
         seed: int = 0,
         count: Callable[[str, int], None] | None = None,
@@ -47,9 +49,14 @@ class Context:
         self.seed = seed
         self._count = count
 
-    async def generate(self, model: str, request: Request) -> list[Completion]:
-        """Send ``request`` to the model named ``model`` (cached, counted, bounded)."""
-        return await self._generate(model, request)
+    async def generate(
+        self, model: str, request: Request, options: dict[str, Any] | None = None
+    ) -> list[Completion]:
+        """Send ``request`` to the model named ``model`` (cached, counted, bounded).
+
+        ``request`` carries the task's defaults; the model's settings go over them and then
+        ``options`` (the step's explicit sampling) over those, once, in the runner."""
+        return await self._generate(model, request, dict(options or {}))
 
     def model_info(self, model: str) -> Any:
         """The :class:`~datamill.models.base.ModelInfo` of a named model."""
@@ -71,6 +78,10 @@ class Step(BaseModel):
     kind: ClassVar[str] = ""
     #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
     name: str | None = None
+    # set by the pipeline (``Pipeline._name_steps``): see :attr:`identity`
+    _identity: str | None = PrivateAttr(default=None)
+    # True when ``name`` was given by a pipeline (a positional label), not by the user
+    _auto_name: bool = PrivateAttr(default=False)
 
     def __init__(self, *args: Any, **data: Any) -> None:
         """Build from named parameters; anything wrong is a one-line ``ConfigError`` (not
@@ -122,9 +133,45 @@ class Step(BaseModel):
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         raise NotImplementedError
 
+    def contract_error(self) -> str | None:
+        """Why this step cannot run at all (a method it must implement is missing), or None.
+        Checked when a pipeline is built, before any model is loaded."""
+        if type(self).process is Step.process:
+            return f"{type(self).__name__} does not implement process(row, ctx)"
+        return None
+
     @property
     def label(self) -> str:
         return self.name or self.kind
+
+    @property
+    def identity(self) -> str:
+        """What seeds (and so cached calls) derive from; unlike :attr:`label`, not a position.
+
+        The ``name`` the user gave, else ``kind:HASH`` where HASH digests the step's parameters
+        (everything but ``name``): inserting, removing or reordering *other* steps leaves it
+        unchanged, so this step's calls stay cache hits. Identical twins in one pipeline are told
+        apart by order: the k-th one (k >= 2) gets ``#k`` appended (set by the pipeline).
+        """
+        if self._identity is not None:
+            return self._identity
+        if self.name is not None and not self._auto_name:
+            return self.name
+        return content_identity(self)
+
+
+def content_identity(step: Step) -> str:
+    """``kind:HASH`` of a step's parameters (pydantic ``model_dump``, sorted JSON, no ``name``)."""
+    params = step.model_dump(exclude={"name"})
+    text = json.dumps(params, sort_keys=True, default=_stable, ensure_ascii=False)
+    return f"{step.kind or type(step).__name__}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _stable(value: Any) -> str:
+    """A run-independent text for a parameter JSON cannot hold (a function: its qualified name)."""
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
 
 
 class ParameterError(ConfigError):
@@ -168,6 +215,15 @@ class GlobalStep(Step):
     ) -> list[Row]:
         """Async form; global steps that call models (embeddings) override this one."""
         return self.process_all(rows, drop)
+
+    def contract_error(self) -> str | None:
+        cls = type(self)
+        if (
+            cls.process_all is GlobalStep.process_all
+            and cls.aprocess_all is GlobalStep.aprocess_all
+        ):
+            return f"{cls.__name__} implements neither process_all(rows, drop) nor aprocess_all(rows, drop, ctx)"
+        return None
 
 
 class FunctionStep(Step):

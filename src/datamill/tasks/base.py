@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jinja2
 from jinja2 import nodes
@@ -241,7 +241,14 @@ def no_markup(where: str, value: object, fix: str = "remove the markup") -> None
 
 
 class Task(Step):
-    """A step that calls a model. Sampling fields left ``None`` keep the task's own defaults."""
+    """A step that calls a model.
+
+    Sampling has one precedence, applied in one place (the runner's ``ModelHandle.prepare``):
+    the task's :attr:`defaults` < the model's settings (``models.NAME.max_tokens``) < the step's
+    options (``max_tokens`` on the step; a task making several kinds of call may also have
+    per-call options, e.g. Magpie's ``response_max_tokens``, which beat the step-wide ones)
+    < the command line (``--set``, which edits the recipe). Fields left ``None`` set nothing.
+    """
 
     model: str = "default"
     temperature: float | None = Field(default=None, ge=0, le=5)
@@ -250,20 +257,32 @@ class Task(Step):
     seed: int | None = None
     truncated: Literal["drop", "keep"] = "drop"
 
+    #: the sampling this task's requests start from, per kind of call (declared once per task;
+    #: the lowest precedence: model settings and step options beat it)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
     def models(self) -> list[str]:
         return [self.model]
 
+    def contract_error(self) -> str | None:
+        cls = type(self)
+        if cls.process is not Task.process:
+            return None
+        missing = [m for m in ("requests", "parse") if getattr(cls, m) is getattr(Task, m)]
+        if missing:
+            return (
+                f"{cls.__name__} implements neither requests(row, ctx) + parse(completions, row) "
+                f"nor process(row, ctx) (missing: {', '.join(missing)})"
+            )
+        return None
+
     def sampling(self) -> dict[str, Any]:
-        """Sampling options set explicitly on this step (they beat model settings)."""
-        return {
-            k: v
-            for k, v in {
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "top_p": self.top_p,
-            }.items()
-            if v is not None
-        }
+        """Sampling options set explicitly on this step, for every call it makes."""
+        return _given(temperature=self.temperature, max_tokens=self.max_tokens, top_p=self.top_p)
+
+    def request_defaults(self, kind: str) -> dict[str, Any]:
+        """The :attr:`defaults` of one kind of call (a copy; ``KeyError`` names a kind not declared)."""
+        return dict(self.defaults[kind])
 
     def requests(self, row: Row, ctx: Context) -> list[Request]:
         raise NotImplementedError
@@ -272,20 +291,29 @@ class Task(Step):
         raise NotImplementedError
 
     async def call(
-        self, ctx: Context, request: Request, salt: str = "", model: str | None = None
+        self,
+        ctx: Context,
+        request: Request,
+        salt: str = "",
+        model: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> list[Completion]:
-        """Send one request through the cache, with this row's seed and this step's options."""
+        """Send one request (built with the task's defaults) through the cache, with this row's
+        seed. The step's options, then ``options`` (this kind of call's own, ``None`` values
+        ignored), go along as overrides; the runner applies model settings under them, once."""
         if request.seed is None:
-            request = request.with_options(
-                seed=row_seed(
-                    self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + salt
-                )
-            )
+            request = request.with_options(seed=self.row_seed(ctx, salt))
         refuse_unencodable(request)
-        completions = await ctx.generate(
-            model or self.model, request.with_options(**self.sampling())
-        )
+        overrides = {**self.sampling(), **_given(**(options or {}))}
+        completions = await ctx.generate(model or self.model, request, overrides)
         return [self.check_completion(c) for c in completions]
+
+    def row_seed(self, ctx: Context, salt: str = "") -> int:
+        """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else
+        the pipeline's), the row key and the step's :attr:`identity` (not its position)."""
+        return row_seed(
+            self.seed if self.seed is not None else ctx.seed, ctx.key, self.identity + salt
+        )
 
     def check_completion(self, completion: Completion) -> Completion:
         """The answer a task may read from one raw completion, or :class:`ParseError`.
@@ -353,3 +381,8 @@ def check_encodable(completion: Completion) -> None:
     if bad is not None:
         raw = completion.text.encode("utf-8", "backslashreplace").decode("utf-8")
         raise ParseError("unencodable text in output", raw)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that are set (not ``None``)."""
+    return {k: v for k, v in options.items() if v is not None}

@@ -21,13 +21,13 @@ Deliberately not here: judging (``ultrafeedback``), pairing (``format_dpo``).
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Request
-from ..rows import Path, Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
 from .base import Task, no_markup, template
 from .evol_quality import clean_rewrite, rewrite_source
@@ -60,6 +60,10 @@ class CritiqueRewrite(Task):
     pool_index: int = 0
     generations: str = "generations"
     generation_models: str = "generation_models"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "critique": {"max_tokens": 256, "temperature": 0.3},
+        "revision": {"max_tokens": 512, "temperature": 0.3},
+    }
 
     @model_validator(mode="after")
     def _check(self) -> CritiqueRewrite:
@@ -100,8 +104,7 @@ class CritiqueRewrite(Task):
     def pick_principles(self, ctx: Context) -> list[str]:
         if self.principles_per_row is None:
             return list(self.principles)
-        base = self.seed if self.seed is not None else ctx.seed
-        rng = random.Random(row_seed(base, ctx.key, self.label + "/principles"))
+        rng = random.Random(self.row_seed(ctx, "/principles"))
         return rng.sample(self.principles, self.principles_per_row)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -122,7 +125,7 @@ class CritiqueRewrite(Task):
         )
         critique = (
             await self.call(
-                ctx, Request.chat(ask, max_tokens=256, temperature=0.3), salt="#critique"
+                ctx, Request.chat(ask, **self.request_defaults("critique")), salt="#critique"
             )
         )[0].text.strip()
         revise = (
@@ -132,7 +135,7 @@ class CritiqueRewrite(Task):
         )
         completion = (
             await self.call(
-                ctx, Request.chat(revise, max_tokens=512, temperature=0.3), salt="#revision"
+                ctx, Request.chat(revise, **self.request_defaults("revision")), salt="#revision"
             )
         )[0]
         revision = clean_rewrite(completion.text)

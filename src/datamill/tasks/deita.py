@@ -108,6 +108,8 @@ class _Scorer(Task):
     truncated: Literal["drop", "keep"] = "keep"  # the scores come first; a cut tail does not matter
     #: ``auto``: a JSON schema when the judge honours one (llama.cpp grammars), else ``[i] Score: s``
     structured: Literal["auto", "json", "text"] = "auto"
+    #: greedy; ``max_tokens`` defaults to what the scores need: 12 per item + 16
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {"score": {"temperature": 0.0}}
 
     def items(self, row: Row) -> tuple[list[str], bool]:
         raise NotImplementedError
@@ -138,8 +140,7 @@ class _Scorer(Task):
         count, top = len(items), self.scale(len(items))
         return Request.chat(
             self.render(row, items, structured),
-            temperature=0.0,
-            max_tokens=12 * count + 16,
+            **{"max_tokens": 12 * count + 16, **self.request_defaults("score")},
             json_schema=scores_schema(count, top) if structured else None,
         )
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import random
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Request
-from ..rows import Path, Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
 from .base import Task, template
 from .response_pool import extend_pool, model_label, pool_of
@@ -94,6 +94,9 @@ class EvolQuality(Task):
     pool_index: int = 0
     generations: str = "generations"
     generation_models: str = "generation_models"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "rewrite": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     @field_validator("mutations")
     @classmethod
@@ -129,8 +132,7 @@ class EvolQuality(Task):
         return self.required_columns() + pool
 
     def pick_mutations(self, ctx: Context) -> list[str]:
-        base = self.seed if self.seed is not None else ctx.seed
-        rng = random.Random(row_seed(base, ctx.key, self.label + "/mutations"))
+        rng = random.Random(self.row_seed(ctx, "/mutations"))
         return [rng.choice(self.mutations) for _ in range(self.num_evolutions)]
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -151,7 +153,7 @@ class EvolQuality(Task):
                 .render(instruction=instruction, response=current, mutation=mutation)
                 .strip()
             )
-            request = Request.chat(user, max_tokens=512, temperature=0.7)
+            request = Request.chat(user, **self.request_defaults("rewrite"))
             completion = (await self.call(ctx, request, salt=f"#{round_no}"))[0]
             rewrite = clean_rewrite(completion.text)
             if not rewrite:

@@ -15,12 +15,12 @@ instruction, and a follow-up that copies an earlier message is refused too (as i
 the format's special tokens, which would corrupt the next raw prompt); one bad turn drops the
 whole row with a reason naming the turn (``user turn 2: ...``).
 
-Decoding follows the paper: the instruction is sampled at temperature 1.0, top_p 1.0; the
-response is greedy (temperature 0). On this task ``temperature``/``top_p``/``max_tokens`` apply
-to the instruction (user-turn) calls and ``response_temperature``/``response_top_p``/
-``response_max_tokens`` to the response calls. They are set on each request (not as step-wide
-overrides), so sampling settings given on the *model* (``models.default.temperature``) override
-both.
+Decoding follows the paper by default: the instruction is sampled at temperature 1.0, top_p
+1.0; the response is greedy (temperature 0). Sampling follows datamill's one rule (task defaults
+< model settings < step options): the step's ``temperature``/``top_p``/``max_tokens`` apply to
+every call, and ``instruction_temperature``/``instruction_top_p``/``instruction_max_tokens``
+(user-turn calls) and ``response_temperature``/``response_top_p``/``response_max_tokens``
+(response calls) beat them for their kind of call.
 
 Deliberately not here: multi-turn with a literal pre-query string (datamill cannot know how that
 format closes a turn; use ``chatml``/``llama3``/``auto``), Magpie's tagging and reward-model
@@ -39,7 +39,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
 from ..models.base import Completion, Message, Request
-from ..rows import Path, Row, is_missing, path_text, row_seed, why_missing
+from ..rows import Path, Row, is_missing, path_text, why_missing
 from ..steps.base import Context
 from .base import Task, check_template, no_markup, render_row, template, template_reads
 
@@ -213,9 +213,16 @@ class Magpie(Task):
     n_turns: int = 1
     end_with_user: bool = False
     stop: list[str] | None = None
+    instruction_temperature: float | None = Field(default=None, ge=0.0)
+    instruction_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    instruction_max_tokens: int | None = Field(default=None, ge=1)
     response_temperature: float | None = Field(default=None, ge=0.0)
     response_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     response_max_tokens: int | None = Field(default=None, ge=1)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "instruction": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 128},
+        "response": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 512},
+    }
     _choices: list[tuple[str | None, str, float]] = PrivateAttr(default_factory=list)
     _fixed: PreQuery | None = PrivateAttr(default=None)
 
@@ -304,8 +311,13 @@ class Magpie(Task):
     def updates(self) -> list[str]:
         return ["system_prompt"]  # a row's own system prompt is read, and written back unchanged
 
-    def sampling(self) -> dict[str, Any]:
-        return {}  # per-call settings are put on each request (see the module docstring)
+    def options(self, kind: str) -> dict[str, Any]:
+        """The step's own options for ``instruction`` or ``response`` calls (``None``: unset)."""
+        return {
+            "temperature": getattr(self, f"{kind}_temperature"),
+            "top_p": getattr(self, f"{kind}_top_p"),
+            "max_tokens": getattr(self, f"{kind}_max_tokens"),
+        }
 
     def pre_query(self, ctx: Context) -> PreQuery:
         if self._fixed is not None:
@@ -329,13 +341,7 @@ class Magpie(Task):
         if len(self._choices) == 1:
             key, prompt, _ = self._choices[0]
         else:
-            rng = random.Random(
-                row_seed(
-                    self.seed if self.seed is not None else ctx.seed,
-                    ctx.key,
-                    self.label + "/system",
-                )
-            )
+            rng = random.Random(self.row_seed(ctx, "/system"))
             key, prompt, _ = rng.choices(self._choices, weights=[w for _, _, w in self._choices])[0]
         for path in template_reads(prompt).paths:
             what = why_missing(row, path)
@@ -367,7 +373,13 @@ class Magpie(Task):
             out["conversation"] = await self.converse(ctx, pre, system)
             return [out]
         raw = await _labelled(
-            self.call(ctx, self.ask(pre, system, []), salt="/instruction"), "instruction"
+            self.call(
+                ctx,
+                self.ask(pre, system, []),
+                salt="/instruction",
+                options=self.options("instruction"),
+            ),
+            "instruction",
         )
         instruction = clean_instruction(raw[0].text, pre, system)
         out["instruction"] = instruction
@@ -376,7 +388,10 @@ class Magpie(Task):
         if self.only_instruction:
             return [out]
         request = self.answer(system, [{"role": "user", "content": instruction}])
-        answer = await _labelled(self.call(ctx, request, salt="/response"), "response")
+        answer = await _labelled(
+            self.call(ctx, request, salt="/response", options=self.options("response")),
+            "response",
+        )
         out["response"] = answer[0].text.strip()
         return [out]
 
@@ -387,7 +402,13 @@ class Magpie(Task):
             salt = "" if n == 1 else f"#{n}"  # turn 1 makes the very calls of a one-turn run
             what = f"user turn {n}"
             raw = await _labelled(
-                self.call(ctx, self.ask(pre, system, turns), salt="/instruction" + salt), what
+                self.call(
+                    ctx,
+                    self.ask(pre, system, turns),
+                    salt="/instruction" + salt,
+                    options=self.options("instruction"),
+                ),
+                what,
             )
             try:
                 user = clean_instruction(raw[0].text, pre, system)
@@ -400,7 +421,13 @@ class Magpie(Task):
                 break
             what = f"assistant turn {n}"
             reply = await _labelled(
-                self.call(ctx, self.answer(system, turns), salt="/response" + salt), what
+                self.call(
+                    ctx,
+                    self.answer(system, turns),
+                    salt="/response" + salt,
+                    options=self.options("response"),
+                ),
+                what,
             )
             text = reply[0].text.strip()
             if any(token in text for token in pre.markers):  # it would corrupt the next raw prompt
@@ -416,20 +443,13 @@ class Magpie(Task):
         return Request(
             prompt=pre.continuation(system, turns),
             stop=tuple(dict.fromkeys([*pre.stop, *(self.stop or [])])),
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            max_tokens=self.max_tokens or 128,
+            **self.request_defaults("instruction"),
         )
 
     def answer(self, system: str | None, turns: list[Message]) -> Request:
         """The chat request whose completion is the assistant's reply to the last user message."""
         head: list[Message] = [{"role": "system", "content": system}] if system else []
-        return Request(
-            messages=tuple(head + turns),
-            temperature=0.0 if self.response_temperature is None else self.response_temperature,
-            top_p=1.0 if self.response_top_p is None else self.response_top_p,
-            max_tokens=self.response_max_tokens or 512,
-        )
+        return Request(messages=tuple(head + turns), **self.request_defaults("response"))
 
 
 def default_multi_turn_system() -> str:

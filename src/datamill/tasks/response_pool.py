@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Completion, ModelInfo, Request
-from ..rows import Path, Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
 from .base import (
     Task,
@@ -95,6 +95,9 @@ class ResponsePool(Task):
     output: str = "generations"
     models_output: str = "generation_models"
     min_responses: int | None = Field(default=None, ge=1)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "generation": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     model_config = {**Task.model_config, "populate_by_name": True}
 
@@ -157,7 +160,7 @@ class ResponsePool(Task):
         else:
             system = row.get("system_prompt")
         request = Request.chat(
-            user, system=system or None, max_tokens=512, temperature=0.7, n=self.n
+            user, system=system or None, n=self.n, **self.request_defaults("generation")
         )
         refuse_unencodable(request)
         return request
@@ -165,9 +168,8 @@ class ResponsePool(Task):
     async def _sample(self, ctx: Context, request: Request, model: str) -> list[Completion]:
         # like Task.call, but every sample is checked on its own: one bad sample of n=4 costs one
         if request.seed is None:
-            base = self.seed if self.seed is not None else ctx.seed
-            request = request.with_options(seed=row_seed(base, ctx.key, f"{self.label}@{model}"))
-        return await ctx.generate(model, request.with_options(**self.sampling()))
+            request = request.with_options(seed=self.row_seed(ctx, f"@{model}"))
+        return await ctx.generate(model, request, self.sampling())
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         request = self.request(row)

@@ -19,7 +19,7 @@ instruction–response pairs with a second task), the filters (``steps.filters``
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -139,6 +139,8 @@ class SelfInstruct(Task):
     criteria: list[str] = Field(default_factory=lambda: list(DEFAULT_CRITERIA))
     application_description: str = "an AI assistant"
     truncated: Literal["drop", "keep"] = "keep"
+    #: ``max_tokens`` defaults to what the instructions asked for need: 48 per line + 32, at most 1024
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {"instructions": {"temperature": 0.7}}
 
     @model_validator(mode="after")
     def _plain_text(self) -> SelfInstruct:
@@ -173,8 +175,13 @@ class SelfInstruct(Task):
             raise Dropped(
                 "empty input", f"column {self.column!r} has no text to write requests about"
             )
-        max_tokens = min(1024, 48 * self.num_instructions + 32)
-        return [Request.chat(self.prompt(context), max_tokens=max_tokens, temperature=0.7)]
+        max_tokens = min(1024, 48 * self.num_instructions + 32)  # room for the lines asked for
+        return [
+            Request.chat(
+                self.prompt(context),
+                **{"max_tokens": max_tokens, **self.request_defaults("instructions")},
+            )
+        ]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row:
         completion = completions[0][0]

@@ -6,7 +6,7 @@ step, chained, turns a seed prompt into a question and the question into an answ
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import model_validator
 
@@ -27,6 +27,9 @@ class TextGeneration(Task):
     template: str = "{{ instruction }}"
     system_prompt: str | None = None
     output: str = "generation"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "generation": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     @model_validator(mode="after")
     def _check_template(self) -> TextGeneration:
@@ -65,7 +68,7 @@ class TextGeneration(Task):
             system = render_row(self.system_prompt, row, self.label).strip()
         else:
             system = row.get("system_prompt")
-        return [Request.chat(user, system=system or None, max_tokens=512, temperature=0.7)]
+        return [Request.chat(user, system=system or None, **self.request_defaults("generation"))]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row:
         return {self.output: completions[0][0].text.strip()}
