@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..pipeline.stats import Stats
 from .options import CacheOption, InputOption, SetOption
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
 out = Console()
 
 
