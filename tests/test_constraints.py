@@ -23,6 +23,14 @@ from datamill.errors import ConfigError
 OWN = ("ifbench:", "length_constraints:number_sentences", "change_case:capital_word_frequency")
 
 
+def _has_verify_extra() -> bool:
+    try:
+        import if_verifiable  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def needs_verify_extra(cid: str) -> None:
     if not cid.startswith(OWN):
         pytest.importorskip("if_verifiable", reason="needs the verify extra")
@@ -175,6 +183,28 @@ def test_conflict_table_is_symmetric_and_reflexive():
     assert not conflicts("punctuation:no_comma", "length_constraints:number_words")
 
 
+NOT_IN_TEXT = {"language", "relation", "let_relation", "capital_relation", "prompt_to_repeat"}
+
+
+def assert_describe_names_its_parameters(c: Constraint) -> None:
+    text = c.describe().lower()
+    for name, value in c.kwargs.items():
+        if name in NOT_IN_TEXT:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            assert str(v).lower() in text, (c, name, text)
+
+
+def test_describe_uses_the_kwargs():
+    [lang] = from_dicts([{"id": "language:response_language", "kwargs": {"language": "de"}}])
+    assert "German" in lang.describe()
+    [less] = from_dicts(
+        [{"id": "keywords:frequency", "kwargs": {"keyword": "river", "frequency": 2,
+                                                  "relation": "less than"}}]
+    )  # fmt: skip
+    assert less.describe() == 'In your response, the word "river" should appear fewer than 2 times.'
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_samples_are_compatible_valid_and_reproducible(k):
     for seed in range(300):
@@ -185,7 +215,8 @@ def test_samples_are_compatible_valid_and_reproducible(k):
                 assert not conflicts(a.id, b.id), (seed, a.id, b.id)
         stored = [{"id": c.id, "kwargs": c.kwargs} for c in cs]
         assert from_dicts(stored) == cs  # sampled kwargs pass validation
-        assert all(c.describe() and "\n" not in c.describe()[:20] for c in cs)
+        for c in cs:
+            assert_describe_names_its_parameters(c)
         assert sample(random.Random(seed), k) == cs
 
 
@@ -215,6 +246,10 @@ def test_from_dicts_round_trips_and_drops_ifeval_none_padding():
         {"id": "startend:quotation"},
     ]  # fmt: skip
     cs = from_dicts(items)
+    [upper] = from_dicts([{"id": "keywords:letter_frequency",
+                           "kwargs": {"letter": "Z", "let_frequency": 2, "let_relation": "at least"}}])  # fmt: skip
+    if _has_verify_extra():
+        assert check("zz top", [upper])[0].passed  # IFEval reads the letter in any case
     assert cs[0] == Constraint(
         "length_constraints:number_words", {"num_words": 300, "relation": "at least"}
     )
@@ -237,6 +272,9 @@ def test_from_dicts_round_trips_and_drops_ifeval_none_padding():
            "kwargs": {"num_words": 3, "relation": "more than"}}], "must be one of"),
         ([{"id": "punctuation:no_comma", "kwargs": {"x": 1}}], "unknown kwarg 'x'"),
         ([{"id": "keywords:existence", "kwargs": {"keywords": []}}], "non-empty list"),
+        ([{"id": "keywords:existence", "kwargs": {"keywords": ["[a"]}}], "does not compile"),
+        ([{"id": "keywords:forbidden_words", "kwargs": {"forbidden_words": ["ok", "(x"]}}],
+         "does not compile"),
         ([{"id": "length_constraints:nth_paragraph_first_word",
            "kwargs": {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"}}],
          "must not exceed"),

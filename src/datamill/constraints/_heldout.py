@@ -10,6 +10,7 @@ that data. Every check here is a regex or a count, no data files.
 from __future__ import annotations
 
 import re
+import string
 from typing import Any
 
 from ..errors import ConfigError
@@ -135,7 +136,7 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "ifbench:sentence_start_letter",
-        {"letter": Param(str, choices=tuple("abcdefghijklmnopqrstuvwxyz"))},
+        {"letter": Param(str, choices=tuple(string.ascii_letters))},
         lambda r: {"letter": r.choice("abcdefhilmnoprstw")},
         lambda kw: (
             f'Every sentence of your response must start with the letter "{kw["letter"].upper()}".'

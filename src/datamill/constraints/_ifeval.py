@@ -16,6 +16,7 @@ import collections
 import json
 import random
 import re
+import string
 from functools import cache
 from typing import Any
 
@@ -175,7 +176,7 @@ def _count_sample(rng: random.Random, hi: int, names: tuple[str, str]) -> Kwargs
 SPECS: list[Spec] = [
     Spec(
         "keywords:existence",
-        {"keywords": Param(list)},
+        {"keywords": Param(list, regex=True)},
         lambda r: {"keywords": r.sample(WORD_LIST, 2)},
         lambda kw: f"Include the keywords {_quote_list(kw['keywords'], 'and')} in the response.",
         _lib(
@@ -187,7 +188,7 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "keywords:frequency",
-        {"keyword": Param(str), "frequency": Param(int, 1, 1000), "relation": _REL},
+        {"keyword": Param(str, regex=True), "frequency": Param(int, 1, 1000), "relation": _REL},
         lambda r: {
             "keyword": r.choice(WORD_LIST),
             **_count_sample(r, 3, ("frequency", "relation")),
@@ -205,7 +206,7 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "keywords:forbidden_words",
-        {"forbidden_words": Param(list)},
+        {"forbidden_words": Param(list, regex=True)},
         lambda r: {"forbidden_words": r.sample(WORD_LIST, 2)},
         lambda kw: (
             f"Do not include the words {_quote_list(kw['forbidden_words'], 'or')} in the response."
@@ -223,7 +224,7 @@ SPECS: list[Spec] = [
     Spec(
         "keywords:letter_frequency",
         {
-            "letter": Param(str, choices=tuple("abcdefghijklmnopqrstuvwxyz")),
+            "letter": Param(str, choices=tuple(string.ascii_letters)),
             "let_frequency": Param(int, 1, 10000),
             "let_relation": _REL,
         },
@@ -328,7 +329,7 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "detectable_content:postscript",
-        {"postscript_marker": Param(str)},
+        {"postscript_marker": Param(str, regex=True)},
         lambda r: {"postscript_marker": r.choice(("P.S.", "P.P.S"))},
         lambda kw: (
             "At the end of your response, please explicitly add a postscript starting "
@@ -383,7 +384,7 @@ SPECS: list[Spec] = [
     ),
     Spec(
         "detectable_format:multiple_sections",
-        {"section_spliter": Param(str), "num_sections": Param(int, 1, 100)},
+        {"section_spliter": Param(str, regex=True), "num_sections": Param(int, 1, 100)},
         lambda r: {
             "section_spliter": r.choice(("Section", "SECTION")),
             "num_sections": r.randint(2, 5),

@@ -24,13 +24,16 @@ RELATIONS = ("less than", "at least")
 @dataclass(frozen=True)
 class Param:
     """One keyword argument: ``kind`` is ``int``, ``str`` or ``list`` (a list of words);
-    ``lo``/``hi`` bound an int (inclusive); ``choices`` lists the allowed values."""
+    ``lo``/``hi`` bound an int (inclusive); ``choices`` lists the allowed values; ``regex`` marks
+    a string (or each word) the reference checker uses as a regular expression, so it must
+    compile."""
 
     kind: type
     lo: int | None = None
     hi: int | None = None
     choices: tuple[Any, ...] | None = None
     optional: bool = False
+    regex: bool = False
 
     def validate(self, cid: str, name: str, value: Any) -> None:
         where = f"constraint {cid!r}: kwarg {name!r}"
@@ -50,6 +53,15 @@ class Param:
             or not all(isinstance(w, str) and w.strip() for w in value)
         ):
             raise ConfigError(f"{where} must be a non-empty list of words, got {value!r}")
+        if self.regex:
+            for pattern in value if isinstance(value, list) else [value]:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ConfigError(
+                        f"{where}: {pattern!r} is read as a regular expression by IFEval's "
+                        f"checker and does not compile ({e}); escape it or use plain words"
+                    ) from None
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(repr(c) for c in self.choices)
             raise ConfigError(f"{where} must be one of {allowed}, got {value!r}")
