@@ -5,6 +5,7 @@ bad input is one ConfigError line. Offline: no NLTK data, no network."""
 from __future__ import annotations
 
 import random
+import sys
 
 import pytest
 
@@ -296,3 +297,22 @@ def test_check_validates_and_needs_the_prompt_for_repeat_prompt():
         check("text", [Constraint("combination:repeat_prompt", {})])
     with pytest.raises(ConfigError, match="must be one of"):
         Constraint("language:response_language", {"language": "xx"}).describe()
+
+
+def test_checks_need_no_nltk_data_and_never_import_ifbench(monkeypatch):
+    """A fresh machine has no NLTK data and no network: no check may load or download any, and
+    if-verifiable's IFBench package (which downloads at import) must stay unimported."""
+    nltk = pytest.importorskip("nltk")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"NLTK data requested: {args}")
+
+    for name in ("load", "find"):
+        monkeypatch.setattr(nltk.data, name, refuse)
+    monkeypatch.setattr(nltk, "download", refuse)
+    text = "Hello World. THIS IS LOUD, and *this* is [a] test!\n\n* one\n- two\nP.S. bye 🚀 2024"
+    for cid in catalogue():
+        c = sample(random.Random(7), 1, ids=[cid])
+        [result] = check(text, c, prompt="Hello World.")
+        assert result.id == cid
+    assert "if_verifiable.ifbench" not in sys.modules

@@ -14,21 +14,24 @@ conflict table. The ``verify_constraints`` step and the ``constraints`` recipe u
 Implementation, measured (2-core shared machine, no network, if-verifiable 0.1.2):
 
 - if-verifiable holds Google's reference IFEval checkers (Apache-2.0, the same code lm-eval
-  vendors). Offline, 22 of its 25 IFEval checkers work; ``number_sentences`` and
-  ``capital_word_frequency`` raise ``LookupError`` (they load NLTK's ``punkt``, which is downloaded
-  at first use) — ``repeat_prompt`` works once given the prompt. Its IFBench subpackage calls
+  vendors; lm-eval itself was not an option: it brings torch and transformers). Offline, 23 of
+  its 25 IFEval checkers work (``repeat_prompt`` once given the prompt); ``number_sentences`` and
+  ``capital_word_frequency`` raise ``LookupError`` (they load NLTK's ``punkt``, which is
+  downloaded at first use). Its IFBench subpackage calls
   ``nltk.download`` (4 packages) *at import time*; offline that prints errors, and 7 of its 58
   checkers then fail (stop words, POS tags, punkt).
-- Cost: ``import if_verifiable.ifeval`` takes ~3.4 s wall (``-X importtime``: nltk 2.1 s, the
-  ``datasets`` package its ``__init__`` pulls in 1.9 s); installed size 560 KB plus nltk 14 MB,
-  emoji 4.5 MB, langdetect 2.5 MB, datasets 5.9 MB (+ its deps, already in ``[hf]``).
+- Cost: ``import if_verifiable.ifeval`` took 3.4 s wall at load ~3 and 6-9 s at load ~19
+  (``-X importtime``: nltk 2.1-5.7 s, the ``datasets`` package its ``__init__`` pulls in
+  1.4-3.0 s); the first language check adds ~1.7 s (langdetect loads its profiles). Installed:
+  560 KB plus nltk 14 MB, emoji 4.5 MB, langdetect 2.5 MB, datasets 5.9 MB (+ its deps, already in
+  ``[hf]``). This package alone imports in ~45 ms (``-X importtime``, loaded machine).
 - Its API gives a bool per instruction (``check_following``) — no reason — and
   ``evaluate_instructions`` silently skips unknown ids; its description strings read
   ``Include keywords ['a', 'b'] in the response.``, and missing kwargs fall back to the global
   ``random``.
 
 So: IFEval verdicts come from if-verifiable (benchmark fidelity; a well-kept reference beats our
-code), imported lazily on the first check of one of those 22 types, so ``import
+code), imported lazily on the first check of one of those 23 types, so ``import
 datamill.constraints`` stays fast and needs no extra; the two punkt-bound IFEval checkers and all
 held-out ones are ours (regex sentence splitter and word counts, no data files); instruction
 sentences, kwargs validation, sampling (from a caller's ``random.Random`` only), the reasons and

@@ -1,7 +1,7 @@
 """IFEval's 25 verifiable instruction types (Zhou et al. 2023, arXiv:2311.07911, Table 1).
 
 Ids and kwarg names are IFEval's own, so the ``instruction_id_list``/``kwargs`` columns of
-``google/IFEval`` load with :func:`datamill.constraints.from_dicts` unchanged. 22 verdicts come from
+``google/IFEval`` load with :func:`datamill.constraints.from_dicts` unchanged. 23 verdicts come from
 if-verifiable's copy of Google's reference checkers (imported lazily, on the first check); two —
 ``length_constraints:number_sentences`` and ``change_case:capital_word_frequency`` — are ours,
 because the reference ones need NLTK's ``punkt`` data, which is downloaded at first use and so
