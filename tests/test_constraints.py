@@ -316,3 +316,14 @@ def test_checks_need_no_nltk_data_and_never_import_ifbench(monkeypatch):
         [result] = check(text, c, prompt="Hello World.")
         assert result.id == cid
     assert "if_verifiable.ifbench" not in sys.modules
+
+
+def test_paragraph_reasons_name_the_fault():
+    needs_verify_extra("length_constraints:")
+    c = [Constraint("length_constraints:number_paragraphs", {"num_paragraphs": 2})]
+    assert check("One.\n***\n***\nTwo.", c)[0].reason.endswith(
+        "an empty paragraph between *** dividers"
+    )
+    assert check("One.\n***\nTwo.\n***\nThree.", c)[0].reason.endswith(
+        "found 3 paragraphs separated by ***"
+    )

@@ -103,6 +103,13 @@ def _lang(text: str) -> str:
     return f"language detected as {LANGUAGES.get(code, code)!r}"
 
 
+def _paragraphs_found(text: str) -> str:
+    parts = re.split(r"\s?\*\*\*\s?", text)
+    if any(not p.strip() for p in parts[1:-1]):
+        return "an empty paragraph between *** dividers"
+    return f"found {plural(len([p for p in parts if p.strip()]), 'paragraph')} separated by ***"
+
+
 def _paragraphs_blank_lines(text: str) -> list[str]:
     return [p for p in re.split(r"\n\n", text) if p.strip()]
 
@@ -272,14 +279,7 @@ SPECS: list[Spec] = [
             f"There should be {plural(kw['num_paragraphs'], 'paragraph')}. "
             "Paragraphs are separated with the markdown divider: ***"
         ),
-        _lib(
-            "ParagraphChecker",
-            lambda t, kw: (
-                "found "
-                + plural(len([p for p in re.split(r"\s?\*\*\*\s?", t) if p.strip()]), "paragraph")
-                + " separated by ***"
-            ),
-        ),
+        _lib("ParagraphChecker", lambda t, kw: _paragraphs_found(t)),
     ),
     Spec(
         "length_constraints:number_words",
