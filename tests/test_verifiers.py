@@ -523,6 +523,23 @@ def test_verify_code_runs_at_most_max_workers_at_once(sandbox: types.SimpleNames
     assert sandbox.most == 3
 
 
+def test_verifiers_can_be_pickled_after_use(
+    sandbox: types.SimpleNamespace, user_module: Path
+) -> None:
+    """Ray ships steps to its workers by pickling them, also after a local segment used them."""
+    import pickle
+
+    code = VerifyCode(max_workers=2)
+    python = VerifyPython(fn="checks:plain", reads=["n"], on_fail="keep")
+    json_step = VerifyJSON(schema={"type": "object"}, column="solution", on_fail="keep")
+    rows = [{"solution": "{}", "tests": "{}", "n": 3}]
+    run([code, python, json_step], rows)
+    for step in (code, python, json_step, VerifyMath(), VerifyConstraints()):
+        again = pickle.loads(pickle.dumps(step))
+        assert again.model_dump() == step.model_dump()
+    assert [r["verified"] for r in run([pickle.loads(pickle.dumps(code))], rows).rows] == [True]
+
+
 def test_verify_code_bad_limits_are_refused() -> None:
     with pytest.raises(ConfigError, match="limits"):
         VerifyCode(limits={"wall_secs": 3})

@@ -73,7 +73,8 @@ class VerifyCode(Verifier):
     #: take the program from the first ```python fenced block when there is one
     extract: bool = True
 
-    _gates: Any = PrivateAttr(default_factory=weakref.WeakKeyDictionary)
+    #: event loop → its bound on programs at once (made on first use; not pickled)
+    _gates: Any = PrivateAttr(default=None)
 
     def required_columns(self) -> list[str]:
         return [self.code, self.tests]
@@ -93,9 +94,19 @@ class VerifyCode(Verifier):
             return {"code": row.get(self.code), "tests": row.get(self.tests)}
         return {"code": code, "tests": tests}
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Picklable (Ray ships steps to workers): the per-loop bounds stay behind."""
+        state = super().__getstate__()
+        private = state.get("__pydantic_private__")
+        if private:
+            state["__pydantic_private__"] = {**private, "_gates": None}
+        return state
+
     def _gate(self) -> asyncio.Semaphore:
         """The bound on programs running at once, one per event loop."""
         loop = asyncio.get_running_loop()
+        if self._gates is None:
+            self._gates = weakref.WeakKeyDictionary()
         gate = self._gates.get(loop)
         if gate is None:
             gate = asyncio.Semaphore(self.max_workers or os.cpu_count() or 1)
