@@ -158,6 +158,19 @@ def test_verify_math_answer_format_is_obeyed() -> None:
     assert hashed["verification"] == "no answer found: no #### in the answer"
 
 
+def test_verify_math_works_off_the_main_thread() -> None:
+    """math-verify's timeout uses signal.alarm, which only the main thread may set; a run whose
+    loop is in another thread (Jupyter, the web app) must still verify, not read nothing."""
+    import threading
+
+    rows = [{"solution": "\\boxed{\\frac{2}{4}}", "reference_answer": "0.5"}]
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(run([VerifyMath()], rows)))
+    worker.start()
+    worker.join()
+    assert [r["verified"] for r in out[0].rows] == [True] and out[0].failures == []
+
+
 def test_failed_rows_are_dropped_as_failure_records_with_the_reason(tmp_path: Path) -> None:
     rows = [
         {"solution": "#### 12", "reference_answer": "12"},

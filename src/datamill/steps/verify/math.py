@@ -25,6 +25,8 @@ on the main thread: where a run's loop is on another thread (Jupyter, the web ap
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
 import re
 import threading
@@ -133,6 +135,10 @@ class VerifyMath(Verifier):
     def required_columns(self) -> list[str]:
         return [self.answer, self.reference]
 
+    def key_params(self) -> dict[str, Any]:
+        # another math-verify may judge differently: its verdicts are not served to this one
+        return {**super().key_params(), "math_verify": _math_verify_version()}
+
     def key_inputs(self, row: Row) -> dict[str, Any]:
         return {"answer": row.get(self.answer), "reference": row.get(self.reference)}
 
@@ -158,6 +164,14 @@ class VerifyMath(Verifier):
         if verify(gold, pred, timeout_seconds=timeout):
             return Verdict.ok()
         return Verdict.fail(f"wrong answer: expected {clip(reference, 40)}, got {clip(got, 40)}")
+
+
+@functools.cache
+def _math_verify_version() -> str:
+    try:
+        return importlib.metadata.version("math-verify")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _on_main_thread() -> bool:
