@@ -54,6 +54,14 @@ from .steps.embed import Embed
 from .steps.filters import SelfInstructFilter
 from .steps.format import FormatSFT
 from .steps.messages import InstructionResponse
+from .steps.verify import (
+    Verifier,
+    VerifyCode,
+    VerifyConstraints,
+    VerifyJSON,
+    VerifyMath,
+    VerifyPython,
+)
 from .tasks.base import Task
 from .tasks.critique import CritiqueRewrite
 from .tasks.deita import ComplexityScorer, QualityScorer
@@ -122,6 +130,12 @@ __all__ = [
     "Task",
     "TextGeneration",
     "UltraFeedback",
+    "Verifier",
+    "VerifyCode",
+    "VerifyConstraints",
+    "VerifyJSON",
+    "VerifyMath",
+    "VerifyPython",
     "load_embedder",
     "load_model",
     "load_recipe",

@@ -232,6 +232,8 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
         )
     for line in stats.losses():
         out.print(f"[yellow]{line}[/]", highlight=False)
+    for line in stats.yield_lines():  # one per verifier: verified of checked, top reasons
+        out.print(f"yield {line}", highlight=False)
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"

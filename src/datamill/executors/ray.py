@@ -220,7 +220,7 @@ async def _arun_shard(
                 id(model), asyncio.Semaphore(max(1, model.info.max_concurrency))
             )
             handles[name] = ModelHandle(name, model, settings.sampling, cache, stats, None, sem)
-        runner = Runner(handles, stats, failures, seed=payload["seed"])
+        runner = Runner(handles, stats, failures, seed=payload["seed"], cache=cache)
         work = asyncio.create_task(runner.stream(steps, rows))
         last = 0.0
         while not work.done():

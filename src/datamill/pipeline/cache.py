@@ -5,6 +5,9 @@ under (key, sample index), so asking for more samples later reuses the ones alre
 A row is committed the moment its call finishes (WAL journal), so a crash or Ctrl-C loses only
 calls that had not finished. Several runs may share one file at once (WAL + busy timeout).
 
+Results of work that is not a model call (a verifier's verdict, ``pipeline.results``) live in a
+``results`` table beside ``calls``: a content key → a JSON text, committed as each one finishes.
+
 Only answers are kept: a completion is stored and served only when its ``finish_reason`` is
 ``stop`` or ``length`` and its text is not blank (:func:`servable`), so a glitch of the server
 (an empty or refused answer) is asked again on the next run instead of being lost forever.
@@ -58,12 +61,17 @@ CREATE TABLE IF NOT EXISTS claims (
     owner TEXT NOT NULL,
     expires REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _META = "CREATE TABLE IF NOT EXISTS datamill_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 
 #: tables any datamill cache file may hold (the call cache's and ``models.embeddings``')
-_OURS = {"calls", "claims", "embeddings", "datamill_meta"}
+_OURS = {"calls", "claims", "results", "embeddings", "datamill_meta"}
 
 #: finish reasons of a completion that is an answer (anything else is a failure, never kept)
 SERVABLE_FINISH = ("stop", "length")
@@ -297,6 +305,28 @@ class CallCache:
             raise self._fail("write to", exc) from None
         if values:
             self.stored += 1
+
+    # -- results of other work (verifications) -------------------------------------------------
+    def get_result(self, key: str) -> str | None:
+        """The JSON text stored under ``key`` in the ``results`` table, or ``None``."""
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fail("read from", exc) from None
+        return None if row is None else str(row[0])
+
+    def put_result(self, key: str, value: str) -> None:
+        """Store the JSON text ``value`` under ``key`` (committed at once; a value already there
+        is kept). Raises :class:`CacheError` when the write fails."""
+        self.check()
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?)", (key, value, time.time())
+                )
+        except sqlite3.Error as exc:
+            raise self._fail("write to", exc) from None
 
     def check(self) -> None:
         """Raise the write failure met earlier, if any (a broken cache takes no more calls)."""

@@ -183,7 +183,9 @@ async def arun_pipeline(
                 sem,
                 unavailable=down.get(id(m)),
             )
-        runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
+        runner = Runner(
+            handles, stats, failures, seed=pipeline.seed, executor=executor, cache=call_cache
+        )
         keyed, topup = await run_rows(
             runner, pipeline, rows, src, call_cache
         )  # target_rows: top-up

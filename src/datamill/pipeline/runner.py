@@ -40,6 +40,7 @@ from ..models.base import Completion, Model, Request
 from ..rows import Row, RowKey, path_text, unencodable, why_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
+from .results import CachedResults
 from .stats import CallCounts, Stats
 
 KeyedRow = tuple[RowKey, Row]
@@ -267,8 +268,11 @@ class Runner:
         seed: int = 0,
         max_rows_in_flight: int | None = None,
         executor: Any = None,
+        cache: CallCache | None = None,
     ) -> None:
         self.executor = executor  # None: stream here; else an executor's ``stream`` runs segments
+        self.cache = cache  # where steps' other results (verdicts) are kept: ``Context.cached``
+        self.results = CachedResults(cache)
         self.handles = handles
         self.stats = stats
         self.failures = failures
@@ -293,8 +297,17 @@ class Runner:
         def count(event: str, n: int) -> None:
             self.stats.events[step.label][event] += n
 
+        def verdict(passed: bool, reason: str, cached: bool) -> None:
+            self.stats.verdict(step.label, passed, reason, cached)
+
         return Context(
-            key, generate, lambda m: self.handles[m].model.info, seed=self.seed, count=count
+            key,
+            generate,
+            lambda m: self.handles[m].model.info,
+            seed=self.seed,
+            count=count,
+            cached=self.results.get,
+            verdict=verdict,
         )
 
     # -- the whole pipeline ----------------------------------------------------------------

@@ -16,6 +16,25 @@ class StepCounts:
 
 
 @dataclass
+class VerifyCounts:
+    """Verdicts of one verifier step: rows passed and failed, failures by reason (the reason's
+    stable part, e.g. ``wrong answer``), and how many verdicts came from the cache."""
+
+    passed: int = 0
+    failed: int = 0
+    cached: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "failed": self.failed,
+            "cached": self.cached,
+            "reasons": dict(self.reasons.most_common()),
+        }
+
+
+@dataclass
 class CallCounts:
     """Model use of one step on one named model: calls sent, cache hits, tokens, seconds in calls."""
 
@@ -42,6 +61,7 @@ class Stats:
     events: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     steps: dict[str, StepCounts] = field(default_factory=dict)
     usage: dict[str, dict[str, CallCounts]] = field(default_factory=dict)  #: step → model → counts
+    verification: dict[str, VerifyCounts] = field(default_factory=dict)  #: verifier step → verdicts
     started: float = field(default_factory=time.monotonic)
 
     def step(self, label: str) -> StepCounts:
@@ -52,6 +72,28 @@ class Stats:
     def calls(self, step: str, model: str) -> CallCounts:
         """The counts of ``step``'s calls to ``model`` (made on first use)."""
         return self.usage.setdefault(step, {}).setdefault(model, CallCounts())
+
+    def verdict(self, step: str, passed: bool, reason: str, cached: bool = False) -> None:
+        """Count one verdict of the verifier ``step`` (``reason``: the failure's stable part)."""
+        counts = self.verification.setdefault(step, VerifyCounts())
+        if passed:
+            counts.passed += 1
+        else:
+            counts.failed += 1
+            counts.reasons[reason] += 1
+        counts.cached += int(cached)
+
+    def yield_lines(self) -> list[str]:
+        """Human lines, one per verifier: ``verify_math: 12 of 20 verified (60%); 8 wrong answer``."""
+        lines = []
+        for step, c in self.verification.items():
+            total = c.passed + c.failed
+            share = f" ({100 * c.passed / total:.0f}%)" if total else ""
+            why = ", ".join(f"{n} {r}" for r, n in c.reasons.most_common(3))
+            lines.append(
+                f"{step}: {c.passed} of {total} verified{share}" + (f"; {why}" if why else "")
+            )
+        return lines
 
     def record_failure(self, step: str, reason: str) -> None:
         self.failed_rows += 1
@@ -93,6 +135,7 @@ class Stats:
         data["failures_by_step"] = {k: dict(v) for k, v in self.failures_by_step.items()}
         data["steps"] = {k: [v.rows_in, v.rows_out, v.failed] for k, v in self.steps.items()}
         data["events"] = {k: dict(v) for k, v in self.events.items()}
+        data["verification"] = {k: v.as_dict() for k, v in self.verification.items()}
         data["usage"] = {
             step: {m: vars(c) for m, c in models.items()} for step, models in self.usage.items()
         }
@@ -118,6 +161,12 @@ class Stats:
                 mine = self.calls(step, model)
                 for k, v in counts.items():
                     setattr(mine, k, getattr(mine, k) + v)
+        for step, verdicts in counters.get("verification", {}).items():
+            have = self.verification.setdefault(step, VerifyCounts())
+            have.passed += verdicts["passed"]
+            have.failed += verdicts["failed"]
+            have.cached += verdicts["cached"]
+            have.reasons.update(verdicts["reasons"])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -137,5 +186,10 @@ class Stats:
                 step: {m: {**vars(c), "seconds": round(c.seconds, 3)} for m, c in models.items()}
                 for step, models in self.usage.items()
             },
+            **(
+                {"verification": {k: v.as_dict() for k, v in self.verification.items()}}
+                if self.verification
+                else {}
+            ),
             "seconds": round(self.seconds, 3),
         }

@@ -99,6 +99,7 @@ async def _topped_up(
                 FailureLog(None),
                 seed=runner.seed,
                 executor=getattr(runner, "executor", None),
+                cache=runner.cache,
             )
             final = await scratch.run(tail, list(kept))
             last_tail = (scratch.stats, scratch.failures)

@@ -45,6 +45,12 @@ STEP_KINDS: dict[str, str] = {
     "dedup_embedding": "steps.dedup:EmbeddingDedup",
     "deita_score": "steps.deita:DeitaScore",
     "instruction_response": "steps.messages:InstructionResponse",
+    # verifiers
+    "verify_math": "steps.verify.math:VerifyMath",
+    "verify_code": "steps.verify.code:VerifyCode",
+    "verify_constraints": "steps.verify.constraints:VerifyConstraints",
+    "verify_json": "steps.verify.json:VerifyJSON",
+    "verify_python": "steps.verify.python:VerifyPython",
 }
 
 

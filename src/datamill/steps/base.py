@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 
 class Context:
-    """What a step may use while processing one row: its key and the models (through the cache)."""
+    """What a step may use while processing one row: its key, the models (through the cache),
+    and the cache of other results (:meth:`cached`, used by verifiers)."""
 
     def __init__(
         self,
@@ -42,12 +43,17 @@ class Context:
         model_info: Callable[[str], Any],
         seed: int = 0,
         count: Callable[[str, int], None] | None = None,
+        *,
+        cached: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
+        verdict: Callable[[bool, str, bool], None] | None = None,
     ) -> None:
         self.key = key
         self._generate = generate
         self._model_info = model_info
         self.seed = seed
         self._count = count
+        self._cached = cached
+        self._verdict = verdict
 
     async def generate(
         self, model: str, request: Request, options: dict[str, Any] | None = None
@@ -67,6 +73,19 @@ class Context:
         e.g. "judgement skipped (self-judging)"; losses are counted by the runner itself."""
         if self._count is not None and n:
             self._count(event, n)
+
+    async def cached(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """The JSON-able result stored under ``key`` in the run's cache, else ``await compute()``,
+        stored there the moment it returns (``pipeline.results``; no cache: always computed)."""
+        if self._cached is None:
+            return await compute()
+        return await self._cached(key, compute)
+
+    def verdict(self, passed: bool, reason: str, cached: bool = False) -> None:
+        """Count a verifier's verdict on this row (``run.json`` ``verification``); ``reason`` is
+        the failure's stable part (``wrong answer``), ``cached`` whether it came from the cache."""
+        if self._verdict is not None:
+            self._verdict(passed, reason, cached)
 
 
 class Step(BaseModel):
