@@ -179,7 +179,8 @@ def test_a_recipe_on_the_embedded_model_runs_offline(tmp_path: Path) -> None:
         """
         from datamill.cli import main
         main(["run", "instructions-basic", "--limit", "1", "-o", "out", "-q",
-              "--set", "text_generation.max_tokens=8", "--set", "text_generation_2.max_tokens=8"])
+              "--set", "text_generation.max_tokens=8", "--set", "text_generation_2.max_tokens=8",
+              "--set", "text_generation_2.truncated=keep"])
         """,
         tmp_path,
     )
