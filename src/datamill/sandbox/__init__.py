@@ -39,12 +39,14 @@ for the namespace and subreaper; elsewhere they are reported off and the rest st
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import sys
 import sysconfig
@@ -62,7 +64,7 @@ Style = Literal["assert", "pytest", "auto"]
 _CHILD = Path(__file__).with_name("_child.py")
 _BACKSTOP_SECONDS = 5.0  # beyond the wall limit, for the child's own start and clean-up
 _SHOWN_CHARS = 4096
-_SIGNALS = {24: "cpu time limit", 25: "file size limit"}  # SIGXCPU, SIGXFSZ (Linux numbering)
+_SIGNALS: dict[int, str] = {signal.SIGXCPU: "cpu time limit", signal.SIGXFSZ: "file size limit"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
         for name in ("cpu_seconds", "memory_mb", "file_size_mb", "processes"):
             if not isinstance(getattr(self, name), int):
-                raise ValueError(f"Limits.{name} must be a whole number, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"Limits.{name} must be a whole number, got {getattr(self, name)!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,10 @@ def sandbox_info() -> dict[str, bool]:
         job.cleanup()
     if not result.passed:
         raise RuntimeError(f"the sandbox cannot run the simplest program here: {result.reason}")
-    keys = ("network_namespace", "rlimits", "process_limit", "privileges_dropped")
-    keys += ("reads_restricted", "no_new_privs", "audit_hooks", "subreaper")
+    keys = (
+        *("network_namespace", "rlimits", "process_limit", "privileges_dropped"),
+        *("reads_restricted", "no_new_privs", "audit_hooks", "subreaper"),
+    )
     return {key: bool(found.get(key)) for key in keys}
 
 
@@ -174,12 +180,13 @@ def _interpreter_readable_by_others() -> bool:
     return all(_readable_by_others(p) for p in wanted)
 
 
-def _show(capture: _io.Capture, text: bytes) -> str:
-    """At most about ``_SHOWN_CHARS`` characters: the head and the tail, with a marker between."""
+def _show(capture: _io.Capture, text: bytes, removed: int = 0) -> str:
+    """At most about ``_SHOWN_CHARS`` characters: the head and the tail, with a marker between
+    that gives the stream's size (less the ``removed`` bytes of records)."""
     shown = text.decode("utf-8", "replace")
     if len(shown) <= _SHOWN_CHARS and not capture.cut:
         return shown
-    marker = f"\n[... output cut: {capture.total} bytes in all ...]\n"
+    marker = f"\n[... output cut: {capture.total - removed} bytes in all ...]\n"
     return shown[: _SHOWN_CHARS * 3 // 4] + marker + shown[-_SHOWN_CHARS // 4 :]
 
 
@@ -269,7 +276,8 @@ class _Job:
             counts = (result["tests_passed"], result["tests_total"])
         else:
             reason = _crash_reason(exit_["code"], exit_["cpu_seconds"], self.limits)
-        stdout = _show(done.out, out_text)
+        raw_out = len(done.out.head) + len(done.out.tail)
+        stdout = _show(done.out, out_text, raw_out - len(out_text))
         stderr = _show(done.err, bytes(done.err.head) + bytes(done.err.tail))
         seconds = round(time.monotonic() - self.started, 3)
         return SandboxResult(passed, reason, seconds, stdout, stderr, *counts), found
@@ -280,8 +288,6 @@ def _code(code: int) -> str:
 
 
 def _signal_name(number: int) -> str:
-    import signal
-
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -315,8 +321,6 @@ def _records(capture: _io.Capture, token: bytes) -> tuple[dict[str, dict], bytes
 
 def _kill_uid(uid: int) -> None:
     """Kill any process still running as the run's own uid (a backstop; the child does this)."""
-    import signal
-
     for _ in range(50):
         alive = False
         for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
@@ -331,10 +335,8 @@ def _kill_uid(uid: int) -> None:
                 "State", ""
             ):
                 alive = True
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(int(name), signal.SIGKILL)
-                except OSError:
-                    pass
         if not alive:
             return
         time.sleep(0.01)
