@@ -134,6 +134,18 @@ def test_an_exception_in_the_code_is_an_error_with_its_type():
     assert result.tests_passed is None
 
 
+def test_the_first_failure_traceback_goes_to_stderr_from_the_code_s_own_frames():
+    code = "def div(a, b):\n    return a / b\n"
+    result = run_python(code, "def test_div():\n    assert div(1, 0) == 1\n", limits=QUICK)
+    assert (
+        result.reason
+        == "test failed: test_div: assert div(1, 0) == 1: ZeroDivisionError: division by zero"
+    )
+    assert 'File "tests.py", line 2, in test_div' in result.stderr
+    assert 'File "solution.py", line 2, in div' in result.stderr
+    assert "_child.py" not in result.stderr
+
+
 def test_output_and_tests_importing_the_solution_module():
     code = ADD + "print('hello from the solution')\n"
     tests = "from solution import add as plus\nassert plus(2, 2) == 4\nprint('tests done')\n"

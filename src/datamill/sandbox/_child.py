@@ -171,7 +171,7 @@ def _kill_descendants(pgid: int) -> None:
 
 def _children_of(parent: int) -> list[int]:
     found = []
-    for name in os.listdir("/proc"):
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/stat", "rb") as f:
@@ -194,7 +194,7 @@ def _worker(cfg: dict, libc: ctypes.CDLL | None, out: int, token: bytes) -> None
     protections.update(_drop_privileges(cfg, libc))
     os.chdir(workdir)
     for name, text in (("solution.py", cfg["code"]), ("tests.py", cfg["tests"])):
-        with open(name, "w") as f:
+        with contextlib.suppress(OSError), open(name, "w") as f:  # only for tracebacks' lines
             f.write(text)
     state: dict = {"violation": None}
     sys.addaudithook(_hook(workdir, cfg["network"], state))
@@ -209,10 +209,21 @@ def _worker(cfg: dict, libc: ctypes.CDLL | None, out: int, token: bytes) -> None
     os._exit(0)
 
 
+def _processes_of(uid: int) -> int:
+    """How many processes ``uid`` runs now (a generous guess of 4096 where /proc is missing)."""
+    if not os.path.isdir("/proc"):
+        return 4096
+    count = 0
+    for name in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            count += name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid
+    return count
+
+
 def _set_limits(cfg: dict) -> bool:
     nproc = cfg["processes"]
     if cfg["uid"] is None and os.geteuid() != 0:  # RLIMIT_NPROC counts all of this user's processes
-        nproc += len([n for n in os.listdir("/proc") if n.isdigit()])
+        nproc += _processes_of(os.getuid())
     mb = 1024 * 1024
     wanted = [
         (resource.RLIMIT_CORE, 0, 0),
@@ -337,6 +348,18 @@ def _describe(exc: BaseException) -> str:
     return _short(f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__)
 
 
+def _print_traceback(exc: BaseException) -> None:
+    """The first failure's traceback, on the code's stderr (so it reaches ``result.stderr``)."""
+    with contextlib.suppress(BaseException):
+        import traceback
+
+        tb = exc.__traceback__  # start at the code's own frames, not this script's
+        while tb is not None and tb.tb_frame.f_code.co_filename not in ("solution.py", "tests.py"):
+            tb = tb.tb_next
+        shown = traceback.format_exception(type(exc), exc, tb or exc.__traceback__)
+        sys.stderr.write("".join(shown))
+
+
 def _limit_hit(exc: BaseException, state: dict) -> str | None:
     """The sandbox-level reason behind ``exc`` (a blocked action or a resource limit), if any."""
     if state["violation"]:
@@ -406,6 +429,7 @@ def _run(code: str, tests: str, style: str, state: dict) -> dict:
         limit = _limit_hit(exc, state)
         if limit is None and isinstance(exc, SystemExit):
             limit = f"error: {_describe(exc)} (the program exited before the tests ran)"
+        _print_traceback(exc)
         return _outcome(limit or f"error: {_describe(exc)}", None, None, state)
     lines = tests.splitlines()
     if style == "pytest":
@@ -428,7 +452,9 @@ def _run_asserts(tree: ast.Module, ns: dict, lines: list[str], state: dict) -> d
             limit = _limit_hit(exc, state)
             if limit:
                 return _outcome(limit, passed, total, state)
-            first = first or f"test failed: {_failure(exc, lines)}"
+            if first is None:
+                _print_traceback(exc)
+                first = f"test failed: {_failure(exc, lines)}"
             if not is_assert or isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 return _outcome(first, passed, total, state)
             continue
@@ -470,6 +496,7 @@ def _run_test_functions(tree: ast.Module, ns: dict, lines: list[str], state: dic
     try:
         exec(compile(tree, "tests.py", "exec"), ns)
     except BaseException as exc:
+        _print_traceback(exc)
         reason = _limit_hit(exc, state) or f"test failed: loading the tests: {_failure(exc, lines)}"
         return _outcome(reason, None, None, state)
     tests = _collect(ns)
@@ -483,7 +510,9 @@ def _run_test_functions(tree: ast.Module, ns: dict, lines: list[str], state: dic
             limit = _limit_hit(exc, state)
             if limit:
                 return _outcome(limit, passed, len(tests), state)
-            first = first or f"test failed: {name}: {_failure(exc, lines)}"
+            if first is None:
+                _print_traceback(exc)
+                first = f"test failed: {name}: {_failure(exc, lines)}"
         else:
             passed += 1
     return _outcome(first, passed, len(tests), state)
