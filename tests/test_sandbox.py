@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -477,9 +479,46 @@ def test_arun_python_times_out_and_cleans_up():
     assert _leftovers(pgid, uid) == []
 
 
-def test_temporary_folders_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    tmp_path.chmod(0o755)
+@pytest.fixture
+def sandbox_parent(monkeypatch: pytest.MonkeyPatch):
+    """A folder of this test's own where the sandbox makes its temporary folders (reachable by
+    the sandbox's uid, unlike pytest's tmp_path when run as root)."""
+    parent = Path(tempfile.mkdtemp(prefix="datamill-sandbox-test-"))
+    parent.chmod(0o755)
+    monkeypatch.setattr("tempfile.tempdir", str(parent))
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def _running_under(folder: Path) -> list[int]:
+    """Live processes whose command line names ``folder`` (the sandbox's, and what it forked)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(folder) in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.info["pid"])
+    return found
+
+
+def test_temporary_folders_are_removed(sandbox_parent: Path):
     result = run_python("open('x.txt', 'w').write('x')\n", "assert True", limits=QUICK)
     assert result.passed, result.reason
-    assert list(tmp_path.iterdir()) == []
+    assert list(sandbox_parent.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+def test_cancelling_arun_python_leaves_no_process_behind(sandbox_parent: Path):
+    code = "import os, time\nif os.fork() == 0:\n    os.setsid()\ntime.sleep(1000)\n"
+
+    async def main():
+        task = asyncio.create_task(arun_python(code, "assert True", limits=Limits(50)))
+        while len(_running_under(sandbox_parent)) < 3:  # supervisor, worker, forked child
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert _running_under(sandbox_parent) == []
+    assert list(sandbox_parent.iterdir()) == []

@@ -260,9 +260,6 @@ class _Job:
     def finish(self, done: _io.Finished) -> tuple[SandboxResult, dict]:
         """Read the records out of stdout and turn the run into a result and its protections."""
         records, out_text = _records(done.out, self.token.encode())
-        start = records.get("start", {})
-        if done.backstop_hit and start.get("worker"):
-            _io.kill_group(start["worker"])
         result, exit_ = records.get("result"), records.get("exit")
         self.sweep = exit_ is None
         found = {**(result or {}).get("protections", {}), **(exit_ or {}).get("protections", {})}

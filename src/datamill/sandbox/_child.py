@@ -106,7 +106,6 @@ def main() -> None:
             os._exit(70)
     with contextlib.suppress(OSError):  # the worker may have done it already, or exited
         os.setpgid(pid, pid)
-    _emit(out, token, {"kind": "start", "worker": pid})
     status, cpu, timed_out = _wait(pid, start + cfg["wall_seconds"])
     _kill_descendants(pid)
     _emit(

@@ -63,9 +63,34 @@ class Finished:
     backstop_hit: bool  # the child itself failed to end by the deadline and was killed from here
 
 
-def kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+def kill_session(sid: int) -> None:
+    """Kill every process of session ``sid`` (the child's, all its process groups included).
+    Used only when the child failed to clean up itself: past the backstop, or on cancellation."""
+    for _ in range(50):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, signal.SIGKILL)
+        members = _session_members(sid)
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not members:
+            return
+        time.sleep(0.01)
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``, from /proc (none found without /proc)."""
+    found = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
+                found.append(int(name))
+    return found
 
 
 def run_blocking(spawn: Spawn) -> Finished:
@@ -82,14 +107,34 @@ def run_blocking(spawn: Spawn) -> Finished:
     )
     assert proc.stdout is not None and proc.stderr is not None
     backstop = False
+    try:
+        _read_pipes(proc, out, err, spawn.deadline)
+        try:
+            proc.wait(timeout=max(0.0, spawn.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            backstop = True
+            kill_session(proc.pid)
+            proc.wait()
+    except BaseException:  # interrupted (KeyboardInterrupt, ...): leave nothing running
+        kill_session(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    return Finished(out, err, proc.returncode, backstop)
+
+
+def _read_pipes(proc: subprocess.Popen, out: Capture, err: Capture, deadline: float) -> None:
+    """Read both pipes to their end, or until ``deadline``, or ``GRACE_SECONDS`` after the
+    child exits (then only leftovers could still hold them)."""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ, out)
-        sel.register(proc.stderr, selectors.EVENT_READ, err)
-        deadline = spawn.deadline
+        sel.register(proc.stdout, selectors.EVENT_READ, out)  # type: ignore[arg-type]
+        sel.register(proc.stderr, selectors.EVENT_READ, err)  # type: ignore[arg-type]
         while sel.get_map():
             left = deadline - time.monotonic()
             if left <= 0:
-                break
+                return
             for key, _ in sel.select(min(left, 0.05)):
                 data = os.read(key.fd, 65536)
                 if data:
@@ -97,16 +142,7 @@ def run_blocking(spawn: Spawn) -> Finished:
                 else:
                     sel.unregister(key.fileobj)
             if proc.poll() is not None and deadline > time.monotonic() + GRACE_SECONDS:
-                deadline = time.monotonic() + GRACE_SECONDS  # only leftovers hold the pipes
-    try:
-        proc.wait(timeout=max(0.0, spawn.deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        backstop = True
-        kill_group(proc.pid)
-        proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    return Finished(out, err, proc.returncode, backstop)
+                deadline = time.monotonic() + GRACE_SECONDS
 
 
 async def _pump(stream: asyncio.StreamReader, capture: Capture) -> None:
@@ -137,14 +173,14 @@ async def run_async(spawn: Spawn) -> Finished:
             await asyncio.wait_for(proc.wait(), max(0.0, spawn.deadline - time.monotonic()))
         except asyncio.TimeoutError:
             backstop = True
-            kill_group(proc.pid)
+            kill_session(proc.pid)
             await proc.wait()
         await asyncio.wait(pumps, timeout=GRACE_SECONDS)
     finally:
         for pump in pumps:
             pump.cancel()
         if proc.returncode is None:  # cancelled while waiting: leave nothing running
-            kill_group(proc.pid)
+            kill_session(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
     assert proc.returncode is not None
