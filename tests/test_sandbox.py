@@ -183,7 +183,7 @@ def test_bad_arguments_raise_value_error_before_running():
 def test_sandbox_info_reports_booleans_that_match_what_the_code_sees():
     info = sandbox_info()
     keys = {"network_namespace", "rlimits", "process_limit", "privileges_dropped"}
-    keys |= {"reads_restricted", "no_new_privs", "audit_hooks", "subreaper"}
+    keys |= {"reads_restricted", "read_only_root", "no_new_privs", "audit_hooks", "subreaper"}
     assert set(info) == keys and all(isinstance(v, bool) for v in info.values())
     assert info["rlimits"] and info["audit_hooks"]
     code = "import os, resource\nprint(f'uid={os.getuid()}')\n"
@@ -273,6 +273,24 @@ def test_removing_renaming_or_linking_outside_the_folder_is_blocked(tmp_path: Pa
             assert victim.read_text() == "keep me"
     finally:
         victim.unlink(missing_ok=True)
+
+
+@pytest.mark.timeout(60)
+def test_the_read_only_root_stops_writes_the_audit_hook_cannot_see():
+    if not sandbox_info()["read_only_root"]:
+        pytest.skip("no read-only mount namespace here: /tmp writes via dir_fd are not blocked")
+    name = f"datamill-sandbox-dirfd-{uuid.uuid4().hex}"
+    code = (
+        "import os\nfd = os.open('/tmp', os.O_RDONLY)\n"
+        f"os.close(os.open({name!r}, os.O_WRONLY | os.O_CREAT, dir_fd=fd))\n"
+    )
+    try:
+        result = run_python(code, "assert True", limits=QUICK)
+        assert not result.passed
+        assert result.reason == f"error: OSError: [Errno 30] Read-only file system: {name!r}"
+        assert not (Path("/tmp") / name).exists()
+    finally:
+        (Path("/tmp") / name).unlink(missing_ok=True)
 
 
 @pytest.mark.timeout(60)
@@ -513,7 +531,7 @@ def test_cancelling_arun_python_leaves_no_process_behind(sandbox_parent: Path):
     async def main():
         task = asyncio.create_task(arun_python(code, "assert True", limits=Limits(50)))
         while len(_running_under(sandbox_parent)) < 3:  # supervisor, worker, forked child
-            assert not task.done(), task.result()
+            assert not task.done(), task
             await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

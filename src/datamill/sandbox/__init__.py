@@ -20,6 +20,9 @@ Protections, strongest first (``sandbox_info()`` says which are active on this m
   code left behind, including ones that called ``setsid``.
 * **network namespace**: on Linux, as root (or as a user allowed user namespaces), the code runs
   in a new, empty network namespace -- no interface but a loopback that is down.
+* **read-only file system**: on Linux as root, a private mount namespace in which every mount
+  except the temporary folder (and /dev, /proc) is remounted read-only -- the real boundary for
+  writes (``read_only_root``); the host's mounts are never changed.
 * **privileges**: as root, the worker becomes a uid of its own (random, per run, owning only the
   temporary folder) with ``no_new_privs``; then ``RLIMIT_NPROC`` is enforced (it never is for
   root) and the code cannot write where root could. When the interpreter lives where other users
@@ -29,10 +32,12 @@ Protections, strongest first (``sandbox_info()`` says which are active on this m
   folder (``open`` for writing, remove, rename, mkdir, chmod, link, ...), every ``socket.*``
   event when ``network`` is False, starting programs (``subprocess``, ``os.system``, ``exec*``,
   ``posix_spawn``) and native calls through ``ctypes``. This is best-effort, NOT a security
-  boundary: C extensions bypass it. Without a network namespace it is the only network block.
+  boundary: C extensions bypass it (and ``dir_fd=`` opens slip past its path check). Without a
+  network namespace it is the only network block; without a read-only root, the only write block
+  for world-writable folders such as /tmp.
 
-Deliberately not here: file-system isolation (no mount namespace or chroot: the code can read
-what its uid can), seccomp, and protection against code that reads the run's token from its own
+Deliberately not here: hiding files from reading (no chroot: the code reads what its uid -- or,
+with ``CAP_DAC_READ_SEARCH`` kept, anyone -- can), seccomp, and protection against code that reads the run's token from its own
 process memory to forge a pass (the tests run in the same interpreter as the code). Linux only
 for the namespace and subreaper; elsewhere they are reported off and the rest still applies.
 """
@@ -136,7 +141,7 @@ async def arun_python(
 def sandbox_info() -> dict[str, bool]:
     """Which protections are active on this machine, found by one real run (cached): keys
     ``network_namespace``, ``rlimits``, ``process_limit``, ``privileges_dropped``,
-    ``reads_restricted``, ``no_new_privs``, ``audit_hooks``, ``subreaper``."""
+    ``reads_restricted``, ``read_only_root``, ``no_new_privs``, ``audit_hooks``, ``subreaper``."""
     job = _Job.prepare("", "assert True", Limits(), "assert")
     try:
         result, found = job.finish(_io.run_blocking(job.spawn))
@@ -146,7 +151,7 @@ def sandbox_info() -> dict[str, bool]:
         raise RuntimeError(f"the sandbox cannot run the simplest program here: {result.reason}")
     keys = (
         *("network_namespace", "rlimits", "process_limit", "privileges_dropped"),
-        *("reads_restricted", "no_new_privs", "audit_hooks", "subreaper"),
+        *("reads_restricted", "read_only_root", "no_new_privs", "audit_hooks", "subreaper"),
     )
     return {key: bool(found.get(key)) for key in keys}
 

@@ -26,6 +26,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -33,8 +34,11 @@ import sys
 import time
 import types
 
+_CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _PR_SET_KEEPCAPS = 8
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
@@ -74,6 +78,40 @@ def _unshare_net(libc: ctypes.CDLL | None) -> bool:
     return os.geteuid() != 0 and _call(libc, "unshare", _CLONE_NEWUSER | _CLONE_NEWNET)
 
 
+def _read_only_root(libc: ctypes.CDLL | None, workdir: str) -> bool:
+    """As root: a private mount namespace where every mount but ``workdir`` (and /dev, /proc)
+    is read-only, so the code cannot write outside its folder whatever it calls. Nothing here
+    touches the host's mounts: it stops unless the namespace is private first."""
+    mount = getattr(libc, "mount", None) if libc is not None else None
+    if os.geteuid() != 0 or mount is None or not _call(libc, "unshare", _CLONE_NEWNS):
+        return False
+    mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_void_p,
+    ]
+    if mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return False
+    folder = os.fsencode(workdir)
+    if mount(folder, folder, None, _MS_BIND, None) != 0:
+        return False
+    ok = True
+    with open("/proc/self/mountinfo", "rb") as f:
+        entries = [line.split() for line in f]
+    for fields in entries:
+        point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+        if point == folder or point in (b"/dev", b"/dev/pts") or point.startswith(b"/proc"):
+            continue
+        options = fields[5].split(b",")
+        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
+        for name, bit in ((b"nosuid", _MS_NOSUID), (b"nodev", _MS_NODEV), (b"noexec", _MS_NOEXEC)):
+            flags |= bit if name in options else 0
+        ok = mount(None, point, None, flags, None) == 0 and ok
+    return ok
+
+
 def _emit(fd: int, token: bytes, record: dict) -> None:
     data = b"\n" + token + b" " + json.dumps(record).encode() + b"\n"
     while data:
@@ -93,6 +131,7 @@ def main() -> None:
     libc = _libc()
     subreaper = _call(libc, "prctl", _PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     net_ns = False if cfg["network"] else _unshare_net(libc)
+    read_only = _read_only_root(libc, os.path.realpath(cfg["workdir"]))
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -116,7 +155,11 @@ def main() -> None:
             "code": os.waitstatus_to_exitcode(status),
             "cpu_seconds": cpu,
             "timed_out": timed_out,
-            "protections": {"network_namespace": net_ns, "subreaper": subreaper},
+            "protections": {
+                "network_namespace": net_ns,
+                "subreaper": subreaper,
+                "read_only_root": read_only,
+            },
         },
     )
 
