@@ -294,6 +294,24 @@ def test_the_read_only_root_stops_writes_the_audit_hook_cannot_see():
 
 
 @pytest.mark.timeout(60)
+def test_files_of_other_users_cannot_be_read_when_reads_are_restricted():
+    if not sandbox_info()["reads_restricted"]:
+        pytest.skip("the sandbox's uid can read every file here (see sandbox_info docs)")
+    secret = Path("/tmp") / f"datamill-sandbox-secret-{uuid.uuid4().hex}"
+    secret.write_text("do not read")
+    secret.chmod(0o600)
+    try:
+        result = run_python(f"print(open({str(secret)!r}).read())\n", "assert True", limits=QUICK)
+        assert (
+            result.reason
+            == f"error: PermissionError: [Errno 13] Permission denied: {str(secret)!r}"
+        )
+        assert "do not read" not in result.stdout
+    finally:
+        secret.unlink()
+
+
+@pytest.mark.timeout(60)
 def test_a_socket_to_localhost_is_blocked_and_never_connects():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

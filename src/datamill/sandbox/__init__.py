@@ -25,9 +25,11 @@ Protections, strongest first (``sandbox_info()`` says which are active on this m
   writes (``read_only_root``); the host's mounts are never changed.
 * **privileges**: as root, the worker becomes a uid of its own (random, per run, owning only the
   temporary folder) with ``no_new_privs``; then ``RLIMIT_NPROC`` is enforced (it never is for
-  root) and the code cannot write where root could. When the interpreter lives where other users
-  cannot read it (e.g. under ``/root``), the worker keeps ``CAP_DAC_READ_SEARCH`` so it can still
-  import: it can then *read* any file (``reads_restricted`` is False).
+  root) and the code can read only what other users can. When the interpreter lives where other
+  users cannot reach it (e.g. under ``/root``, mode 0700), that closed folder is covered, in the
+  private mount namespace, by a tmpfs holding only the interpreter's folders (the rest of it
+  hidden). Where that is not possible the worker keeps ``CAP_DAC_READ_SEARCH`` so it can still
+  import, and can then *read* any file (``reads_restricted`` is False).
 * **audit hook** (``sys.addaudithook``) in the worker, refusing writes outside the temporary
   folder (``open`` for writing, remove, rename, mkdir, chmod, link, ...), every ``socket.*``
   event when ``network`` is False, starting programs (``subprocess``, ``os.system``, ``exec*``,
@@ -36,8 +38,8 @@ Protections, strongest first (``sandbox_info()`` says which are active on this m
   network namespace it is the only network block; without a read-only root, the only write block
   for world-writable folders such as /tmp.
 
-Deliberately not here: hiding files from reading (no chroot: the code reads what its uid -- or,
-with ``CAP_DAC_READ_SEARCH`` kept, anyone -- can), seccomp, and protection against code that reads the run's token from its own
+Deliberately not here: a chroot or an empty file system (the code reads what other users can),
+seccomp, cgroups, and protection against code that reads the run's token from its own
 process memory to forge a pass (the tests run in the same interpreter as the code). Linux only
 for the namespace and subreaper; elsewhere they are reported off and the rest still applies.
 """
@@ -178,11 +180,16 @@ def _readable_by_others(path: str) -> bool:
     return True
 
 
+def _interpreter_paths() -> list[str]:
+    """The folders the worker imports from (it never starts a program)."""
+    paths = sysconfig.get_paths()
+    names = ("stdlib", "platstdlib", "purelib", "platlib")
+    return sorted({sys.base_prefix, sys.prefix, *(paths[n] for n in names)})
+
+
 @functools.lru_cache(maxsize=1)
 def _interpreter_readable_by_others() -> bool:
-    paths = sysconfig.get_paths()
-    wanted = {sys.executable, paths["stdlib"], paths["platstdlib"], paths["purelib"]}
-    return all(_readable_by_others(p) for p in wanted)
+    return all(_readable_by_others(p) for p in _interpreter_paths())
 
 
 def _show(capture: _io.Capture, text: bytes, removed: int = 0) -> str:
@@ -226,6 +233,7 @@ class _Job:
             "style": style,
             "uid": uid,
             "keep_read": root and not _interpreter_readable_by_others(),
+            "interpreter_paths": _interpreter_paths(),
             "wall_seconds": limits.wall_seconds,
             "cpu_seconds": limits.cpu_seconds,
             "memory_mb": limits.memory_mb,

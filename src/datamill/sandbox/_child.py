@@ -4,7 +4,8 @@ Started as ``python -I -B -X utf8 _child.py CONFIG`` in a fresh session, it is t
 
 * the **supervisor** reads and deletes the config file, becomes a child subreaper (so every
   orphaned descendant is re-parented to it), leaves the network namespace (when asked and allowed),
-  forks the worker, enforces the wall-clock limit, then kills and reaps everything the worker left
+  as root enters a private mount namespace (the interpreter exposed, every mount but the run's
+  folder read-only), forks the worker, enforces the wall-clock limit, then kills and reaps everything the worker left
   behind and writes one ``exit`` record (the worker's wait status, CPU seconds, timeout flag);
 * the **worker** moves to its own process group, sets the resource limits, drops privileges,
   installs the audit hook, runs the code and then the tests in one module namespace, and writes
@@ -78,22 +79,57 @@ def _unshare_net(libc: ctypes.CDLL | None) -> bool:
     return os.geteuid() != 0 and _call(libc, "unshare", _CLONE_NEWUSER | _CLONE_NEWNET)
 
 
-def _read_only_root(libc: ctypes.CDLL | None, workdir: str) -> bool:
-    """As root: a private mount namespace where every mount but ``workdir`` (and /dev, /proc)
-    is read-only, so the code cannot write outside its folder whatever it calls. Nothing here
-    touches the host's mounts: it stops unless the namespace is private first."""
+def _private_mounts(libc: ctypes.CDLL | None):
+    """As root: enter a new mount namespace and make it private (nothing done in it reaches the
+    host's mounts). Returns libc's ``mount``, or None where that is not possible."""
     mount = getattr(libc, "mount", None) if libc is not None else None
     if os.geteuid() != 0 or mount is None or not _call(libc, "unshare", _CLONE_NEWNS):
+        return None
+    mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
+    mount.argtypes += [ctypes.c_void_p]
+    return mount if mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) == 0 else None
+
+
+def _open_to_others(path: str) -> bool:
+    """Whether a user other than the owner can reach and read ``path``."""
+    parts = os.path.realpath(path).split("/")
+    try:
+        modes = [os.stat("/".join(parts[:i]) or "/").st_mode for i in range(1, len(parts) + 1)]
+    except OSError:
         return False
-    mount.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_ulong,
-        ctypes.c_void_p,
-    ]
-    if mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        return False
+    return all(m & 0o001 for m in modes) and bool(modes[-1] & 0o004)
+
+
+def _expose(mount, paths: list[str]) -> bool:
+    """Cover each closed folder above ``paths`` (one others cannot search, e.g. /root) with a
+    tmpfs holding only those paths, bind-mounted: the interpreter stays importable by the run's
+    uid without CAP_DAC_READ_SEARCH, and the rest of that folder is hidden."""
+    real = sorted({os.path.realpath(p) for p in paths})
+    real = [p for p in real if not any(p.startswith(q + "/") for q in real)]
+    closed: dict[str, list[str]] = {}
+    for path in real:
+        parts = path.split("/")
+        for i in range(2, len(parts)):
+            above = "/".join(parts[:i])
+            if not os.stat(above).st_mode & 0o001:
+                closed.setdefault(above, []).append(path)
+                break
+    for above, inner in closed.items():
+        fds = [(p, os.open(p, os.O_PATH)) for p in inner]
+        if mount(b"tmpfs", above.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755") != 0:
+            return False
+        for path, fd in fds:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            source = f"/proc/self/fd/{fd}".encode()
+            if mount(source, path.encode(), None, _MS_BIND | _MS_REC, None) != 0:
+                return False
+            os.close(fd)
+    return all(_open_to_others(p) for p in paths)
+
+
+def _read_only_root(mount, workdir: str) -> bool:
+    """Remount every mount but ``workdir`` (and /dev, /proc) read-only, so the code cannot write
+    outside its folder whatever it calls. Only ever called inside a private mount namespace."""
     folder = os.fsencode(workdir)
     if mount(folder, folder, None, _MS_BIND, None) != 0:
         return False
@@ -131,7 +167,10 @@ def main() -> None:
     libc = _libc()
     subreaper = _call(libc, "prctl", _PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     net_ns = False if cfg["network"] else _unshare_net(libc)
-    read_only = _read_only_root(libc, os.path.realpath(cfg["workdir"]))
+    mount = _private_mounts(libc)
+    if mount is not None and cfg["keep_read"] and _expose(mount, cfg["interpreter_paths"]):
+        cfg["keep_read"] = False  # the interpreter is now readable without the capability
+    read_only = mount is not None and _read_only_root(mount, os.path.realpath(cfg["workdir"]))
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
