@@ -20,9 +20,11 @@ Protections, strongest first (``sandbox_info()`` says which are active on this m
   code left behind, including ones that called ``setsid``.
 * **network namespace**: on Linux, as root (or as a user allowed user namespaces), the code runs
   in a new, empty network namespace -- no interface but a loopback that is down.
-* **read-only file system**: on Linux as root, a private mount namespace in which every mount
-  except the temporary folder (and /dev, /proc) is remounted read-only -- the real boundary for
-  writes (``read_only_root``); the host's mounts are never changed.
+* **read-only file system**: on Linux, as root or inside the user namespace, a private mount
+  namespace in which every mount except the temporary folder (and /dev, /proc) is remounted
+  read-only -- the real boundary for writes (``read_only_root``); the host's mounts never change.
+  Not root, the user namespace maps only the user's own uid and gid, and the worker drops the
+  capabilities it gave before the code runs.
 * **privileges**: as root, the worker becomes a uid of its own (random, per run, owning only the
   temporary folder) with ``no_new_privs``; then ``RLIMIT_NPROC`` is enforced (it never is for
   root) and the code can read only what other users can. When the interpreter lives where other

@@ -40,6 +40,10 @@ _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_MOUNT_OPTIONS = (
+    (b"nosuid", _MS_NOSUID), (b"nodev", _MS_NODEV), (b"noexec", _MS_NOEXEC),
+    (b"noatime", 1024), (b"nodiratime", 2048), (b"relatime", 1 << 21), (b"strictatime", 1 << 24),
+)  # fmt: skip
 _PR_SET_KEEPCAPS = 8
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NO_NEW_PRIVS = 38
@@ -72,18 +76,32 @@ def _call(libc: ctypes.CDLL | None, name: str, *args: int) -> bool:
     return fn is not None and fn(*args) == 0
 
 
-def _unshare_net(libc: ctypes.CDLL | None) -> bool:
-    """A new, empty network namespace (only a loopback that is down); False where not allowed."""
-    if _call(libc, "unshare", _CLONE_NEWNET):
-        return True
-    return os.geteuid() != 0 and _call(libc, "unshare", _CLONE_NEWUSER | _CLONE_NEWNET)
+def _enter_namespaces(libc: ctypes.CDLL | None, network: bool) -> tuple[bool, bool, bool]:
+    """New namespaces for the run: as root a network and a mount namespace; as another user a
+    user namespace (mapping only this uid and gid) with them, where the kernel allows it.
+    Returns (network namespace, mount namespace, user namespace)."""
+    net = 0 if network else _CLONE_NEWNET
+    if os.geteuid() == 0:
+        net_ns = bool(net) and _call(libc, "unshare", net)
+        return net_ns, _call(libc, "unshare", _CLONE_NEWNS), False
+    uid, gid = os.getuid(), os.getgid()
+    if not _call(libc, "unshare", _CLONE_NEWUSER | _CLONE_NEWNS | net):
+        return False, False, False
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1"),
+        ("gid_map", f"{gid} {gid} 1"),
+    ):
+        with contextlib.suppress(OSError), open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    return bool(net), True, True
 
 
 def _private_mounts(libc: ctypes.CDLL | None):
-    """As root: enter a new mount namespace and make it private (nothing done in it reaches the
-    host's mounts). Returns libc's ``mount``, or None where that is not possible."""
+    """Make the (new) mount namespace private, so nothing done in it reaches the host's mounts.
+    Returns libc's ``mount``, or None where that is not possible."""
     mount = getattr(libc, "mount", None) if libc is not None else None
-    if os.geteuid() != 0 or mount is None or not _call(libc, "unshare", _CLONE_NEWNS):
+    if mount is None:
         return None
     mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong]
     mount.argtypes += [ctypes.c_void_p]
@@ -142,7 +160,7 @@ def _read_only_root(mount, workdir: str) -> bool:
             continue
         options = fields[5].split(b",")
         flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
-        for name, bit in ((b"nosuid", _MS_NOSUID), (b"nodev", _MS_NODEV), (b"noexec", _MS_NOEXEC)):
+        for name, bit in _MOUNT_OPTIONS:  # kept as they are (a user namespace may not change them)
             flags |= bit if name in options else 0
         ok = mount(None, point, None, flags, None) == 0 and ok
     return ok
@@ -166,8 +184,8 @@ def main() -> None:
     out = os.dup(1)
     libc = _libc()
     subreaper = _call(libc, "prctl", _PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    net_ns = False if cfg["network"] else _unshare_net(libc)
-    mount = _private_mounts(libc)
+    net_ns, mount_ns, cfg["userns"] = _enter_namespaces(libc, cfg["network"])
+    mount = _private_mounts(libc) if mount_ns else None
     if mount is not None and cfg["keep_read"] and _expose(mount, cfg["interpreter_paths"]):
         cfg["keep_read"] = False  # the interpreter is now readable without the capability
     read_only = mount is not None and _read_only_root(mount, os.path.realpath(cfg["workdir"]))
@@ -337,9 +355,19 @@ class _CapData(ctypes.Structure):
     ]
 
 
+def _set_capabilities(libc: ctypes.CDLL | None, mask: int) -> bool:
+    """Keep only the capabilities in ``mask`` (effective and permitted; none inheritable)."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    data[0].effective = data[0].permitted = mask
+    capset = getattr(libc, "capset", None) if libc is not None else None
+    return capset is not None and capset(ctypes.byref(header), data) == 0
+
+
 def _drop_privileges(cfg: dict, libc: ctypes.CDLL | None) -> dict[str, bool]:
     """As root: become ``cfg["uid"]`` (a uid of this run alone); keep only CAP_DAC_READ_SEARCH
-    when the interpreter cannot be read by other users (``keep_read``)."""
+    when the interpreter cannot be read by other users (``keep_read``). In a user namespace:
+    drop the capabilities it gave (else the code could remount its folders writable)."""
     dropped = restricted = False
     uid = cfg["uid"]
     if uid is not None and os.geteuid() == 0:
@@ -349,13 +377,10 @@ def _drop_privileges(cfg: dict, libc: ctypes.CDLL | None) -> dict[str, bool]:
         os.setresuid(uid, uid, uid)
         dropped = True
         restricted = not keep_read
-        if keep_read:
-            header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-            data = (_CapData * 2)()
-            data[0].effective = data[0].permitted = 1 << _CAP_DAC_READ_SEARCH
-            capset = getattr(libc, "capset", None)
-            if capset is None or capset(ctypes.byref(header), data) != 0:
-                os._exit(71)  # would keep more than asked for: refuse to run the code
+        if keep_read and not _set_capabilities(libc, 1 << _CAP_DAC_READ_SEARCH):
+            os._exit(71)  # it would keep more than asked for: refuse to run the code
+    elif cfg.get("userns") and not _set_capabilities(libc, 0):
+        os._exit(71)  # it would keep the user namespace's capabilities (mount, ...): refuse
     no_new_privs = _call(libc, "prctl", _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     return {
         "privileges_dropped": dropped,
