@@ -145,7 +145,8 @@ async def arun_python(
 def sandbox_info() -> dict[str, bool]:
     """Which protections are active on this machine, found by one real run (cached): keys
     ``network_namespace``, ``rlimits``, ``process_limit``, ``privileges_dropped``,
-    ``reads_restricted``, ``read_only_root``, ``no_new_privs``, ``audit_hooks``, ``subreaper``."""
+    ``reads_restricted``, ``read_only_root``, ``no_new_privs``, ``audit_hooks``, ``subreaper``.
+    Raises ``RuntimeError`` when even an empty program cannot run here."""
     job = _Job.prepare("", "assert True", Limits(), "assert")
     try:
         result, found = job.finish(_io.run_blocking(job.spawn))
