@@ -135,55 +135,90 @@ SCHEMA = {
 }
 
 
+JSON_SCHEMA_FORM = {
+    "type": "json_schema",
+    "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
+}
+
+
 @pytest.mark.parametrize(
-    ("owned_by", "schema_format", "expected"),
+    ("takes", "schema_format", "expected", "form", "refused"),
     [
-        (
-            "vllm",
-            "auto",
-            {
-                "type": "json_schema",
-                "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
-            },
-        ),
-        ("llamacpp", "auto", {"type": "json_object", "schema": SCHEMA}),
-        (
-            "llamacpp",
-            "openai",
-            {
-                "type": "json_schema",
-                "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
-            },
-        ),
+        ("any", "auto", JSON_SCHEMA_FORM, "json_schema", 0),
+        ("json_object", "auto", {"type": "json_object", "schema": SCHEMA}, "json_object+schema", 1),
+        ("any", "llamacpp", {"type": "json_object", "schema": SCHEMA}, "json_object+schema", 0),
+        ("any", "openai", JSON_SCHEMA_FORM, "json_schema", 0),
+        ("none", "auto", None, "none", 3),
     ],
 )
-def test_json_schema_travels_in_the_form_the_server_understands(
-    servers: Any, owned_by: str, schema_format: str, expected: dict[str, Any]
+def test_json_schema_travels_in_the_form_the_server_takes(
+    servers: Any,
+    takes: str,
+    schema_format: str,
+    expected: dict[str, Any] | None,
+    form: str,
+    refused: int,
 ) -> None:
     fake = FakeModel(lambda r, i: '{"score": 4}')
-    server = servers(fake, owned_by=owned_by, record_bodies=True)
+    server = servers(fake, structured_output=takes, record_bodies=True)
     model = OpenAIModel("smollm", server.url, schema_format=schema_format)  # type: ignore[arg-type]
-    out = asyncio.run(call(model, Request.chat("rate it", json_schema=SCHEMA)))
-    assert json.loads(out[0].text) == {"score": 4}
-    assert server.server.bodies[0]["response_format"] == expected
-    assert fake.calls[0].json_schema == SCHEMA  # the server decoded it back
+
+    async def go() -> list[list[Completion]]:
+        try:  # the second and third calls go straight to the form that worked
+            return [
+                await model.generate(Request.chat(f"rate {i}", json_schema=SCHEMA))
+                for i in range(3)
+            ]
+        finally:
+            await model.close()
+
+    outs = asyncio.run(go())
+    assert [json.loads(out[0].text) for out in outs] == [{"score": 4}] * 3
+    bodies = server.server.bodies
+    assert bodies[-1].get("response_format") == expected
+    assert len(bodies) - 3 == refused  # each refused form cost one request, once per run
+    assert model.run_facts()["structured_output"] == form
+    assert len(fake.calls) == 3
+    if form == "none":  # nothing constrained: the server saw no schema at all
+        assert fake.calls[-1].json_schema is None and "json_schema" not in bodies[-1]
+    else:
+        assert fake.calls[-1].json_schema == SCHEMA  # the server decoded it back
 
 
-def test_llamacpp_server_is_recognised_and_tells_its_chat_template(servers: Any) -> None:
+def test_a_refused_form_falls_back_once_for_every_call_in_flight(servers: Any) -> None:
+    server = servers(
+        FakeModel(lambda r, i: '{"score": 2}'), structured_output="json_object", record_bodies=True
+    )
+    model = OpenAIModel("smollm", server.url)
+
+    async def go() -> list[list[Completion]]:
+        try:
+            return await asyncio.gather(
+                *(model.generate(Request.chat(f"q{i}", json_schema=SCHEMA)) for i in range(20))
+            )
+        finally:
+            await model.close()
+
+    outs = asyncio.run(go())
+    assert len(outs) == 20 and all(json.loads(o[0].text) == {"score": 2} for o in outs)
+    assert server.stats.statuses[500] <= 20 and server.stats.ok == 20
+    assert model.counters["retries"] == 0  # a refused form is no retry: no backoff, no lost row
+    facts = model.run_facts()
+    assert facts["structured_output"] == "json_object+schema"
+    assert "Input should be" in facts["structured_output_refused"]["json_schema"]
+
+
+def test_chat_template_comes_from_props_on_any_server_that_tells_it(servers: Any) -> None:
     fake = FakeModel()
-    server = servers(fake, owned_by="llamacpp", any_model=True, record_bodies=True)
-    model = OpenAIModel("any-name-works", server.url, check_model=True)  # llama.cpp serves any name
+    server = servers(fake, any_model=True, record_bodies=True)
+    model = OpenAIModel("smollm", server.url)
 
     async def go() -> str | None:
         await model.start()
-        try:
-            await model.generate(Request(prompt="x", json_schema=SCHEMA, max_tokens=5))
-        finally:
-            await model.close()
+        await model.close()
         return model.info.chat_template
 
     assert asyncio.run(go()) == fake.info.chat_template
-    assert server.server.bodies[0]["json_schema"] == SCHEMA  # llama.cpp's /completions field
 
 
 def test_truncated_output_comes_back_with_finish_reason_length(servers: Any) -> None:

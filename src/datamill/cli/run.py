@@ -203,6 +203,13 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     )
     for line in stats.losses():
         out.print(f"[yellow]{line}[/]")
+    for name, facts in (getattr(result, "summary", None) or {}).get("models", {}).items():
+        by_reason = facts.get("retries_by_reason") or {}
+        if by_reason:  # e.g. "model default: 12 attempts retried (10 timeout, 2 server error 500)"
+            detail = ", ".join(f"{n} {r}" for r, n in by_reason.items())
+            out.print(
+                f"[yellow]model {name}: {sum(by_reason.values())} attempts retried ({detail})[/]"
+            )
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"
