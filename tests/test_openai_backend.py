@@ -525,3 +525,180 @@ def test_rate_limits_shrink_concurrency_and_recovery_grows_it_back(servers: Any)
     assert model.limiter.cuts > 0 and low < 32
     assert recovered == 32
     assert server.server.stats.peak_in_flight <= 32
+
+
+# -- specs that name a host, answers with odd bookkeeping, deterministic and hung endpoints -------
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "openai:fake@127.0.0.1:8000/v1",
+        "openai:fake@localhost:8000",
+        "openai:fake@ftp://127.0.0.1/v1",
+        "openai:fake@http://",
+        "openai:fake@",
+        "openai:fake@http://127.0.0.1:99999/v1",
+        "openai:fake@http:/127.0.0.1/v1",
+    ],
+)
+def test_an_at_in_the_spec_must_be_a_url_or_nothing_is_contacted(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # would be the wrong host
+    with pytest.raises(ConfigError, match="must start with http:// or https://"):
+        load_model(spec)
+
+
+def test_the_cli_refuses_a_schemeless_endpoint_in_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamill.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["run", "instructions-basic", "--limit", "2", "-o", str(tmp_path / "o")]
+            + ["--model", "openai:fake@127.0.0.1:8000/v1"]
+        )
+    assert exit_info.value.code == 2  # a configuration error, found before any call
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "'127.0.0.1:8000/v1' must start with http://" in errors[0]
+    assert not (tmp_path / "o" / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"usage": {"prompt_tokens": "many", "completion_tokens": 1.5}},
+        {"usage": None},
+        {"usage": "n/a"},
+        {"usage": {"prompt_tokens": -3, "completion_tokens": True}},
+        {"usage": {"prompt_tokens": "7", "completion_tokens": 4.0}},
+        {"usage": []},
+    ],
+)
+def test_odd_bookkeeping_in_an_answer_keeps_the_text(servers: Any, edit: dict[str, Any]) -> None:
+    def patch(body: dict[str, Any]) -> dict[str, Any]:
+        body.update(edit)
+        body["choices"][0]["index"] = "first"
+        body["choices"][0]["finish_reason"] = None
+        return body
+
+    server = servers(FakeModel(lambda r, i: "kept answer"), edit_answer=patch)
+    [c] = asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("q")))
+    assert c.text == "kept answer" and c.finish_reason == "stop"
+    usage = edit["usage"] if isinstance(edit["usage"], dict) else {}
+    assert c.prompt_tokens == (7 if usage.get("prompt_tokens") == "7" else 0)
+    assert c.completion_tokens == (4 if usage.get("completion_tokens") == 4.0 else 0)
+
+
+def test_content_given_as_parts_and_missing_usage_are_read(servers: Any) -> None:
+    def patch(body: dict[str, Any]) -> dict[str, Any]:
+        del body["usage"]
+        text = body["choices"][0]["message"]["content"]
+        body["choices"][0]["message"]["content"] = [
+            {"type": "text", "text": text[:3]},
+            {"type": "image"},
+            {"type": "text", "text": text[3:]},
+        ]
+        return body
+
+    server = servers(FakeModel(lambda r, i: "split answer"), edit_answer=patch)
+    [c] = asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("q")))
+    assert (c.text, c.prompt_tokens, c.completion_tokens) == ("split answer", 0, 0)
+
+
+def refusing(message: str) -> FakeModel:
+    def handler(request: Request, i: int) -> str:
+        raise ModelError(message, reason="broken")  # the server answers 500 with this message
+
+    return FakeModel(handler)
+
+
+def test_the_same_error_answer_twice_is_not_tried_again(servers: Any) -> None:
+    server = servers(refusing("unsupported sampler 'mirostat' for this model"))
+    model = OpenAIModel("smollm", server.url, backoff=0.01)
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert server.stats.requests == 2 and not info.value.retryable
+    assert "the same answer twice" in str(info.value)
+    assert model.run_facts()["retries_by_reason"] == {"server error 500": 1}
+
+
+def test_first_calls_failing_alike_stop_the_model_with_one_line(servers: Any) -> None:
+    server = servers(refusing("unsupported sampler 'mirostat' for this model"))
+    model = OpenAIModel("smollm", server.url, backoff=0.01, fail_fast_after=4)
+
+    async def go() -> list[Any]:
+        try:
+            return [
+                await asyncio.gather(model.generate(Request.chat(f"q{i}")), return_exceptions=True)
+                for i in range(6)
+            ]
+        finally:
+            await model.close()
+
+    outcomes = [o[0] for o in asyncio.run(go())]
+    assert [type(o).__name__ for o in outcomes] == ["ModelError"] * 3 + ["ModelUnavailable"] * 3
+    assert "refused the first 4 /chat/completions calls alike" in str(outcomes[3])
+    assert "mirostat" in str(outcomes[3]) and "\n" not in str(outcomes[3])
+    assert server.stats.requests == 8  # nothing is sent once the model is down
+
+
+def test_failures_that_differ_or_follow_a_success_never_stop_the_model(servers: Any) -> None:
+    def handler(request: Request, i: int) -> str:
+        text = request.messages[-1]["content"]  # type: ignore[index]
+        if text != "q0":
+            raise ModelError(f"prompt {text} has too many tokens for the context", reason="x")
+        return "fine"
+
+    server = servers(FakeModel(handler))
+    model = OpenAIModel("smollm", server.url, backoff=0.01, fail_fast_after=2)
+
+    async def go() -> list[Any]:
+        try:
+            return [
+                (
+                    await asyncio.gather(
+                        model.generate(Request.chat(f"q{i}")), return_exceptions=True
+                    )
+                )[0]
+                for i in range(5)
+            ]
+        finally:
+            await model.close()
+
+    outcomes = asyncio.run(go())
+    assert outcomes[0][0].text == "fine"
+    assert all(type(o) is ModelError for o in outcomes[1:])
+
+
+def test_a_hung_endpoint_stops_the_run_with_one_line(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("timeout",), hang=60))
+    model = OpenAIModel("smollm", server.url, first_byte_timeout=0.2, backoff=0.01)
+
+    async def go() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                *(model.generate(Request.chat(f"q{i}")) for i in range(4)), return_exceptions=True
+            )
+        finally:
+            await model.close()
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, ModelUnavailable) for o in outcomes)
+    message = str(outcomes[0])
+    assert "answered none in" in message and "first_byte_timeout" in message
+    assert f"accepted {model.counters['attempts']} requests" in message
+    assert model.waiting == 0 and model.counters["attempts"] == server.stats.requests
+    assert model.counters["attempts"] < 4 * 7  # stopped well before every retry ran out
+
+
+def test_the_first_byte_deadline_lapses_once_the_endpoint_has_answered(servers: Any) -> None:
+    server = servers(FakeModel(lambda r, i: "ok"), latency=0.3)
+    model = OpenAIModel("smollm", server.url, first_byte_timeout=0.1, timeout=5, backoff=0.01)
+
+    async def go() -> list[Completion]:
+        model._answered = True  # as after a first answer: only the generation deadline applies
+        return await call(model, Request.chat("slow"))
+
+    assert asyncio.run(go())[0].text == "ok"
+    assert model.counters["attempts"] == 1
