@@ -148,7 +148,7 @@ JSON_SCHEMA_FORM = {
         ("json_object", "auto", {"type": "json_object", "schema": SCHEMA}, "json_object+schema", 1),
         ("any", "llamacpp", {"type": "json_object", "schema": SCHEMA}, "json_object+schema", 0),
         ("any", "openai", JSON_SCHEMA_FORM, "json_schema", 0),
-        ("none", "auto", None, "none", 3),
+        ("none", "auto", None, "none", 4),
     ],
 )
 def test_json_schema_travels_in_the_form_the_server_takes(

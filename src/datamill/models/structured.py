@@ -6,6 +6,7 @@ Servers disagree on how a JSON schema travels in a request. The forms, best firs
   (OpenAI, vLLM, llama.cpp's llama-server, Ollama ≥ 0.5)
 - ``json_object+schema`` — ``response_format: {"type": "json_object", "schema": ...}``
   (llama-cpp-python's server, llama-server); on ``/completions`` the top-level ``json_schema``
+- ``json_object+value`` — ``response_format: {"type": "json_object", "value": ...}`` (TGI)
 - ``schema_field`` — a top-level ``json_schema`` field, llama-server's grammar shortcut
 - ``none`` — no constraint: the tasks' tolerant parsers read free text
 
@@ -22,7 +23,7 @@ import re
 from typing import Any
 
 #: negotiation order, best first
-FORMS = ("json_schema", "json_object+schema", "schema_field", "none")
+FORMS = ("json_schema", "json_object+schema", "json_object+value", "schema_field", "none")
 #: the older option names, kept selectable
 ALIASES = {"openai": "json_schema", "llamacpp": "json_object+schema"}
 
@@ -59,6 +60,8 @@ def schema_fields(form: str, schema: dict[str, Any], chat: bool, strict: bool) -
         if chat:
             return {"response_format": {"type": "json_object", "schema": schema}}
         return {"json_schema": schema}
+    if form == "json_object+value":
+        return {"response_format": {"type": "json_object", "value": schema}}
     if form == "schema_field":
         return {"json_schema": schema}
     return {}
