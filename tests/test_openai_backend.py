@@ -702,3 +702,21 @@ def test_the_first_byte_deadline_lapses_once_the_endpoint_has_answered(servers: 
 
     assert asyncio.run(go())[0].text == "ok"
     assert model.counters["attempts"] == 1
+
+
+def test_a_server_that_refuses_n_gets_one_sample_per_request(servers: Any) -> None:
+    fake = FakeModel()
+    server = servers(fake, refuse_n=True)
+    model = OpenAIModel("smollm", server.url)
+
+    async def go() -> list[list[Completion]]:
+        try:
+            return [await model.generate(Request.chat(f"q{i}", n=3, seed=5)) for i in range(2)]
+        finally:
+            await model.close()
+
+    first, second = asyncio.run(go())
+    assert len(first) == len(second) == 3 and len({c.text for c in first}) == 3
+    assert server.stats.statuses[400] == 1  # refused once; every later call asks for one
+    assert len(fake.calls) == 6 and all(r.n == 1 for r in fake.calls)
+    assert model.run_facts()["samples_per_request"] == 1

@@ -177,6 +177,8 @@ def test_deita_scores_an_sft_file_against_the_server(
     assert code == 0, err
     assert run["rows"] >= 1, run["failures"]
     assert run["models"]["default"]["structured_output"] == "json_object+schema"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "structured output json_object+schema" in card
     print(f"deita: {run['rows']} rows, failures {run['failures']}")
 
 

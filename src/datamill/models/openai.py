@@ -53,7 +53,14 @@ from typing import Any, Literal
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
 from .adaptive import AdaptiveLimiter
 from .base import Completion, FinishReason, Model, ModelInfo, Request
-from .structured import ALIASES, FORMS, is_format_refusal, next_form, schema_fields
+from .structured import (
+    ALIASES,
+    FORMS,
+    is_format_refusal,
+    is_n_refusal,
+    next_form,
+    schema_fields,
+)
 
 try:
     import aiohttp
@@ -114,12 +121,13 @@ class _Retry(Exception):
 
 
 class _Refused(Exception):
-    """The server refused the request's structured-output form."""
+    """The server refused the request's structured-output form (``what="form"``) or ``n``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, what: str = "form") -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.what = what
 
 
 class OpenAIModel(Model):
@@ -214,6 +222,7 @@ class OpenAIModel(Model):
         self.refusals: dict[str, str] = {}  #: form → the server's message refusing it
         self.retried: dict[str, int] = {}  #: retries by reason
         self.waiting = 0  #: attempts sent and not answered yet (a progress hook)
+        self.one_sample = False  #: the server refused n > 1: one sample per request from now on
         self._answered = False  # any HTTP answer at all has come back
         self._first_sent: float | None = None
         self._sent = 0
@@ -451,7 +460,7 @@ class OpenAIModel(Model):
         payload["max_tokens"] = request.max_tokens
         payload["temperature"] = request.temperature
         payload["top_p"] = request.top_p
-        if n > 1:
+        if n > 1 and not self.one_sample:
             payload["n"] = n
         if seed is not None:
             payload["seed"] = seed
@@ -550,8 +559,15 @@ class OpenAIModel(Model):
         last: tuple[int, str] | None = None
         while True:
             try:
-                body = await self._attempt(session, url, path, data, attempt, form)
+                many = _count(payload.get("n")) > 1
+                body = await self._attempt(session, url, path, data, attempt, form, many)
             except _Refused as refusal:
+                if refusal.what == "n":  # ask for one sample; generate() asks again for the rest
+                    self.one_sample = True
+                    self.counters["n refused"] = self.counters.get("n refused", 0) + 1
+                    payload = {k: v for k, v in payload.items() if k != "n"}
+                    data = self._data(payload, path, schema, form)
+                    continue
                 assert form is not None and schema is not None
                 self.refusals.setdefault(form, f"HTTP {refusal.status}: {refusal.message}")
                 if self.forms[path] == form:  # the first call refused moves every later one
@@ -634,6 +650,7 @@ class OpenAIModel(Model):
         data: bytes,
         attempt: int = 0,
         form: str | None = None,
+        many: bool = False,
     ) -> Any:
         self.counters["attempts"] += 1
         wait: float | None = None
@@ -696,6 +713,8 @@ class OpenAIModel(Model):
         message = self._message(raw)
         if form not in (None, "none") and self._negotiate and is_format_refusal(status, message):
             raise _Refused(status, message)
+        if many and is_n_refusal(status, message):
+            raise _Refused(status, message, what="n")
         if status == 429 and "insufficient_quota" in message:
             self._down = ModelUnavailable(
                 f"{self.base_url}: quota exhausted ({message}); add credit or use another key"
@@ -768,6 +787,8 @@ class OpenAIModel(Model):
                 facts["structured_output_raw_prompts"] = prompt
         if self.refusals:
             facts["structured_output_refused"] = dict(self.refusals)
+        if self.one_sample:
+            facts["samples_per_request"] = 1  # the server refused n > 1
         facts["retries"] = sum(self.retried.values())
         if self.retried:
             facts["retries_by_reason"] = dict(sorted(self.retried.items(), key=lambda kv: -kv[1]))

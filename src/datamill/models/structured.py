@@ -67,6 +67,17 @@ def schema_fields(form: str, schema: dict[str, Any], chat: bool, strict: bool) -
     return {}
 
 
+def is_n_refusal(status: int, message: str) -> bool:
+    """An error answer refusing more than one sample per request (``n``), e.g. llama-server's
+    "Only one completion choice is allowed"."""
+    if status < 400 or status in _TRANSIENT:
+        return False
+    lowered = message.lower()
+    return "choice" in lowered or bool(
+        re.search(r"['\"`]n['\"`]|\bn\b\s*(must|should|>|=|is)", lowered)
+    )
+
+
 def is_format_refusal(status: int, message: str) -> bool:
     """An error answer (4xx/5xx, not a busy signal) whose message is about the schema's form."""
     if status < 400 or status in _TRANSIENT:

@@ -18,7 +18,8 @@ from a seeded generator, one fault kind (uniformly among ``Faults.kinds``):
 Server differences: ``structured_output`` says which structured-output forms it takes —
 ``"any"`` (default), ``"json_object"`` (refuses ``response_format: {"type": "json_schema"}``
 with HTTP 500 and a request-validation message, as llama-cpp-python's server does) or ``"none"``
-(refuses every schema form with HTTP 400); ``ignore_n`` answers one sample whatever ``n`` asks;
+(refuses every schema form with HTTP 400); ``ignore_n`` answers one sample whatever ``n`` asks,
+``refuse_n`` answers ``n > 1`` with HTTP 400 (as llama.cpp's llama-server does);
 ``edit_answer`` rewrites each successful answer body before it goes out (odd ``usage`` fields…).
 
 Run it: ``python -m datamill.testing.server --port 8000 --latency 0.2 --faults 0.2``; in tests,
@@ -165,6 +166,7 @@ class OpenAIServer:
         ignore_n: bool = False,
         record_bodies: bool = False,
         structured_output: str = "any",
+        refuse_n: bool = False,
         edit_answer: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         if structured_output not in STRUCTURED_OUTPUT:
@@ -186,6 +188,7 @@ class OpenAIServer:
         self.bodies: list[dict[str, Any]] | None = [] if record_bodies else None
         self.structured_output = structured_output
         self.edit_answer = edit_answer
+        self.refuse_n = refuse_n  #: answer n > 1 with HTTP 400, as llama.cpp's llama-server does
         self.stats = ServerStats()
         self._rng = random.Random(self.faults.seed)
         self._runner: web.AppRunner | None = None
@@ -302,6 +305,8 @@ class OpenAIServer:
         refused = self._refuse_form(body, chat)
         if refused is not None:
             return refused
+        if self.refuse_n and chat is not None and body.get("n") not in (None, 1):
+            return self._error(400, "Only one completion choice is allowed")
         fault = self._draw()
         if self.latency or self.jitter:
             await asyncio.sleep(
