@@ -720,3 +720,12 @@ def test_a_server_that_refuses_n_gets_one_sample_per_request(servers: Any) -> No
     assert server.stats.statuses[400] == 1  # refused once; every later call asks for one
     assert len(fake.calls) == 6 and all(r.n == 1 for r in fake.calls)
     assert model.run_facts()["samples_per_request"] == 1
+
+
+def test_after_a_first_answer_the_generation_deadline_still_holds(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("timeout",), hang=20))
+    model = OpenAIModel("smollm", server.url, timeout=0.3, first_byte_timeout=60, max_retries=0)
+    model._answered = True  # as after a first answer: the first-byte deadline is over
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert info.value.reason == "timeout" and "0.3s (timeout option)" in str(info.value)

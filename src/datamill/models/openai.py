@@ -558,6 +558,8 @@ class OpenAIModel(Model):
         attempt = 0
         last: tuple[int, str] | None = None
         while True:
+            if self._down is not None:  # another call found the model gone meanwhile
+                raise self._down
             try:
                 many = _count(payload.get("n")) > 1
                 body = await self._attempt(session, url, path, data, attempt, form, many)
@@ -654,11 +656,11 @@ class OpenAIModel(Model):
     ) -> Any:
         self.counters["attempts"] += 1
         wait: float | None = None
-        timeout: aiohttp.ClientTimeout | None = None
         deadline = self.timeout
         if not self._answered:  # no proof yet that the endpoint answers at all
             deadline = min(self.timeout, self.first_byte_timeout * 2**attempt)
-            timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=self.connect_timeout)
+        # always explicit: aiohttp reads timeout=None as "no deadline at all"
+        timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=self.connect_timeout)
         async with self.limiter.slot() as slot:
             if self._first_sent is None:
                 self._first_sent = time.monotonic()
