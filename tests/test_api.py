@@ -166,8 +166,10 @@ def test_budget_and_forecast_from_python(tmp_path: Path) -> None:
     p = build(FakeModel(ten, max_concurrency=1), rows=6)
     forecast = p.plan(preview_rows=2)
     assert forecast.calls == 12 and forecast.cost == 0.0
-    result = p.run(tmp_path / "o", budget=Budget(max_tokens=150), forecast=forecast, progress=False)
-    assert result.stopped is not None and "--max-tokens" in result.stopped
+    result = p.run(
+        tmp_path / "o", budget=Budget(max_total_tokens=150), forecast=forecast, progress=False
+    )
+    assert result.stopped is not None and "--max-total-tokens" in result.stopped
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["complete"] is False and run["forecast"]["totals"]["calls"] == 12
     finished = p.run(tmp_path / "o", progress=False)

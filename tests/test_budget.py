@@ -1,4 +1,4 @@
-"""Budgets: --max-tokens / --max-cost / --deadline stop a run cleanly, keep what finished, and the
+"""Budgets: --max-total-tokens / --max-cost / --deadline stop a run cleanly, keep what finished, and the
 same command resumes it without repeating a call."""
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def test_bad_durations_are_one_clear_line(text: str) -> None:
 
 
 def test_bad_caps_are_refused_when_the_budget_is_made() -> None:
-    with pytest.raises(ConfigError, match="--max-tokens"):
-        Budget(max_tokens=0, prices=no_prices())
+    with pytest.raises(ConfigError, match="--max-total-tokens"):
+        Budget(max_total_tokens=0, prices=no_prices())
     with pytest.raises(ConfigError, match="--max-cost"):
         Budget(max_cost=-1, prices=no_prices())
 
@@ -81,7 +81,7 @@ def test_prompt_tokens_use_the_models_tokenizer_and_chat_template() -> None:
 def test_completion_estimate_is_max_tokens_until_learned_then_the_mean() -> None:
     model = FakeModel()
     handle = SimpleNamespace(model=model, name="default")
-    budget = Budget(max_tokens=10**9, prices=no_prices())
+    budget = Budget(max_total_tokens=10**9, prices=no_prices())
     request = Request.chat("hello there", max_tokens=100)
     assert budget.completion_estimate(model, request) == 100
     assert budget.completion_estimate(model, request.with_options(n=3)) == 300
@@ -99,13 +99,13 @@ def test_completion_estimate_is_max_tokens_until_learned_then_the_mean() -> None
 def test_a_cap_below_one_call_says_to_raise_it() -> None:
     model = FakeModel()
     handle = SimpleNamespace(model=model, name="default")
-    budget = Budget(max_tokens=50, prices=no_prices())
+    budget = Budget(max_total_tokens=50, prices=no_prices())
     with pytest.raises(BudgetExceeded, match="below one call's estimate"):
         budget.before_call(handle, Request.chat("hi", max_tokens=100))  # type: ignore[arg-type]
     # once stopped, every later call is refused, even a small one
     with pytest.raises(BudgetExceeded):
         budget.before_call(handle, Request.chat("hi", max_tokens=1))  # type: ignore[arg-type]
-    assert budget.as_dict()["stopped_by"] == "max_tokens"
+    assert budget.as_dict()["stopped_by"] == "max_total_tokens"
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -120,10 +120,10 @@ def test_token_cap_stops_cleanly_and_the_run_resumes_without_repeating_calls(
             return await super().generate(request)
 
     out = tmp_path / "out"
-    budget = Budget(max_tokens=120, prices=no_prices())
+    budget = Budget(max_total_tokens=120, prices=no_prices())
     first = chain(Counting(ten_words, max_concurrency=1)).run(out, budget=budget, progress=False)
 
-    assert first.stopped is not None and "--max-tokens 120" in first.stopped
+    assert first.stopped is not None and "--max-total-tokens 120" in first.stopped
     assert 0 < len(first.rows) < ROWS
     assert all(
         set(r) >= {"messages", "question", "response"} for r in first.rows
@@ -131,9 +131,10 @@ def test_token_cap_stops_cleanly_and_the_run_resumes_without_repeating_calls(
     assert budget.tokens <= 120  # the cap held
     assert first.stats.prompt_tokens + first.stats.completion_tokens == budget.tokens
     run = json.loads((out / "run.json").read_text())
-    assert run["complete"] is False and "--max-tokens" in run["stopped_by"]
+    assert run["complete"] is False and "--max-total-tokens" in run["stopped_by"]
     assert (
-        run["budget"]["stopped_by"] == "max_tokens" and run["budget"]["caps"]["max_tokens"] == 120
+        run["budget"]["stopped_by"] == "max_total_tokens"
+        and run["budget"]["caps"]["max_total_tokens"] == 120
     )
     assert pq.read_table(out / "data" / "train-00000-of-00001.parquet").num_rows == len(first.rows)
     assert run["failed_rows"] == 0  # rows cut by the cap are not failures
@@ -216,7 +217,7 @@ def test_a_failed_call_releases_its_reservation(tmp_path: Path) -> None:
             raise ModelError("server error 500", reason="server error")
         return "fine answer"
 
-    budget = Budget(max_tokens=10_000, prices=no_prices())
+    budget = Budget(max_total_tokens=10_000, prices=no_prices())
     p = Pipeline(
         [TextGeneration(output="g", max_tokens=8)],
         source=[{"instruction": x} for x in ("good", "bad", "good too")],
@@ -237,7 +238,7 @@ class PassAll(GlobalStep):
 
 def test_a_stop_before_a_global_step_writes_only_finished_rows(tmp_path: Path) -> None:
     # the cap is reached in the first segment: no row can pass the second model step
-    budget = Budget(max_tokens=60, prices=no_prices())
+    budget = Budget(max_total_tokens=60, prices=no_prices())
     result = chain(FakeModel(ten_words, max_concurrency=1), extra=[PassAll()]).run(
         tmp_path / "a", budget=budget, progress=False
     )
@@ -245,7 +246,7 @@ def test_a_stop_before_a_global_step_writes_only_finished_rows(tmp_path: Path) -
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["complete"] is False and run["rows"] == 0 and run["steps"]["pass_all"]["rows_in"] > 0
     # the cap is reached after the global step: the rows that finished are written, whole
-    budget = Budget(max_tokens=130, prices=no_prices())
+    budget = Budget(max_total_tokens=130, prices=no_prices())
     result = chain(FakeModel(ten_words, max_concurrency=1), extra=[PassAll()]).run(
         tmp_path / "b", budget=budget, progress=False
     )
@@ -260,10 +261,10 @@ def test_cli_caps_exit_3_and_the_same_command_resumes(
     out = tmp_path / "out"
     base = ["run", "instructions-basic", "--model", "fake", "--limit", "5", "-o", str(out), "-q"]
     with pytest.raises(SystemExit) as stop:
-        main([*base, "--max-tokens", "300"])
+        main([*base, "--max-total-tokens", "300"])
     assert stop.value.code == 3
     text = capsys.readouterr().out
-    assert "--max-tokens 300" in text and "same command" in text
+    assert "--max-total-tokens 300" in text and "same command" in text
     run = json.loads((out / "run.json").read_text())
     assert run["complete"] is False
     paid = run["model_calls"]
@@ -280,7 +281,8 @@ def test_cli_caps_exit_3_and_the_same_command_resumes(
     ("args", "needle"),
     [
         (["--deadline", "soon"], "--deadline"),
-        (["--max-tokens", "0"], "--max-tokens"),
+        (["--max-total-tokens", "0"], "--max-total-tokens"),
+        (["--max-total-tokens", "5", "--max-tokens", "5"], "--max-total-tokens only"),
         (["--max-cost", "-2"], "--max-cost"),
     ],
 )
@@ -314,3 +316,23 @@ def test_cli_cost_cap_needs_a_known_price(
         )
     assert stop.value.code == 2
     assert "no price is known" in capsys.readouterr().err
+
+
+def test_cli_old_max_tokens_is_a_deprecated_alias_of_the_run_cap(
+    tmp_path: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["run", "instructions-basic", "--model", "fake", "--limit", "5", "-o", str(out), "-q"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--max-tokens", "300"])
+    assert stop.value.code == 3  # the same cap as --max-total-tokens 300
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if "deprecated" in line]
+    assert len(notes) == 1 and "--max-total-tokens" in notes[0]
+    assert "--max-total-tokens 300" in captured.out
+
+
+def test_budget_max_tokens_keyword_still_works_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="max_total_tokens"):
+        budget = Budget(max_tokens=77, prices=no_prices())
+    assert budget.max_total_tokens == 77

@@ -283,7 +283,7 @@ def test_selection_needs_a_score_column_before_any_call() -> None:
     )
     with pytest.raises(PipelineError, match="needs a score"):
         p.check(["instruction", "response"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="budget"):
         DeitaSelect(budget=0)
 
 

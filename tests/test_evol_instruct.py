@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from datamill import Completion, ConfigError, FakeModel, Pipeline, Request
-from datamill.errors import Dropped, ParseError
+from datamill.errors import Dropped, InputError, ParseError
 from datamill.recipes.loader import recipe_from_dict
 from datamill.recipes.registry import step_class
 from datamill.tasks.evol_instruct import (
@@ -367,8 +367,10 @@ def test_empty_instruction_is_dropped_without_a_call() -> None:
     assert dict(result.stats.failures) == {"empty input": 1}
     wrong = Pipeline(
         [EvolInstruct()], source=[{"instruction": ["a", "list"]}], models={"default": model}
-    ).run(None)
-    assert wrong.rows == [] and dict(wrong.stats.failures) == {"not text": 1}
+    )
+    with pytest.raises(InputError, match=r"column 'instruction' holds a list"):
+        wrong.run(None)  # a list where text is expected is known before any call
+    assert len(model.calls) == 1
 
 
 def test_configuration_errors() -> None:
@@ -376,9 +378,9 @@ def test_configuration_errors() -> None:
         "BREADTH",
         "CONSTRAINTS",
     )
-    with pytest.raises(ValueError, match="unknown mutation 'COMPLICATE'"):
+    with pytest.raises(ConfigError, match="unknown mutation 'COMPLICATE'"):
         EvolInstruct(mutations=["COMPLICATE"])
-    with pytest.raises(ValueError, match="evol_complexity knows CONSTRAINTS"):
+    with pytest.raises(ConfigError, match="evol_complexity knows CONSTRAINTS"):
         EvolComplexity(mutations=["BREADTH"])
     with pytest.raises(ConfigError, match=r"step 1 \(evol_instruct\): num_evolutions"):
         recipe_from_dict(

@@ -295,7 +295,7 @@ def test_truncated_calls_say_which_call_failed() -> None:
 
 
 def test_config_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="unknown template 'chatmll'"):
+    with pytest.raises(ConfigError, match="unknown template 'chatmll'"):
         Magpie(template="chatmll")
     with pytest.raises(ConfigError, match="needs stop"):
         Magpie(template="<|user|>\n")
@@ -545,16 +545,19 @@ def test_a_bad_turn_drops_the_row_with_its_reason(
 
 def test_rerun_from_the_cache_makes_no_calls(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    task = Magpie(n_turns=3, system_prompt="S.")
+    # named: an unnamed step's seeds come from its parameters, and n_turns differs below
+    task = Magpie(name="chat", n_turns=3, system_prompt="S.")
     first = run(task, scripted(), n=3, tmp_path=tmp_path / "a", cache=cache)
     assert first.stats.model_calls == 18 and len(first.rows) == 3
     again = scripted()
     second = run(task, again, n=3, tmp_path=tmp_path / "b", cache=cache)
     assert again.calls == [] and second.stats.model_calls == 0 and second.stats.cache_hits == 18
     assert second.rows == first.rows
-    # turn 1 makes the same calls as a one-turn run with that system prompt
+    # turn 1 makes the same calls as a one-turn run of that step with that system prompt
     one = scripted()
-    single = run(Magpie(system_prompt="S."), one, n=3, tmp_path=tmp_path / "c", cache=cache)
+    single = run(
+        Magpie(name="chat", system_prompt="S."), one, n=3, tmp_path=tmp_path / "c", cache=cache
+    )
     assert one.calls == [] and single.stats.cache_hits == 6
 
 

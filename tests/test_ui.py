@@ -17,7 +17,8 @@ from datamill import CallCache, FakeModel, FormatSFT, Pipeline, TextGeneration
 from datamill.cli import main
 from datamill.errors import ConfigError, InputError
 from datamill.recipes.loader import load_recipe, recipe_from_dict
-from datamill.ui import app, builder, drafting, viewer
+from datamill.ui import app, builder, drafting, handlers, viewer
+from datamill.ui.form import FIELDS, FormValues
 from datamill.ui.hub import check_push
 from datamill.ui.jobs import Job
 
@@ -28,30 +29,60 @@ BIKE = "customer support for a bike shop"
 def test_template_prompt_describes_the_users_not_the_data() -> None:
     prompt = drafting.template_prompt(BIKE)
     assert prompt.startswith(
-        "You are an AI assistant that helps users with customer support for a bike shop."
+        "You are an AI assistant. Users come to you with questions and requests"
     )
+    assert '"customer support for a bike shop"' in prompt
     assert "generate" not in prompt.lower()
+
+
+#: The grammar of the template: fixed sentences, the topic only ever quoted after a colon.
+PROMPT_SHAPE = re.compile(
+    r'You are an AI assistant\. Users come to you with questions and requests on this topic: "([^"]+)"\. '
+    r"Answer each one accurately, clearly and concisely\."
+)
 
 
 @pytest.mark.parametrize(
     ("description", "topic"),
     [
-        ("A dataset of questions about bike repair.", "bike repair"),
-        ("Generate math word problems for kids", "math word problems for kids"),
-        ("I want to generate a dataset of conversations about tax law", "tax law"),
-        ("SFT data for an assistant for cooking", "cooking"),
-        ("iPhone troubleshooting", "iPhone troubleshooting"),
-        ("  Customer support   for a bike shop ", BIKE),
+        # a clause: kept whole ("questions" is not peeled without its preposition)
+        (
+            "questions a beginner asks about baking sourdough bread",
+            "questions a beginner asks about baking sourdough bread",
+        ),
+        ("help me write cover letters", "help me write cover letters"),  # an imperative
+        ('Write a poem about "cats"!', "write a poem about 'cats'"),  # inner quotes made single
+        ("Baking.", "baking"),  # one word, trailing punctuation
+        ("“Tax law?”", "tax law"),  # wrapped in quotes
+        ("data science interview questions", "data science interview questions"),
+        ("A dataset of questions about bike repair.", "bike repair"),  # a noun phrase, peeled
+        (
+            "I run a small bike shop.\n  My customers ask about repairs, prices and opening hours;\n"
+            "they are often in a hurry...",
+            "I run a small bike shop. My customers ask about repairs, prices and opening hours; "
+            "they are often in a hurry",
+        ),  # a paragraph: collapsed, quoted whole
+        ("dataset", "dataset"),  # nothing but dataset words: kept as typed
     ],
 )
-def test_describe_topic_peels_dataset_words(description: str, topic: str) -> None:
-    assert drafting.describe_topic(description) == topic
+def test_template_prompt_reads_as_sentences_for_any_description(
+    description: str, topic: str
+) -> None:
+    prompt = drafting.template_prompt(description)
+    shape = PROMPT_SHAPE.fullmatch(prompt)
+    assert shape is not None, prompt
+    assert shape.group(1) == topic
+    assert topic == topic.strip(" .!?;:,") and "  " not in topic and "\n" not in topic
+    # no word of the description is dropped from the middle: the topic is its tail
+    typed = " ".join(description.split()).replace('"', "'").strip(" .!?;:,“”").lower()
+    assert typed.endswith(topic.lower())
 
 
 def test_empty_description_is_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match="describe the dataset"):
-        drafting.template_prompt("   ")
-    prompt, note = app.draft_template("")
+    for empty in ("   ", " ?! ", '""'):
+        with pytest.raises(ConfigError, match="describe the dataset"):
+            drafting.template_prompt(empty)
+    prompt, note = handlers.draft_template("")
     assert prompt == "" and note.startswith("⚠") and "describe the dataset" in note
 
 
@@ -185,10 +216,10 @@ def test_sft_recipe_for_each_technique_runs_on_the_fake(technique: str, tmp_path
         max_tokens=64,
     )
     result = builder.build_pipeline(spec).run(tmp_path / technique)
-    expected = (
-        3 if technique == "self_instruct" else 4
-    )  # the fake writes 3 lines: 3 queries per context
-    assert len(result.rows) == expected, result.stats.losses()
+    assert len(result.rows) == 4, result.stats.losses()  # the rows asked for, topped up
+    assert result.summary["target_rows"] == 4 and result.summary["reached"]
+    # the fake writes 3 queries per SelfInstruct context: a second context makes up the 4th row
+    assert result.summary["attempts"] == (2 if technique == "self_instruct" else 4)
     assert all(
         r["messages"][0] == {"role": "system", "content": spec.system_prompt} for r in result.rows
     )
@@ -329,6 +360,21 @@ def test_cancelled_job_keeps_finished_calls_in_the_cache(
     assert resumed.result is not None and resumed.result.stats.cache_hits >= 4
 
 
+def test_topup_line_says_whether_the_row_target_was_reached() -> None:
+    from datamill.ui.jobs import topup_line
+
+    assert topup_line({"rows": 3}) == ""  # no target: nothing to say
+    one = {"target_rows": 1, "reached": True, "attempts": 1, "max_attempts": 4}
+    assert topup_line(one) == "target of 1 row reached after 1 source row tried"
+    reached = {"target_rows": 3, "reached": True, "attempts": 6, "max_attempts": 12, "trimmed": 1}
+    assert (
+        topup_line(reached)
+        == "target of 3 rows reached after 6 source rows tried (1 row beyond it cut)"
+    )
+    short = {"target_rows": 3, "reached": False, "attempts": 12, "max_attempts": 12}
+    assert topup_line(short) == "target of 3 rows not reached: 12 of at most 12 source rows tried"
+
+
 def test_failed_job_reports_one_line(tmp_path: Path) -> None:
     p = Pipeline(
         [TextGeneration(template="{{ missing }}")],
@@ -342,23 +388,19 @@ def test_failed_job_reports_one_line(tmp_path: Path) -> None:
 
 
 # -- the app's handlers ----------------------------------------------------------------------------
-FORM = dict(
-    kind="sft",
+#: the form on the fake model, with the prompting technique (one query call, one answer call)
+FORM = FormValues(
+    description=BIKE,
+    system_prompt=drafting.template_prompt(BIKE),
     technique="prompting",
     model_source="fake",
-    gguf_path="",
-    url="",
-    model_name="",
-    api_key_env="",
     max_tokens=64,
     temperature=0.9,
-    keep_truncated=False,
 )
 
 
-def form(**changes: object) -> list[object]:
-    values = {**FORM, **changes}
-    return [BIKE, drafting.template_prompt(BIKE), *values.values()]
+def form(**changes: object) -> FormValues:
+    return FORM.but(**changes)
 
 
 def last(gen):  # type: ignore[no-untyped-def]
@@ -370,23 +412,53 @@ def test_preview_shows_rows_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    status, rows_html = last(app.run_preview(*form(), 2, 20))
+    status, rows_html = last(handlers.run_preview(form(preview_rows=2, num_rows=20)))
     assert 'data-state="done"' in status and "2 rows" in status
     assert rows_html.count('class="dm-row dm-sft"') == 2
-    assert "helps users with customer support for a bike shop" in rows_html
+    assert "on this topic: &quot;customer support for a bike shop&quot;" in rows_html
     assert list(tmp_path.iterdir()) == [] or not (tmp_path / "out").exists()
+
+
+def test_preview_tops_up_to_the_rows_asked_for_and_lists_what_was_lost() -> None:
+    # the fake's answers are 24-36 words: at 28 tokens most are cut, and cut answers are dropped
+    status, rows_html = last(handlers.run_preview(form(max_tokens=28, preview_rows=3, num_rows=20)))
+    assert 'data-state="done"' in status and "3 rows (" in status, status
+    assert rows_html.count('class="dm-row dm-sft"') == 3
+    losses_line = re.search(r"(\d+) rows? lost at answer: \1 truncated at max_tokens", status)
+    topup = re.search(
+        r"target of 3 rows reached after (\d+) source rows tried(?: \((\d+) rows? beyond it cut\))?",
+        status,
+    )
+    assert losses_line and topup, status
+    lost, tried, trimmed = int(losses_line.group(1)), int(topup.group(1)), int(topup.group(2) or 0)
+    assert lost >= 1 and tried == 3 + lost + trimmed  # every attempt shown, lost or cut
+    assert f"{lost} rows lost on the way" in rows_html or f"{lost} row lost on the way" in rows_html
+    losses = rows_html[rows_html.index('id="dm-losses"') :]
+    assert losses.count('class="dm-lost-reason">truncated at max_tokens<') == lost
+    assert rows_html.index('class="dm-row dm-sft"') < rows_html.index('id="dm-losses"')
+
+
+def test_preview_that_reaches_its_attempt_cap_shows_what_it_got_and_why() -> None:
+    status, rows_html = last(
+        handlers.run_preview(form(max_tokens=8, preview_rows=2, num_rows=20))
+    )  # every answer is cut
+    cap = builder.attempt_cap(builder.DatasetSpec(system_prompt="x", technique="prompting"), 2)
+    assert f"target of 2 rows not reached: {cap} of at most {cap} source rows tried" in status
+    assert f"{cap} rows lost at answer: {cap} truncated at max_tokens" in status
+    assert "no rows" in rows_html and f"{cap} rows lost on the way" in rows_html
+    assert rows_html.count('class="dm-lost"') == cap
 
 
 def test_generate_writes_the_cli_folder_reuses_preview_calls_and_offers_downloads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    last(app.run_preview(*form(), 2, 4))
+    last(handlers.run_preview(form(preview_rows=2, num_rows=4)))
     status, rows_html, parquet, jsonl, job_id, folder = last(
-        app.run_generate(*form(), 4, str(tmp_path / "ds"))
+        handlers.run_generate(form(num_rows=4, output=str(tmp_path / "ds")))
     )
     assert "wrote 4 rows" in status, status
-    job = app.JOBS.get(job_id)
+    job = handlers.JOBS.get(job_id)
     assert job is not None and job.result is not None
     assert job.result.stats.cache_hits == 4  # the preview's two rows (question + answer each)
     out = Path(folder)
@@ -410,21 +482,26 @@ def test_generate_writes_the_cli_folder_reuses_preview_calls_and_offers_download
 
 
 def test_selfinstruct_preview_is_the_start_of_the_same_run(tmp_path: Path) -> None:
-    status, rows_html = last(app.run_preview(*form(technique="self_instruct"), 2, 8))
+    status, rows_html = last(
+        handlers.run_preview(form(technique="self_instruct", preview_rows=2, num_rows=8))
+    )
     assert (
         "model calls 4" in status and rows_html.count('class="dm-row dm-sft"') == 2
     )  # 1 context: 1 + 3 answers
     status, *_, job_id, folder = last(
-        app.run_generate(*form(technique="self_instruct"), 8, str(tmp_path / "si"))
+        handlers.run_generate(
+            form(technique="self_instruct", num_rows=8, output=str(tmp_path / "si"))
+        )
     )
     run = json.loads((Path(folder) / "run.json").read_text())
-    assert run["cache_hits"] == 4 and run["model_calls"] == 4 and run["rows"] == 6, (
-        status
-    )  # 2 contexts × 3 queries
+    assert run["rows"] == 8 and run["reached"] and run["attempts"] == 3, status  # 3 contexts × 3
+    assert run["cache_hits"] >= 4 and "target of 8 rows reached" in status  # the preview's 4 calls
 
 
 def test_generate_with_bad_form_shows_error_and_runs_nothing(tmp_path: Path) -> None:
-    status, *_ = last(app.run_generate(BIKE, "", *FORM.values(), 4, str(tmp_path / "x")))
+    status, *_ = last(
+        handlers.run_generate(form(system_prompt="", num_rows=4, output=str(tmp_path / "x")))
+    )
     assert "dm-error" in status and "system prompt is empty" in status
     assert not (tmp_path / "x").exists()
 
@@ -433,25 +510,25 @@ def test_default_output_folder_is_under_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    status, *_, folder = last(app.run_generate(*form(), 1, ""))
+    status, *_, folder = last(handlers.run_generate(form(num_rows=1, output="")))
     assert Path(folder).parent == Path("out") and Path(folder).name.startswith("ui-")
     assert (tmp_path / folder / "run.json").exists(), status
 
 
 def test_stop_without_a_job() -> None:
-    assert app.stop_job("") == "no job is running"
+    assert handlers.stop_job("") == "no job is running"
 
 
 def test_one_folder_is_written_by_one_job_at_a_time_and_stop_stops_it(tmp_path: Path) -> None:
     folder = tmp_path / "busy"
-    slow = app.JOBS.add(
+    slow = handlers.JOBS.add(
         Job(sft_pipeline(FakeModel(latency=0.2, max_concurrency=1), 50), folder).start()
     )
     try:
-        status, *_ = last(app.run_generate(*form(), 2, str(folder)))
+        status, *_ = last(handlers.run_generate(form(num_rows=2, output=str(folder))))
         assert "already writing" in status and str(folder) in status
     finally:
-        assert app.stop_job(slow.id).startswith("stopping")
+        assert handlers.stop_job(slow.id).startswith("stopping")
         assert slow.wait(30)
     assert slow.state == "cancelled"
 
@@ -468,7 +545,9 @@ def test_viewer_shows_rows_failures_and_report(tmp_path: Path) -> None:
     )
     (tmp_path / "out" / "report").mkdir()
     (tmp_path / "out" / "report" / "lengths.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    md, rows, first, table, failures, report, chart, index = app.open_view(str(tmp_path / "out"))
+    md, rows, first, table, failures, report, chart, index = handlers.open_view(
+        str(tmp_path / "out")
+    )
     assert "2 rows (sft)" in md and "1 row lost at text_generation: 1 empty completion" in md
     assert len(rows) == 2 and "answer to seed 0" in first
     assert list(table.columns)[:2] == ["instruction", "question"]
@@ -476,9 +555,9 @@ def test_viewer_shows_rows_failures_and_report(tmp_path: Path) -> None:
     assert "0.81" in report and "question" in report
     assert chart is not None and chart.endswith("report.png")  # the report's own plot comes first
     assert "other charts in the folder: `report/lengths.png`" in report
-    html_row, i, label = app.show_row(rows, index, 1)
+    html_row, i, label = handlers.show_row(rows, index, 1)
     assert i == 1 and label == "row 2 of 2" and "answer to seed 2" in html_row
-    assert app.show_row(rows, 1, 1)[1] == 1  # stays on the last row
+    assert handlers.show_row(rows, 1, 1)[1] == 1  # stays on the last row
 
 
 def test_viewer_errors_are_one_line(tmp_path: Path) -> None:
@@ -486,7 +565,7 @@ def test_viewer_errors_are_one_line(tmp_path: Path) -> None:
         viewer.open_folder(tmp_path / "nope")
     with pytest.raises(InputError, match="not a datamill output folder"):
         viewer.open_folder(tmp_path)
-    md, *_ = app.open_view(str(tmp_path))
+    md, *_ = handlers.open_view(str(tmp_path))
     assert md.startswith("⚠") and "not a datamill output folder" in md
 
 
@@ -522,6 +601,27 @@ def test_preference_rows_render_side_by_side_and_escaped() -> None:
     assert "How do I fix a flat &lt;tyre&gt;?" in html_row and "a (smol)" in html_row
 
 
+def test_losses_are_listed_with_step_reason_and_escaped_raw_output() -> None:
+    assert viewer.render_losses([]) == ""
+    failures = [
+        {
+            "step": "magpie",
+            "reason": "instruction: truncated at max_tokens",
+            "raw_output": "<b>x</b>",
+        },
+        {"step": "answer", "reason": "refusal", "detail": "y" * 400},
+    ]
+    out = viewer.render_losses(failures)
+    assert "2 rows lost on the way" in out and out.count('class="dm-lost"') == 2
+    assert (
+        '"dm-lost-step">magpie</span>: <span class="dm-lost-reason">instruction: truncated' in out
+    )
+    assert "&lt;b&gt;x&lt;/b&gt;" in out and "<b>x" not in out
+    assert "y" * 299 + "…" in out and "y" * 300 not in out
+    many = viewer.render_losses(failures * 3, limit=4)
+    assert many.count('class="dm-lost"') == 4 and "… and 2 more" in many
+
+
 def test_row_kinds() -> None:
     assert viewer.row_kind([{"messages": [{"role": "user", "content": "x"}]}]) == "sft"
     assert viewer.row_kind([{"instruction": "x", "response": "y"}]) == "sft"
@@ -537,17 +637,19 @@ def test_push_checks_before_any_network_call(tmp_path: Path) -> None:
         check_push(tmp_path)
     (tmp_path / "data").mkdir()
     assert check_push(tmp_path) == tmp_path
-    message = app.push_to_hub(str(tmp_path), "", "hf_x", True)
+    message = handlers.push_to_hub(str(tmp_path), "", "hf_x", True)
     assert "dm-error" in message and "give the dataset repository" in message
 
 
 def test_push_without_network_fails_with_one_clear_line(tmp_path: Path) -> None:
     sft_pipeline(FakeModel(), 1).run(tmp_path / "out")
-    message = app.push_to_hub(str(tmp_path / "out"), "alice/bikes", "hf_not_a_real_token", True)
+    message = handlers.push_to_hub(
+        str(tmp_path / "out"), "alice/bikes", "hf_not_a_real_token", True
+    )
     assert message.startswith('<span class="dm-error"') and "push to alice/bikes failed:" in message
     assert "\n" not in message and "Traceback" not in message
     assert "offline mode is on" in message or "cannot reach the Hub" in message
-    bad = app.push_to_hub(str(tmp_path / "out"), "not a repo!", "hf_x", True)
+    bad = handlers.push_to_hub(str(tmp_path / "out"), "not a repo!", "hf_x", True)
     assert "is not a Hub repository id" in bad
 
 
@@ -571,6 +673,39 @@ def test_build_app_wires_the_screens() -> None:
         "view-report",
     ):
         assert needed in ids, needed
+
+
+def test_the_form_reaches_its_handlers_as_one_typed_object() -> None:
+    demo = app.build_app()
+    events = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
+
+    def inputs_of(output_id: str) -> list[object]:
+        (event,) = [
+            e
+            for e in events
+            if output_id in {getattr(o, "elem_id", None) for o in e.outputs} and e.inputs
+        ]
+        return list(event.inputs)
+
+    preview, generate = inputs_of("preview-status"), inputs_of("generate-status")
+    assert [getattr(w, "elem_id", None) for w in preview] == [
+        getattr(w, "elem_id", None) for w in generate
+    ]
+    assert len(preview) == len(FIELDS) and "preview-rows" in {w.elem_id for w in preview}  # type: ignore[attr-defined]
+    # each widget starts at its field's default, so an untouched form is FormValues()
+    untouched = FormValues.from_values([w.value if w.value is not None else "" for w in preview])  # type: ignore[attr-defined]
+    assert untouched == FormValues()
+    with pytest.raises(ConfigError, match="system prompt is empty"):
+        untouched.spec()
+    spec = untouched.but(system_prompt=" You help bakers. ").spec()
+    assert (spec.system_prompt, spec.num_rows, spec.max_tokens, spec.model) == (
+        "You help bakers.",
+        20,
+        256,
+        "llamacpp",
+    )
+    with pytest.raises(TypeError, match=f"the form has {len(FIELDS)} fields"):
+        FormValues.from_values(["only a description"])
 
 
 def test_cli_ui_help_and_bad_port(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,10 @@
 """The web app end to end, in a real headless Chromium, on the embedded model.
 
-A person's path: type a description → draft the system prompt → preview 2 rows → generate 3
-rows → download parquet and jsonl → open the dataset in the viewer; then a preference dataset
+A person's path, on the form's defaults (Magpie, SFT, 256 answer tokens, the embedded model):
+type a description that is a clause, not a noun phrase → draft the system prompt (it must read as
+sentences) → preview 2 rows (it must show 2 rows, topping up past lost ones, and list what was
+lost and why beside them) → generate 3 rows → download parquet and jsonl → open the dataset in
+the viewer; then a preference dataset
 (made on the fake model, which can play a judge) in the viewer, side by side. A screenshot of
 each screen goes to tests/screenshots/.
 
@@ -30,6 +33,13 @@ ARGS = [
     "--no-first-run",
 ]
 SLOW = 20 * 60 * 1000  # ms: the embedded model on a busy 2-core machine
+#: a description that is a clause, not a noun phrase (issue 21: the old template broke on it)
+SOURDOUGH = "questions a beginner asks about baking sourdough bread"
+#: the drafted prompt's grammar: fixed sentences, the description only ever quoted after a colon
+PROMPT_SHAPE = re.compile(
+    r'You are an AI assistant\. Users come to you with questions and requests on this topic: "([^"]+)"\. '
+    r"Answer each one accurately, clearly and concisely\."
+)
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(3600)]
 
@@ -116,28 +126,28 @@ def test_describe_preview_generate_download_view(app_url: str, tmp_path: Path) -
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(exist_ok=True)
-    out = tmp_path / "bike-shop"
+    out = tmp_path / "sourdough"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         page.goto(app_url)
 
-        # 1. describe → a drafted, user-query-focused system prompt
-        page.locator("#description textarea").fill("customer support for a bike shop")
+        # 1. describe → a drafted, user-query-focused system prompt that reads as sentences
+        page.locator("#description textarea").fill(SOURDOUGH)
         page.click("#draft-btn")
         prompt = page.locator("#system-prompt textarea")
-        expect(prompt).to_have_value(
-            "You are an AI assistant that helps users with customer support for a bike shop. Users ask you questions and give you tasks about customer support for a bike shop; answer each one accurately, clearly and concisely."
-        )
-        set_number(page, "#max-tokens", 32)
-        page.locator("#keep-truncated input[type=checkbox]").check()  # short answers: keep them
+        expect(prompt).not_to_have_value("")
+        shape = PROMPT_SHAPE.fullmatch(prompt.input_value())
+        assert shape is not None, prompt.input_value()  # fixed sentences, the topic quoted
+        assert shape.group(1) == SOURDOUGH  # the clause whole, not cut to "a beginner asks …"
         page.locator("#model-accordion button").first.click()
         expect(page.locator("#model-source")).to_contain_text("GGUF file")
         expect(page.locator("#model-source")).to_contain_text("OpenAI-compatible endpoint")
         expect(page.locator("#model-source input[value=embedded]")).to_be_checked()
         page.screenshot(path=str(SCREENSHOTS / "01-describe.png"), full_page=True)
 
-        # 2. preview 2 rows with Magpie on the embedded model
+        # 2. preview 2 rows with Magpie on the embedded model, on the form's defaults: the rows
+        #    asked for (lost ones made up by more attempts), and every loss listed with its reason
         page.click("#preview-btn")
         page.wait_for_selector(
             "#preview-status [data-state=done], #preview-status [data-state=failed], #preview-status .dm-error",
@@ -145,13 +155,25 @@ def test_describe_preview_generate_download_view(app_url: str, tmp_path: Path) -
         )
         expect(page.locator("#preview-status [data-state=done]")).to_be_visible()
         preview = page.locator("#preview-status").inner_text()
-        made = int(re.search(r"(\d+) rows \(model calls (\d+)", preview).group(1))  # type: ignore[union-attr]
-        preview_calls = int(re.search(r"model calls (\d+)", preview).group(1))  # type: ignore[union-attr]
+        counts = re.search(r"(\d+) rows? \(model calls (\d+)", preview)
+        topup = re.search(
+            r"target of 2 rows reached after (\d+) source rows tried(?: \((\d+) rows? beyond it cut\))?",
+            preview,
+        )
+        assert counts and topup, preview  # the rows asked for, and the top-up's outcome
+        made, preview_calls = int(counts.group(1)), int(counts.group(2))
+        tried, trimmed = int(topup.group(1)), int(topup.group(2) or 0)
         lost = sum(int(n) for n in re.findall(r"(\d+) rows? lost at", preview))
-        assert made >= 1 and made + lost == 2, preview  # every row is shown or accounted for
+        assert made == 2 and tried == made + lost + trimmed, preview  # every attempt accounted for
         rows = page.locator("#preview-rows-html .dm-row")
-        expect(rows).to_have_count(made)
-        expect(rows.first.locator(".dm-system")).to_contain_text("customer support for a bike shop")
+        expect(rows).to_have_count(2)
+        expect(page.locator("#preview-rows-html .dm-lost")).to_have_count(lost)
+        for _step, detail in re.findall(r"lost at (\w+): ([^;]+)", preview):
+            for part in detail.split(", "):  # "1 instruction: truncated at max_tokens"
+                count, reason = part.strip().split(" ", 1)
+                listed = page.locator("#preview-rows-html .dm-lost-reason", has_text=reason)
+                expect(listed).to_have_count(int(count))
+        expect(rows.first.locator(".dm-system")).to_contain_text(SOURDOUGH)
         expect(rows.first.locator(".dm-user .dm-text")).not_to_be_empty()
         page.screenshot(path=str(SCREENSHOTS / "02-preview.png"), full_page=True)
 
@@ -168,17 +190,19 @@ def test_describe_preview_generate_download_view(app_url: str, tmp_path: Path) -
         status = page.locator("#generate-status")
         expect(status).to_contain_text(f"rows to {out}")
         run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-        assert run["rows"] >= 1 and run["rows"] + run["failed_rows"] == 3, run
-        assert run["cache_hits"] == preview_calls  # the preview's calls were not paid for twice
+        assert run["rows"] == 3 and run["reached"], run  # topped up past lost rows
+        assert run["attempts"] == run["rows"] + run["failed_rows"] + run.get("trimmed", 0), run
+        if run["attempts"] >= tried:  # it tried every row the preview tried: none paid twice
+            assert run["cache_hits"] >= preview_calls, run
         expect(status).to_contain_text(f"wrote {run['rows']} rows to {out}")
         n = run["rows"]
         # a push without a network fails with one clear line, in the page
         page.locator("#push-accordion button").first.click()
-        page.locator("#push-repo textarea, #push-repo input").first.fill("alice/bike-shop-sft")
+        page.locator("#push-repo textarea, #push-repo input").first.fill("alice/sourdough-sft")
         page.locator("#push-token input").fill("hf_not_a_real_token")
         page.click("#push-btn")
         expect(page.locator("#push-status")).to_contain_text(
-            "push to alice/bike-shop-sft failed:", timeout=120_000
+            "push to alice/sourdough-sft failed:", timeout=120_000
         )
         assert "Traceback" not in page.locator("#push-status").inner_text()
         page.screenshot(path=str(SCREENSHOTS / "04-generated.png"), full_page=True)

@@ -12,7 +12,7 @@ too), with a check, a preview, a forecast and a budget::
     p.check()                                   # column flow; no model call
     p.preview(2).rows                           # two source rows end to end, nothing written
     print(p.plan())                             # calls, tokens, time and cost, from a preview
-    result = p.run("out/demo", budget=Budget(max_tokens=20_000, deadline="10m"))
+    result = p.run("out/demo", budget=Budget(max_total_tokens=20_000, deadline="10m"))
     ds = result.to_dataset()                    # a datasets.Dataset
     push_to_hub("out/demo", "my-org/demo")      # parquet, card and report to the Hub
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from .errors import (
     BudgetExceeded,
+    CacheError,
     ConfigError,
     DatamillError,
     InputError,
@@ -69,6 +70,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "CacheError",
     "CallCache",
     "Completion",
     "ComplexityScorer",

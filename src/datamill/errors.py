@@ -8,7 +8,8 @@
     ├── ModelError           a model could not be loaded or called
     │   └── ModelUnavailable the model cannot be reached at all (fail fast, no per-row retries)
     ├── OutputError          the output folder is unusable (locked by another run, not writable)
-    └── BudgetExceeded       a cap (--max-tokens, --max-cost, --deadline) stopped the run
+    ├── CacheError           the call cache file is unusable (a folder, not datamill's, disk full)
+    └── BudgetExceeded       a cap (--max-total-tokens, --max-cost, --deadline) stopped the run
 
 Row-level problems are not exceptions that escape: a task raises ``ParseError`` (or a model
 raises ``ModelError``) and the runner turns it into a failure record.
@@ -58,6 +59,10 @@ class ModelUnavailable(ModelError):
 
 class OutputError(DatamillError):
     """The output folder cannot be used."""
+
+
+class CacheError(DatamillError):
+    """The call cache cannot be opened, is not datamill's, or cannot be written (disk full)."""
 
 
 class BudgetExceeded(DatamillError):

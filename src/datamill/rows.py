@@ -29,3 +29,83 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, float) and math.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
+
+
+#: a place inside a row: the column, then dict keys / list indices (``("person", "address", 0)``)
+Path = tuple[str | int, ...]
+
+
+def path_text(path: Path) -> str:
+    """``person.address.street``, ``messages[0].content``, ``meta['a b']`` — as a template writes it."""
+    out = ""
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += part if i == 0 else f".{part}"
+        else:
+            out += repr(part) if i == 0 else f"[{part!r}]"
+    return out
+
+
+_ABSENT = object()
+
+
+def lookup(row: Row, path: Path) -> tuple[Any, str | None]:
+    """``(value, None)`` at ``path`` in ``row``, or ``(None, why)`` when the path cannot be
+    followed: ``why`` is ``"absent"`` (a key or index is not there) or ``"null"`` (a value on the
+    way is None/NaN). The caller checks the value itself (:func:`is_missing`, its type)."""
+    value: Any = row
+    for part in path:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None, "null"
+        if isinstance(value, dict):
+            value = value.get(part, _ABSENT)
+        elif isinstance(part, int) and isinstance(value, (list, tuple)):
+            value = value[part] if -len(value) <= part < len(value) else _ABSENT
+        else:
+            value = _ABSENT
+        if value is _ABSENT:
+            return None, "absent"
+    return value, None
+
+
+def why_missing(row: Row, path: Path) -> str | None:
+    """``"absent"``, ``"null"``, ``"NaN"`` or ``"blank"`` when ``row`` has no usable value at
+    ``path`` (what :func:`is_missing` means, followed into nested places), else None."""
+    value, broken = lookup(row, path)
+    if broken is not None:
+        return broken
+    if not is_missing(value):
+        return None
+    return "blank" if isinstance(value, str) else "null" if value is None else "NaN"
+
+
+def unencodable(value: Any, path: Path = ()) -> str | None:
+    """Where ``value`` holds text that cannot be written as UTF-8 (a lone surrogate such as
+    ``"\\ud83d"``, half of an emoji pair), or None. Looks inside dicts and lists; the answer
+    reads ``instruction.text: unpaired surrogate '\\ud83d' at character 22`` (character 1-based,
+    the dotted path omitted when ``path`` is empty and the value is plain text)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start]
+            what = f"unpaired surrogate {bad!r} at character {exc.start + 1}"
+            return f"{path_text(path)}: {what}" if path else what
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            bad_key = unencodable(k) if isinstance(k, str) else None
+            if bad_key:
+                where = f"{path_text(path)} " if path else ""
+                return f"{where}key {k.encode('utf-8', 'backslashreplace').decode()!r}: {bad_key}"
+            found = unencodable(v, (*path, k if isinstance(k, (str, int)) else str(k)))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = unencodable(v, (*path, i))
+            if found:
+                return found
+    return None

@@ -14,7 +14,8 @@ SetOption = Annotated[
 CacheOption = Annotated[
     Path | None,
     typer.Option(
-        help="Call cache file (default: $DATAMILL_CACHE or ~/.cache/datamill/calls.sqlite)."
+        help="Call cache file, a SQLite file datamill made or will make (default: $DATAMILL_CACHE "
+        "or ~/.cache/datamill/calls.sqlite). Runs sharing it pay for each call once."
     ),
 ]
 InputOption = Annotated[

@@ -12,7 +12,7 @@ from rich.console import Console
 from .options import CacheOption, InputOption, SetOption
 
 out = Console()
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
 
 
 def plan(

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..pipeline.stats import Stats
 from .options import CacheOption, InputOption, SetOption
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
 out = Console()
 
 
@@ -70,12 +70,19 @@ def run(
             help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.",
         ),
     ] = None,
-    max_tokens: Annotated[
+    max_total_tokens: Annotated[
         int | None,
         typer.Option(
-            "--max-tokens",
+            "--max-total-tokens",
             metavar="N",
-            help="Stop before model calls would use more than N tokens (prompt + completion).",
+            help="Stop before the run's model calls would use more than N tokens in all (prompt + completion). "
+            "Not the per-answer limit: that is max_tokens on a step or model (--set STEP.max_tokens=N).",
+        ),
+    ] = None,
+    old_max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens", metavar="N", hidden=True, help="Deprecated: --max-total-tokens."
         ),
     ] = None,
     deadline: Annotated[
@@ -105,7 +112,8 @@ def run(
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)
     runner_executor = get_executor(executor, address, **({"workers": workers} if workers else {}))
-    budget = _budget(pipeline, model, max_cost, max_tokens, deadline, prices)
+    max_total_tokens = total_tokens_option(max_total_tokens, old_max_tokens)
+    budget = _budget(pipeline, model, max_cost, max_total_tokens, deadline, prices)
     from ..pipeline.plan import fingerprint, load_forecast
 
     forecast = load_forecast(
@@ -141,18 +149,35 @@ def run(
         out.print(line, highlight=False)
     if getattr(result, "stopped", None):
         raise typer.Exit(3)
+    if stats.rows_done == 0:
+        raise typer.Exit(1)
+
+
+def total_tokens_option(new: int | None, old: int | None) -> int | None:
+    """``--max-total-tokens``, or its deprecated spelling ``--max-tokens`` (one line says so)."""
+    if old is None:
+        return new
+    if new is not None:
+        raise ConfigError("give --max-total-tokens only; --max-tokens is its old, deprecated name")
+    console.print(
+        "--max-tokens is deprecated: it caps the whole run's tokens, so it is now --max-total-tokens "
+        "(a step's per-answer limit is max_tokens in the recipe)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return old
 
 
 def _budget(
     pipeline: Any,
     model: str | None,
     max_cost: float | None,
-    max_tokens: int | None,
+    max_total_tokens: int | None,
     deadline: str | None,
     prices: Path | None,
 ) -> Any:
     """A :class:`~datamill.pipeline.budget.Budget` for the caps given (``None`` without caps)."""
-    if max_cost is None and max_tokens is None and deadline is None:
+    if max_cost is None and max_total_tokens is None and deadline is None:
         return None
     from ..pipeline.budget import Budget
     from ..pricing import PriceTable
@@ -165,7 +190,9 @@ def _budget(
                 raise ConfigError(
                     f"--max-cost: no price is known for model {name!r} ({spec}); add it to ~/.config/datamill/prices.yaml or pass --prices FILE"
                 )
-    return Budget(max_cost=max_cost, max_tokens=max_tokens, deadline=deadline, prices=table)
+    return Budget(
+        max_cost=max_cost, max_total_tokens=max_total_tokens, deadline=deadline, prices=table
+    )
 
 
 async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -> object:
@@ -196,26 +223,52 @@ async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -
 
 def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     stopped = getattr(result, "stopped", None)
-    out.print(
-        f"[bold green]wrote {stats.rows_done} rows[/] to {folder}  "
-        f"(model calls {stats.model_calls}, cache hits {stats.cache_hits}, "
-        f"tokens {stats.prompt_tokens}+{stats.completion_tokens}, {stats.seconds:.1f}s)"
-    )
+    previous = getattr(result, "previous_rows", None)
+    if stats.rows_done:
+        out.print(
+            f"[bold green]wrote {stats.rows_done} rows[/] to {folder}  "
+            f"(model calls {stats.model_calls}, cache hits {stats.cache_hits}, "
+            f"tokens {stats.prompt_tokens}+{stats.completion_tokens}, {stats.seconds:.1f}s)"
+        )
     for line in stats.losses():
-        out.print(f"[yellow]{line}[/]")
+        out.print(f"[yellow]{line}[/]", highlight=False)
     for name, facts in (getattr(result, "summary", None) or {}).get("models", {}).items():
         by_reason = facts.get("retries_by_reason") or {}
         if by_reason:  # e.g. "model default: 12 attempts retried (10 timeout, 2 server error 500)"
             detail = ", ".join(f"{n} {r}" for r, n in by_reason.items())
             out.print(
-                f"[yellow]model {name}: {sum(by_reason.values())} attempts retried ({detail})[/]"
+                f"[yellow]model {name}: {sum(by_reason.values())} attempts retried ({detail})[/]",
+                highlight=False,
             )
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"
         )
-    if stats.rows_done == 0 and not stopped:
-        out.print("[red]the dataset is empty: see failures.jsonl for why every row was lost[/]")
+    if stats.rows_done == 0:
+        console.print(f"[red]{no_rows_line(result, stats, folder)}[/]", highlight=False)
+    elif previous is not None and stats.rows_done < previous:
+        console.print(
+            f"[yellow]warning: {folder} held {previous} rows from an earlier run; "
+            f"this run replaced them with {stats.rows_done}[/]",
+            highlight=False,
+        )
+
+
+def no_rows_line(result: object, stats: Stats, folder: Path) -> str:
+    """One line for a run that wrote no rows: why, and what happened to the folder."""
+    why = "; ".join(stats.losses()) or (
+        "the source gave no rows" if stats.rows_total == 0 else "every row was dropped"
+    )
+    side = getattr(result, "failed_attempt", None)
+    previous = getattr(result, "previous_rows", None)
+    kept = (
+        f"the earlier dataset in {folder} ({previous} rows) is kept"
+        if previous is not None
+        else f"no data file written to {folder} (datasets cannot load a dataset of 0 rows)"
+    )
+    where = side or folder
+    where = f"; this attempt's run.json and failures.jsonl are in {where}"
+    return f"no rows written: {why}; {kept}{where}"
 
 
 def register(app: typer.Typer) -> None:

@@ -71,7 +71,7 @@ class RayExecutor:
     def prepare(self, models: dict[str, Any], cache_path: str | None, budget: Any) -> None:
         if budget is not None:
             raise ConfigError(
-                "budgets (--max-cost/--max-tokens/--deadline) are not supported with --executor ray yet; run locally to cap a run"
+                "budgets (--max-cost/--max-total-tokens/--deadline) are not supported with --executor ray yet; run locally to cap a run"
             )
         self.model_specs = models
         self.cache_path = cache_path

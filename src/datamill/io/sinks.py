@@ -11,6 +11,17 @@ passes as output. ``run.json`` is the completion marker: it is removed before th
 replaced and written last, so a run killed while writing leaves no ``run.json`` (or the previous
 run's complete set untouched, when killed earlier). A lock file, held with ``flock`` (released by the
 kernel when a run dies, even by SIGKILL), refuses a second run writing the same folder at once.
+
+A run's files are first written together into a hidden staging folder inside OUT and only then
+moved into place (renames, which need no free space), with files the previous run wrote and this
+one did not (a ``report.png`` whose plot failed this time) removed: when the disk fills up while
+writing, the write stops with one line (:class:`OutputError`) and OUT still holds the previous
+run's complete set, never new data beside another run's files.
+
+A run that produced no rows writes no data file (``datasets`` cannot load a split of 0 rows),
+only its ``run.json``, ``failures.jsonl``, card and report; and when OUT holds an earlier finished
+dataset, that dataset stays in place and the failed attempt's ``run.json`` and ``failures.jsonl``
+go to ``OUT/failed-attempt/`` instead (:meth:`OutputFolder.write_failed_attempt`).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +43,10 @@ if TYPE_CHECKING:
 
 LOCK = ".datamill.lock"
 DATA_FILE = "data/train-00000-of-00001.parquet"
+#: where a run that produced no rows leaves its run.json and failures.jsonl
+FAILED_ATTEMPT = "failed-attempt"
+#: the files of a finished run besides the data (replaced together, stale ones removed)
+RUN_FILES = ("failures.jsonl", "report.json", "report.png", "README.md")
 
 
 try:
@@ -185,7 +201,10 @@ class OutputFolder:
             for f in folder.iterdir():
                 m = _TMP.match(f.name)
                 if m and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
-                    f.unlink(missing_ok=True)
+                    if f.is_dir() and not f.is_symlink():
+                        shutil.rmtree(f, ignore_errors=True)
+                    else:
+                        f.unlink(missing_ok=True)
 
     def unlock(self) -> None:
         self.failures_partial.unlink(missing_ok=True)
@@ -196,24 +215,103 @@ class OutputFolder:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def write(self, rows: list[Row], summary: dict[str, Any], pipeline: Pipeline) -> None:
-        (self.path / "run.json").unlink(missing_ok=True)  # the marker goes first, comes back last
-        write_parquet(self.path / DATA_FILE, rows)
+    @property
+    def staging(self) -> Path:
+        return self.path / f".staging.tmp-{os.getpid()}"
+
+    def previous_rows(self) -> int | None:
+        """Rows of the finished dataset already in the folder (its ``run.json``), or ``None``."""
+        try:
+            data = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if not isinstance(rows, int) or not (self.path / DATA_FILE).exists():
+            return None
+        return rows
+
+    def write(
+        self,
+        rows: list[Row],
+        summary: dict[str, Any],
+        pipeline: Pipeline,
+    ) -> None:
+        """Write the dataset folder: stage every file, then move them into place, ``run.json``
+        last. Raises :class:`OutputError` (the folder keeps the previous run's files) when a
+        file cannot be written (disk full, no permission)."""
+        staged = self.staging
+        shutil.rmtree(staged, ignore_errors=True)
+        moved_failures = False
+        try:
+            staged.mkdir()
+            if rows:  # datasets cannot load a parquet split of 0 rows: then no data file at all
+                write_parquet(staged / DATA_FILE, rows)
+            if self.failures_partial.exists():
+                os.replace(self.failures_partial, staged / "failures.jsonl")
+                moved_failures = True
+            else:
+                write_atomic(staged / "failures.jsonl", b"")
+            report = quality_report(staged, rows, summary, pipeline)
+            write_atomic(
+                staged / "README.md", dataset_card(rows, summary, pipeline, report).encode()
+            )
+            write_atomic(staged / "run.json", _json(summary))
+        except OSError as exc:
+            if moved_failures:  # the failure records stay where the run left them
+                os.replace(staged / "failures.jsonl", self.failures_partial)
+            shutil.rmtree(staged, ignore_errors=True)
+            raise self._write_error(exc) from None
+        self._swap_in(staged)
+
+    def _swap_in(self, staged: Path) -> None:
+        """Move the staged files into place: ``run.json`` goes first and comes back last."""
+        (self.path / "run.json").unlink(missing_ok=True)
         for stale in (self.path / "data").glob("train-*.parquet"):
-            if stale.name != Path(DATA_FILE).name:
+            if not (staged / "data" / stale.name).exists():
                 stale.unlink()
-        if self.failures_partial.exists():
-            os.replace(self.failures_partial, self.path / "failures.jsonl")
-        else:
-            write_atomic(self.path / "failures.jsonl", b"")
-        report = quality_report(self.path, rows, summary, pipeline)
-        write_atomic(
-            self.path / "README.md", dataset_card(rows, summary, pipeline, report).encode()
+        if (staged / DATA_FILE).exists():
+            (self.path / "data").mkdir(exist_ok=True)
+            os.replace(staged / DATA_FILE, self.path / DATA_FILE)
+        for name in RUN_FILES:
+            if (staged / name).exists():
+                os.replace(staged / name, self.path / name)
+            else:  # the previous run's, and not this one's: never beside new data
+                (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / FAILED_ATTEMPT, ignore_errors=True)  # superseded
+        os.replace(staged / "run.json", self.path / "run.json")
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def write_failed_attempt(self, summary: dict[str, Any]) -> Path:
+        """A run that produced no rows: its ``run.json`` and ``failures.jsonl`` go to
+        ``OUT/failed-attempt/``; the dataset in OUT (if any) is left as it is. Returns that
+        folder; raises :class:`OutputError` when it cannot be written."""
+        side = self.path / FAILED_ATTEMPT
+        try:
+            side.mkdir(exist_ok=True)
+            if self.failures_partial.exists():
+                os.replace(self.failures_partial, side / "failures.jsonl")
+            else:
+                write_atomic(side / "failures.jsonl", b"")
+            write_atomic(side / "run.json", _json(summary))
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        return side
+
+    def _write_error(self, exc: OSError) -> OutputError:
+        kept = (
+            "its previous dataset is untouched"
+            if (self.path / "run.json").exists()
+            else "no dataset was written there"
         )
-        write_atomic(
-            self.path / "run.json",
-            (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode(),
+        return OutputError(
+            f"cannot write the output folder {self.path}: {exc.strerror or exc}; {kept}. "
+            "Free space there or choose another --output, then run the same command again "
+            "(finished calls are cached)"
         )
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 _SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.IGNORECASE)

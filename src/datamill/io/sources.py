@@ -7,9 +7,12 @@
 
 Bad input fails here with one line naming the file, line and problem: unreadable files, bad JSON,
 non-UTF-8 lines, NaN, no rows, oversized lines. :func:`check_rows` checks the *values* of the
-columns the steps read, before any model call: a column missing from some rows, empty in every
-row, or holding different types in different rows is one clear error. A value empty in only some
-rows is not an error here: the runner records those rows as ``empty input`` and keeps the rest.
+columns (and places inside them, ``person.address.street``) the steps read, before any model
+call: a column missing from some rows, empty in every row, holding different types in different
+rows, or an object/list printed whole into a prompt is one clear error, as is text anywhere in a
+row that cannot be written as UTF-8 (a lone surrogate; refused up front rather than per row, since
+it is known before any call and no output file could hold it). A value empty in only some rows is
+not an error here: the runner records those rows as ``empty input`` and keeps the rest.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import InputError, MissingDependency
-from ..rows import Row, is_missing
+from ..rows import Path as RowPath
+from ..rows import Row, is_missing, lookup, path_text, unencodable
 
 MAX_ROW_BYTES = 8 * 1024 * 1024
 
@@ -265,39 +269,90 @@ def kind_of(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_rows(source: Source, rows: list[Row], reads: dict[str, tuple[str, bool]]) -> None:
-    """Check the values of the columns steps read straight from the source, before any call.
+class Read(NamedTuple):
+    """How the steps read a place of the source rows (see :func:`source_reads`)."""
 
-    ``reads`` maps a column to (who reads it, e.g. ``step 1 (text_generation)``, whether a model
-    step reads its value). Raises :class:`InputError` when a column is missing from some (not
-    all: the pipeline check reports that) rows, or — for columns a model reads — when it is empty
-    in every row or holds different types in different rows.
+    who: str  #: ``step 1 (text_generation)``
+    model_reads: bool  #: a model step needs a value there (empty in every row is refused)
+    as_text: bool = False  #: printed whole into a prompt: must be text or a number
+    template: bool = False  #: read by a template (the fix is a template expression)
+
+
+def check_rows(source: Source, rows: list[Row], reads: dict[str | RowPath, Read]) -> None:
+    """Check the values the steps read straight from the source, before any call.
+
+    ``reads`` maps a column (or a place inside one: ``("person", "address", "street")``) to a
+    :class:`Read`. Raises :class:`InputError` when a row holds text that cannot be written as
+    UTF-8 (a lone surrogate: no model, cache or output file could take it), when a column is
+    missing from some (not all: the pipeline check reports that) rows, when a place a model
+    reads is empty in every row or holds different types in different rows, or when a place
+    printed whole into a prompt holds an object, a list or bytes in any row.
     """
+    for i, row in enumerate(rows):
+        bad = unencodable(row)
+        if bad is not None:
+            raise InputError(
+                f"{source.where(i)}: {bad}; that text cannot be written as UTF-8 (half of an emoji "
+                "or other two-part character): fix or remove it in the source"
+            )
     total = len(rows)
-    for column, (who, model_reads) in reads.items():
-        missing = [i for i, r in enumerate(rows) if column not in r]
-        if missing and len(missing) < total:
-            raise InputError(
-                f"{source.where(missing[0])}: the row has no column {column!r} ({len(missing)} of {total} rows lack it); "
-                f"{who} needs it in every row"
-            )
-        if missing or not model_reads:
-            continue
-        values = [r[column] for r in rows]
-        present = [(i, v) for i, v in enumerate(values) if not is_missing(v)]
-        if not present:
-            plural = "s" if total != 1 else ""
-            raise InputError(
-                f"{source.name}: column {column!r} is empty in all {total} row{plural}; {who} needs a value there"
-            )
-        first_i, first_v = present[0]
-        first_kind = kind_of(first_v)
-        for i, v in present:
-            if kind_of(v) != first_kind:
+    for key, read in reads.items():
+        path: RowPath = key if isinstance(key, tuple) else (key,)
+        column, name = path[0], path_text(path)
+        what = f"column {column!r}" if len(path) == 1 else name
+        if len(path) == 1:
+            missing = [i for i, r in enumerate(rows) if column not in r]
+            if missing and len(missing) < total:
                 raise InputError(
-                    f"{source.where(i)}: column {column!r} holds {kind_of(v)} here but {first_kind} in {source.where(first_i)}; "
-                    f"{who} reads it: give it one type in every row"
+                    f"{source.where(missing[0])}: the row has no column {column!r} ({len(missing)} of {total} rows lack it); "
+                    f"{read.who} needs it in every row"
                 )
+            if missing:
+                continue
+        if not read.model_reads and not read.as_text:
+            continue
+        present = []
+        for i, r in enumerate(rows):
+            value, broken = lookup(r, path)
+            if broken is None and not is_missing(value):
+                present.append((i, value))
+        if read.model_reads and not present:
+            plural = "s" if total != 1 else ""
+            empty = "empty" if len(path) == 1 else "empty or absent"
+            raise InputError(
+                f"{source.name}: {what} is {empty} in all {total} row{plural}; {read.who} needs a value there"
+            )
+        if read.model_reads and present:
+            first_i, first_v = present[0]
+            first_kind = kind_of(first_v)
+            for i, v in present:
+                if kind_of(v) != first_kind:
+                    raise InputError(
+                        f"{source.where(i)}: {what} holds {kind_of(v)} here but {first_kind} in {source.where(first_i)}; "
+                        f"{read.who} reads it: give it one type in every row"
+                    )
+        if read.as_text:
+            _check_text(source, path, what, read, present)
+
+
+def _check_text(
+    source: Source, path: RowPath, what: str, read: Read, present: list[tuple[int, Any]]
+) -> None:
+    from ..tasks.base import how_to_reach, not_text
+
+    for i, value in present:
+        kind = not_text(value)
+        if kind is None:
+            continue
+        fix = (
+            f"write {how_to_reach(path, value)} in the template"
+            if read.template
+            else "point the step at a column that holds text"
+        )
+        raise InputError(
+            f"{source.where(i)}: {what} holds {kind}, which {read.who} would put into the prompt "
+            f"as Python text; {fix}"
+        )
 
 
 def all_columns(rows: list[Row]) -> list[str]:
@@ -308,26 +363,40 @@ def all_columns(rows: list[Row]) -> list[str]:
     return list(seen)
 
 
-def source_reads(steps: list[Any], columns: list[str]) -> dict[str, tuple[str, bool]]:
-    """Which source columns the steps read before any step has changed them.
+def source_reads(steps: list[Any], columns: list[str]) -> dict[str | RowPath, Read]:
+    """Which source columns (and places inside them) the steps read before any step has
+    changed them, for :func:`check_rows`.
 
-    Returns column → (``step N (label)``, whether a model step reads its value), for
-    :func:`check_rows`. A column counts as changed once a step writes it, drops it, or a
-    non-model step reads it (a rename or an expand may change its values).
+    A column counts as changed once a step writes it, drops it, or a non-model step reads it
+    (a rename or an expand may change its values). Places inside a column
+    (``Step.required_paths``) are keyed by their path tuple; places printed whole into a prompt
+    (``Step.text_paths``) are marked ``as_text``.
     """
-    reads: dict[str, tuple[str, bool]] = {}
+    reads: dict[str | RowPath, Read] = {}
     touched: set[str] = set()
     available = list(columns)
     for i, step in enumerate(steps, start=1):
         is_model = bool(step.models())
         required = step.required_columns()
+        who = f"step {i} ({step.label})"
         for c in required:
             if (
                 c in columns
                 and c not in touched
-                and (c not in reads or (is_model and not reads[c][1]))
+                and (c not in reads or (is_model and not reads[c].model_reads))
             ):
-                reads[c] = (f"step {i} ({step.label})", is_model)
+                reads[c] = Read(who, is_model)
+        if is_model:
+            fresh = [p for p in step.required_paths() if p[0] in columns and p[0] not in touched]
+            for p in fresh:
+                if len(p) > 1:
+                    reads.setdefault(p, Read(who, True))
+            for p in step.text_paths():
+                if p[0] not in columns or p[0] in touched:
+                    continue
+                key: str | RowPath = str(p[0]) if len(p) == 1 else p
+                old = reads.get(key) or Read(who, p in fresh)
+                reads[key] = old._replace(as_text=True, template=hasattr(step, "template"))
         try:
             after = step.output_columns(available)
         except Exception:  # the pipeline check reports what is wrong with this step

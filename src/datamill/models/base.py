@@ -16,7 +16,33 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Message = dict[str, str]
-FinishReason = Literal["stop", "length", "error"]
+#: Why a completion ended. ``stop``: the model finished (end of text or a stop string);
+#: ``length``: cut at ``max_tokens``; ``content_filter``: the provider withheld or cut the answer;
+#: ``tool_calls``: the model asked to call a tool instead of answering; ``error``: the backend
+#: failed mid-answer; ``other``: a reason this library does not know (never taken as finished).
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "other"]
+FINISH_REASONS: tuple[str, ...] = FinishReason.__args__  # type: ignore[attr-defined]
+
+#: Backend spellings of each finish reason (OpenAI-compatible servers, vLLM, Anthropic-style
+#: gateways). Anything not listed maps to ``other``.
+_FINISH_ALIASES: dict[str, FinishReason] = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "model_length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "error": "error",
+    "abort": "error",
+}
+
+#: The reasoning block a thinking model writes before its answer (DeepSeek-R1, Qwen3, ...).
+THINK_TAGS = ("<think>", "</think>")
 
 #: Request fields that sampling settings (recipe model settings, step options) may override.
 SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "seed", "stop")
@@ -73,15 +99,52 @@ class Request:
         return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def finish_reason_of(raw: str | None, missing: FinishReason = "stop") -> FinishReason:
+    """Map a backend's finish reason to :data:`FinishReason`: known spellings explicitly,
+    ``None``/empty to ``missing`` (servers that omit it), anything else to ``other``."""
+    if not raw:
+        return missing
+    return _FINISH_ALIASES.get(str(raw).strip().lower(), "other")
+
+
 @dataclass(frozen=True)
 class Completion:
-    """One sampled output of a request."""
+    """One sampled output of a request.
+
+    ``text`` is what the model wrote. ``reasoning`` is the thinking block split off the front of
+    it by :func:`split_reasoning` (then ``text`` is the answer alone); ``None`` when there was
+    none or the completion has not been split (backends and the cache hold raw text).
+    """
 
     text: str
     finish_reason: FinishReason = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    reasoning: str | None = None
+
+
+def split_reasoning(text: str, tags: tuple[str, str] = THINK_TAGS) -> tuple[str | None, str | None]:
+    """Split a leading reasoning block off a model's text: ``(reasoning, answer)``.
+
+    ``"<think>R</think> A"`` → ``("R", "A")`` (both stripped). A close tag with no open tag
+    before it (chat templates that open the block inside the prompt) splits the same way. An
+    open tag never closed (thinking cut off or never finished) → ``(R, None)``: no answer.
+    Text without the tags → ``(None, text)`` unchanged. ``Task.check_completion`` applies it
+    once per completion, after the cache (which keeps the raw text), so every parser and every
+    written answer reads the answer only.
+    """
+    open_tag, close_tag = tags
+    body = text.lstrip()
+    if body.startswith(open_tag):
+        end = body.find(close_tag, len(open_tag))
+        if end < 0:
+            return body[len(open_tag) :].strip(), None
+        return body[len(open_tag) : end].strip(), body[end + len(close_tag) :].strip()
+    end = text.find(close_tag)
+    if end < 0 or open_tag in text[:end]:
+        return None, text
+    return text[:end].strip(), text[end + len(close_tag) :].strip()
 
 
 @dataclass

@@ -3,7 +3,9 @@
 ``FakeModel(handler)`` answers each request with ``handler(request, sample_index)``. Without a
 handler it writes a few short pseudo-sentences derived from a hash of the request, so the same
 request always gives the same text and different requests (or seeds) give different text. It
-records every request it was sent (``calls``) so tests can count model calls exactly.
+records every request it was sent (``calls``) so tests can count model calls exactly. A handler
+may return a :class:`Completion` to script a finish reason (``"content_filter"``, or a backend's
+own spelling such as ``"max_tokens"``, mapped as the real backends map it).
 ``call_log=PATH`` also appends one JSON line per call start and end to a file, so a test can count
 the calls of a run in another process (a CLI run it kills, say).
 """
@@ -15,9 +17,10 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from .base import Completion, Model, ModelInfo, Request
+from .base import FINISH_REASONS, Completion, Model, ModelInfo, Request, finish_reason_of
 
 Handler = Callable[[Request, int], "str | Completion"]
 
@@ -137,6 +140,8 @@ class FakeModel(Model):
         for i in range(request.n):
             result = self.handler(request, i) if self.handler else default_text(request, i)
             if isinstance(result, Completion):
+                if result.finish_reason not in FINISH_REASONS:  # a backend's own spelling
+                    result = replace(result, finish_reason=finish_reason_of(result.finish_reason))
                 out.append(result)
                 continue
             prompt_text = request.prompt or "".join(m["content"] for m in request.messages or ())

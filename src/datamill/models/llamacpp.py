@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelError, ModelUnavailable
-from .base import Completion, Model, ModelInfo, Request
+from .base import Completion, Model, ModelInfo, Request, finish_reason_of
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -382,7 +382,7 @@ class LlamaCppModel(Model):
         return [
             Completion(
                 text=s.text,
-                finish_reason="length" if s.finish_reason == "length" else "stop",
+                finish_reason=finish_reason_of(s.finish_reason),  # the engine: stop | length
                 prompt_tokens=s.prompt_tokens,
                 completion_tokens=s.completion_tokens,
             )

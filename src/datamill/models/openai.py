@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
 from .adaptive import AdaptiveLimiter
-from .base import Completion, FinishReason, Model, ModelInfo, Request
+from .base import Completion, FinishReason, Model, ModelInfo, Request, finish_reason_of
 from .structured import (
     ALIASES,
     FORMS,
@@ -487,7 +487,8 @@ class OpenAIModel(Model):
                 text = _text(message.get("content") if isinstance(message, dict) else None)
             else:
                 text = _text(choice.get("text"))
-            texts.append((text, "length" if choice.get("finish_reason") == "length" else "stop"))
+            # every reason mapped on purpose; an absent one is a normal stop, an odd one "other"
+            texts.append((text, finish_reason_of(choice.get("finish_reason"))))
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         prompt_tokens = _count(usage.get("prompt_tokens"))

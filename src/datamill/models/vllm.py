@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
-from .base import Completion, Model, ModelInfo, Request
+from .base import Completion, Model, ModelInfo, Request, finish_reason_of
 
 _ids = itertools.count()
 
@@ -215,7 +215,8 @@ class VLLMModel(Model):
         return [
             Completion(
                 text=o.text,
-                finish_reason="length" if o.finish_reason == "length" else "stop",
+                # vLLM: "stop" | "length" | "abort"; a final output without one is unknown
+                finish_reason=finish_reason_of(o.finish_reason, missing="other"),
                 prompt_tokens=prompt_tokens if i == 0 else 0,
                 completion_tokens=len(o.token_ids),
             )

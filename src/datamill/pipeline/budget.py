@@ -1,6 +1,6 @@
 """Budgets: caps on a run's tokens, cost and wall time, checked before every model call.
 
-``Budget(max_cost=..., max_tokens=..., deadline=...)`` implements the runner's ``Budget`` hook.
+``Budget(max_cost=..., max_total_tokens=..., deadline=...)`` implements the runner's ``Budget`` hook.
 The runner asks ``before_call`` right before a call is sent (cache hits never reach it, so a
 resumed run spends nothing on work already done) and reports the call's completions to
 ``after_call``. When a call *would* cross a cap, ``before_call`` raises
@@ -37,6 +37,7 @@ import asyncio
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -167,13 +168,15 @@ class _Learned:
 
 
 class Budget:
-    """Caps on a run: ``max_cost`` (USD), ``max_tokens`` (prompt + completion), ``deadline``.
+    """Caps on a run: ``max_cost`` (USD), ``max_total_tokens`` (prompt + completion tokens of
+    the whole run; not a step's per-answer ``max_tokens``), ``deadline``.
 
-    Each cap is optional; a budget without caps only keeps accounts (tokens and cost per
+    ``max_tokens`` is the old, deprecated name of ``max_total_tokens`` (still accepted, with a
+    ``DeprecationWarning``). Each cap is optional; a budget without caps only keeps accounts (tokens and cost per
     model), which end up in ``run.json``. ``prices`` defaults to :meth:`PriceTable.load`.
 
     >>> from datamill import Budget
-    >>> budget = Budget(max_tokens=50_000, deadline="10m")
+    >>> budget = Budget(max_total_tokens=50_000, deadline="10m")
     >>> # pipeline.run("out", budget=budget); result.stopped says which cap stopped it, if any
     """
 
@@ -181,24 +184,35 @@ class Budget:
         self,
         *,
         max_cost: float | None = None,
-        max_tokens: int | None = None,
+        max_total_tokens: int | None = None,
         deadline: float | str | None = None,
         prices: PriceTable | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_tokens: int | None = None,
     ) -> None:
+        if max_tokens is not None:
+            if max_total_tokens is not None:
+                raise ConfigError("give max_total_tokens only (max_tokens is its old name)")
+            warnings.warn(
+                "Budget(max_tokens=...) is deprecated: it caps the whole run's tokens; "
+                "use Budget(max_total_tokens=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            max_total_tokens = max_tokens
         if max_cost is not None and (not math.isfinite(max_cost) or max_cost < 0):
             raise ConfigError(f"--max-cost must be 0 or more US dollars, got {max_cost!r}")
-        if max_tokens is not None and max_tokens < 1:
-            raise ConfigError(f"--max-tokens must be at least 1, got {max_tokens!r}")
+        if max_total_tokens is not None and max_total_tokens < 1:
+            raise ConfigError(f"--max-total-tokens must be at least 1, got {max_total_tokens!r}")
         self.max_cost = max_cost
-        self.max_tokens = max_tokens
+        self.max_total_tokens = max_total_tokens
         self.deadline = parse_duration(deadline) if deadline is not None else None
         self.prices = prices if prices is not None else PriceTable.load()
         self.clock = clock
         self.started = clock()
         self.usage: dict[str, Usage] = {}
         self.stopped_by: str | None = (
-            None  #: "max_cost" | "max_tokens" | "deadline" | "price unknown"
+            None  #: "max_cost" | "max_total_tokens" | "deadline" | "price unknown"
         )
         self.message: str | None = None
         self.first_call_at: float | None = None
@@ -284,7 +298,7 @@ class Budget:
                 f"--max-cost cannot be checked: no price is known for model {handle.model.info.name!r}; "
                 "add it to ~/.config/datamill/prices.yaml or pass --prices FILE",
             )
-        if self.max_tokens is not None or self.max_cost is not None:
+        if self.max_total_tokens is not None or self.max_cost is not None:
             completion = self.completion_estimate(handle.model, request)
             prompt = prompt_tokens(handle.model, request) * (
                 1 if _shares_prompt(handle) else request.n
@@ -292,18 +306,16 @@ class Budget:
             tokens = prompt + completion
             cost = price.cost(prompt, completion) if price is not None else 0.0
             reserved_tokens, reserved_cost = self._reserved()
-            if (
-                self.max_tokens is not None
-                and self.tokens + reserved_tokens + tokens > self.max_tokens
-            ):
+            cap = self.max_total_tokens
+            if cap is not None and self.tokens + reserved_tokens + tokens > cap:
                 if self.tokens + reserved_tokens == 0:
-                    message = f"--max-tokens {self.max_tokens} is below one call's estimate ({tokens} tokens): raise the cap"
+                    message = f"--max-total-tokens {cap} is below one call's estimate ({tokens} tokens): raise the cap"
                 else:
                     message = (
-                        f"--max-tokens {self.max_tokens} would be crossed: {self.tokens} used, {reserved_tokens} "
+                        f"--max-total-tokens {cap} would be crossed: {self.tokens} used, {reserved_tokens} "
                         f"reserved by calls in flight, the next call needs up to {tokens}"
                     )
-                raise self._stop("max_tokens", message)
+                raise self._stop("max_total_tokens", message)
             spent = self.cost or 0.0
             if self.max_cost is not None and spent + reserved_cost + cost > self.max_cost:
                 raise self._stop(
@@ -350,7 +362,7 @@ class Budget:
         return {
             "caps": {
                 "max_cost_usd": self.max_cost,
-                "max_tokens": self.max_tokens,
+                "max_total_tokens": self.max_total_tokens,
                 "deadline_s": self.deadline,
             },
             "used": {

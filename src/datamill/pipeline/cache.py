@@ -5,21 +5,42 @@ under (key, sample index), so asking for more samples later reuses the ones alre
 A row is committed the moment its call finishes (WAL journal), so a crash or Ctrl-C loses only
 calls that had not finished. Several runs may share one file at once (WAL + busy timeout).
 
+Only answers are kept: a completion is stored and served only when its ``finish_reason`` is
+``stop`` or ``length`` and its text is not blank (:func:`servable`), so a glitch of the server
+(an empty or refused answer) is asked again on the next run instead of being lost forever.
+
+Runs sharing the file do not pay twice for one call: the process about to call records a *claim*
+(key, owner, lease expiry) and renews its lease while the call runs; another process that meets a
+live claim polls the file for the answer, and takes the call over when the claim is released
+without an answer, its lease expires, or its owner was a process of this machine that is gone.
+
+The file is checked when opened: a folder, another program's SQLite file, a ``calls`` table of
+another shape or bytes that are no database are refused in one line (:class:`CacheError`), as is
+a write that fails (disk full): the run stops there, so no call is paid for that cannot be kept.
+
 Deliberately not here: deciding *whether* to call a model (the runner's ``ModelHandle``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import fields
 from pathlib import Path
 
+from ..errors import CacheError
 from ..models.base import Completion, Request
+from ..rows import unencodable
+
+#: the version of the file's layout, kept in ``datamill_meta``; a newer one is refused
+FORMAT = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -32,7 +53,33 @@ CREATE TABLE IF NOT EXISTS calls (
     created REAL NOT NULL,
     PRIMARY KEY (key, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 """
+
+_META = "CREATE TABLE IF NOT EXISTS datamill_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+
+#: tables any datamill cache file may hold (the call cache's and ``models.embeddings``')
+_OURS = {"calls", "claims", "embeddings", "datamill_meta"}
+
+#: finish reasons of a completion that is an answer (anything else is a failure, never kept)
+SERVABLE_FINISH = ("stop", "length")
+
+_FIX = "point --cache (or DATAMILL_CACHE) at a file, or run with --no-cache"
+
+
+def servable(completion: Completion) -> bool:
+    """Whether ``completion`` is an answer worth keeping: finished by ``stop`` or ``length``, with
+    text that is not blank and can be stored as UTF-8 (no lone surrogate). Empty, refused,
+    failed or unencodable completions are asked again next run."""
+    return (
+        completion.finish_reason in SERVABLE_FINISH
+        and bool(completion.text.strip())
+        and unencodable(completion.text) is None
+    )
 
 
 def default_cache_path() -> Path:
@@ -49,14 +96,83 @@ def open_cache_db(path: Path, schema: str) -> sqlite3.Connection:
 
     The settings every table of the file shares: autocommit (callers open their own
     transactions), usable from any thread (callers hold a lock), WAL journal with
-    ``synchronous=NORMAL``, and a 60 s busy timeout so several runs can share the file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=60000")
-    db.executescript(schema)
+    ``synchronous=NORMAL``, and a 60 s busy timeout so several runs can share the file.
+
+    Raises :class:`CacheError` (one line: the path and what to do) when ``path`` is a folder,
+    its folder cannot be made, it is no SQLite database, or it is another program's database
+    (tables datamill does not make, a table of ``schema`` with other columns, a newer format)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CacheError(
+            f"the call cache {path} is a folder; {_FIX} (e.g. {path / 'calls.sqlite'})"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(
+            f"cannot create the folder of the call cache {path}: {exc.strerror or exc}; {_FIX}"
+        ) from None
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=60000")
+        _check_foreign(db, path, schema)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema + _META)
+        db.execute("INSERT OR IGNORE INTO datamill_meta VALUES ('format', ?)", (str(FORMAT),))
+    except sqlite3.Error as exc:
+        if db is not None:
+            db.close()
+        raise CacheError(f"cannot use {path} as the call cache ({exc}); {_FIX}") from None
+    except CacheError:
+        if db is not None:
+            db.close()
+        raise
     return db
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _check_foreign(db: sqlite3.Connection, path: Path, schema: str) -> None:
+    """Refuse a file that is not a datamill cache (see :func:`open_cache_db`)."""
+    tables = {
+        name
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not name.startswith("sqlite_")
+    }
+    foreign = sorted(tables - _OURS)
+    meta: dict[str, str] = {}
+    if "datamill_meta" in tables:
+        meta = dict(db.execute("SELECT name, value FROM datamill_meta").fetchall())
+        fmt = meta.get("format", "")
+        if not fmt.isdigit():
+            raise CacheError(f"{path} is not a datamill call cache (no format in it); {_FIX}")
+        if int(fmt) > FORMAT:
+            raise CacheError(
+                f"the call cache {path} was written by a newer datamill (format {fmt}, this one "
+                f"reads {FORMAT}); upgrade datamill, {_FIX}"
+            )
+    elif foreign:
+        shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
+        raise CacheError(
+            f"{path} is another program's SQLite database (tables {shown}), not a datamill call "
+            f"cache; {_FIX}"
+        )
+    expected = sqlite3.connect(":memory:")
+    try:
+        expected.executescript(schema)
+        for table in tables & _OURS:
+            want = _columns(expected, table)
+            if want and _columns(db, table) != want:
+                raise CacheError(
+                    f"{path} is not a datamill call cache (its table {table!r} has columns "
+                    f"{', '.join(_columns(db, table))}); {_FIX}"
+                )
+    finally:
+        expected.close()
 
 
 #: the request fields that decide the output: all but ``n`` (as in ``Request.cache_payload``)
@@ -82,14 +198,41 @@ def call_key(identity: str, request: Request) -> str:
     return digest.hexdigest()
 
 
-class CallCache:
-    """A thread-safe SQLite store of completions."""
+def _owner_died(owner: str) -> bool:
+    """Whether the claim owner ``host:pid:id`` was a process of this machine that is gone."""
+    host, _, rest = owner.rpartition(":")
+    host, _, pid = host.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
-    def __init__(self, path: str | Path | None = None) -> None:
+
+class CallCache:
+    """A thread-safe SQLite store of completions, with claims on calls in flight.
+
+    ``lease``: seconds a claim lives without renewal (renewed every ``lease / 3`` s while held).
+    Every method raises :class:`CacheError` (and remembers it in :attr:`broken`) when the file
+    cannot be read or written; a broken cache refuses every later write."""
+
+    def __init__(self, path: str | Path | None = None, *, lease: float = 30.0) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
+        self.lease = lease
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.broken: CacheError | None = None
+        self.stored = 0  #: calls this object has stored (the count a write failure reports)
         self._lock = threading.Lock()
         self._db = open_cache_db(self.path, _SCHEMA)
+        self._claims: set[str] = set()
+        self._renewer: threading.Thread | None = None
+        self._closing = threading.Event()
 
+    # -- reading -------------------------------------------------------------------------------
     def get(self, key: str, n: int) -> list[Completion] | None:
         """All ``n`` samples of ``key``, or ``None`` when any is missing."""
         found = self.get_partial(key, n)
@@ -98,42 +241,152 @@ class CallCache:
         return [found[i] for i in range(n)]
 
     def get_partial(self, key: str, n: int) -> dict[int, Completion]:
-        """The samples of ``key`` below index ``n`` that are stored, by index."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT idx, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
-                "WHERE key = ? AND idx < ? ORDER BY idx",
-                (key, n),
-            ).fetchall()
-        return {
+        """The servable samples of ``key`` below index ``n`` that are stored, by index."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT idx, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
+                    "WHERE key = ? AND idx < ? ORDER BY idx",
+                    (key, n),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail("read from", exc) from None
+        found = {
             i: Completion(
                 text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True
             )
             for i, t, f, p, c in rows
         }
+        return {i: c for i, c in found.items() if servable(c)}
 
+    # -- writing -------------------------------------------------------------------------------
     def put(self, key: str, completions: list[Completion]) -> None:
-        """Store samples 0..len-1 of ``key``; samples already stored are kept as they were."""
+        """Store the servable samples of ``key`` (by index) and release this process's claim on
+        it. Servable samples already stored are kept as they were; unservable ones (stored by
+        an older datamill) are replaced. Raises :class:`CacheError` when the write fails."""
+        self.check()
         now = time.time()
         values = [
             (key, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, now)
             for i, c in enumerate(completions)
+            if servable(c)
         ]
-        with self._lock:  # one transaction: a kill leaves all samples of a call or none
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)", values
+        try:
+            with self._lock:  # one transaction: a kill leaves all samples of a call or none
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (key, idx) DO UPDATE SET text = excluded.text, "
+                        "finish_reason = excluded.finish_reason, "
+                        "prompt_tokens = excluded.prompt_tokens, "
+                        "completion_tokens = excluded.completion_tokens, created = excluded.created "
+                        "WHERE calls.finish_reason NOT IN ('stop', 'length') "
+                        "OR trim(calls.text, ' ' || char(9, 10, 13)) = ''",
+                        values,
+                    )
+                    self._db.execute(
+                        "DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner)
+                    )
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                self._claims.discard(key)
+        except sqlite3.Error as exc:
+            raise self._fail("write to", exc) from None
+        if values:
+            self.stored += 1
+
+    def check(self) -> None:
+        """Raise the write failure met earlier, if any (a broken cache takes no more calls)."""
+        if self.broken is not None:
+            raise self.broken
+
+    def _fail(self, doing: str, exc: sqlite3.Error) -> CacheError:
+        self._claims.clear()  # stop renewing: other runs take the calls over when leases expire
+        self.broken = CacheError(
+            f"cannot {doing} the call cache {self.path} ({exc}); the run stopped so that no call "
+            f"is paid for that cannot be kept: the {self.stored} calls it finished are saved. "
+            "Free space there or point --cache (or DATAMILL_CACHE) at another disk, then run the "
+            "same command again"
+        )
+        return self.broken
+
+    # -- claims on calls in flight -------------------------------------------------------------
+    def claim(self, key: str) -> bool:
+        """Claim the call ``key`` for this process: True when taken (or already ours), False
+        while another process holds a live claim on it. Raises :class:`CacheError`."""
+        self.check()
+        try:
+            with self._lock:
+                row = self._db.execute(  # a read first: waiting runs poll without writing
+                    "SELECT owner, expires FROM claims WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None and row[0] != self.owner and row[1] >= time.time():
+                    if not _owner_died(row[0]):
+                        return False
+                    self._db.execute(  # its owner died on this machine: no need to wait
+                        "DELETE FROM claims WHERE key = ? AND owner = ?", (key, row[0])
+                    )
+                taken = self._upsert_claim(key)
+                if taken:
+                    self._claims.add(key)
+        except sqlite3.Error as exc:
+            raise self._fail("write to", exc) from None
+        if taken and self._renewer is None:
+            self._renewer = threading.Thread(
+                target=self._renew, name="datamill-cache-claims", daemon=True
+            )
+            self._renewer.start()
+        return taken
+
+    def _upsert_claim(self, key: str) -> bool:
+        now = time.time()
+        cursor = self._db.execute(
+            "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "owner = excluded.owner, expires = excluded.expires "
+            "WHERE claims.owner = excluded.owner OR claims.expires < ?",
+            (key, self.owner, now + self.lease, now),
+        )
+        return cursor.rowcount == 1
+
+    def release(self, key: str) -> None:
+        """Give up this process's claim on ``key`` (its call failed); never raises."""
+        self._claims.discard(key)
+        try:
+            with self._lock:
+                self._db.execute(
+                    "DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner)
                 )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            pass  # the lease expires by itself
+
+    def _renew(self) -> None:
+        while not self._closing.wait(self.lease / 3):
+            if not self._claims or self.broken is not None:
+                continue
+            try:
+                with self._lock:
+                    self._db.execute(
+                        "UPDATE claims SET expires = ? WHERE owner = ?",
+                        (time.time() + self.lease, self.owner),
+                    )
+            except sqlite3.Error:
+                pass  # a claim that lapses only lets another run make the call
 
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
     def close(self) -> None:
+        self._closing.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
         with self._lock:
+            if self._claims:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
+                self._claims.clear()
             self._db.close()

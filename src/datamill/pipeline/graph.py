@@ -1,7 +1,9 @@
 """A pipeline: a source, a chain of steps, and named models. Checked before any model call.
 
 ``Pipeline.check`` walks the column flow: each step's required columns must exist by the time
-rows reach it, each model a step names must be declared, step names are made unique. Errors
+rows reach it, each model a step names must be declared, step names are made unique, and no
+step writes over a column the rows already have unless it reads it (``Step.updates``): a
+column is never lost without being named. Errors
 name the step (position and name) and the column, and say what to do.
 """
 
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, PipelineError
 from ..models.base import SAMPLING_FIELDS, Model
-from ..steps.base import Step
+from ..steps.base import Step, content_identity
 
 if TYPE_CHECKING:
     from ..io.sources import Source
@@ -75,6 +77,9 @@ class Pipeline:
                 raise PipelineError(
                     f"step {i} is a {type(s).__name__}, not a datamill step; wrap functions with datamill.step"
                 )
+            problem = s.contract_error()
+            if problem is not None:
+                raise PipelineError(f"step {i} ({s.label}): {problem}")
         self.steps = steps
         self.source = RowsSource(source) if isinstance(source, list) else source
         if models is None:
@@ -95,11 +100,25 @@ class Pipeline:
         self._name_steps()
 
     def _name_steps(self) -> None:
+        """Give unnamed steps a display label (``kind``, ``kind_2``, … by position) and every step
+        its :attr:`~datamill.steps.base.Step.identity` (its own name, else kind + a hash of its
+        parameters; the k-th identical twin gets ``#k``), which seeds derive from."""
         seen: Counter[str] = Counter()
+        twins: Counter[str] = Counter()
         for s in self.steps:
+            if s._auto_name:  # named by an earlier pipeline of the same step objects: rename
+                s.name = None
             if s.name is None:
                 seen[s.kind] += 1
                 s.name = s.kind if seen[s.kind] == 1 else f"{s.kind}_{seen[s.kind]}"
+                s._auto_name = True
+                identity = content_identity(s)
+                twins[identity] += 1
+                if twins[identity] > 1:
+                    identity += f"#{twins[identity]}"
+                s._identity = identity
+            else:
+                s._identity = s.name
         labels = Counter(s.label for s in self.steps)
         dup = [k for k, n in labels.items() if n > 1]
         if dup:
@@ -119,6 +138,7 @@ class Pipeline:
             columns = Source.columns(self.source.load())
         flow = []
         available = list(columns)
+        origin = {c: "the source" for c in available}  # where each column was first written
         for i, s in enumerate(self.steps, start=1):
             for m in s.models():
                 if m not in self.models:
@@ -133,7 +153,17 @@ class Pipeline:
                     f"step {i} ({s.label}) needs column {missing[0]!r}, but rows only have: {have}; "
                     "add a rename step or set the step's column parameter"
                 )
+            kept = set(s.updates())
+            clash = [c for c in s.produces() if c in origin and c not in kept]
+            if clash:
+                c = clash[0]
+                raise PipelineError(
+                    f"step {i} ({s.label}) writes column {c!r}, which rows already have from "
+                    f"{origin[c]}; a step may rewrite only a column it reads, so give the step's "
+                    f"output another name or drop/rename {c!r} before it"
+                )
             available = s.output_columns(available)
+            origin = {c: origin.get(c, f"step {i} ({s.label})") for c in available}
             flow.append(list(available))
         return flow
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from .._sync import run_sync
 from ..errors import ConfigError, InputError
-from ..io.sources import Source
+from ..io.sources import Source, all_columns, check_rows, source_reads
 from ..models.base import Completion, Model
 from ..pricing import PriceTable, format_cost
 from ..steps.base import Context
@@ -256,7 +256,7 @@ def _count_first_step(
         return None
     model = models[first.models()[0]]
 
-    async def no_calls(name: str, request: Any) -> Any:
+    async def no_calls(name: str, request: Any, options: Any) -> Any:
         raise RuntimeError("counting only")
 
     calls = tokens = 0
@@ -295,6 +295,7 @@ async def aplan_pipeline(
     if limit is not None:
         src.limit = limit if src.limit is None else min(src.limit, limit)
     rows = src.load()
+    check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
     pipeline.check(Source.columns(rows))
     prices = prices if prices is not None else PriceTable.load()
     began = time.monotonic()

@@ -1,9 +1,15 @@
 """Running a pipeline end to end: check, load models, stream, write — losing nothing.
 
 Order of work, so that every mistake a user can make fails before the first model call:
-lock the output folder → read the source → check the pipeline → build and start the models →
-run → write outputs atomically. Finished calls live in the call cache the moment they return,
-so an interrupted run resumes by running the same command again.
+lock the output folder → read the source → check the pipeline → open the call cache → build and
+start the models → run → write outputs atomically. Finished calls live in the call cache the
+moment they return, so an interrupted run resumes by running the same command again.
+
+A model that cannot be reached at start (``ModelUnavailable``) stops the run only at the first
+call the cache cannot answer: a re-run served entirely from the cache needs no live server.
+A run that produced no rows writes no data file, and leaves an earlier finished dataset in its
+folder as it was (its own ``run.json``/``failures.jsonl`` go to ``OUT/failed-attempt/``);
+``RunResult.previous_rows`` tells callers how many rows the dataset it replaced had.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .._sync import run_sync
-from ..errors import ConfigError, InputError, OutputError
+from ..errors import ConfigError, InputError, ModelUnavailable, OutputError
 from ..io.sinks import OutputFolder
 from ..io.sources import Source, all_columns, check_rows, source_reads
 from ..models.base import Model
@@ -43,6 +49,10 @@ class RunResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    #: rows of the finished dataset that was in the output folder before this run, if any
+    previous_rows: int | None = None
+    #: where a run that produced no rows left its run.json and failures.jsonl (no dataset written)
+    failed_attempt: Path | None = None
 
     def to_dataset(self) -> Any:
         """The rows as a ``datasets.Dataset`` (needs the ``hf`` extra)."""
@@ -125,13 +135,13 @@ async def arun_pipeline(
         rows = src.load()
         check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
         pipeline.check(Source.columns(rows))
-        models = build_models(pipeline, model)
-        if cache is True:
+        if cache is True:  # an unusable cache file is refused before any model is built
             call_cache = CallCache()
         elif isinstance(cache, CallCache):
             call_cache = cache
         elif cache:
             call_cache = CallCache(cache)
+        models = build_models(pipeline, model)
 
         if isinstance(executor, str):
             from ..executors import get_executor
@@ -152,12 +162,27 @@ async def arun_pipeline(
             bar = start_progress(stats, progress)
         semaphores: dict[int, asyncio.Semaphore] = {}
         handles: dict[str, ModelHandle] = {}
+        down: dict[int, ModelUnavailable] = {}
         for name, (m, settings) in models.items():
-            if m not in started and executor is None:
-                await m.start()
-                started.append(m)
+            if m not in started and id(m) not in down and executor is None:
+                try:
+                    await m.start()
+                    started.append(m)
+                except ModelUnavailable as exc:
+                    if call_cache is None:  # nothing can be answered without the model
+                        raise
+                    down[id(m)] = exc  # raised at the first call the cache cannot answer
             sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
-            handles[name] = ModelHandle(name, m, settings.sampling, call_cache, stats, budget, sem)
+            handles[name] = ModelHandle(
+                name,
+                m,
+                settings.sampling,
+                call_cache,
+                stats,
+                budget,
+                sem,
+                unavailable=down.get(id(m)),
+            )
         runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
         keyed, topup = await run_rows(
             runner, pipeline, rows, src, call_cache
@@ -171,7 +196,11 @@ async def arun_pipeline(
             from .plan import attach_forecast
 
             attach_forecast(summary, forecast)
-        if folder is not None:
+        previous = folder.previous_rows() if folder is not None else None
+        failed_attempt: Path | None = None
+        if folder is not None and not out_rows and previous is not None:
+            failed_attempt = folder.write_failed_attempt(summary)  # the earlier dataset stays
+        elif folder is not None:
             with embedding_cache(
                 call_cache.path if call_cache is not None else None
             ):  # the report's vectors
@@ -183,6 +212,8 @@ async def arun_pipeline(
             failures.records,
             runner.stopped,
             summary,
+            previous_rows=previous,
+            failed_attempt=failed_attempt,
         )
     finally:
         if bar is not None:

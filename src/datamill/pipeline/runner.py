@@ -28,14 +28,24 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import BudgetExceeded, Dropped, ModelError, ModelUnavailable, ParseError
+from ..errors import (
+    BudgetExceeded,
+    CacheError,
+    Dropped,
+    ModelError,
+    ModelUnavailable,
+    ParseError,
+)
 from ..models.base import Completion, Model, Request
-from ..rows import Row, RowKey, is_missing
+from ..rows import Row, RowKey, path_text, unencodable, why_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
 from .stats import CallCounts, Stats
 
 KeyedRow = tuple[RowKey, Row]
+
+#: errors after which no row can go on: the model is gone, or finished calls cannot be kept
+STOPS_RUN = (ModelUnavailable, CacheError)
 
 
 class Budget(Protocol):
@@ -47,7 +57,12 @@ class Budget(Protocol):
 
 
 class ModelHandle:
-    """One named model of a pipeline: settings + cache + concurrency bound + counters."""
+    """One named model of a pipeline: settings + cache + concurrency bound + counters.
+
+    ``unavailable``: the :class:`ModelUnavailable` the model's ``start()`` raised, if it did. It
+    is raised at the first call the cache cannot answer, so a re-run served entirely from the
+    cache needs no live model. A cache write that fails (:class:`CacheError`) stops every later
+    call of every handle sharing that cache before it is paid for."""
 
     def __init__(
         self,
@@ -58,6 +73,9 @@ class ModelHandle:
         stats: Stats,
         budget: Budget | None = None,
         semaphore: asyncio.Semaphore | None = None,
+        *,
+        unavailable: ModelUnavailable | None = None,
+        claim_poll: float = 0.05,
     ) -> None:
         self.name = name
         self.model = model
@@ -67,11 +85,19 @@ class ModelHandle:
         self.budget = budget
         self._semaphore = semaphore or asyncio.Semaphore(max(1, model.info.max_concurrency))
         self._in_flight: dict[tuple[str, int], asyncio.Future[list[Completion]]] = {}
-        self._down: ModelUnavailable | None = None  # once unreachable, no further call is sent
+        # once unreachable (at start or at a call), no further call is sent
+        self._down: ModelUnavailable | None = unavailable
+        self._claim_poll = claim_poll
 
     def prepare(self, request: Request, overrides: dict[str, Any]) -> Request:
-        """Task defaults < this model's settings < the step's explicit options."""
+        """The one place sampling is decided: ``request`` (the task's defaults) < this model's
+        settings < ``overrides`` (the step's explicit options, per-call ones included)."""
         return request.with_options(**self.settings).with_options(**overrides)
+
+    def _hit(self, counts: CallCounts | None) -> None:
+        self.stats.cache_hits += 1
+        if counts is not None:
+            counts.cache_hits += 1
 
     async def generate(
         self, request: Request, counts: CallCounts | None = None
@@ -80,44 +106,31 @@ class ModelHandle:
         key = call_key(self.model.info.identity, request)
         stored: dict[int, Completion] = {}
         if self.cache is not None:
+            self.cache.check()
             stored = self.cache.get_partial(key, request.n)
             if len(stored) == request.n:
-                self.stats.cache_hits += 1
-                if counts is not None:
-                    counts.cache_hits += 1
+                self._hit(counts)
                 return [stored[i] for i in range(request.n)]
         flight_key = (key, request.n)
         pending = self._in_flight.get(flight_key)
         if pending is not None:  # the same call is already on its way: share its answer
-            self.stats.cache_hits += 1
-            if counts is not None:
-                counts.cache_hits += 1
+            self._hit(counts)
             return await asyncio.shield(pending)
         future: asyncio.Future[list[Completion]] = asyncio.get_running_loop().create_future()
         self._in_flight[flight_key] = future
+        claimed = False
         try:
-            async with self._semaphore:
-                if self._down is not None:
-                    raise self._down
-                if self.budget is not None:
-                    self.budget.before_call(self, request)
-                began = time.monotonic()
-                try:
-                    completions = await self.model.generate(request)
-                except BaseException as exc:
-                    if isinstance(exc, ModelUnavailable):
-                        self._down = exc
-                    if self.budget is not None:
-                        self.budget.after_call(self, [])  # releases what the failed call reserved
-                    raise
-                took = time.monotonic() - began
-            if self.budget is not None:
-                self.budget.after_call(self, completions)
-            if len(completions) != request.n:
-                raise ModelError(
-                    f"{self.name} returned {len(completions)} samples for n={request.n}",
-                    reason="wrong sample count",
-                )
+            if self._down is not None:
+                raise self._down
+            if self.cache is not None:  # another run may be making this very call: wait for it
+                answer = await self._claim(key, request.n)
+                if answer is not None:
+                    self._hit(counts)
+                    future.set_result(answer)
+                    return answer
+                claimed = True
+                stored = self.cache.get_partial(key, request.n)
+            completions, took = await self._call(request)
             self.stats.model_calls += 1
             for c in completions:
                 self.stats.prompt_tokens += c.prompt_tokens
@@ -129,17 +142,65 @@ class ModelHandle:
                 counts.seconds += took
             if stored:  # samples paid for earlier (a smaller n) stay what they were
                 completions = [stored.get(i, c) for i, c in enumerate(completions)]
-            if self.cache is not None and all(c.finish_reason != "error" for c in completions):
-                self.cache.put(key, completions)
+            if self.cache is not None:
+                self.cache.put(key, completions)  # only answers are kept; releases the claim
+                claimed = False
             future.set_result(completions)
             return completions
         except BaseException as exc:
+            if claimed and self.cache is not None:
+                self.cache.release(key)
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # mark retrieved: sharers re-raise it themselves
             raise
         finally:
             self._in_flight.pop(flight_key, None)
+
+    async def _claim(self, key: str, n: int) -> list[Completion] | None:
+        """Claim ``key`` for this run (``None``: make the call), or the answer another run
+        holding the claim stored meanwhile. Polls while that run's claim is live."""
+        assert self.cache is not None
+        delay = self._claim_poll
+        while not self.cache.claim(key):
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+            stored = self.cache.get_partial(key, n)
+            if len(stored) == n:
+                return [stored[i] for i in range(n)]
+        stored = self.cache.get_partial(key, n)  # stored between our look and our claim?
+        if len(stored) == n:
+            self.cache.release(key)
+            return [stored[i] for i in range(n)]
+        return None
+
+    async def _call(self, request: Request) -> tuple[list[Completion], float]:
+        """The model call itself, under the concurrency bound and the budget; its seconds."""
+        async with self._semaphore:
+            if self._down is not None:
+                raise self._down
+            if self.cache is not None:
+                self.cache.check()  # a write failed while this call waited: pay for nothing more
+            if self.budget is not None:
+                self.budget.before_call(self, request)
+            began = time.monotonic()
+            try:
+                completions = await self.model.generate(request)
+            except BaseException as exc:
+                if isinstance(exc, ModelUnavailable):
+                    self._down = exc
+                if self.budget is not None:
+                    self.budget.after_call(self, [])  # releases what the failed call reserved
+                raise
+            took = time.monotonic() - began
+        if self.budget is not None:
+            self.budget.after_call(self, completions)
+        if len(completions) != request.n:
+            raise ModelError(
+                f"{self.name} returned {len(completions)} samples for n={request.n}",
+                reason="wrong sample count",
+            )
+        return completions, took
 
 
 class FailureLog:
@@ -151,10 +212,42 @@ class FailureLog:
         self._file = path.open("w", encoding="utf-8") if path is not None else None
 
     def add(self, record: dict[str, Any]) -> None:
+        """Keep ``record`` and append it as one JSON line. Never raises on row content: text that
+        cannot be written as UTF-8 (a lone surrogate) is escaped (``\\ud83d``), values JSON cannot
+        hold (bytes, sets, objects) are written as their ``str``, NaN as null."""
         self.records.append(record)
         if self._file is not None:
-            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._file.write(self.line(record) + "\n")
             self._file.flush()
+
+    @staticmethod
+    def line(record: dict[str, Any]) -> str:
+        """``record`` as one line of JSON that can always be written as UTF-8."""
+        try:
+            line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+            line.encode("utf-8")
+            return line
+        except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+            plain = FailureLog._plain(record)  # keys text, NaN null, anything else its str
+            if not isinstance(exc, UnicodeEncodeError):
+                line = json.dumps(plain, ensure_ascii=False)
+                if unencodable(line) is None:
+                    return line
+            return json.dumps(plain, ensure_ascii=True)  # escapes lone surrogates as \ud83d
+
+    @staticmethod
+    def _plain(value: Any, depth: int = 0) -> Any:
+        if depth > 50:
+            return str(value)
+        if isinstance(value, dict):
+            return {str(k): FailureLog._plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [FailureLog._plain(v, depth + 1) for v in value]
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return None
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        return str(value)
 
     def close(self) -> None:
         if self._file is not None:
@@ -189,9 +282,9 @@ class Runner:
 
     # -- model access for steps ------------------------------------------------------------
     def context(self, key: RowKey, step: Step) -> Context:
-        overrides = step.sampling() if hasattr(step, "sampling") else {}
-
-        async def generate(model: str, request: Request) -> list[Completion]:
+        async def generate(
+            model: str, request: Request, overrides: dict[str, Any]
+        ) -> list[Completion]:
             handle = self.handles[model]
             return await handle.generate(
                 handle.prepare(request, overrides), self.stats.calls(step.label, model)
@@ -261,7 +354,7 @@ class Runner:
                 self.stats.source_rows_done += 1
             except BudgetExceeded as exc:
                 fatal.append(exc)  # rows in flight finish or hit the cap themselves
-            except ModelUnavailable as exc:
+            except STOPS_RUN as exc:
                 fatal.append(exc)
                 for other in tasks:  # no point waiting for calls to a model that is gone
                     if other is not asyncio.current_task():
@@ -290,7 +383,7 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         for exc in fatal:
-            if isinstance(exc, ModelUnavailable):
+            if isinstance(exc, STOPS_RUN):
                 raise exc
         budget = next((e for e in fatal if isinstance(e, BudgetExceeded)), None)
         if budget is not None:
@@ -310,7 +403,7 @@ class Runner:
             return []
         try:
             produced = await step.process(row, self.context(key, step))
-        except (ModelUnavailable, BudgetExceeded, asyncio.CancelledError):
+        except (*STOPS_RUN, BudgetExceeded, asyncio.CancelledError):
             raise
         except ParseError as exc:
             self._record(step, key, row, exc.reason, raw=exc.raw)
@@ -365,22 +458,18 @@ class Runner:
 
 
 def empty_input(step: Step, row: Row) -> str | None:
-    """Why a model step cannot use ``row`` (a column it reads is absent, null, NaN or blank), or None."""
+    """Why a model step cannot use ``row``, or None: a place it reads (a column, or a place
+    inside one such as ``person.address.street``: ``Step.required_paths``) is absent, null, NaN
+    or blank."""
     if not step.models():
         return None
-    for column in step.required_columns():
-        value = row.get(column)
-        if is_missing(value):
-            what = (
-                "absent"
-                if column not in row
-                else "blank"
-                if isinstance(value, str)
-                else "null"
-                if value is None
-                else "NaN"
-            )
-            return f"column {column!r} is {what}; {step.label} needs a value there"
+    for path in step.required_paths():
+        what = why_missing(row, path)
+        if what is None:
+            continue
+        if len(path) == 1:
+            return f"column {path[0]!r} is {what}; {step.label} needs a value there"
+        return f"{path_text(path)} is {what}; {step.label} needs a value there"
     return None
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
-from ..steps.base import Step
+from ..steps.base import ParameterError, Step
 from ..tasks.base import Task
 from .registry import STEP_KINDS, step_class
 
@@ -319,8 +319,11 @@ def recipe_from_dict(
             )
         try:
             steps.append(cls.model_validate(params))
-        except ValidationError as exc:
-            err = exc.errors()[0]
+        except (ValidationError, ParameterError) as exc:
+            invalid = exc if isinstance(exc, ValidationError) else exc.validation
+            if invalid is None:
+                raise ConfigError(f"{where(loc)}: step {i + 1} ({kind}): {exc}") from None
+            err = invalid.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or kind
             msg = err["msg"]
             if err["type"] == "extra_forbidden":

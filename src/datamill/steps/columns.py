@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..errors import Dropped
+from ..errors import Dropped, PipelineError
 from ..rows import Row
 from .base import Context, Step
 
@@ -41,8 +41,27 @@ class Drop(Step):
         return [{k: v for k, v in row.items() if k not in self.columns}]
 
 
+def _refuse_collisions(label: str, mapping: dict[str, str], columns: list[str]) -> None:
+    """Refuse a ``{old: new}`` mapping that would lose a column: two olds onto one new name,
+    or a new name the rows already have (unless that column is itself renamed away)."""
+    seen: dict[str, str] = {}
+    for old, new in mapping.items():
+        if new in seen:
+            raise PipelineError(
+                f"step {label}: {seen[new]!r} and {old!r} are both renamed to {new!r}, so one "
+                "would be lost; give them different names or drop one first"
+            )
+        seen[new] = old
+        if new != old and new in columns and new not in mapping:
+            raise PipelineError(
+                f"step {label}: renaming {old!r} to {new!r} would replace the column {new!r} the "
+                f"rows already have; drop or rename {new!r} first, or pick another name"
+            )
+
+
 class Rename(Step):
-    """Rename columns: ``{old: new}``. A renamed column replaces one that had the new name."""
+    """Rename columns: ``{old: new}``. Refused (before any call) when it would lose a column:
+    two columns renamed to one name, or a new name the rows already have (swaps are fine)."""
 
     kind: ClassVar[str] = "rename"
     columns: dict[str, str]
@@ -51,6 +70,7 @@ class Rename(Step):
         return list(self.columns)
 
     def output_columns(self, columns: list[str]) -> list[str]:
+        _refuse_collisions(self.label, self.columns, columns)
         out = [
             self.columns.get(c, c)
             for c in columns
@@ -64,7 +84,10 @@ class Rename(Step):
 
 
 class Expand(Step):
-    """Turn list columns into one row per item (lists zipped; ``rename`` maps list → item column)."""
+    """Turn list columns into one row per item (lists zipped; ``rename`` maps list → item column).
+
+    Refused before any call when an item column would replace a column the rows keep, or two
+    lists would land in one column."""
 
     kind: ClassVar[str] = "expand"
     columns: list[str]
@@ -74,6 +97,14 @@ class Expand(Step):
         return list(self.columns)
 
     def output_columns(self, columns: list[str]) -> list[str]:
+        stray = [c for c in self.rename if c not in self.columns]
+        if stray:
+            raise PipelineError(
+                f"step {self.label}: rename names {stray[0]!r}, which is not one of the expanded "
+                f"columns {self.columns}; list it in columns or use a rename step"
+            )
+        kept = [c for c in columns if c not in self.columns]  # the expanded lists are replaced
+        _refuse_collisions(self.label, {c: self.rename.get(c, c) for c in self.columns}, kept)
         out = [self.rename.get(c, c) for c in columns]
         return list(dict.fromkeys(out))
 

@@ -34,6 +34,7 @@ from .base import Context, GlobalStep
 from .embed import DiverseSet, EmbedderSpec, row_text, text_columns_for, unit_vectors
 
 Drop = Callable[[Row, str, "str | None"], None]
+_WORD = re.compile(r"[^\W_]")
 
 
 def normalize_text(text: str) -> str:
@@ -56,6 +57,24 @@ def shingles(text: str, ngram: int, unit: Literal["char", "word"]) -> set[str]:
     if len(norm) <= ngram:
         return {norm} if norm else set()
     return {norm[i : i + ngram] for i in range(len(norm) - ngram + 1)}
+
+
+def has_features(text: str) -> bool:
+    """Whether ``text`` holds a letter or digit: texts without one (punctuation, emoji, empty)
+    give similarity measures nothing to tell them apart, so dedup compares them exactly."""
+    return _WORD.search(text) is not None
+
+
+def _exact_repeat(
+    row: Row, index: int, text: str, first: dict[str, int], drop: Drop, reason: str
+) -> bool:
+    """Drop ``row`` (and say so) when its normalised text equals an earlier featureless one."""
+    key = normalize_text(text)
+    if key in first:
+        drop(row, reason, f"same text as input row {first[key]} (no words to compare)")
+        return True
+    first[key] = index
+    return False
 
 
 class _TextDedup(GlobalStep):
@@ -118,9 +137,16 @@ class MinHashDedup(_TextDedup):
         # the index looks a little below the threshold (fewer missed pairs); the estimate decides
         lsh = MinHashLSH(threshold=min(0.9, max(0.1, self.threshold - 0.1)), num_perm=self.num_perm)
         signatures: dict[int, Any] = {}
+        featureless: dict[str, int] = {}
         kept: list[Row] = []
         for i, row in enumerate(rows):
-            grams = shingles(self.text_of(row), self.ngram, self.unit)
+            text = self.text_of(row)
+            grams = shingles(text, self.ngram, self.unit)
+            if not grams:  # every empty signature looks alike: compare such texts exactly
+                if _exact_repeat(row, i, text, featureless, drop, "near duplicate (minhash)"):
+                    continue
+                kept.append(row)
+                continue
             m = MinHash(num_perm=self.num_perm, seed=self.seed, **reuse)
             m.update_batch(g.encode("utf-8", "surrogatepass") for g in sorted(grams))
             best, best_j = -1, -1.0
@@ -164,13 +190,34 @@ class EmbeddingDedup(_TextDedup):
             self.embedder if self.embedding else load_embedder(self.embedder)
         )  # loaded once, before any chunk
         kept: list[Row] = []
+        featureless: dict[str, int] = {}
         for start in range(0, len(rows), self.chunk_size):
             chunk = rows[start : start + self.chunk_size]
-            vectors = await unit_vectors(
-                chunk, self.text_of, column=self.embedding, embedder=embedder
-            )
             ids = list(range(start, start + len(chunk)))
-            for row, v in zip(chunk, kept_set.offer(vectors, ids), strict=True):
+            # texts without a letter or digit are all unknown tokens to an embedder (one vector
+            # for every emoji-only text, say): they are compared exactly instead
+            exact = {
+                i
+                for i, row in zip(ids, chunk, strict=True)
+                if not self.embedding and not has_features(self.text_of(row))
+            }
+            embedded = [(i, r) for i, r in zip(ids, chunk, strict=True) if i not in exact]
+            verdicts: dict[int, Any] = {}
+            if embedded:
+                vectors = await unit_vectors(
+                    [r for _, r in embedded], self.text_of, column=self.embedding, embedder=embedder
+                )
+                offered = kept_set.offer(vectors, [i for i, _ in embedded])
+                verdicts = {i: v for (i, _), v in zip(embedded, offered, strict=True)}
+            for i, row in zip(ids, chunk, strict=True):
+                if i in exact:
+                    text = self.text_of(row)
+                    if not _exact_repeat(
+                        row, i, text, featureless, drop, "near duplicate (embedding)"
+                    ):
+                        kept.append(row)
+                    continue
+                v = verdicts[i]
                 if v.kept:
                     kept.append(row)
                 else:
@@ -187,6 +234,7 @@ __all__ = [
     "EmbeddingDedup",
     "ExactDedup",
     "MinHashDedup",
+    "has_features",
     "normalize_text",
     "shingles",
     "text_hash",

@@ -84,6 +84,9 @@ class DeitaScore(Step):
             )
         return columns + ([self.output] if self.output not in columns else [])
 
+    def produces(self) -> list[str]:
+        return [self.output]
+
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         score = deita_score(row.get(self.complexity), row.get(self.quality))
         if score is None:
@@ -128,6 +131,12 @@ class DeitaSelect(GlobalStep):
             )
         extra = [c for c in (self.score, self.similarity_output) if c not in columns]
         return columns + extra
+
+    def produces(self) -> list[str]:
+        return [self.score, self.similarity_output]
+
+    def updates(self) -> list[str]:
+        return [*self.required_columns(), self.score]  # a score present is read, not replaced
 
     def row_score(self, row: Row) -> float | None:
         given = _number(row.get(self.score))

@@ -199,6 +199,9 @@ class Embed(GlobalStep):
             )
         return columns + ([self.output] if self.output not in columns else [])
 
+    def produces(self) -> list[str]:
+        return [self.output]
+
     def text_of(self, row: Row) -> str:
         return row_text(row, self.columns or text_columns_for(list(row)))
 

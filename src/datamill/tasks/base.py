@@ -10,16 +10,20 @@ raw text. Prompts live in ``tasks/templates/*.jinja2`` beside the code.
 from __future__ import annotations
 
 import asyncio
+import re
+from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jinja2
+from jinja2 import nodes
 from pydantic import Field
 
-from ..errors import ParseError
-from ..models.base import Completion, Request
-from ..rows import Row, row_seed
+from ..errors import ConfigError, Dropped, ParseError
+from ..models.base import Completion, Request, split_reasoning
+from ..rows import Path as RowPath
+from ..rows import Row, lookup, path_text, row_seed, unencodable
 from ..steps.base import Context, Step
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -59,8 +63,192 @@ def template_variables(source: str) -> set[str]:
     return set(_variables(source))
 
 
+@dataclass(frozen=True)
+class TemplateReads:
+    """What an inline template reads from a row.
+
+    ``paths``: every place read, first-seen order (``("person", "address", "street")``); each
+    must hold a value. A place the template tests itself (``{% if a.b %}``, ``a.b is defined``,
+    ``a.b is none``, ``a.b | default(...)``), and every place under it, is left out.
+    ``rendered``: the places printed whole (``{{ person.name }}``); they must hold text or a
+    number, not an object or a list. ``columns``: the columns every row must have (all it
+    reads but those read only through ``| default(...)`` or ``is defined``).
+    """
+
+    paths: tuple[RowPath, ...]
+    rendered: tuple[RowPath, ...]
+    columns: tuple[str, ...]
+
+
+#: filters and tests after which a place may be absent (Jinja handles it) …
+_MAY_BE_ABSENT = {"default", "d", "defined", "undefined"}
+#: … and tests after which it may be null or blank
+_MAY_BE_EMPTY = {"none"}
+
+
+def _path(node: nodes.Node) -> RowPath | None:
+    """The row path of ``a``, ``a.b``, ``a['b']``, ``a[0]`` (constant keys only), else None."""
+    if isinstance(node, nodes.Name):
+        return (node.name,) if node.ctx == "load" else None
+    if isinstance(node, nodes.Getattr):
+        base = _path(node.node)
+        return None if base is None else (*base, node.attr)
+    if isinstance(node, nodes.Getitem):
+        base = _path(node.node)
+        key = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        if base is None or isinstance(key, bool) or not isinstance(key, (str, int)):
+            return None
+        return (*base, key)
+    return None
+
+
+@dataclass
+class _Scan:
+    read: dict[RowPath, None]
+    shown: dict[RowPath, None]
+    absent_ok: set[RowPath]  # ``a.b | default``, ``a.b is defined``
+    empty_ok: set[RowPath]  # ``{% if a.b %}``, ``a.b is none``
+
+    def visit(self, node: nodes.Node) -> None:
+        if isinstance(node, nodes.Output):
+            for item in node.nodes:
+                p = _path(item)
+                if p is not None:
+                    self.shown[p] = None
+        if isinstance(node, (nodes.If, nodes.CondExpr)):
+            tested = _path(node.test)
+            if tested is not None:
+                self.empty_ok.add(tested)
+        skip: nodes.Node | None = None
+        guarded = (
+            _path(node.node) if isinstance(node, (nodes.Filter, nodes.Test)) and node.node else None
+        )
+        if guarded is not None and node.name in _MAY_BE_ABSENT:  # type: ignore[attr-defined]
+            skip = node.node  # type: ignore[attr-defined]  # absence is handled by the template
+            self.absent_ok.add(guarded)
+        elif guarded is not None and node.name in _MAY_BE_EMPTY:  # type: ignore[attr-defined]
+            self.empty_ok.add(guarded)
+        if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+            skip = node.node  # ``text.upper()``: the object is read, not a key named "upper"
+            self.visit(node.node.node)
+        elif skip is None:
+            p = _path(node)
+            if p is not None:
+                self.read[p] = None
+                return
+        for child in node.iter_child_nodes():
+            if child is not skip:
+                self.visit(child)
+
+
+@lru_cache(maxsize=256)
+def template_reads(source: str) -> TemplateReads:
+    """What the inline template ``source`` reads from a row (see :class:`TemplateReads`).
+    Raises ``jinja2.TemplateSyntaxError`` for a template that does not parse."""
+    from jinja2 import meta
+
+    ast = _ENV.parse(source)
+    names = meta.find_undeclared_variables(ast)  # loop variables and ``set`` names are not columns
+    scan = _Scan({}, {}, set(), set())
+    scan.visit(ast)
+    guarded = scan.absent_ok | scan.empty_ok
+
+    def needed(p: RowPath) -> bool:
+        return p[0] in names and not any(p[:n] in guarded for n in range(1, len(p) + 1))
+
+    columns = {p[0] for p in scan.read if (p[0],) not in scan.absent_ok}
+    columns |= {p[0] for p in scan.absent_ok if len(p) > 1}  # ``a.b is defined`` needs ``a``
+    return TemplateReads(
+        tuple(p for p in scan.read if needed(p)),
+        tuple(p for p in scan.shown if p[0] in names),
+        tuple(sorted(str(c) for c in columns if c in names)),
+    )
+
+
+def check_template(source: str, where: str) -> TemplateReads:
+    """:func:`template_reads`, or ``ConfigError`` naming ``where`` (``text_generation template``)."""
+    try:
+        return template_reads(source)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"{where} is not valid Jinja: {exc}") from None
+
+
+def not_text(value: object) -> str | None:
+    """What ``value`` is when it cannot stand in a prompt as text (``an object``, ``a list``,
+    ``bytes``), else None. Text, numbers and true/false are fine."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "a list"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes"
+    return None
+
+
+def how_to_reach(path: RowPath, value: object) -> str:
+    """The template expression that turns ``value`` (found at ``path``) into text, for messages."""
+    name = path_text(path)
+    if isinstance(value, dict):
+        keys = [k for k in value if isinstance(k, str)]
+        texts = [k for k in keys if isinstance(value[k], str)] or keys
+        if texts:
+            return "{{ " + path_text((*path, texts[0])) + " }}"
+        return "{{ " + name + " | tojson }}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "{{ " + name + " | join('\\n') }} or {{ " + name + "[0] }}"
+    return f"text (decode {name} before the run)"
+
+
+def render_row(source: str, row: Row, who: str) -> str:
+    """Render the inline template ``source`` over ``row``; ``Dropped`` when a place it prints
+    whole holds an object, a list or bytes (``not text``) or text that cannot be encoded as
+    UTF-8 (``unencodable text``). ``who`` names the step for the detail line."""
+    for path in template_reads(source).rendered:
+        value, _ = lookup(row, path)
+        kind = not_text(value)
+        if kind is not None:
+            raise Dropped(
+                "not text",
+                f"{path_text(path)} holds {kind}, which {who} would print as Python; write {how_to_reach(path, value)}",
+            )
+        bad = unencodable(value, path)
+        if bad is not None:
+            raise Dropped("unencodable text", bad)
+    return render_string(source, **row)
+
+
+_MARKUP = re.compile(r"\{\{|\{%|\{#")
+
+
+def no_markup(where: str, value: object, fix: str = "remove the markup") -> None:
+    """``ConfigError`` when a free-text field that is sent to the model as written (not a
+    template) holds Jinja markup (``{{``, ``{%``, ``{#``), which would reach the model verbatim.
+    ``value``: a text or a list of texts; ``fix``: what to do instead."""
+    texts = value if isinstance(value, (list, tuple)) else [value]
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        m = _MARKUP.search(text)
+        if m:
+            end = text.find("}", m.end())
+            snippet = (
+                text[m.start() : end + 2] if 0 <= end < m.start() + 60 else text[m.start() :][:40]
+            )
+            raise ConfigError(
+                f"{where} is sent as written, not as a template, so {snippet!r} would reach "
+                f"the model verbatim; {fix}"
+            )
+
+
 class Task(Step):
-    """A step that calls a model. Sampling fields left ``None`` keep the task's own defaults."""
+    """A step that calls a model.
+
+    Sampling has one precedence, applied in one place (the runner's ``ModelHandle.prepare``):
+    the task's :attr:`defaults` < the model's settings (``models.NAME.max_tokens``) < the step's
+    options (``max_tokens`` on the step; a task making several kinds of call may also have
+    per-call options, e.g. Magpie's ``response_max_tokens``, which beat the step-wide ones)
+    < the command line (``--set``, which edits the recipe). Fields left ``None`` set nothing.
+    """
 
     model: str = "default"
     temperature: float | None = Field(default=None, ge=0, le=5)
@@ -69,20 +257,32 @@ class Task(Step):
     seed: int | None = None
     truncated: Literal["drop", "keep"] = "drop"
 
+    #: the sampling this task's requests start from, per kind of call (declared once per task;
+    #: the lowest precedence: model settings and step options beat it)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
     def models(self) -> list[str]:
         return [self.model]
 
+    def contract_error(self) -> str | None:
+        cls = type(self)
+        if cls.process is not Task.process:
+            return None
+        missing = [m for m in ("requests", "parse") if getattr(cls, m) is getattr(Task, m)]
+        if missing:
+            return (
+                f"{cls.__name__} implements neither requests(row, ctx) + parse(completions, row) "
+                f"nor process(row, ctx) (missing: {', '.join(missing)})"
+            )
+        return None
+
     def sampling(self) -> dict[str, Any]:
-        """Sampling options set explicitly on this step (they beat model settings)."""
-        return {
-            k: v
-            for k, v in {
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "top_p": self.top_p,
-            }.items()
-            if v is not None
-        }
+        """Sampling options set explicitly on this step, for every call it makes."""
+        return _given(temperature=self.temperature, max_tokens=self.max_tokens, top_p=self.top_p)
+
+    def request_defaults(self, kind: str) -> dict[str, Any]:
+        """The :attr:`defaults` of one kind of call (a copy; ``KeyError`` names a kind not declared)."""
+        return dict(self.defaults[kind])
 
     def requests(self, row: Row, ctx: Context) -> list[Request]:
         raise NotImplementedError
@@ -91,28 +291,63 @@ class Task(Step):
         raise NotImplementedError
 
     async def call(
-        self, ctx: Context, request: Request, salt: str = "", model: str | None = None
+        self,
+        ctx: Context,
+        request: Request,
+        salt: str = "",
+        model: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> list[Completion]:
-        """Send one request through the cache, with this row's seed and this step's options."""
+        """Send one request (built with the task's defaults) through the cache, with this row's
+        seed. The step's options, then ``options`` (this kind of call's own, ``None`` values
+        ignored), go along as overrides; the runner applies model settings under them, once."""
         if request.seed is None:
-            request = request.with_options(
-                seed=row_seed(
-                    self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + salt
-                )
-            )
-        completions = await ctx.generate(
-            model or self.model, request.with_options(**self.sampling())
-        )
-        for c in completions:
-            self.check_completion(c)
-        return completions
+            request = request.with_options(seed=self.row_seed(ctx, salt))
+        refuse_unencodable(request)
+        overrides = {**self.sampling(), **_given(**(options or {}))}
+        completions = await ctx.generate(model or self.model, request, overrides)
+        return [self.check_completion(c) for c in completions]
 
-    def check_completion(self, completion: Completion) -> None:
-        """Refuse empty and (unless ``truncated: keep``) truncated completions."""
-        if not completion.text.strip():
-            raise ParseError("empty completion", completion.text)
-        if completion.finish_reason == "length" and self.truncated == "drop":
-            raise ParseError("truncated at max_tokens", completion.text)
+    def row_seed(self, ctx: Context, salt: str = "") -> int:
+        """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else
+        the pipeline's), the row key and the step's :attr:`identity` (not its position)."""
+        return row_seed(
+            self.seed if self.seed is not None else ctx.seed, ctx.key, self.identity + salt
+        )
+
+    def check_completion(self, completion: Completion) -> Completion:
+        """The answer a task may read from one raw completion, or :class:`ParseError`.
+
+        Every completion a task reads passes here once, after the cache (which keeps the raw
+        text): a leading ``<think>…</think>`` block is split off into ``reasoning`` (kept on the
+        returned completion, not written to any column), and the text becomes the answer alone.
+        Refused, each with its own failure reason: ``content filtered`` (the provider withheld or
+        cut the answer), ``tool call instead of an answer`` (no task asks for tools: ``Request``
+        carries none), ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a
+        thinking block never closed), ``truncated at max_tokens`` (unless ``truncated: keep``),
+        ``unencodable text in output`` (a lone surrogate) and ``empty completion``.
+        """
+        check_encodable(completion)
+        raw = completion.text
+        finish = completion.finish_reason
+        if finish == "content_filter":
+            raise ParseError("content filtered", raw)
+        if finish == "tool_calls":
+            raise ParseError("tool call instead of an answer", raw)
+        if finish == "error":
+            raise ParseError("model error", raw)
+        if finish not in ("stop", "length"):
+            raise ParseError("unknown finish reason", f"finish_reason {finish!r}: {raw}")
+        reasoning, answer = split_reasoning(raw)
+        if answer is None:
+            raise ParseError("reasoning not finished", raw)
+        if finish == "length" and self.truncated == "drop":
+            raise ParseError("truncated at max_tokens", raw)
+        if not answer.strip():
+            raise ParseError("empty completion", raw)
+        if reasoning is None:
+            return completion
+        return replace(completion, text=answer, reasoning=reasoning)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         requests = self.requests(row, ctx)
@@ -123,3 +358,31 @@ class Task(Step):
         if isinstance(parsed, dict):
             return [{**row, **parsed}]
         return [{**row, **p} for p in parsed]
+
+
+def refuse_unencodable(request: Request) -> None:
+    """``Dropped("unencodable text")`` when a prompt holds text no model (nor the call cache)
+    can take: a lone surrogate, from a value a step made; source rows are checked up front."""
+    parts: list[tuple[str, object]] = [("prompt", request.prompt)]
+    parts += [
+        (f"message {i} ({m['role']})", m["content"])
+        for i, m in enumerate(request.messages or (), start=1)
+    ]
+    for where, text in parts:
+        bad = unencodable(text) if text is not None else None
+        if bad is not None:
+            raise Dropped("unencodable text", f"{where}: {bad}")
+
+
+def check_encodable(completion: Completion) -> None:
+    """``ParseError("unencodable text")`` when a completion holds a lone surrogate; the raw text
+    is kept with the surrogate escaped (``\\ud83d``), so the failure record can be written."""
+    bad = unencodable(completion.text)
+    if bad is not None:
+        raw = completion.text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ParseError("unencodable text in output", raw)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that are set (not ``None``)."""
+    return {k: v for k, v in options.items() if v is not None}

@@ -21,15 +21,15 @@ Deliberately not here: judging (``ultrafeedback``), pairing (``format_dpo``).
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
-from .base import Task, template
+from .base import Task, no_markup, template
 from .evol_quality import clean_rewrite, rewrite_source
 from .response_pool import extend_pool, model_label
 
@@ -60,10 +60,15 @@ class CritiqueRewrite(Task):
     pool_index: int = 0
     generations: str = "generations"
     generation_models: str = "generation_models"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "critique": {"max_tokens": 256, "temperature": 0.3},
+        "revision": {"max_tokens": 512, "temperature": 0.3},
+    }
 
     @model_validator(mode="after")
     def _check(self) -> CritiqueRewrite:
         self.principles = [p.strip() for p in self.principles if p and p.strip()]
+        no_markup("critique principles", self.principles)
         if not self.principles:
             raise ConfigError(
                 "critique needs at least one principle (a sentence the answer should meet)"
@@ -81,17 +86,25 @@ class CritiqueRewrite(Task):
     def required_columns(self) -> list[str]:
         return [self.instruction, self.generations if self.pool else self.response]
 
+    def text_paths(self) -> list[Path]:
+        paths: list[Path] = [(self.instruction,)]
+        return paths if self.pool else [*paths, (self.response,)]
+
     def produces(self) -> list[str]:
         cols = [self.critique_output, self.revision_output, "revision_model", "critique_principles"]
         if self.pool:
             cols += [self.generations, self.generation_models]
         return cols
 
+    def updates(self) -> list[str]:
+        # with ``pool`` the rewrite joins the pool: both pool columns grow in place
+        pool = [self.generations, self.generation_models] if self.pool else []
+        return self.required_columns() + pool
+
     def pick_principles(self, ctx: Context) -> list[str]:
         if self.principles_per_row is None:
             return list(self.principles)
-        base = self.seed if self.seed is not None else ctx.seed
-        rng = random.Random(row_seed(base, ctx.key, self.label + "/principles"))
+        rng = random.Random(self.row_seed(ctx, "/principles"))
         return rng.sample(self.principles, self.principles_per_row)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -112,7 +125,7 @@ class CritiqueRewrite(Task):
         )
         critique = (
             await self.call(
-                ctx, Request.chat(ask, max_tokens=256, temperature=0.3), salt="#critique"
+                ctx, Request.chat(ask, **self.request_defaults("critique")), salt="#critique"
             )
         )[0].text.strip()
         revise = (
@@ -122,7 +135,7 @@ class CritiqueRewrite(Task):
         )
         completion = (
             await self.call(
-                ctx, Request.chat(revise, max_tokens=512, temperature=0.3), salt="#revision"
+                ctx, Request.chat(revise, **self.request_defaults("revision")), salt="#revision"
             )
         )[0]
         revision = clean_rewrite(completion.text)

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, is_missing
+from ..rows import Path, Row, is_missing
 from ..steps.base import Context
 from ..steps.deita import CITATION
 from .base import Task, template
@@ -108,6 +108,8 @@ class _Scorer(Task):
     truncated: Literal["drop", "keep"] = "keep"  # the scores come first; a cut tail does not matter
     #: ``auto``: a JSON schema when the judge honours one (llama.cpp grammars), else ``[i] Score: s``
     structured: Literal["auto", "json", "text"] = "auto"
+    #: greedy; ``max_tokens`` defaults to what the scores need: 12 per item + 16
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {"score": {"temperature": 0.0}}
 
     def items(self, row: Row) -> tuple[list[str], bool]:
         raise NotImplementedError
@@ -138,8 +140,7 @@ class _Scorer(Task):
         count, top = len(items), self.scale(len(items))
         return Request.chat(
             self.render(row, items, structured),
-            temperature=0.0,
-            max_tokens=12 * count + 16,
+            **{"max_tokens": 12 * count + 16, **self.request_defaults("score")},
             json_schema=scores_schema(count, top) if structured else None,
         )
 
@@ -188,6 +189,9 @@ class QualityScorer(_Scorer):
 
     def required_columns(self) -> list[str]:
         return [self.instruction, self.responses]
+
+    def text_paths(self) -> list[Path]:
+        return [(self.instruction,)]
 
     def items(self, row: Row) -> tuple[list[str], bool]:
         return self._items_from(row, self.responses)

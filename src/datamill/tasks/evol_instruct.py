@@ -26,9 +26,9 @@ failed evolutions, each under its own counted reason:
   shorter than 80 words
 - ``answer has no content words``: an answer of punctuation and stop words only
 
-``temperature``/``top_p``/``max_tokens`` apply to the evolution calls and ``answer_temperature``
-/ ``answer_max_tokens`` to the answer calls; both are set on each request, so sampling settings
-given on the *model* override them.
+Sampling follows datamill's one rule (task defaults < model settings < step options): the
+step's ``temperature``/``top_p``/``max_tokens`` apply to every call (evolutions and answers), and
+``answer_temperature``/``answer_max_tokens`` beat them on the answer calls.
 
 Deliberately not here: the paper's fifth in-depth operation "complicate input" (it needs
 in-context examples), generating instructions from nothing (use ``magpie``).
@@ -45,7 +45,7 @@ from pydantic import Field, field_validator
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, is_missing, row_seed
+from ..rows import Path, Row, is_missing
 from ..steps.base import Context
 from ..steps.filters import rouge_tokens, word_count
 from .base import Task, template
@@ -138,6 +138,12 @@ class EvolInstruct(Task):
     min_new_words: int = Field(default=2, ge=0)
     answer_temperature: float | None = Field(default=None, ge=0.0)
     answer_max_tokens: int | None = Field(default=None, ge=1)
+    #: evolution and answer calls; the step's ``temperature``/``top_p``/``max_tokens`` apply to
+    #: both and ``answer_temperature``/``answer_max_tokens`` beat them on the answers
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "evolution": {"temperature": 0.7, "top_p": 1.0, "max_tokens": 256},
+        "answer": {"temperature": 0.7, "max_tokens": 512},
+    }
 
     @field_validator("mutations")
     @classmethod
@@ -160,6 +166,9 @@ class EvolInstruct(Task):
     def required_columns(self) -> list[str]:
         return [self.column]
 
+    def text_paths(self) -> list[Path]:
+        return [(self.column,)]
+
     def produces(self) -> list[str]:
         cols = [
             "evolved_instructions" if self.store_evolutions else "evolved_instruction",
@@ -171,9 +180,6 @@ class EvolInstruct(Task):
             cols.append("evolution_stopped")
         return cols
 
-    def sampling(self) -> dict[str, Any]:
-        return {}  # per-call settings are put on each request (see the module docstring)
-
     def prompt(self, mutation: str, instruction: str) -> str:
         name = (
             "evol-instruct-breadth.jinja2"
@@ -184,11 +190,7 @@ class EvolInstruct(Task):
 
     def choose(self, ctx: Context) -> list[str]:
         """The mutation of each round for this row: seeded by the row key, so re-runs agree."""
-        rng = random.Random(
-            row_seed(
-                self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + "/mutations"
-            )
-        )
+        rng = random.Random(self.row_seed(ctx, "/mutations"))
         names = self.mutation_names()
         return [rng.choice(names) for _ in range(self.num_evolutions)]
 
@@ -206,10 +208,7 @@ class EvolInstruct(Task):
         stopped: str | None = None
         for i, mutation in enumerate(self.choose(ctx)):
             request = Request.chat(
-                self.prompt(mutation, current),
-                temperature=0.7 if self.temperature is None else self.temperature,
-                top_p=1.0 if self.top_p is None else self.top_p,
-                max_tokens=self.max_tokens or 256,
+                self.prompt(mutation, current), **self.request_defaults("evolution")
             )
             try:
                 text = (await self.call(ctx, request, salt=f"/evolve#{i}"))[0].text
@@ -251,13 +250,11 @@ class EvolInstruct(Task):
         return [out]
 
     async def answer(self, ctx: Context, instruction: str, index: int) -> str:
-        request = Request.chat(
-            instruction,
-            temperature=0.7 if self.answer_temperature is None else self.answer_temperature,
-            max_tokens=self.answer_max_tokens or 512,
-        )
+        request = Request.chat(instruction, **self.request_defaults("answer"))
+        options = {"temperature": self.answer_temperature, "max_tokens": self.answer_max_tokens}
         try:
-            text = (await self.call(ctx, request, salt=f"/answer#{index}"))[0].text.strip()
+            completions = await self.call(ctx, request, salt=f"/answer#{index}", options=options)
+            text = completions[0].text.strip()
         except ParseError as exc:
             raise ParseError(f"answer: {exc.reason}", exc.raw) from None
         check_answer(text)

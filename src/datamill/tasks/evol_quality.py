@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import random
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
 from .base import Task, template
 from .response_pool import extend_pool, model_label, pool_of
@@ -94,6 +94,9 @@ class EvolQuality(Task):
     pool_index: int = 0
     generations: str = "generations"
     generation_models: str = "generation_models"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "rewrite": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     @field_validator("mutations")
     @classmethod
@@ -111,6 +114,10 @@ class EvolQuality(Task):
     def required_columns(self) -> list[str]:
         return [self.instruction, self.generations if self.pool else self.response]
 
+    def text_paths(self) -> list[Path]:
+        paths: list[Path] = [(self.instruction,)]
+        return paths if self.pool else [*paths, (self.response,)]
+
     def produces(self) -> list[str]:
         cols = [self.output, "evolution_mutations"]
         if self.store_evolutions:
@@ -119,9 +126,13 @@ class EvolQuality(Task):
             cols += [self.generations, self.generation_models]
         return cols
 
+    def updates(self) -> list[str]:
+        # with ``pool`` the rewrite joins the pool: both pool columns grow in place
+        pool = [self.generations, self.generation_models] if self.pool else []
+        return self.required_columns() + pool
+
     def pick_mutations(self, ctx: Context) -> list[str]:
-        base = self.seed if self.seed is not None else ctx.seed
-        rng = random.Random(row_seed(base, ctx.key, self.label + "/mutations"))
+        rng = random.Random(self.row_seed(ctx, "/mutations"))
         return [rng.choice(self.mutations) for _ in range(self.num_evolutions)]
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -142,7 +153,7 @@ class EvolQuality(Task):
                 .render(instruction=instruction, response=current, mutation=mutation)
                 .strip()
             )
-            request = Request.chat(user, max_tokens=512, temperature=0.7)
+            request = Request.chat(user, **self.request_defaults("rewrite"))
             completion = (await self.call(ctx, request, salt=f"#{round_no}"))[0]
             rewrite = clean_rewrite(completion.text)
             if not rewrite:

@@ -15,12 +15,12 @@ instruction, and a follow-up that copies an earlier message is refused too (as i
 the format's special tokens, which would corrupt the next raw prompt); one bad turn drops the
 whole row with a reason naming the turn (``user turn 2: ...``).
 
-Decoding follows the paper: the instruction is sampled at temperature 1.0, top_p 1.0; the
-response is greedy (temperature 0). On this task ``temperature``/``top_p``/``max_tokens`` apply
-to the instruction (user-turn) calls and ``response_temperature``/``response_top_p``/
-``response_max_tokens`` to the response calls. They are set on each request (not as step-wide
-overrides), so sampling settings given on the *model* (``models.default.temperature``) override
-both.
+Decoding follows the paper by default: the instruction is sampled at temperature 1.0, top_p
+1.0; the response is greedy (temperature 0). Sampling follows datamill's one rule (task defaults
+< model settings < step options): the step's ``temperature``/``top_p``/``max_tokens`` apply to
+every call, and ``instruction_temperature``/``instruction_top_p``/``instruction_max_tokens``
+(user-turn calls) and ``response_temperature``/``response_top_p``/``response_max_tokens``
+(response calls) beat them for their kind of call.
 
 Deliberately not here: multi-turn with a literal pre-query string (datamill cannot know how that
 format closes a turn; use ``chatml``/``llama3``/``auto``), Magpie's tagging and reward-model
@@ -39,9 +39,9 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
 from ..models.base import Completion, Message, Request
-from ..rows import Row, is_missing, row_seed
+from ..rows import Path, Row, is_missing, path_text, why_missing
 from ..steps.base import Context
-from .base import Task, template
+from .base import Task, check_template, no_markup, render_row, template, template_reads
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,9 @@ class Magpie(Task):
     - ``system_prompt``: one text; a list (one chosen per row, uniformly); or a mapping
       ``name → text`` or ``name → [text, weight]`` (chosen by relative weight; the row gets
       ``system_prompt_key``). The choice is seeded by the row key, so re-runs choose the same.
-      A row column ``system_prompt`` beats the parameter.
+      Each text is a Jinja template over the row (``"You are {{ persona }}."``); a row missing
+      a value the chosen text reads is recorded as ``empty input``. A row column
+      ``system_prompt`` beats the parameter (used as it is).
     - ``only_instruction``: stop after the instruction (no response call).
     - ``include_system_prompt``: also write the chosen prompt to ``system_prompt`` (for
       ``format_sft: {system_prompt: system_prompt}``); with ``n_turns > 1``, keep it as the
@@ -211,9 +213,16 @@ class Magpie(Task):
     n_turns: int = 1
     end_with_user: bool = False
     stop: list[str] | None = None
+    instruction_temperature: float | None = Field(default=None, ge=0.0)
+    instruction_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    instruction_max_tokens: int | None = Field(default=None, ge=1)
     response_temperature: float | None = Field(default=None, ge=0.0)
     response_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     response_max_tokens: int | None = Field(default=None, ge=1)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "instruction": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 128},
+        "response": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 512},
+    }
     _choices: list[tuple[str | None, str, float]] = PrivateAttr(default_factory=list)
     _fixed: PreQuery | None = PrivateAttr(default=None)
 
@@ -248,6 +257,9 @@ class Magpie(Task):
                 "magpie: end_with_user needs n_turns >= 2; for one user message use only_instruction: true"
             )
         self._choices = _system_choices(self.system_prompt)
+        for key, prompt, _ in self._choices:
+            where = "magpie system_prompt" + (f"[{key!r}]" if key is not None else "")
+            check_template(prompt, where)
         if self.template in TEMPLATES:
             self._fixed = TEMPLATES[self.template]
         elif self.template != "auto":
@@ -255,6 +267,13 @@ class Magpie(Task):
                 raise ConfigError(
                     "magpie: a literal template needs stop (the end-of-turn token(s)), e.g. stop: ['<|im_end|>']"
                 )
+            rest = re.sub(r"\{\{\s*system_prompt\s*\}\}", "", self.template)
+            no_markup(
+                "magpie template (a literal pre-query string)",
+                rest,
+                "only {{ system_prompt }} is filled in there; put per-row text in system_prompt, "
+                "which is a template ('You are {{ persona }}.')",
+            )
             self._fixed = literal_template(self.template, self.stop)
             if self.n_turns > 1:
                 raise ConfigError(
@@ -263,6 +282,18 @@ class Magpie(Task):
         if self._fixed is not None and any(p for _, p, _ in self._choices):
             self._fixed.render("x")  # a template without a system slot fails now, not per row
         return self
+
+    def required_columns(self) -> list[str]:
+        return sorted({c for _, p, _ in self._choices for c in template_reads(p).columns})
+
+    def required_paths(self) -> list[Path]:
+        if len(self._choices) != 1:  # only the chosen text's places matter: checked per row
+            return []
+        return list(template_reads(self._choices[0][1]).paths)
+
+    def text_paths(self) -> list[Path]:
+        paths = [p for _, prompt, _ in self._choices for p in template_reads(prompt).rendered]
+        return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
         if self.n_turns > 1:
@@ -277,8 +308,16 @@ class Magpie(Task):
             cols.append("system_prompt")
         return cols
 
-    def sampling(self) -> dict[str, Any]:
-        return {}  # per-call settings are put on each request (see the module docstring)
+    def updates(self) -> list[str]:
+        return ["system_prompt"]  # a row's own system prompt is read, and written back unchanged
+
+    def options(self, kind: str) -> dict[str, Any]:
+        """The step's own options for ``instruction`` or ``response`` calls (``None``: unset)."""
+        return {
+            "temperature": getattr(self, f"{kind}_temperature"),
+            "top_p": getattr(self, f"{kind}_top_p"),
+            "max_tokens": getattr(self, f"{kind}_max_tokens"),
+        }
 
     def pre_query(self, ctx: Context) -> PreQuery:
         if self._fixed is not None:
@@ -311,14 +350,17 @@ class Magpie(Task):
             return None, None
         if len(self._choices) == 1:
             key, prompt, _ = self._choices[0]
-            return key, prompt
-        rng = random.Random(
-            row_seed(
-                self.seed if self.seed is not None else ctx.seed, ctx.key, self.label + "/system"
-            )
-        )
-        key, prompt, _ = rng.choices(self._choices, weights=[w for _, _, w in self._choices])[0]
-        return key, prompt
+        else:
+            rng = random.Random(self.row_seed(ctx, "/system"))
+            key, prompt, _ = rng.choices(self._choices, weights=[w for _, _, w in self._choices])[0]
+        for path in template_reads(prompt).paths:
+            what = why_missing(row, path)
+            if what is not None:
+                raise Dropped(
+                    "empty input",
+                    f"{path_text(path)} is {what}; the system prompt of {self.label} reads it",
+                )
+        return key, render_row(prompt, row, self.label).strip()
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         info = ctx.model_info(self.model)
@@ -341,7 +383,13 @@ class Magpie(Task):
             out["conversation"] = await self.converse(ctx, pre, system)
             return [out]
         raw = await _labelled(
-            self.call(ctx, self.ask(pre, system, []), salt="/instruction"), "instruction"
+            self.call(
+                ctx,
+                self.ask(pre, system, []),
+                salt="/instruction",
+                options=self.options("instruction"),
+            ),
+            "instruction",
         )
         instruction = clean_instruction(raw[0].text, pre, system)
         out["instruction"] = instruction
@@ -350,7 +398,10 @@ class Magpie(Task):
         if self.only_instruction:
             return [out]
         request = self.answer(system, [{"role": "user", "content": instruction}])
-        answer = await _labelled(self.call(ctx, request, salt="/response"), "response")
+        answer = await _labelled(
+            self.call(ctx, request, salt="/response", options=self.options("response")),
+            "response",
+        )
         out["response"] = answer[0].text.strip()
         return [out]
 
@@ -361,7 +412,13 @@ class Magpie(Task):
             salt = "" if n == 1 else f"#{n}"  # turn 1 makes the very calls of a one-turn run
             what = f"user turn {n}"
             raw = await _labelled(
-                self.call(ctx, self.ask(pre, system, turns), salt="/instruction" + salt), what
+                self.call(
+                    ctx,
+                    self.ask(pre, system, turns),
+                    salt="/instruction" + salt,
+                    options=self.options("instruction"),
+                ),
+                what,
             )
             try:
                 user = clean_instruction(raw[0].text, pre, system)
@@ -374,7 +431,13 @@ class Magpie(Task):
                 break
             what = f"assistant turn {n}"
             reply = await _labelled(
-                self.call(ctx, self.answer(system, turns), salt="/response" + salt), what
+                self.call(
+                    ctx,
+                    self.answer(system, turns),
+                    salt="/response" + salt,
+                    options=self.options("response"),
+                ),
+                what,
             )
             text = reply[0].text.strip()
             if any(token in text for token in pre.markers):  # it would corrupt the next raw prompt
@@ -390,20 +453,13 @@ class Magpie(Task):
         return Request(
             prompt=pre.continuation(system, turns),
             stop=tuple(dict.fromkeys([*pre.stop, *(self.stop or [])])),
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            max_tokens=self.max_tokens or 128,
+            **self.request_defaults("instruction"),
         )
 
     def answer(self, system: str | None, turns: list[Message]) -> Request:
         """The chat request whose completion is the assistant's reply to the last user message."""
         head: list[Message] = [{"role": "system", "content": system}] if system else []
-        return Request(
-            messages=tuple(head + turns),
-            temperature=0.0 if self.response_temperature is None else self.response_temperature,
-            top_p=1.0 if self.response_top_p is None else self.response_top_p,
-            max_tokens=self.response_max_tokens or 512,
-        )
+        return Request(messages=tuple(head + turns), **self.request_defaults("response"))
 
 
 def default_multi_turn_system() -> str:

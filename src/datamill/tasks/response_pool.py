@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Completion, ModelInfo, Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
-from .base import Task, render_string, template_variables
+from .base import (
+    Task,
+    check_template,
+    refuse_unencodable,
+    render_row,
+    template_reads,
+)
 
 _LABEL = re.compile(r"^(?P<setting>[^\s()]+) \((?P<model>[^()]*)\)")
 
@@ -73,8 +79,8 @@ def extend_pool(
 class ResponsePool(Task):
     """Ask every model in ``models`` (``n`` samples each) the same prompt → ``generations``.
 
-    ``template`` (Jinja over the row) renders the user message, ``system_prompt`` (or a row column
-    ``system_prompt``) the system message. A response that is empty or cut at ``max_tokens``
+    ``template`` (Jinja over the row) renders the user message, ``system_prompt`` (a template
+    too; else a row column ``system_prompt`` as it is) the system message. A response that is empty or cut at ``max_tokens``
     (unless ``truncated: keep``) is left out of the pool; the row is dropped when fewer than
     ``min_responses`` remain (default: all of them, so nothing is lost silently).
     """
@@ -89,6 +95,9 @@ class ResponsePool(Task):
     output: str = "generations"
     models_output: str = "generation_models"
     min_responses: int | None = Field(default=None, ge=1)
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "generation": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     model_config = {**Task.model_config, "populate_by_name": True}
 
@@ -106,10 +115,8 @@ class ResponsePool(Task):
             raise ConfigError(
                 f"response_pool min_responses is {self.min_responses} but the pool asks for only {self.expected()} responses"
             )
-        try:
-            template_variables(self.template)
-        except Exception as exc:
-            raise ConfigError(f"response_pool template is not valid Jinja: {exc}") from None
+        for source, where in self._templates():
+            check_template(source, f"response_pool {where}")
         if self.output == self.models_output:
             raise ConfigError("response_pool output and models_output must be different columns")
         return self
@@ -123,25 +130,46 @@ class ResponsePool(Task):
     def models(self) -> list[str]:
         return self.pool_models()
 
+    def _templates(self) -> list[tuple[str, str]]:
+        out = [(self.template, "template")]
+        if self.system_prompt is not None:
+            out.append((self.system_prompt, "system_prompt"))
+        return out
+
     def required_columns(self) -> list[str]:
-        return sorted(template_variables(self.template))
+        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
+
+    def required_paths(self) -> list[Path]:
+        paths = [p for t, _ in self._templates() for p in template_reads(t).paths]
+        return list(dict.fromkeys(paths))
+
+    def text_paths(self) -> list[Path]:
+        paths = [p for t, _ in self._templates() for p in template_reads(t).rendered]
+        return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
         return [self.output, self.models_output]
 
     def request(self, row: Row) -> Request:
-        user = render_string(self.template, **dict(row)).strip()
+        user = render_row(self.template, row, self.label).strip()
         if not user:
             raise Dropped("empty prompt", f"template {self.template!r} rendered to nothing")
-        system = self.system_prompt if self.system_prompt is not None else row.get("system_prompt")
-        return Request.chat(user, system=system or None, max_tokens=512, temperature=0.7, n=self.n)
+        system: str | None
+        if self.system_prompt is not None:
+            system = render_row(self.system_prompt, row, self.label).strip()
+        else:
+            system = row.get("system_prompt")
+        request = Request.chat(
+            user, system=system or None, n=self.n, **self.request_defaults("generation")
+        )
+        refuse_unencodable(request)
+        return request
 
     async def _sample(self, ctx: Context, request: Request, model: str) -> list[Completion]:
         # like Task.call, but every sample is checked on its own: one bad sample of n=4 costs one
         if request.seed is None:
-            base = self.seed if self.seed is not None else ctx.seed
-            request = request.with_options(seed=row_seed(base, ctx.key, f"{self.label}@{model}"))
-        return await ctx.generate(model, request.with_options(**self.sampling()))
+            request = request.with_options(seed=self.row_seed(ctx, f"@{model}"))
+        return await ctx.generate(model, request, self.sampling())
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         request = self.request(row)
@@ -154,7 +182,7 @@ class ResponsePool(Task):
             label = model_label(name, ctx.model_info(name))
             for i, c in enumerate(completions):
                 try:
-                    self.check_completion(c)
+                    c = self.check_completion(c)
                 except ParseError as exc:
                     problems.append(f"{label} sample {i + 1}: {exc.reason}")
                     continue

@@ -19,16 +19,16 @@ instruction–response pairs with a second task), the filters (``steps.filters``
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..errors import Dropped, ParseError
 from ..models.base import Completion, Request
-from ..rows import Row, is_missing
+from ..rows import Path, Row, is_missing
 from ..steps.base import Context
 from ..steps.filters import lcs_length, rouge_tokens
-from .base import Task, template
+from .base import Task, no_markup, template
 
 DEFAULT_CRITERIA = [
     "Vary the wording: mix questions and commands, and never repeat a request.",
@@ -139,9 +139,20 @@ class SelfInstruct(Task):
     criteria: list[str] = Field(default_factory=lambda: list(DEFAULT_CRITERIA))
     application_description: str = "an AI assistant"
     truncated: Literal["drop", "keep"] = "keep"
+    #: ``max_tokens`` defaults to what the instructions asked for need: 48 per line + 32, at most 1024
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {"instructions": {"temperature": 0.7}}
+
+    @model_validator(mode="after")
+    def _plain_text(self) -> SelfInstruct:
+        no_markup("self_instruct criteria", self.criteria)
+        no_markup("self_instruct application_description", self.application_description)
+        return self
 
     def required_columns(self) -> list[str]:
         return [self.column]
+
+    def text_paths(self) -> list[Path]:
+        return [(self.column,)]
 
     def produces(self) -> list[str]:
         return [self.output]
@@ -164,8 +175,13 @@ class SelfInstruct(Task):
             raise Dropped(
                 "empty input", f"column {self.column!r} has no text to write requests about"
             )
-        max_tokens = min(1024, 48 * self.num_instructions + 32)
-        return [Request.chat(self.prompt(context), max_tokens=max_tokens, temperature=0.7)]
+        max_tokens = min(1024, 48 * self.num_instructions + 32)  # room for the lines asked for
+        return [
+            Request.chat(
+                self.prompt(context),
+                **{"max_tokens": max_tokens, **self.request_defaults("instructions")},
+            )
+        ]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row:
         completion = completions[0][0]

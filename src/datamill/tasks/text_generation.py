@@ -10,47 +10,65 @@ from typing import Any, ClassVar
 
 from pydantic import model_validator
 
-from ..errors import ConfigError
 from ..models.base import Completion, Request
-from ..rows import Row
+from ..rows import Path, Row
 from ..steps.base import Context
-from .base import Task, render_string, template_variables
+from .base import Task, check_template, render_row, template_reads
 
 
 class TextGeneration(Task):
     """``template`` (Jinja, over the row's columns) → user message; the answer → ``output``.
 
-    A row column ``system_prompt`` is used as the system message when the step sets none.
+    ``system_prompt`` is a template too (``"You are {{ persona }}."``); when the step sets none,
+    a row column ``system_prompt`` is used as the system message as it is.
     """
 
     kind: ClassVar[str] = "text_generation"
     template: str = "{{ instruction }}"
     system_prompt: str | None = None
     output: str = "generation"
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "generation": {"max_tokens": 512, "temperature": 0.7}
+    }
 
     @model_validator(mode="after")
     def _check_template(self) -> TextGeneration:
-        try:
-            template_variables(self.template)
-        except Exception as exc:
-            raise ConfigError(f"text_generation template is not valid Jinja: {exc}") from None
+        for source, where in self._templates():
+            check_template(source, f"text_generation {where}")
         return self
 
+    def _templates(self) -> list[tuple[str, str]]:
+        out = [(self.template, "template")]
+        if self.system_prompt is not None:
+            out.append((self.system_prompt, "system_prompt"))
+        return out
+
     def required_columns(self) -> list[str]:
-        return sorted(template_variables(self.template))
+        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
+
+    def required_paths(self) -> list[Path]:
+        paths = [p for t, _ in self._templates() for p in template_reads(t).paths]
+        return list(dict.fromkeys(paths))
+
+    def text_paths(self) -> list[Path]:
+        paths = [p for t, _ in self._templates() for p in template_reads(t).rendered]
+        return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
         return [self.output]
 
     def requests(self, row: Row, ctx: Context) -> list[Request]:
-        values: dict[str, Any] = dict(row)
-        user = render_string(self.template, **values).strip()
+        user = render_row(self.template, row, self.label).strip()
         if not user:
             from ..errors import Dropped
 
             raise Dropped("empty prompt", f"template {self.template!r} rendered to nothing")
-        system = self.system_prompt if self.system_prompt is not None else row.get("system_prompt")
-        return [Request.chat(user, system=system or None, max_tokens=512, temperature=0.7)]
+        system: str | None
+        if self.system_prompt is not None:
+            system = render_row(self.system_prompt, row, self.label).strip()
+        else:
+            system = row.get("system_prompt")
+        return [Request.chat(user, system=system or None, **self.request_defaults("generation"))]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row:
         return {self.output: completions[0][0].text.strip()}

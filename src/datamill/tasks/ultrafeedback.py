@@ -62,7 +62,7 @@ from pydantic import Field
 
 from ..errors import Dropped, ParseError
 from ..models.base import Request
-from ..rows import Row, row_seed
+from ..rows import Path, Row
 from ..steps.base import Context
 from .base import Task, template
 from .response_pool import model_label, parse_label
@@ -271,11 +271,16 @@ class UltraFeedback(Task):
     bias_control: Literal["none", "agree", "average"] = "none"
     self_judging: Literal["allow", "forbid_setting", "forbid_model"] = "allow"
     order: Literal["shuffled", "given"] = "shuffled"
+    #: greedy; ``max_tokens`` defaults to what the ratings need: 64 + (rationale_chars / 2 + 32) per text
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {"judgement": {"temperature": 0.0}}
     rationale_chars: int = Field(default=160, ge=20, le=2000)
 
     def required_columns(self) -> list[str]:
         cols = [self.instruction, self.generations]
         return cols + ([self.generation_models] if self.self_judging != "allow" else [])
+
+    def text_paths(self) -> list[Path]:
+        return [(self.instruction,)]
 
     def produces(self) -> list[str]:
         cols = ["ratings", "rationales", "judge_model"]
@@ -332,8 +337,7 @@ class UltraFeedback(Task):
         return Request.chat(
             user,
             system=system,
-            max_tokens=64 + per_text * count,
-            temperature=0.0,
+            **{"max_tokens": 64 + per_text * count, **self.request_defaults("judgement")},
             json_schema=judgement_schema(count, self.rationale_chars) if structured else None,
         )
 
@@ -378,8 +382,7 @@ class UltraFeedback(Task):
             )
         shown = list(judged)  # the order the judge sees them in
         if self.order == "shuffled":
-            base = self.seed if self.seed is not None else ctx.seed
-            random.Random(row_seed(base, ctx.key, self.label + "/order")).shuffle(shown)
+            random.Random(self.row_seed(ctx, "/order")).shuffle(shown)
 
         passes = [self.judge(ctx, instruction, [texts[i] for i in shown], salt="")]
         if self.bias_control != "none" and len(shown) > 1:

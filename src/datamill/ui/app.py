@@ -9,670 +9,345 @@ Screens (tabs):
 - **Viewer**: open any datamill output folder (or a job of this app), browse rows (preference rows
   side by side), see run.json, failures.jsonl and the quality report.
 
-Every run is a :class:`~datamill.ui.jobs.Job` over a pipeline from :mod:`datamill.ui.builder`,
-i.e. ``arun_pipeline`` with an output folder and the shared call cache — the CLI's engine.
-The handlers are plain functions of this module (tested without a browser); :func:`build_app`
-only wires them to widgets.
+This module only lays out widgets and wires them to :mod:`datamill.ui.handlers` (plain
+functions, tested without a browser). The form's widgets are listed in
+:data:`~datamill.ui.form.FIELDS` order and reach the handlers as one
+:class:`~datamill.ui.form.FormValues`. Only this module imports gradio, when the app is built.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import ConfigError, DatamillError
-from . import builder, drafting, viewer
-from .hub import push
-from .jobs import Job, JobRegistry
+from ..errors import ConfigError
+from . import builder, handlers, viewer
+from .form import FIELDS, FormValues
 
-POLL_SECONDS = 0.5
-DEFAULT_DESCRIPTION = ""
-JOBS = JobRegistry()
-
-
-# -- small helpers ---------------------------------------------------------------------------------
-def _error(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, DatamillError) else f"{type(exc).__name__}: {exc}"
-    return f'<div class="dm-error" id="dm-error">⚠ {html.escape(text)}</div>'
+INTRO = (
+    "# 🏭 datamill\nDescribe the dataset you want, preview a few rows, generate it, download or push it. "
+    "Runs locally on the same engine and call cache as `datamill run`."
+)
+Widgets = dict[str, Any]  #: widgets by name (the form's by their ``FormValues`` field)
 
 
-def progress_html(job: Job) -> str:
-    """A progress bar and one line of counters for ``job``."""
-    p = job.progress()
-    if job.finished:
-        css = f"dm-status-{job.state}"
-        pct = 100 if job.state == "done" else round(100 * p.fraction)
-        return (
-            f'<div class="dm-bar"><div style="width:{pct}%"></div></div>'
-            f'<div class="{css}" id="dm-job-state" data-state="{job.state}">{html.escape(job.summary_line())}</div>'
-        )
-    pct = round(100 * p.fraction)
-    return (
-        f'<div class="dm-bar"><div style="width:{pct}%"></div></div>'
-        f'<div id="dm-job-state" data-state="{job.state}">{html.escape(p.text)}</div>'
-    )
-
-
-def default_output() -> str:
-    return str(Path("out") / time.strftime("ui-%Y%m%d-%H%M%S"))
-
-
-def _servable(path: Path, into: Path) -> str:
-    """A path gradio may serve: files outside the working and temp folders are copied."""
-    resolved = path.resolve()
-    for base in (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()):
-        if resolved.is_relative_to(base) and not any(
-            part.startswith(".") for part in resolved.relative_to(base).parts
-        ):
-            return str(resolved)
-    into.mkdir(parents=True, exist_ok=True)
-    target = into / f"{abs(hash(str(resolved))) % 10**8}-{path.name}"
-    shutil.copyfile(path, target)
-    return str(target)
-
-
-def export_files(folder: Path, rows: list[dict[str, Any]], name: str) -> tuple[str, str]:
-    """``NAME.parquet`` and ``NAME.jsonl`` copies of a finished dataset, for the download buttons."""
-    out = Path(tempfile.mkdtemp(prefix="datamill-ui-"))
-    data = sorted((folder / "data").glob("*.parquet"))
-    if not data:
-        raise ConfigError(f"{folder} has no data/*.parquet to download")
-    parquet = out / f"{name}.parquet"
-    shutil.copyfile(data[0], parquet)
-    jsonl = out / f"{name}.jsonl"
-    with jsonl.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-    return str(parquet), str(jsonl)
-
-
-def make_spec(
-    system_prompt: str,
-    kind: str,
-    technique: str,
-    model_source: str,
-    gguf_path: str,
-    url: str,
-    model_name: str,
-    api_key_env: str,
-    max_tokens: float,
-    temperature: float,
-    keep_truncated: bool = False,
-    num_rows: float = 10,
-    description: str = "",
-    name: str = "ui-dataset",
-) -> builder.DatasetSpec:
-    """The form's values → a checked :class:`~datamill.ui.builder.DatasetSpec`."""
-    spec = builder.DatasetSpec(
-        system_prompt=(system_prompt or "").strip(),
-        kind=kind,
-        technique=technique,
-        num_rows=int(num_rows or 0),
-        model=builder.model_spec(model_source, gguf_path, url, model_name, api_key_env),
-        max_tokens=int(max_tokens or 0),
-        temperature=float(temperature),
-        keep_truncated=bool(keep_truncated),
-        description=description or "",
-        name=name,
-    )
-    spec.check()
-    return spec
-
-
-# -- handlers (plain functions: the unit tests call them directly) ---------------------------------
-def draft_template(description: str) -> tuple[str, str]:
-    """Description → (system prompt, note)."""
-    try:
-        return drafting.template_prompt(
-            description
-        ), "drafted from your description; edit it freely"
-    except DatamillError as exc:
-        return "", f"⚠ {exc}"
-
-
-def draft_model(
-    description: str, model_source: str, gguf_path: str, url: str, model_name: str, api_key_env: str
-) -> tuple[str, str]:
-    """Description → (system prompt drafted by the chosen model, note)."""
-    try:
-        model = builder.model_spec(model_source, gguf_path, url, model_name, api_key_env)
-        draft = drafting.draft_with_model(description, model)
-        return draft.text, draft.note
-    except DatamillError as exc:
-        return "", f"⚠ {exc}"
-
-
-def run_preview(
-    description: str,
-    system_prompt: str,
-    kind: str,
-    technique: str,
-    model_source: str,
-    gguf_path: str,
-    url: str,
-    model_name: str,
-    api_key_env: str,
-    max_tokens: float,
-    temperature: float,
-    keep_truncated: bool,
-    preview_rows: float,
-    num_rows: float | None = None,
-) -> Iterator[tuple[str, str]]:
-    """Yields (status html, rows html) while a few rows are made (nothing is written).
-
-    The preview runs the very recipe *Generate* will run (``num_rows`` rows), limited to its
-    first source rows, so generating afterwards finds the preview's calls in the cache."""
-    try:
-        n = int(preview_rows or 2)
-        total = max(n, int(num_rows or n))
-        spec = make_spec(
-            system_prompt,
-            kind,
-            technique,
-            model_source,
-            gguf_path,
-            url,
-            model_name,
-            api_key_env,
-            max_tokens,
-            temperature,
-            keep_truncated,
-            num_rows=total,
-            description=description,
-            name="ui-preview",
-        )
-        pipeline = builder.build_pipeline(spec)
-    except DatamillError as exc:
-        yield _error(exc), ""
-        return
-    job = JOBS.add(Job(pipeline, None, limit=builder.preview_limit(spec, n), label="preview"))
-    job.start()
-    while not job.wait(POLL_SECONDS):
-        yield progress_html(job), '<div class="dm-empty">making preview rows…</div>'
-    if job.state != "done" or job.result is None:
-        yield progress_html(job), ""
-        return
-    rows = job.result.rows[:n]
-    yield progress_html(job), viewer.render_rows(rows)
-
-
-def run_generate(
-    description: str,
-    system_prompt: str,
-    kind: str,
-    technique: str,
-    model_source: str,
-    gguf_path: str,
-    url: str,
-    model_name: str,
-    api_key_env: str,
-    max_tokens: float,
-    temperature: float,
-    keep_truncated: bool,
-    num_rows: float,
-    output: str,
-) -> Iterator[tuple[str, str, Any, Any, str, str]]:
-    """Yields (status html, rows html, parquet file, jsonl file, job id, output folder)."""
-    none = (None, None)
-    try:
-        folder = Path((output or "").strip() or default_output())
-        spec = make_spec(
-            system_prompt,
-            kind,
-            technique,
-            model_source,
-            gguf_path,
-            url,
-            model_name,
-            api_key_env,
-            max_tokens,
-            temperature,
-            keep_truncated,
-            num_rows=num_rows,
-            description=description,
-            name=folder.name,
-        )
-        recipe = builder.build_recipe(spec)
-        from ..recipes.loader import recipe_from_dict
-
-        pipeline = recipe_from_dict(recipe)
-    except DatamillError as exc:
-        yield _error(exc), "", *none, "", ""
-        return
-    busy = next(
-        (
-            j
-            for j in JOBS.running()
-            if j.output is not None and j.output.resolve() == folder.resolve()
-        ),
-        None,
-    )
-    if busy is not None:
-        yield (
-            _error(
-                ConfigError(
-                    f"a job of this app is already writing {folder}; wait for it, stop it, or choose another output folder"
-                )
-            ),
-            "",
-            *none,
-            busy.id,
-            str(folder),
-        )
-        return
-    job = JOBS.add(Job(pipeline, folder, label=f"generate {folder}"))
-    job.start()
-    while not job.wait(POLL_SECONDS):
-        yield progress_html(job), "", *none, job.id, str(folder)
-    if job.state != "done" or job.result is None:
-        yield progress_html(job), "", *none, job.id, str(folder)
-        return
-    (folder / "recipe.yaml").write_text(builder.recipe_yaml(recipe), encoding="utf-8")
-    rows = job.result.rows
-    try:
-        parquet, jsonl = export_files(folder, rows, folder.name)
-    except DatamillError as exc:
-        yield (
-            progress_html(job) + _error(exc),
-            viewer.render_rows(rows, limit=5),
-            *none,
-            job.id,
-            str(folder),
-        )
-        return
-    again = f'<div class="dm-meta">same run from the command line: <code>datamill run {html.escape(str(folder / "recipe.yaml"))} -o {html.escape(str(folder))}</code></div>'
-    yield (
-        progress_html(job) + again,
-        viewer.render_rows(rows, limit=5),
-        parquet,
-        jsonl,
-        job.id,
-        str(folder),
-    )
-
-
-def stop_job(job_id: str) -> str:
-    job = JOBS.get(job_id or "")
-    if job is None or job.finished:
-        return "no job is running"
-    job.cancel()
-    return "stopping… (finished calls are cached: generating again resumes)"
-
-
-def push_to_hub(folder: str, repo_id: str, token: str, private: bool) -> str:
-    try:
-        url = push(folder or None, repo_id, token, private)
-    except DatamillError as exc:
-        return f'<span class="dm-error" id="dm-push-error">⚠ {html.escape(str(exc))}</span>'
-    except Exception as exc:  # never a traceback in the page
-        return f'<span class="dm-error" id="dm-push-error">⚠ push failed: {html.escape(type(exc).__name__)}: {html.escape(str(exc)[:200])}</span>'
-    return f'pushed: <a href="{html.escape(url)}" target="_blank">{html.escape(url)}</a>'
-
-
-def job_choices() -> list[tuple[str, str]]:
-    """(label, folder) of this app's generate jobs, newest first."""
-    out = []
-    for j in JOBS.with_output():
-        state = "running" if not j.finished else j.state
-        out.append((f"{j.output} ({state})", str(j.output)))
-    return out
-
-
-def open_view(
-    folder: str,
-) -> tuple[str, list[dict[str, Any]], str, Any, Any, str, str | None, float]:
-    """Folder → (summary md, rows, first row html, rows table, failures table, report md, chart, index).
-
-    The chart is the report's PNG (``report.png``, else the folder's first PNG), or ``None``."""
-    import pandas as pd
-
-    empty = pd.DataFrame()
-    folder = (folder or "").strip()
-    running = next(
-        (j for j in JOBS.with_output() if str(j.output) == folder and not j.finished), None
-    )
-    if running is not None:
-        failures = running.stats.failures_by_step if running.stats else {}
-        lost = "  \n".join(
-            f"⚠ {sum(r.values())} rows lost at {step}: "
-            + ", ".join(f"{n} {k}" for k, n in r.items())
-            for step, r in failures.items()
-        )
-        md = f"**{folder}** — ⏳ the job is running: {running.progress().text}  \n{lost}  \nrows appear here when it finishes; press Open again."
-        return (
-            md,
-            [],
-            '<div class="dm-empty">the job is still running</div>',
-            empty,
-            empty,
-            "",
-            None,
-            0,
-        )
-    try:
-        view = viewer.open_folder(folder)
-    except DatamillError as exc:
-        return f"⚠ {exc}", [], "", empty, empty, "", None, 0
-    headers, body = viewer.table(view.rows)
-    f_headers, f_body = viewer.failures_table(view.failures)
-    images_dir = Path(tempfile.gettempdir()) / "datamill-ui-images"
-    pngs = sorted(view.images, key=lambda p: (p.name != "report.png", str(p)))
-    chart = _servable(pngs[0], images_dir) if pngs else None
-    report = viewer.report_markdown(view.report)
-    if len(pngs) > 1:
-        report += "\n\nother charts in the folder: " + ", ".join(
-            f"`{p.relative_to(view.path)}`" for p in pngs[1:]
-        )
-    first = (
-        viewer.render_row(view.rows[0], view.kind)
-        if view.rows
-        else '<div class="dm-empty">no rows in this folder</div>'
-    )
-    return (
-        viewer.summary_markdown(view),
-        view.rows,
-        first,
-        pd.DataFrame(body, columns=headers),
-        pd.DataFrame(f_body, columns=f_headers),
-        report,
-        chart,
-        0,
-    )
-
-
-def show_row(rows: list[dict[str, Any]], index: float, step: int = 0) -> tuple[str, float, str]:
-    """(row html, new index, 'row i of n') for browsing."""
-    if not rows:
-        return '<div class="dm-empty">no rows</div>', 0, "no rows"
-    i = int(index or 0) + step
-    i = max(0, min(len(rows) - 1, i))
-    return viewer.render_row(rows[i], viewer.row_kind(rows)), i, f"row {i + 1} of {len(rows)}"
-
-
-# -- the Blocks ------------------------------------------------------------------------------------
-def build_app(title: str = "datamill — synthetic data generator") -> Any:
-    """The gradio Blocks (not launched)."""
+def _gradio() -> Any:
     try:
         import gradio as gr
     except ImportError as exc:
         from ..errors import MissingDependency
 
         raise MissingDependency("the web app", "ui") from exc
+    return gr
 
+
+def _choices(labels: dict[str, str]) -> list[tuple[str, str]]:
+    return [(label, key) for key, label in labels.items()]
+
+
+# -- the Generate screen: the form (left), preview and generate (right) ------------------------------
+def _describe_column(gr: Any) -> Widgets:
+    """Description, system prompt, kind, technique and sampling: most of the form."""
+    w: Widgets = {}
+    gr.Markdown("### 1 · Describe")
+    w["description"] = gr.Textbox(
+        label="What is the dataset for?",
+        placeholder="customer support for a bike shop",
+        lines=2,
+        elem_id="description",
+    )
+    with gr.Row():
+        w["draft_btn"] = gr.Button("Draft system prompt", elem_id="draft-btn", variant="secondary")
+        w["draft_model_btn"] = gr.Button(
+            "✨ draft with model", elem_id="draft-model-btn", variant="secondary"
+        )
+    w["system_prompt"] = gr.Textbox(
+        label="System prompt (editable)", lines=4, elem_id="system-prompt"
+    )
+    w["draft_note"] = gr.Markdown("", elem_id="draft-note")
+    w["kind"] = gr.Radio(
+        _choices(builder.KINDS), value=FormValues.kind, label="Dataset kind", elem_id="kind"
+    )
+    w["technique"] = gr.Radio(
+        _choices(builder.TECHNIQUES),
+        value=FormValues.technique,
+        label="Technique for the user queries",
+        elem_id="technique",
+    )
+    with gr.Accordion("Model", open=False, elem_id="model-accordion"):
+        w.update(_model_fields(gr))
+    with gr.Row():
+        w["max_tokens"] = gr.Slider(
+            16,
+            2048,
+            value=FormValues.max_tokens,
+            step=16,
+            label="Max tokens per answer",
+            elem_id="max-tokens",
+        )
+        w["temperature"] = gr.Slider(
+            0.0,
+            1.5,
+            value=FormValues.temperature,
+            step=0.05,
+            label="Temperature of the queries",
+            elem_id="temperature",
+        )
+    w["keep_truncated"] = gr.Checkbox(
+        value=FormValues.keep_truncated,
+        label="Keep answers cut at max tokens (otherwise they are dropped and listed as failures)",
+        elem_id="keep-truncated",
+    )
+    return w
+
+
+def _model_fields(gr: Any) -> Widgets:
+    """The model choice: embedded, a GGUF file, or an OpenAI-compatible endpoint."""
+    w: Widgets = {}
+    w["model_source"] = gr.Radio(
+        _choices(builder.MODEL_SOURCES),
+        value=FormValues.model_source,
+        label="Model",
+        elem_id="model-source",
+    )
+    w["gguf_path"] = gr.Textbox(
+        label="GGUF file path",
+        placeholder="/models/qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        elem_id="gguf-path",
+    )
+    with gr.Row():
+        w["url"] = gr.Textbox(
+            label="Endpoint URL", placeholder="http://127.0.0.1:8000/v1", elem_id="endpoint-url"
+        )
+        w["model_name"] = gr.Textbox(
+            label="Model name", placeholder="Qwen/Qwen2.5-7B-Instruct", elem_id="endpoint-model"
+        )
+        w["api_key_env"] = gr.Textbox(
+            label="API key env variable", placeholder="OPENAI_API_KEY", elem_id="endpoint-key-env"
+        )
+    return w
+
+
+def _run_column(gr: Any) -> Widgets:
+    """Preview, generate (rows, folder, progress, stop, downloads) and push to the Hub."""
+    w: Widgets = {}
+    gr.Markdown("### 2 · Preview")
+    with gr.Row():
+        w["preview_rows"] = gr.Number(
+            value=FormValues.preview_rows,
+            minimum=1,
+            maximum=10,
+            precision=0,
+            label="Preview rows",
+            elem_id="preview-rows",
+        )
+        w["preview_btn"] = gr.Button("Preview", variant="primary", elem_id="preview-btn")
+    w["preview_status"] = gr.HTML("", elem_id="preview-status")
+    w["preview_out"] = gr.HTML("", elem_id="preview-rows-html")
+    gr.Markdown("### 3 · Generate")
+    with gr.Row():
+        w["num_rows"] = gr.Number(
+            value=FormValues.num_rows, minimum=1, precision=0, label="Rows", elem_id="num-rows"
+        )
+        w["output"] = gr.Textbox(
+            label="Output folder (blank: out/ui-<time>)", elem_id="output-folder"
+        )
+    with gr.Row():
+        w["generate_btn"] = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+        w["stop_btn"] = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+    w["stop_note"] = gr.Markdown("", elem_id="stop-note")
+    w["generate_status"] = gr.HTML("", elem_id="generate-status")
+    w["output_state"] = gr.Textbox(visible=False, elem_id="output-state")
+    with gr.Row():
+        w["dl_parquet"] = gr.DownloadButton(
+            "Download parquet", value=None, elem_id="download-parquet"
+        )
+        w["dl_jsonl"] = gr.DownloadButton("Download jsonl", value=None, elem_id="download-jsonl")
+        w["to_viewer"] = gr.Button("Open in viewer", elem_id="open-in-viewer")
+    w["generate_rows"] = gr.HTML("", elem_id="generate-rows-html")
+    with gr.Accordion("Push to the Hub", open=False, elem_id="push-accordion"):
+        w["repo_id"] = gr.Textbox(
+            label="Dataset repo", placeholder="your-name/bike-shop-sft", elem_id="push-repo"
+        )
+        w["token"] = gr.Textbox(
+            label="Hugging Face token with write access (blank: $HF_TOKEN or your saved login)",
+            type="password",
+            elem_id="push-token",
+        )
+        w["private"] = gr.Checkbox(value=True, label="private")
+        w["push_btn"] = gr.Button("Push to Hub", elem_id="push-btn")
+        w["push_status"] = gr.HTML("", elem_id="push-status")
+    return w
+
+
+def _generate_screen(gr: Any) -> Widgets:
+    with gr.Row():
+        with gr.Column(scale=1):
+            w = _describe_column(gr)
+        with gr.Column(scale=1):
+            w.update(_run_column(gr))
+    w["job_id"] = gr.State("")
+    return w
+
+
+def _with_form(fn: Callable[[FormValues], Any]) -> Callable[..., Any]:
+    """A gradio handler taking the form's widgets (in ``FIELDS`` order) for ``fn(form)``."""
+
+    def handler(*values: Any) -> Any:
+        return fn(FormValues.from_values(values))
+
+    return handler
+
+
+def _streaming_with_form(fn: Callable[[FormValues], Iterator[Any]]) -> Callable[..., Any]:
+    """:func:`_with_form` for a handler that yields updates (gradio needs a generator function)."""
+
+    def handler(*values: Any) -> Iterator[Any]:
+        yield from fn(FormValues.from_values(values))
+
+    return handler
+
+
+def _wire_generate(w: Widgets) -> None:
+    form = [w[name] for name in FIELDS]
+    w["draft_btn"].click(
+        handlers.draft_template, [w["description"]], [w["system_prompt"], w["draft_note"]]
+    )
+    w["description"].submit(
+        handlers.draft_template, [w["description"]], [w["system_prompt"], w["draft_note"]]
+    )
+    w["draft_model_btn"].click(
+        _with_form(handlers.draft_model), form, [w["system_prompt"], w["draft_note"]]
+    )
+    w["preview_btn"].click(
+        _streaming_with_form(handlers.run_preview),
+        form,
+        [w["preview_status"], w["preview_out"]],
+        show_progress="hidden",
+    )
+    generated = [
+        "generate_status",
+        "generate_rows",
+        "dl_parquet",
+        "dl_jsonl",
+        "job_id",
+        "output_state",
+    ]
+    w["generate_btn"].click(
+        _streaming_with_form(handlers.run_generate),
+        form,
+        [w[name] for name in generated],
+        show_progress="hidden",
+    )
+    w["stop_btn"].click(handlers.stop_job, [w["job_id"]], [w["stop_note"]])
+    w["generate_btn"].click(lambda: "", None, [w["stop_note"]])
+    w["push_btn"].click(
+        handlers.push_to_hub,
+        [w["output_state"], w["repo_id"], w["token"], w["private"]],
+        [w["push_status"]],
+    )
+
+
+# -- the Viewer screen --------------------------------------------------------------------------------
+#: What opening a folder fills, in ``handlers.open_view``'s order, then the row label.
+VIEW_OUTPUTS = [
+    "summary",
+    "rows_state",
+    "row_html",
+    "rows_table",
+    "failures_df",
+    "report_md",
+    "report_imgs",
+    "row_index",
+    "row_label",
+]
+
+
+def _viewer_screen(gr: Any) -> Widgets:
+    w: Widgets = {"rows_state": gr.State([])}
+    with gr.Row():
+        w["view_folder"] = gr.Textbox(
+            label="Output folder",
+            placeholder="out/ui-20250101-120000",
+            scale=4,
+            elem_id="view-folder",
+        )
+        w["jobs_dd"] = gr.Dropdown(
+            choices=[],
+            label="…or a job of this app",
+            scale=3,
+            elem_id="view-jobs",
+            allow_custom_value=True,
+        )
+        w["open_btn"] = gr.Button("Open", variant="primary", scale=1, elem_id="view-open")
+    w["summary"] = gr.Markdown("", elem_id="view-summary")
+    with gr.Row():
+        w["prev_btn"] = gr.Button("◀ previous", elem_id="view-prev")
+        w["row_label"] = gr.Markdown("", elem_id="view-row-label")
+        w["next_btn"] = gr.Button("next ▶", elem_id="view-next")
+    w["row_index"] = gr.Number(value=0, visible=False, precision=0)
+    w["row_html"] = gr.HTML("", elem_id="view-row")
+    with gr.Accordion("All rows", open=False):
+        w["rows_table"] = gr.Dataframe(interactive=False, wrap=True, elem_id="view-table")
+    with gr.Accordion("Failures (failures.jsonl)", open=True):
+        w["failures_df"] = gr.Dataframe(interactive=False, wrap=True, elem_id="view-failures")
+    with gr.Accordion("Quality report", open=True):
+        w["report_md"] = gr.Markdown("", elem_id="view-report")
+        w["report_imgs"] = gr.Image(
+            label="report chart", type="filepath", interactive=False, elem_id="view-chart"
+        )
+    return w
+
+
+def open_and_label(folder: str) -> tuple[Any, ...]:
+    """:func:`handlers.open_view` plus the row label ('row 1 of n'): the ``VIEW_OUTPUTS``."""
+    result = handlers.open_view(folder)
+    label = f"row 1 of {len(result[1])}" if result[1] else ""
+    return (*result, label)
+
+
+def _wire_viewer(gr: Any, v: Widgets, g: Widgets, tabs: Any) -> None:
+    shown = [v[name] for name in VIEW_OUTPUTS]
+    v["open_btn"].click(open_and_label, [v["view_folder"]], shown)
+    v["view_folder"].submit(open_and_label, [v["view_folder"]], shown)
+
+    def pick_job(folder: str) -> tuple[Any, ...]:
+        return (folder, *open_and_label(folder))
+
+    v["jobs_dd"].focus(lambda: gr.Dropdown(choices=handlers.job_choices()), None, [v["jobs_dd"]])
+    v["jobs_dd"].input(pick_job, [v["jobs_dd"]], [v["view_folder"], *shown])
+
+    def go_to_viewer(folder: str) -> tuple[Any, ...]:
+        return (
+            gr.Tabs(selected="viewer"),
+            folder,
+            gr.Dropdown(choices=handlers.job_choices()),
+            *open_and_label(folder),
+        )
+
+    g["to_viewer"].click(
+        go_to_viewer, [g["output_state"]], [tabs, v["view_folder"], v["jobs_dd"], *shown]
+    )
+    browse = [v["rows_state"], v["row_index"]]
+    browsed = [v["row_html"], v["row_index"], v["row_label"]]
+    v["prev_btn"].click(lambda r, i: handlers.show_row(r, i, -1), browse, browsed)
+    v["next_btn"].click(lambda r, i: handlers.show_row(r, i, 1), browse, browsed)
+
+
+# -- the app -------------------------------------------------------------------------------------------
+def build_app(title: str = "datamill — synthetic data generator") -> Any:
+    """The gradio Blocks (not launched): the two screens, then their wiring."""
+    gr = _gradio()
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(
-            "# 🏭 datamill\nDescribe the dataset you want, preview a few rows, generate it, download or push it. "
-            "Runs locally on the same engine and call cache as `datamill run`."
-        )
-        job_id = gr.State("")
-        rows_state = gr.State([])
+        gr.Markdown(INTRO)
         with gr.Tabs(selected="generate") as tabs:
-            with gr.Tab("Generate", id="generate", elem_id="tab-generate"):  # noqa: SIM117
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        gr.Markdown("### 1 · Describe")
-                        description = gr.Textbox(
-                            label="What is the dataset for?",
-                            placeholder="customer support for a bike shop",
-                            lines=2,
-                            elem_id="description",
-                        )
-                        with gr.Row():
-                            draft_btn = gr.Button(
-                                "Draft system prompt", elem_id="draft-btn", variant="secondary"
-                            )
-                            draft_model_btn = gr.Button(
-                                "✨ draft with model",
-                                elem_id="draft-model-btn",
-                                variant="secondary",
-                            )
-                        system_prompt = gr.Textbox(
-                            label="System prompt (editable)", lines=4, elem_id="system-prompt"
-                        )
-                        draft_note = gr.Markdown("", elem_id="draft-note")
-                        kind = gr.Radio(
-                            [(v, k) for k, v in builder.KINDS.items()],
-                            value="sft",
-                            label="Dataset kind",
-                            elem_id="kind",
-                        )
-                        technique = gr.Radio(
-                            [(v, k) for k, v in builder.TECHNIQUES.items()],
-                            value="magpie",
-                            label="Technique for the user queries",
-                            elem_id="technique",
-                        )
-                        with gr.Accordion("Model", open=False, elem_id="model-accordion"):
-                            model_source = gr.Radio(
-                                [(v, k) for k, v in builder.MODEL_SOURCES.items()],
-                                value="embedded",
-                                label="Model",
-                                elem_id="model-source",
-                            )
-                            gguf_path = gr.Textbox(
-                                label="GGUF file path",
-                                placeholder="/models/qwen2.5-1.5b-instruct-q4_k_m.gguf",
-                                elem_id="gguf-path",
-                            )
-                            with gr.Row():
-                                url = gr.Textbox(
-                                    label="Endpoint URL",
-                                    placeholder="http://127.0.0.1:8000/v1",
-                                    elem_id="endpoint-url",
-                                )
-                                model_name = gr.Textbox(
-                                    label="Model name",
-                                    placeholder="Qwen/Qwen2.5-7B-Instruct",
-                                    elem_id="endpoint-model",
-                                )
-                                api_key_env = gr.Textbox(
-                                    label="API key env variable",
-                                    placeholder="OPENAI_API_KEY",
-                                    elem_id="endpoint-key-env",
-                                )
-                        with gr.Row():
-                            max_tokens = gr.Slider(
-                                16,
-                                2048,
-                                value=256,
-                                step=16,
-                                label="Max tokens per answer",
-                                elem_id="max-tokens",
-                            )
-                            temperature = gr.Slider(
-                                0.0,
-                                1.5,
-                                value=0.9,
-                                step=0.05,
-                                label="Temperature of the queries",
-                                elem_id="temperature",
-                            )
-                        keep_truncated = gr.Checkbox(
-                            value=False,
-                            label="Keep answers cut at max tokens (otherwise they are dropped and listed as failures)",
-                            elem_id="keep-truncated",
-                        )
-                    with gr.Column(scale=1):
-                        gr.Markdown("### 2 · Preview")
-                        with gr.Row():
-                            preview_rows = gr.Number(
-                                value=2,
-                                minimum=1,
-                                maximum=10,
-                                precision=0,
-                                label="Preview rows",
-                                elem_id="preview-rows",
-                            )
-                            preview_btn = gr.Button(
-                                "Preview", variant="primary", elem_id="preview-btn"
-                            )
-                        preview_status = gr.HTML("", elem_id="preview-status")
-                        preview_out = gr.HTML("", elem_id="preview-rows-html")
-                        gr.Markdown("### 3 · Generate")
-                        with gr.Row():
-                            num_rows = gr.Number(
-                                value=20, minimum=1, precision=0, label="Rows", elem_id="num-rows"
-                            )
-                            output = gr.Textbox(
-                                label="Output folder (blank: out/ui-<time>)",
-                                elem_id="output-folder",
-                            )
-                        with gr.Row():
-                            generate_btn = gr.Button(
-                                "Generate", variant="primary", elem_id="generate-btn"
-                            )
-                            stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
-                        stop_note = gr.Markdown("", elem_id="stop-note")
-                        generate_status = gr.HTML("", elem_id="generate-status")
-                        output_state = gr.Textbox(visible=False, elem_id="output-state")
-                        with gr.Row():
-                            dl_parquet = gr.DownloadButton(
-                                "Download parquet", value=None, elem_id="download-parquet"
-                            )
-                            dl_jsonl = gr.DownloadButton(
-                                "Download jsonl", value=None, elem_id="download-jsonl"
-                            )
-                            to_viewer = gr.Button("Open in viewer", elem_id="open-in-viewer")
-                        generate_rows = gr.HTML("", elem_id="generate-rows-html")
-                        with gr.Accordion("Push to the Hub", open=False, elem_id="push-accordion"):
-                            repo_id = gr.Textbox(
-                                label="Dataset repo",
-                                placeholder="your-name/bike-shop-sft",
-                                elem_id="push-repo",
-                            )
-                            token = gr.Textbox(
-                                label="Hugging Face token with write access (blank: $HF_TOKEN or your saved login)",
-                                type="password",
-                                elem_id="push-token",
-                            )
-                            private = gr.Checkbox(value=True, label="private")
-                            push_btn = gr.Button("Push to Hub", elem_id="push-btn")
-                            push_status = gr.HTML("", elem_id="push-status")
-
+            with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
+                generate = _generate_screen(gr)
             with gr.Tab("Viewer", id="viewer", elem_id="tab-viewer"):
-                with gr.Row():
-                    view_folder = gr.Textbox(
-                        label="Output folder",
-                        placeholder="out/ui-20250101-120000",
-                        scale=4,
-                        elem_id="view-folder",
-                    )
-                    jobs_dd = gr.Dropdown(
-                        choices=[],
-                        label="…or a job of this app",
-                        scale=3,
-                        elem_id="view-jobs",
-                        allow_custom_value=True,
-                    )
-                    open_btn = gr.Button("Open", variant="primary", scale=1, elem_id="view-open")
-                summary = gr.Markdown("", elem_id="view-summary")
-                with gr.Row():
-                    prev_btn = gr.Button("◀ previous", elem_id="view-prev")
-                    row_label = gr.Markdown("", elem_id="view-row-label")
-                    next_btn = gr.Button("next ▶", elem_id="view-next")
-                row_index = gr.Number(value=0, visible=False, precision=0)
-                row_html = gr.HTML("", elem_id="view-row")
-                with gr.Accordion("All rows", open=False):
-                    rows_table = gr.Dataframe(interactive=False, wrap=True, elem_id="view-table")
-                with gr.Accordion("Failures (failures.jsonl)", open=True):
-                    failures_df = gr.Dataframe(
-                        interactive=False, wrap=True, elem_id="view-failures"
-                    )
-                with gr.Accordion("Quality report", open=True):
-                    report_md = gr.Markdown("", elem_id="view-report")
-                    report_imgs = gr.Image(
-                        label="report chart",
-                        type="filepath",
-                        interactive=False,
-                        elem_id="view-chart",
-                    )
-
-        model_fields = [model_source, gguf_path, url, model_name, api_key_env]
-        form = [
-            description,
-            system_prompt,
-            kind,
-            technique,
-            *model_fields,
-            max_tokens,
-            temperature,
-            keep_truncated,
-        ]
-
-        draft_btn.click(draft_template, [description], [system_prompt, draft_note])
-        description.submit(draft_template, [description], [system_prompt, draft_note])
-        draft_model_btn.click(
-            draft_model, [description, *model_fields], [system_prompt, draft_note]
-        )
-        preview_btn.click(
-            run_preview,
-            [*form, preview_rows, num_rows],
-            [preview_status, preview_out],
-            show_progress="hidden",
-        )
-        generate_btn.click(
-            run_generate,
-            [*form, num_rows, output],
-            [generate_status, generate_rows, dl_parquet, dl_jsonl, job_id, output_state],
-            show_progress="hidden",
-        )
-        stop_btn.click(stop_job, [job_id], [stop_note])
-        generate_btn.click(lambda: "", None, [stop_note])
-        push_btn.click(push_to_hub, [output_state, repo_id, token, private], [push_status])
-
-        view_outputs = [
-            summary,
-            rows_state,
-            row_html,
-            rows_table,
-            failures_df,
-            report_md,
-            report_imgs,
-            row_index,
-        ]
-
-        def open_and_label(folder: str) -> tuple[Any, ...]:
-            result = open_view(folder)
-            label = f"row 1 of {len(result[1])}" if result[1] else ""
-            return (*result, label)
-
-        open_btn.click(open_and_label, [view_folder], [*view_outputs, row_label])
-        view_folder.submit(open_and_label, [view_folder], [*view_outputs, row_label])
-
-        def pick_job(folder: str) -> tuple[Any, ...]:
-            return (folder, *open_and_label(folder))
-
-        jobs_dd.focus(lambda: gr.Dropdown(choices=job_choices()), None, [jobs_dd])
-        jobs_dd.input(pick_job, [jobs_dd], [view_folder, *view_outputs, row_label])
-
-        def go_to_viewer(folder: str) -> tuple[Any, ...]:
-            return (
-                gr.Tabs(selected="viewer"),
-                folder,
-                gr.Dropdown(choices=job_choices()),
-                *open_and_label(folder),
-            )
-
-        to_viewer.click(
-            go_to_viewer, [output_state], [tabs, view_folder, jobs_dd, *view_outputs, row_label]
-        )
-        prev_btn.click(
-            lambda r, i: show_row(r, i, -1),
-            [rows_state, row_index],
-            [row_html, row_index, row_label],
-        )
-        next_btn.click(
-            lambda r, i: show_row(r, i, 1),
-            [rows_state, row_index],
-            [row_html, row_index, row_label],
-        )
+                view = _viewer_screen(gr)
+        _wire_generate(generate)
+        _wire_viewer(gr, view, generate, tabs)
     return demo
 
 

@@ -5,7 +5,10 @@ by describing *who the users are and what they ask* ("You are an assistant that 
 X"), not by asking the model to "generate X" (smol-course ch. 6, Magpie section). Two drafters:
 
 - :func:`template_prompt` — deterministic: strips "a dataset of", "generate", … from the
-  description and wraps the topic in a user-query-focused system prompt. The app's default.
+  description and puts the rest, quoted, after a colon in fixed sentences about the users. The
+  description is never spliced into a sentence of its own, so the prompt reads as English for any
+  description: a noun phrase ("bike repair"), a clause ("questions a beginner asks about X"), an
+  imperative ("help me write cover letters"), one word or a paragraph. The app's default.
 - :func:`draft_with_model` — asks the chosen model (through the same engine and call cache as
   every run) to write one; its answer is cleaned and checked, and the template is used when it is
   unusable (a 135M model often rambles), saying so.
@@ -21,47 +24,74 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 
 #: Leading phrases that describe the *dataset* rather than the *users*; removed from the topic.
+#: A noun ("data", "questions") is peeled only with the preposition that ties it to the topic
+#: ("questions about X"), so "questions a beginner asks …" and "data science …" stay whole.
 _LEADS = [
     r"(?:please\s+)?(?:i\s+(?:want|need|would like)(?:\s+to\s+(?:make|build|create|generate|have))?)",
-    r"(?:can you\s+|could you\s+)?(?:generate|create|make|build|write|produce|synthesi[sz]e)",
+    r"(?:can you\s+|could you\s+)?(?:generate|create|make|build|produce|synthesi[sz]e)\b",
     r"(?:an?\s+|the\s+)?(?:synthetic\s+)?(?:instruction\s+|sft\s+|preference\s+|dpo\s+|chat\s+|training\s+)?"
-    r"(?:dataset|data\s*set|data|corpus|set|collection)(?:\s+(?:of|for|about|on|with))?",
+    r"(?:dataset|data\s*set|data|corpus|set|collection)(?:\s+(?:of|for|about|on|with)\b|\s*[:\-]|$)",
     r"(?:an?\s+|some\s+)?(?:user\s+)?(?:questions|queries|prompts|instructions|conversations|dialogues|examples)"
-    r"(?:\s+(?:and\s+answers\s+)?(?:of|for|about|on|from))?",
-    r"(?:an?\s+)?(?:ai\s+)?(?:assistant|chatbot|bot)\s+(?:for|that\s+helps\s+(?:users\s+)?with|to\s+help\s+with)",
+    r"(?:\s+(?:and\s+answers\s+)?(?:of|for|about|on|from)\b|\s*[:\-])",
+    r"(?:an?\s+)?(?:ai\s+)?(?:assistant|chatbot|bot)\s+(?:for|that\s+helps\s+(?:users\s+)?with|to\s+help\s+with)\b",
 ]
 _LEAD_RE = re.compile(r"^\s*(?:" + "|".join(_LEADS) + r")\s*[:\-,]?\s*", re.IGNORECASE)
+#: Punctuation stripped from both ends of a description (a quote pair wrapping it goes too).
+_ENDS = " .!?;:,"
+_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "`": "`"}
+
+
+def _trim(text: str) -> str:
+    """``text`` without end punctuation and wrapping quotes (``'"Tax law?"'`` → ``'Tax law'``)."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = text.strip(_ENDS)
+        if len(text) >= 2 and _PAIRS.get(text[0]) == text[-1]:
+            text = text[1:-1]
+    return text
 
 
 def describe_topic(description: str) -> str:
-    """The topic of a description: ``"A dataset of questions about bike repair."`` → ``"bike repair"``."""
-    text = " ".join(description.split()).strip()
-    text = text.strip(" .!?;:\"'“”")
+    """The topic of a description: ``"A dataset of questions about bike repair."`` → ``"bike repair"``.
+
+    Whitespace is collapsed, quotes and end punctuation are stripped, double quotes inside become
+    single ones (the prompt quotes the topic), and a capitalised first word is lower-cased
+    unless it looks like a name (``API``, ``iPhone``). What remains may be any phrase.
+    """
+    whole = _trim(" ".join(description.split()))
+    text = whole
     previous = None
     while (
         previous != text
     ):  # peel leading phrases one at a time ("I want to generate a dataset of …")
         previous = text
-        text = _LEAD_RE.sub("", text, count=1).strip()
+        text = _trim(_LEAD_RE.sub("", text, count=1))
     if not text:
-        return " ".join(description.split()).strip(" .!?;:")
-    # lower-case a capitalised first word, but keep acronyms and names with inner capitals (API, iPhone)
+        text = whole
+    text = text.replace('"', "'").replace("“", "'").replace("”", "'")
     first, _, rest = text.partition(" ")
     if first[:1].isupper() and first[1:].islower():
         text = first.lower() + (" " + rest if rest else "")
     return text
 
 
+#: The template's sentences; ``{topic}`` is only ever quoted after a colon.
+TEMPLATE = (
+    'You are an AI assistant. Users come to you with questions and requests on this topic: "{topic}". '
+    "Answer each one accurately, clearly and concisely."
+)
+
+
 def template_prompt(description: str) -> str:
-    """A deterministic, user-query-focused system prompt for ``description``."""
-    if not description or not description.strip():
+    """A deterministic, user-query-focused system prompt for ``description`` (:data:`TEMPLATE`).
+
+    Raises :class:`~datamill.errors.ConfigError` when the description is empty or has no words.
+    """
+    topic = describe_topic(description or "")
+    if not re.search(r"\w", topic):
         raise ConfigError("describe the dataset first, e.g. 'customer support for a bike shop'")
-    topic = describe_topic(description)
-    return (
-        f"You are an AI assistant that helps users with {topic}. "
-        f"Users ask you questions and give you tasks about {topic}; "
-        "answer each one accurately, clearly and concisely."
-    )
+    return TEMPLATE.format(topic=topic)
 
 
 @dataclass

@@ -150,7 +150,7 @@ class Job:
         total = s.rows_total
         parts = [f"source rows {s.source_rows_done}/{total if total is not None else '?'}"]
         if self.state == "done":
-            parts.insert(0, f"{s.rows_done} rows")
+            parts.insert(0, _count(s.rows_done, "row"))
         parts += [
             f"model calls {s.model_calls}",
             f"cached {s.cache_hits}",
@@ -169,11 +169,14 @@ class Job:
             s = self.result.stats
             where = f" to {self.output}" if self.output is not None else ""
             line = (
-                f"wrote {len(self.result.rows)} rows{where} (model calls {s.model_calls}, "
+                f"wrote {_count(len(self.result.rows), 'row')}{where} (model calls {s.model_calls}, "
                 f"cache hits {s.cache_hits}, {s.seconds:.1f}s)"
                 if self.output is not None
-                else f"{len(self.result.rows)} rows (model calls {s.model_calls}, cache hits {s.cache_hits}, {s.seconds:.1f}s)"
+                else f"{_count(len(self.result.rows), 'row')} (model calls {s.model_calls}, cache hits {s.cache_hits}, {s.seconds:.1f}s)"
             )
+            topup = topup_line(self.result.summary)
+            if topup:
+                line += "; " + topup
             losses = s.losses()
             if losses:
                 line += "; " + "; ".join(losses)
@@ -183,6 +186,26 @@ class Job:
         if self.state in ("failed", "cancelled"):
             return f"{self.state}: {self.error}"
         return self.progress().text
+
+
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def topup_line(summary: dict[str, Any]) -> str:
+    """The top-up outcome of a run's summary in words (``""`` when it had no row target)."""
+    target = summary.get("target_rows")
+    if not target:
+        return ""
+    tried = _count(summary.get("attempts"), "source row")
+    if summary.get("reached"):
+        extra = summary.get("trimmed")
+        cut = f" ({_count(extra, 'row')} beyond it cut)" if extra else ""
+        return f"target of {_count(target, 'row')} reached after {tried} tried{cut}"
+    return (
+        f"target of {_count(target, 'row')} not reached: {summary.get('attempts')} of at most "
+        f"{_count(summary.get('max_attempts'), 'source row')} tried"
+    )
 
 
 class JobRegistry:

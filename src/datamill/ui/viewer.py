@@ -276,6 +276,29 @@ def render_rows(rows: list[Row], kind: str | None = None, limit: int = 20) -> st
     return "".join(parts)
 
 
+def render_losses(failures: list[dict[str, Any]], limit: int = 20) -> str:
+    """The rows a run lost, each with its step, reason and (shortened) raw output; ``""`` when
+    none was lost. Shown beside a preview's rows, so a short preview says why it is short."""
+    if not failures:
+        return ""
+    n = len(failures)
+    parts = [
+        f'<div class="dm-losses" id="dm-losses"><div class="dm-num">{n} row{"s" if n != 1 else ""} lost on the way</div>'
+    ]
+    for f in failures[:limit]:
+        raw = str(f.get("raw_output") or f.get("detail") or "")
+        raw = raw if len(raw) <= 300 else raw[:299] + "…"
+        parts.append(
+            f'<div class="dm-lost"><span class="dm-lost-step">{_esc(f.get("step", "?"))}</span>: '
+            f'<span class="dm-lost-reason">{_esc(f.get("reason", "?"))}</span>'
+            + (f'<div class="dm-meta dm-text">{_esc(raw)}</div>' if raw else "")
+            + "</div>"
+        )
+    if n > limit:
+        parts.append(f'<div class="dm-empty">… and {n - limit} more</div>')
+    return "".join(parts) + "</div>"
+
+
 def table(rows: list[Row], columns: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """Headers and shortened cells for a rows table."""
     if columns is None:
@@ -314,7 +337,8 @@ def failures_table(failures: list[dict[str, Any]]) -> tuple[list[str], list[list
 def summary_markdown(view: FolderView) -> str:
     """The run in a few lines: rows, calls, cache hits, tokens, time, and every loss."""
     run = view.run
-    lines = [f"**{view.path}** — {len(view.rows)} rows ({view.kind})"]
+    n = len(view.rows)
+    lines = [f"**{view.path}** — {n} row{'' if n == 1 else 's'} ({view.kind})"]
     if view.running:
         lines.append("⏳ a run is writing this folder now; open it again when it finishes")
     if run:
@@ -408,6 +432,10 @@ CSS = """
 .dm-meta {font-size:12px; margin-top:6px; color:var(--body-text-color-subdued);}
 .dm-text {white-space:normal; word-wrap:break-word;}
 .dm-empty {color:var(--body-text-color-subdued); padding:8px;}
+.dm-losses {border-top:1px dashed var(--border-color-primary); margin-top:8px;}
+.dm-lost {padding:4px 8px; font-size:13px;}
+.dm-lost-step {font-family:monospace;}
+.dm-lost-reason {color:#b45309;}
 .dm-kv th {text-align:left; padding-right:10px; vertical-align:top;}
 .dm-bar {height:14px; background:rgba(128,128,128,.2); border-radius:7px; overflow:hidden; margin:4px 0;}
 .dm-bar > div {height:100%; background:var(--color-accent); transition:width .3s;}
