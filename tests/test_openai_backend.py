@@ -729,3 +729,24 @@ def test_after_a_first_answer_the_generation_deadline_still_holds(servers: Any) 
     with pytest.raises(ModelError) as info:
         asyncio.run(call(model, Request.chat("x")))
     assert info.value.reason == "timeout" and "0.3s (timeout option)" in str(info.value)
+
+
+def test_run_json_and_the_summary_say_how_many_attempts_were_retried_and_why(
+    servers: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamill.cli import main
+
+    server = servers(faults=Faults(rate=0.4, kinds=("503", "429"), seed=3))
+    args = ["run", "instructions-basic", "--limit", "4", "-q", "-o", str(tmp_path / "o")]
+    args += ["--model", f"openai:smollm@{server.url}", "--set", "models.default.backoff=0"]
+    main(args)
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    facts = run["models"]["default"]
+    by_reason = facts["retries_by_reason"]
+    assert set(by_reason) <= {"server error 503", "rate limited"} and facts["retries"] > 0
+    assert sum(by_reason.values()) == facts["retries"]
+    # every request the server saw is an answered call, a retried attempt or a call's last try
+    exhausted = sum(n for r, n in run["failures"].items() if r in by_reason)
+    assert server.stats.requests == run["model_calls"] + facts["retries"] + exhausted
+    printed = capsys.readouterr().out
+    assert f"model default: {facts['retries']} attempts retried (" in printed
