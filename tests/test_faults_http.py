@@ -126,3 +126,8 @@ def test_a_thousand_rows_through_a_quarter_of_faults_end_done_or_recorded(tmp_pa
     run: dict[str, Any] = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["failed_rows"] == len(records) and run["rows"] == len(done)
     assert run["failures"] == by_reason
+    # ... and says how many attempts were retried, and why
+    facts = run["models"]["default"]
+    assert facts["retries"] == model.counters["retries"] == sum(facts["retries_by_reason"].values())
+    assert set(facts["retries_by_reason"]) <= RETRY_REASONS
+    assert facts["structured_output"] == "json_schema"

@@ -135,55 +135,90 @@ SCHEMA = {
 }
 
 
+JSON_SCHEMA_FORM = {
+    "type": "json_schema",
+    "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
+}
+
+
 @pytest.mark.parametrize(
-    ("owned_by", "schema_format", "expected"),
+    ("takes", "schema_format", "expected", "form", "refused"),
     [
-        (
-            "vllm",
-            "auto",
-            {
-                "type": "json_schema",
-                "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
-            },
-        ),
-        ("llamacpp", "auto", {"type": "json_object", "schema": SCHEMA}),
-        (
-            "llamacpp",
-            "openai",
-            {
-                "type": "json_schema",
-                "json_schema": {"name": "Rating", "schema": SCHEMA, "strict": True},
-            },
-        ),
+        ("any", "auto", JSON_SCHEMA_FORM, "json_schema", 0),
+        ("json_object", "auto", {"type": "json_object", "schema": SCHEMA}, "json_object+schema", 1),
+        ("any", "llamacpp", {"type": "json_object", "schema": SCHEMA}, "json_object+schema", 0),
+        ("any", "openai", JSON_SCHEMA_FORM, "json_schema", 0),
+        ("none", "auto", None, "none", 4),
     ],
 )
-def test_json_schema_travels_in_the_form_the_server_understands(
-    servers: Any, owned_by: str, schema_format: str, expected: dict[str, Any]
+def test_json_schema_travels_in_the_form_the_server_takes(
+    servers: Any,
+    takes: str,
+    schema_format: str,
+    expected: dict[str, Any] | None,
+    form: str,
+    refused: int,
 ) -> None:
     fake = FakeModel(lambda r, i: '{"score": 4}')
-    server = servers(fake, owned_by=owned_by, record_bodies=True)
+    server = servers(fake, structured_output=takes, record_bodies=True)
     model = OpenAIModel("smollm", server.url, schema_format=schema_format)  # type: ignore[arg-type]
-    out = asyncio.run(call(model, Request.chat("rate it", json_schema=SCHEMA)))
-    assert json.loads(out[0].text) == {"score": 4}
-    assert server.server.bodies[0]["response_format"] == expected
-    assert fake.calls[0].json_schema == SCHEMA  # the server decoded it back
+
+    async def go() -> list[list[Completion]]:
+        try:  # the second and third calls go straight to the form that worked
+            return [
+                await model.generate(Request.chat(f"rate {i}", json_schema=SCHEMA))
+                for i in range(3)
+            ]
+        finally:
+            await model.close()
+
+    outs = asyncio.run(go())
+    assert [json.loads(out[0].text) for out in outs] == [{"score": 4}] * 3
+    bodies = server.server.bodies
+    assert bodies[-1].get("response_format") == expected
+    assert len(bodies) - 3 == refused  # each refused form cost one request, once per run
+    assert model.run_facts()["structured_output"] == form
+    assert len(fake.calls) == 3
+    if form == "none":  # nothing constrained: the server saw no schema at all
+        assert fake.calls[-1].json_schema is None and "json_schema" not in bodies[-1]
+    else:
+        assert fake.calls[-1].json_schema == SCHEMA  # the server decoded it back
 
 
-def test_llamacpp_server_is_recognised_and_tells_its_chat_template(servers: Any) -> None:
+def test_a_refused_form_falls_back_once_for_every_call_in_flight(servers: Any) -> None:
+    server = servers(
+        FakeModel(lambda r, i: '{"score": 2}'), structured_output="json_object", record_bodies=True
+    )
+    model = OpenAIModel("smollm", server.url)
+
+    async def go() -> list[list[Completion]]:
+        try:
+            return await asyncio.gather(
+                *(model.generate(Request.chat(f"q{i}", json_schema=SCHEMA)) for i in range(20))
+            )
+        finally:
+            await model.close()
+
+    outs = asyncio.run(go())
+    assert len(outs) == 20 and all(json.loads(o[0].text) == {"score": 2} for o in outs)
+    assert server.stats.statuses[500] <= 20 and server.stats.ok == 20
+    assert model.counters["retries"] == 0  # a refused form is no retry: no backoff, no lost row
+    facts = model.run_facts()
+    assert facts["structured_output"] == "json_object+schema"
+    assert "Input should be" in facts["structured_output_refused"]["json_schema"]
+
+
+def test_chat_template_comes_from_props_on_any_server_that_tells_it(servers: Any) -> None:
     fake = FakeModel()
-    server = servers(fake, owned_by="llamacpp", any_model=True, record_bodies=True)
-    model = OpenAIModel("any-name-works", server.url, check_model=True)  # llama.cpp serves any name
+    server = servers(fake, any_model=True, record_bodies=True)
+    model = OpenAIModel("smollm", server.url)
 
     async def go() -> str | None:
         await model.start()
-        try:
-            await model.generate(Request(prompt="x", json_schema=SCHEMA, max_tokens=5))
-        finally:
-            await model.close()
+        await model.close()
         return model.info.chat_template
 
     assert asyncio.run(go()) == fake.info.chat_template
-    assert server.server.bodies[0]["json_schema"] == SCHEMA  # llama.cpp's /completions field
 
 
 def test_truncated_output_comes_back_with_finish_reason_length(servers: Any) -> None:
@@ -490,3 +525,228 @@ def test_rate_limits_shrink_concurrency_and_recovery_grows_it_back(servers: Any)
     assert model.limiter.cuts > 0 and low < 32
     assert recovered == 32
     assert server.server.stats.peak_in_flight <= 32
+
+
+# -- specs that name a host, answers with odd bookkeeping, deterministic and hung endpoints -------
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "openai:fake@127.0.0.1:8000/v1",
+        "openai:fake@localhost:8000",
+        "openai:fake@ftp://127.0.0.1/v1",
+        "openai:fake@http://",
+        "openai:fake@",
+        "openai:fake@http://127.0.0.1:99999/v1",
+        "openai:fake@http:/127.0.0.1/v1",
+    ],
+)
+def test_an_at_in_the_spec_must_be_a_url_or_nothing_is_contacted(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # would be the wrong host
+    with pytest.raises(ConfigError, match="must start with http:// or https://"):
+        load_model(spec)
+
+
+def test_the_cli_refuses_a_schemeless_endpoint_in_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamill.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["run", "instructions-basic", "--limit", "2", "-o", str(tmp_path / "o")]
+            + ["--model", "openai:fake@127.0.0.1:8000/v1"]
+        )
+    assert exit_info.value.code == 2  # a configuration error, found before any call
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "'127.0.0.1:8000/v1' must start with http://" in errors[0]
+    assert not (tmp_path / "o" / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"usage": {"prompt_tokens": "many", "completion_tokens": 1.5}},
+        {"usage": None},
+        {"usage": "n/a"},
+        {"usage": {"prompt_tokens": -3, "completion_tokens": True}},
+        {"usage": {"prompt_tokens": "7", "completion_tokens": 4.0}},
+        {"usage": []},
+    ],
+)
+def test_odd_bookkeeping_in_an_answer_keeps_the_text(servers: Any, edit: dict[str, Any]) -> None:
+    def patch(body: dict[str, Any]) -> dict[str, Any]:
+        body.update(edit)
+        body["choices"][0]["index"] = "first"
+        body["choices"][0]["finish_reason"] = None
+        return body
+
+    server = servers(FakeModel(lambda r, i: "kept answer"), edit_answer=patch)
+    [c] = asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("q")))
+    assert c.text == "kept answer" and c.finish_reason == "stop"
+    usage = edit["usage"] if isinstance(edit["usage"], dict) else {}
+    assert c.prompt_tokens == (7 if usage.get("prompt_tokens") == "7" else 0)
+    assert c.completion_tokens == (4 if usage.get("completion_tokens") == 4.0 else 0)
+
+
+def test_content_given_as_parts_and_missing_usage_are_read(servers: Any) -> None:
+    def patch(body: dict[str, Any]) -> dict[str, Any]:
+        del body["usage"]
+        text = body["choices"][0]["message"]["content"]
+        body["choices"][0]["message"]["content"] = [
+            {"type": "text", "text": text[:3]},
+            {"type": "image"},
+            {"type": "text", "text": text[3:]},
+        ]
+        return body
+
+    server = servers(FakeModel(lambda r, i: "split answer"), edit_answer=patch)
+    [c] = asyncio.run(call(OpenAIModel("smollm", server.url), Request.chat("q")))
+    assert (c.text, c.prompt_tokens, c.completion_tokens) == ("split answer", 0, 0)
+
+
+def refusing(message: str) -> FakeModel:
+    def handler(request: Request, i: int) -> str:
+        raise ModelError(message, reason="broken")  # the server answers 500 with this message
+
+    return FakeModel(handler)
+
+
+def test_the_same_error_answer_twice_is_not_tried_again(servers: Any) -> None:
+    server = servers(refusing("unsupported sampler 'mirostat' for this model"))
+    model = OpenAIModel("smollm", server.url, backoff=0.01)
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert server.stats.requests == 2 and not info.value.retryable
+    assert "the same answer twice" in str(info.value)
+    assert model.run_facts()["retries_by_reason"] == {"server error 500": 1}
+
+
+def test_first_calls_failing_alike_stop_the_model_with_one_line(servers: Any) -> None:
+    server = servers(refusing("unsupported sampler 'mirostat' for this model"))
+    model = OpenAIModel("smollm", server.url, backoff=0.01, fail_fast_after=4)
+
+    async def go() -> list[Any]:
+        try:
+            return [
+                await asyncio.gather(model.generate(Request.chat(f"q{i}")), return_exceptions=True)
+                for i in range(6)
+            ]
+        finally:
+            await model.close()
+
+    outcomes = [o[0] for o in asyncio.run(go())]
+    assert [type(o).__name__ for o in outcomes] == ["ModelError"] * 3 + ["ModelUnavailable"] * 3
+    assert "refused the first 4 /chat/completions calls alike" in str(outcomes[3])
+    assert "mirostat" in str(outcomes[3]) and "\n" not in str(outcomes[3])
+    assert server.stats.requests == 8  # nothing is sent once the model is down
+
+
+def test_failures_that_differ_or_follow_a_success_never_stop_the_model(servers: Any) -> None:
+    def handler(request: Request, i: int) -> str:
+        text = request.messages[-1]["content"]  # type: ignore[index]
+        if text != "q0":
+            raise ModelError(f"prompt {text} has too many tokens for the context", reason="x")
+        return "fine"
+
+    server = servers(FakeModel(handler))
+    model = OpenAIModel("smollm", server.url, backoff=0.01, fail_fast_after=2)
+
+    async def go() -> list[Any]:
+        try:
+            return [
+                (
+                    await asyncio.gather(
+                        model.generate(Request.chat(f"q{i}")), return_exceptions=True
+                    )
+                )[0]
+                for i in range(5)
+            ]
+        finally:
+            await model.close()
+
+    outcomes = asyncio.run(go())
+    assert outcomes[0][0].text == "fine"
+    assert all(type(o) is ModelError for o in outcomes[1:])
+
+
+def test_a_hung_endpoint_stops_the_run_with_one_line(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("timeout",), hang=60))
+    model = OpenAIModel("smollm", server.url, first_byte_timeout=0.2, backoff=0.01)
+
+    async def go() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                *(model.generate(Request.chat(f"q{i}")) for i in range(4)), return_exceptions=True
+            )
+        finally:
+            await model.close()
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, ModelUnavailable) for o in outcomes)
+    message = str(outcomes[0])
+    assert "answered none in" in message and "first_byte_timeout" in message
+    assert f"accepted {model.counters['attempts']} requests" in message
+    assert model.waiting == 0 and model.counters["attempts"] == server.stats.requests
+    assert model.counters["attempts"] < 4 * 7  # stopped well before every retry ran out
+
+
+def test_the_first_byte_deadline_lapses_once_the_endpoint_has_answered(servers: Any) -> None:
+    server = servers(FakeModel(lambda r, i: "ok"), latency=0.3)
+    model = OpenAIModel("smollm", server.url, first_byte_timeout=0.1, timeout=5, backoff=0.01)
+
+    async def go() -> list[Completion]:
+        model._answered = True  # as after a first answer: only the generation deadline applies
+        return await call(model, Request.chat("slow"))
+
+    assert asyncio.run(go())[0].text == "ok"
+    assert model.counters["attempts"] == 1
+
+
+def test_a_server_that_refuses_n_gets_one_sample_per_request(servers: Any) -> None:
+    fake = FakeModel()
+    server = servers(fake, refuse_n=True)
+    model = OpenAIModel("smollm", server.url)
+
+    async def go() -> list[list[Completion]]:
+        try:
+            return [await model.generate(Request.chat(f"q{i}", n=3, seed=5)) for i in range(2)]
+        finally:
+            await model.close()
+
+    first, second = asyncio.run(go())
+    assert len(first) == len(second) == 3 and len({c.text for c in first}) == 3
+    assert server.stats.statuses[400] == 1  # refused once; every later call asks for one
+    assert len(fake.calls) == 6 and all(r.n == 1 for r in fake.calls)
+    assert model.run_facts()["samples_per_request"] == 1
+
+
+def test_after_a_first_answer_the_generation_deadline_still_holds(servers: Any) -> None:
+    server = servers(faults=Faults(rate=1.0, kinds=("timeout",), hang=20))
+    model = OpenAIModel("smollm", server.url, timeout=0.3, first_byte_timeout=60, max_retries=0)
+    model._answered = True  # as after a first answer: the first-byte deadline is over
+    with pytest.raises(ModelError) as info:
+        asyncio.run(call(model, Request.chat("x")))
+    assert info.value.reason == "timeout" and "0.3s (timeout option)" in str(info.value)
+
+
+def test_run_json_and_the_summary_say_how_many_attempts_were_retried_and_why(
+    servers: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamill.cli import main
+
+    server = servers(faults=Faults(rate=0.4, kinds=("503", "429"), seed=3))
+    args = ["run", "instructions-basic", "--limit", "4", "-q", "-o", str(tmp_path / "o")]
+    args += ["--model", f"openai:smollm@{server.url}", "--set", "models.default.backoff=0"]
+    main(args)
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    facts = run["models"]["default"]
+    by_reason = facts["retries_by_reason"]
+    assert set(by_reason) <= {"server error 503", "rate limited"} and facts["retries"] > 0
+    assert sum(by_reason.values()) == facts["retries"]
+    # every request the server saw is an answered call, a retried attempt or a call's last try
+    exhausted = sum(n for r, n in run["failures"].items() if r in by_reason)
+    assert server.stats.requests == run["model_calls"] + facts["retries"] + exhausted
+    printed = capsys.readouterr().out
+    assert f"model default: {facts['retries']} attempts retried (" in printed

@@ -234,6 +234,14 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
         out.print(f"[yellow]{line}[/]", highlight=False)
     for line in stats.yield_lines():  # one per verifier: verified of checked, top reasons
         out.print(f"yield {line}", highlight=False)
+    for name, facts in (getattr(result, "summary", None) or {}).get("models", {}).items():
+        by_reason = facts.get("retries_by_reason") or {}
+        if by_reason:  # e.g. "model default: 12 attempts retried (10 timeout, 2 server error 500)"
+            detail = ", ".join(f"{n} {r}" for r, n in by_reason.items())
+            out.print(
+                f"[yellow]model {name}: {sum(by_reason.values())} attempts retried ({detail})[/]",
+                highlight=False,
+            )
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"

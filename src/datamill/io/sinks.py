@@ -379,6 +379,7 @@ def dataset_card(
     model_lines = [
         f"- `{name}`: {m['model']} ({m['backend']})"
         + (f", sampling {m['sampling']}" if m.get("sampling") else "")
+        + (f", structured output {m['structured_output']}" if m.get("structured_output") else "")
         for name, m in summary.get("models", {}).items()
     ]
     steps = summary.get("steps", {})

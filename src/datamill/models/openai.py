@@ -2,19 +2,31 @@
 
 Spec ``openai:MODEL@URL`` (``openai:gpt-4o-mini@https://api.openai.com/v1``,
 ``openai:smollm@http://127.0.0.1:8000/v1``); without ``@URL`` the ``base_url`` option, then
-``$OPENAI_BASE_URL``, then OpenAI itself. A URL with no path gets ``/v1``.
+``$OPENAI_BASE_URL``, then OpenAI itself. A URL with no path gets ``/v1``. Whatever follows an
+``@`` is a URL and must start with ``http://`` or ``https://`` and name a host: a spec such as
+``openai:m@127.0.0.1:8000/v1`` is refused, never read as a model name sent to another host.
 
 - Chat requests go to ``/chat/completions``, raw prompts (Magpie) to ``/completions``; ``n``
   samples are asked for in one call, and a server that ignores ``n`` is asked again for the rest.
-- ``Request.json_schema`` becomes ``response_format``: the OpenAI/vLLM form
-  (``json_schema``) or the llama.cpp server form (``json_object`` + ``schema``), chosen by
-  ``schema_format`` (``auto`` looks at who owns the served model).
+- ``Request.json_schema`` travels in a structured-output form (``models.structured``). With
+  ``schema_format: auto`` the best form is tried first and a refusal about the form (an error
+  answer that names ``response_format``, ``json_schema``, ``grammar``…) falls back to the next,
+  down to no constraint; the form that worked is remembered per endpoint path and reported in
+  ``run.json`` (:meth:`OpenAIModel.run_facts`). An explicit form is used as given.
 - :meth:`OpenAIModel.embed` calls ``/embeddings``.
 - One pooled aiohttp session per model. Every attempt goes through an :class:`AdaptiveLimiter`
   that halves concurrency on 429/503/timeouts and probes back up; failed attempts are retried
   with exponential backoff and jitter (``Retry-After`` honoured), at most ``max_retries`` times,
   then the call fails with a short reason (``rate limited``, ``timeout``, ``server error 503``,
-  ``connection reset``…) that the runner records for the row.
+  ``connection reset``…) that the runner records for the row. The same error answer twice
+  (status and message) is deterministic: it is not tried again. When the first
+  ``fail_fast_after`` calls of one kind (path and form) all end with the same error answer and
+  none succeeded, the model stops the run with that answer in one line.
+- Until the endpoint has answered anything, an attempt waits at most ``first_byte_timeout``
+  (doubling per retry, never above ``timeout``): non-streamed answers come whole, so the time to
+  the first byte is the generation time and only the first answer tells that the server works.
+  When nothing has answered ``3 x first_byte_timeout`` after the first request went out, the
+  endpoint is taken as hung and the run stops with one line.
 - :meth:`start` probes ``GET /models`` with a short timeout, so an unreachable server, a refused
   key or an unknown model stops the run with one line before any row is sent.
 
@@ -35,11 +47,20 @@ import os
 import random
 import re
 import time
+import urllib.parse
 from typing import Any, Literal
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
 from .adaptive import AdaptiveLimiter
 from .base import Completion, FinishReason, Model, ModelInfo, Request, finish_reason_of
+from .structured import (
+    ALIASES,
+    FORMS,
+    is_format_refusal,
+    is_n_refusal,
+    next_form,
+    schema_fields,
+)
 
 try:
     import aiohttp
@@ -64,12 +85,18 @@ except ImportError:  # pragma: no cover - orjson comes with the openai extra
 
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-SchemaFormat = Literal["auto", "openai", "llamacpp"]
+SchemaFormat = Literal[
+    "auto", "openai", "llamacpp", "json_schema", "json_object+schema", "schema_field", "none"
+]
+#: words of error messages that tell nothing about the request (a busy or broken server): such
+#: an answer twice is not taken as a deterministic refusal
+_GENERIC = ("internal server error", "server had an error", "(empty body)", "try again", "overload")
+#: with nothing answered this many first-byte deadlines after the first request, stop
+_HUNG_ROUNDS = 3
 
 #: statuses worth another try, and those among them that mean "slow down"
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529}
 _OVERLOAD_STATUS = {429, 503, 529}
-_SPEC = re.compile(r"^(?P<model>.+?)@(?P<url>[A-Za-z][A-Za-z0-9+.-]*://\S+)$")
 
 
 class _Retry(Exception):
@@ -89,6 +116,18 @@ class _Retry(Exception):
         self.overload = overload
         self.wait = wait
         self.refused = refused
+        #: (status, message) of an error answer that may be deterministic; None when transient
+        self.signature: tuple[int, str] | None = None
+
+
+class _Refused(Exception):
+    """The server refused the request's structured-output form (``what="form"``) or ``n``."""
+
+    def __init__(self, status: int, message: str, what: str = "form") -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.what = what
 
 
 class OpenAIModel(Model):
@@ -103,6 +142,7 @@ class OpenAIModel(Model):
         *,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 300.0,
+        first_byte_timeout: float = 60.0,
         connect_timeout: float = 10.0,
         probe_timeout: float = 10.0,
         max_retries: int = 6,
@@ -118,6 +158,7 @@ class OpenAIModel(Model):
         chat_template: str | None = None,
         check_model: bool = True,
         empty_retries: int = 1,
+        fail_fast_after: int = 8,
         embed_batch_size: int = 128,
         extra_body: dict[str, Any] | None = None,
         name: str | None = None,
@@ -132,10 +173,11 @@ class OpenAIModel(Model):
         )
         for label, value in (
             ("timeout", timeout),
+            ("first_byte_timeout", first_byte_timeout),
             ("connect_timeout", connect_timeout),
             ("probe_timeout", probe_timeout),
         ):
-            if not value or value <= 0:
+            if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(
                     f"openai option {label} must be a positive number of seconds, got {value!r}"
                 )
@@ -149,16 +191,20 @@ class OpenAIModel(Model):
             raise ConfigError(
                 f"openai options need 1 <= min_concurrency <= max_concurrency, got {min_concurrency} and {max_concurrency}"
             )
-        if schema_format not in ("auto", "openai", "llamacpp"):
+        if schema_format != "auto" and ALIASES.get(schema_format, schema_format) not in FORMS:
             raise ConfigError(
-                f"openai option schema_format must be auto, openai or llamacpp, got {schema_format!r}"
+                f"openai option schema_format must be auto, {', '.join(FORMS)}, openai or llamacpp, got {schema_format!r}"
             )
+        if fail_fast_after < 1:
+            raise ConfigError("openai option fail_fast_after must be at least 1")
         if embed_batch_size < 1:
             raise ConfigError("openai option embed_batch_size must be at least 1")
         if extra_body is not None and not isinstance(extra_body, dict):
             raise ConfigError("openai option extra_body must be a mapping of extra request fields")
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
+        self.first_byte_timeout = float(first_byte_timeout)
+        self.fail_fast_after = int(fail_fast_after)
         self.connect_timeout = float(connect_timeout)
         self.probe_timeout = float(probe_timeout)
         self.max_retries = int(max_retries)
@@ -166,6 +212,21 @@ class OpenAIModel(Model):
         self.max_backoff = float(max_backoff)
         self.max_retry_after = float(max_retry_after)
         self.schema_format: SchemaFormat = schema_format
+        #: the structured-output form in use per path; fixed when the user named one
+        fixed = None if schema_format == "auto" else ALIASES.get(schema_format, schema_format)
+        self._negotiate = fixed is None
+        self.forms: dict[str, str] = {
+            p: fixed or FORMS[0] for p in ("/chat/completions", "/completions")
+        }
+        self._form_worked: dict[str, str] = {}  #: path → the form an answer came back with
+        self.refusals: dict[str, str] = {}  #: form → the server's message refusing it
+        self.retried: dict[str, int] = {}  #: retries by reason
+        self.waiting = 0  #: attempts sent and not answered yet (a progress hook)
+        self.one_sample = False  #: the server refused n > 1: one sample per request from now on
+        self._answered = False  # any HTTP answer at all has come back
+        self._first_sent: float | None = None
+        self._sent = 0
+        self._first_failures: dict[tuple[str, str | None], list[tuple[int, str] | None]] = {}
         self.schema_strict = schema_strict
         self.check_model = check_model
         self.empty_retries = int(empty_retries)
@@ -213,14 +274,14 @@ class OpenAIModel(Model):
                 f"unknown openai option {unknown[0]!r}; known options: {', '.join(sorted(known - {'model'}))}"
             )
         if arg:
-            match = _SPEC.match(arg.strip())
-            if match:
+            arg = arg.strip()
+            if "@" in arg:  # everything after the first @ is the URL, and it must be one
+                arg, _, url = arg.partition("@")
                 if options.get("base_url"):
                     raise ConfigError(
-                        f"openai:{arg} names a URL and the base_url option names another; keep one"
+                        f"openai:{arg}@{url} names a URL and the base_url option names another; keep one"
                     )
-                options["base_url"] = match["url"]
-                arg = match["model"]
+                options["base_url"] = normalize_url(url)
             options["model"] = arg
         if not options.get("model"):
             raise ConfigError(
@@ -316,15 +377,16 @@ class OpenAIModel(Model):
             return
         served = [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
         llamacpp = any(m.get("owned_by") == "llamacpp" for m in served)
-        if self.schema_format == "auto":
-            self.schema_format = "llamacpp" if llamacpp else "openai"
-        if llamacpp and self._info.chat_template is None:
-            self._info.chat_template = await self._llamacpp_template()
+        if self._info.chat_template is None and not self.base_url.startswith(DEFAULT_BASE_URL):
+            self._info.chat_template = await self._server_template()
         ids = [m["id"] for m in served]
+        # llama-cpp-python's server lists its one model by file path and serves it under any name
+        one_file = len(ids) == 1 and ids[0].endswith(".gguf")
         if (
             self.check_model
             and ids
             and not llamacpp
+            and not one_file
             and self.model not in ids
             and f"{self.model}:latest" not in ids
         ):
@@ -334,8 +396,11 @@ class OpenAIModel(Model):
                 "(use one of them, or set check_model: false)"
             )
 
-    async def _llamacpp_template(self) -> str | None:
-        """llama.cpp's server tells its chat template at ``/props`` (Magpie needs it)."""
+    async def _server_template(self) -> str | None:
+        """The chat template from ``GET /props`` (llama.cpp's llama-server tells it; Magpie needs it).
+
+        Other servers answer 404 or something else; then None, and Magpie asks for ``template:``.
+        """
         assert self._session is not None
         root = re.sub(r"/v1$", "", self.base_url)
         try:
@@ -372,7 +437,9 @@ class OpenAIModel(Model):
             seed = request.seed
             if seed is not None and rounds > 1:  # new samples must not repeat the ones we have
                 seed += 7919 * (rounds - 1)
-            body = await self._post(path, self._payload(request, chat, want, seed))
+            body = await self._post(
+                path, self._payload(request, chat, want, seed), request.json_schema
+            )
             got = self._completions(body, chat, want)
             if not got:
                 continue
@@ -393,48 +460,39 @@ class OpenAIModel(Model):
         payload["max_tokens"] = request.max_tokens
         payload["temperature"] = request.temperature
         payload["top_p"] = request.top_p
-        if n > 1:
+        if n > 1 and not self.one_sample:
             payload["n"] = n
         if seed is not None:
             payload["seed"] = seed
         if request.stop:
             payload["stop"] = request.stop
-        if request.json_schema is not None:
-            payload.update(self._schema_fields(request.json_schema, chat))
         if self.extra_body:
             payload.update(self.extra_body)
         return payload
 
-    def _schema_fields(self, schema: dict[str, Any], chat: bool) -> dict[str, Any]:
-        if self.schema_format == "llamacpp":
-            if chat:
-                return {"response_format": {"type": "json_object", "schema": schema}}
-            return {"json_schema": schema}
-        name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "output"))[:64]
-        return {
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": schema, "strict": self.schema_strict},
-            }
-        }
-
     def _completions(self, body: Any, chat: bool, want: int) -> list[Completion]:
-        try:
-            choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
-            usage = body.get("usage") or {}
-            texts: list[tuple[str, FinishReason]] = []
-            for choice in choices[:want]:
-                text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-                # every reason mapped on purpose; an absent one is taken as a normal stop
-                texts.append((text or "", finish_reason_of(choice.get("finish_reason"))))
-        except (KeyError, TypeError, AttributeError) as exc:
+        """The texts of an answer; odd bookkeeping (usage, index, finish_reason) reads as unknown."""
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise ModelError(
-                f"{self.base_url} sent a response without choices: {exc}",
+                f"{self.base_url} sent a response without choices: {str(body)[:120]}",
                 retryable=True,
                 reason="bad response",
-            ) from None
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        total = int(usage.get("completion_tokens") or 0)
+            )
+        choices = sorted(choices, key=lambda c: _count(c.get("index")))
+        texts: list[tuple[str, FinishReason]] = []
+        for choice in choices[:want]:
+            if chat:
+                message = choice.get("message")
+                text = _text(message.get("content") if isinstance(message, dict) else None)
+            else:
+                text = _text(choice.get("text"))
+            # every reason mapped on purpose; an absent one is a normal stop, an odd one "other"
+            texts.append((text, finish_reason_of(choice.get("finish_reason"))))
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt_tokens = _count(usage.get("prompt_tokens"))
+        total = _count(usage.get("completion_tokens"))
         lengths = [len(t) for t, _ in texts]
         out = []
         for i, (text, finish) in enumerate(texts):
@@ -465,7 +523,7 @@ class OpenAIModel(Model):
                 "/embeddings", {"model": self.model, "input": batch, "encoding_format": "float"}
             )
             try:
-                items = sorted(body["data"], key=lambda d: d.get("index", 0))
+                items = sorted(body["data"], key=lambda d: _count(d.get("index")))
                 vectors = [list(map(float, d["embedding"])) for d in items]
             except (KeyError, TypeError, ValueError) as exc:
                 raise ModelError(
@@ -483,23 +541,61 @@ class OpenAIModel(Model):
         return [v for part in results for v in part]
 
     # -- HTTP with retries -------------------------------------------------------------------
-    async def _post(self, path: str, payload: dict[str, Any]) -> Any:
-        """POST with bounded retries; returns the decoded JSON body or raises ModelError."""
+    async def _post(
+        self, path: str, payload: dict[str, Any], schema: dict[str, Any] | None = None
+    ) -> Any:
+        """POST with bounded retries; returns the decoded JSON body or raises ModelError.
+
+        ``schema`` is put into the payload in this path's structured-output form; a refusal of
+        the form moves this path to the next form (when negotiating) and the call goes on.
+        """
         if self._down is not None:
             raise self._down
         session = self._session
         assert session is not None
         url = self._urls[path]
-        data = _dumps(payload)
+        form = self.forms.get(path) if schema is not None else None
+        data = self._data(payload, path, schema, form)
         attempt = 0
+        last: tuple[int, str] | None = None
         while True:
+            if self._down is not None:  # another call found the model gone meanwhile
+                raise self._down
             try:
-                return await self._attempt(session, url, path, data)
+                many = _count(payload.get("n")) > 1
+                body = await self._attempt(session, url, path, data, attempt, form, many)
+            except _Refused as refusal:
+                if refusal.what == "n":  # ask for one sample; generate() asks again for the rest
+                    self.one_sample = True
+                    self.counters["n refused"] = self.counters.get("n refused", 0) + 1
+                    payload = {k: v for k, v in payload.items() if k != "n"}
+                    data = self._data(payload, path, schema, form)
+                    continue
+                assert form is not None and schema is not None
+                self.refusals.setdefault(form, f"HTTP {refusal.status}: {refusal.message}")
+                if self.forms[path] == form:  # the first call refused moves every later one
+                    self.forms[path] = next_form(form)
+                form = self.forms[path]
+                data = self._data(payload, path, schema, form)
+                self.counters["form refused"] = self.counters.get("form refused", 0) + 1
+                continue
             except _Retry as retry:
                 failure = retry
+            except ModelUnavailable:
+                raise
+            except ModelError as exc:
+                self._tally(path, form, getattr(exc, "signature", None))
+                raise
+            else:
+                if form is not None:
+                    self._form_worked.setdefault(path, form)
+                self._first_failures[(path, form)] = [None]  # this kind of call can succeed
+                return body
             attempt += 1
             self.counters[failure.reason] = self.counters.get(failure.reason, 0) + 1
-            if attempt > self.max_retries:
+            repeated = failure.signature is not None and failure.signature == last
+            last = failure.signature
+            if attempt > self.max_retries or repeated:
                 if (
                     failure.refused
                 ):  # the server went away mid-run: stop instead of failing each row
@@ -507,34 +603,85 @@ class OpenAIModel(Model):
                         f"lost {self.base_url}: {failure} after {attempt} tries; finished calls are cached, run again to resume"
                     )
                     raise self._down
+                self._tally(path, form, failure.signature)
                 tries = f"{attempt} tr{'y' if attempt == 1 else 'ies'}"
+                if repeated:
+                    tries += ", the same answer twice: not tried again"
                 raise ModelError(
                     f"{self.model} at {self.base_url}: {failure} ({tries})",
-                    retryable=True,
+                    retryable=not repeated,
                     reason=failure.reason,
                 )
             self.counters["retries"] += 1
+            self.retried[failure.reason] = self.retried.get(failure.reason, 0) + 1
             wait = self._backoff(attempt - 1)
             if failure.wait is not None:
                 wait = min(self.max_retry_after, max(failure.wait, 0.0))
             await self._sleep(wait)
 
+    def _data(
+        self, payload: dict[str, Any], path: str, schema: dict[str, Any] | None, form: str | None
+    ) -> bytes:
+        if schema is None or form is None:
+            return _dumps(payload)
+        fields = schema_fields(form, schema, path == "/chat/completions", self.schema_strict)
+        return _dumps({**payload, **fields, **self.extra_body})
+
+    def _tally(self, path: str, form: str | None, signature: tuple[int, str] | None) -> None:
+        """Count a failed call; the first ``fail_fast_after`` failing alike stop the model."""
+        seen = self._first_failures.setdefault((path, form), [])
+        if seen and seen[0] is None or len(seen) >= self.fail_fast_after:
+            return  # a success, or a transient failure, came first: calls of this kind can work
+        seen.append(signature)
+        if signature is None or seen[0] != signature:
+            seen[:] = [None]
+            return
+        if len(seen) == self.fail_fast_after:
+            status, message = signature
+            self._down = ModelUnavailable(
+                f"{self.base_url} refused the first {len(seen)} {path} calls alike "
+                f"(HTTP {status}: {message}) and none succeeded; fix the server or the request "
+                "(model name, options, extra_body) before running again"
+            )
+            raise self._down
+
     async def _attempt(
-        self, session: aiohttp.ClientSession, url: str, path: str, data: bytes
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        path: str,
+        data: bytes,
+        attempt: int = 0,
+        form: str | None = None,
+        many: bool = False,
     ) -> Any:
         self.counters["attempts"] += 1
         wait: float | None = None
+        deadline = self.timeout
+        if not self._answered:  # no proof yet that the endpoint answers at all
+            deadline = min(self.timeout, self.first_byte_timeout * 2**attempt)
+        # always explicit: aiohttp reads timeout=None as "no deadline at all"
+        timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=self.connect_timeout)
         async with self.limiter.slot() as slot:
+            if self._first_sent is None:
+                self._first_sent = time.monotonic()
+            self._sent += 1
+            self.waiting += 1
+            got = False
             try:
-                async with session.post(url, data=data) as resp:
+                async with session.post(url, data=data, timeout=timeout) as resp:
+                    self._answered = got = True
+                    self.waiting -= 1
                     status = resp.status
                     raw = await resp.read()
                     if status != 200:
                         wait = _retry_after(resp.headers)
             except TimeoutError:
                 slot.overloaded()
+                self._check_hung()
+                option = "timeout" if deadline >= self.timeout else "first_byte_timeout"
                 raise _Retry(
-                    "timeout", f"no answer within {self.timeout:g}s (timeout option)", overload=True
+                    "timeout", f"no answer within {deadline:g}s ({option} option)", overload=True
                 ) from None
             except aiohttp.ClientConnectorError as exc:
                 slot.failed()
@@ -551,6 +698,9 @@ class OpenAIModel(Model):
             except aiohttp.ClientError as exc:
                 slot.failed()
                 raise _Retry("connection error", self._scrub(_why(exc))) from None
+            finally:
+                if not got:
+                    self.waiting -= 1
             if status == 200:
                 try:
                     return _loads(raw)
@@ -564,6 +714,10 @@ class OpenAIModel(Model):
             else:
                 slot.failed()
         message = self._message(raw)
+        if form not in (None, "none") and self._negotiate and is_format_refusal(status, message):
+            raise _Refused(status, message)
+        if many and is_n_refusal(status, message):
+            raise _Refused(status, message, what="n")
         if status == 429 and "insufficient_quota" in message:
             self._down = ModelUnavailable(
                 f"{self.base_url}: quota exhausted ({message}); add credit or use another key"
@@ -575,9 +729,12 @@ class OpenAIModel(Model):
                 if status == 429
                 else ("timeout" if status == 408 else f"server error {status}")
             )
-            raise _Retry(
+            retry = _Retry(
                 reason, f"HTTP {status}: {message}", overload=status in _OVERLOAD_STATUS, wait=wait
             )
+            if status in (409, 425, 500) and not any(w in message.lower() for w in _GENERIC):
+                retry.signature = (status, message)  # e.g. a 500 the request itself causes
+            raise retry
         if status in (401, 403):
             self._down = ModelUnavailable(self._auth_message(status, raw))
             raise self._down
@@ -598,13 +755,47 @@ class OpenAIModel(Model):
                     "exceeds",
                 )
             )
-            raise ModelError(
+            error = ModelError(
                 f"{self.base_url} refused the request (HTTP {status}): {message}",
                 reason="request too long" if too_long else "bad request",
             )
-        raise ModelError(
-            f"{self.base_url} answered HTTP {status}: {message}", reason=f"http {status}"
-        )
+        else:
+            error = ModelError(
+                f"{self.base_url} answered HTTP {status}: {message}", reason=f"http {status}"
+            )
+        error.signature = (status, message)  # type: ignore[attr-defined]
+        raise error
+
+    def _check_hung(self) -> None:
+        """Stop when requests went out ``_HUNG_ROUNDS`` first-byte deadlines ago and none came back."""
+        if self._answered or self._first_sent is None:
+            return
+        waited = time.monotonic() - self._first_sent
+        if waited >= self.first_byte_timeout * _HUNG_ROUNDS:
+            self._down = ModelUnavailable(
+                f"{self.base_url} accepted {self._sent} requests and answered none in {waited:.0f}s; "
+                "check the server, or raise --set models.default.first_byte_timeout=SECONDS "
+                f"(now {self.first_byte_timeout:g})"
+            )
+            raise self._down
+
+    def run_facts(self) -> dict[str, Any]:
+        """What ``run.json`` records for this model: structured-output form, retries by reason."""
+        facts: dict[str, Any] = {}
+        chat = self._form_worked.get("/chat/completions")
+        prompt = self._form_worked.get("/completions")
+        if chat or prompt:
+            facts["structured_output"] = chat or prompt
+            if chat and prompt and chat != prompt:
+                facts["structured_output_raw_prompts"] = prompt
+        if self.refusals:
+            facts["structured_output_refused"] = dict(self.refusals)
+        if self.one_sample:
+            facts["samples_per_request"] = 1  # the server refused n > 1
+        facts["retries"] = sum(self.retried.values())
+        if self.retried:
+            facts["retries_by_reason"] = dict(sorted(self.retried.items(), key=lambda kv: -kv[1]))
+        return facts
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
@@ -646,9 +837,23 @@ class OpenAIModel(Model):
 
 
 def normalize_url(url: str) -> str:
-    """``http://host:8000`` → ``http://host:8000/v1``; trailing slashes dropped."""
-    url = url.strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", url):
+    """``http://host:8000`` → ``http://host:8000/v1``; trailing slashes dropped.
+
+    Raises ConfigError unless the URL has an http/https scheme and a host.
+    """
+    url = str(url).strip().rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not re.match(r"^https?://[^/\s]+", url)
+        or re.search(r"\s", url)
+    ):
         raise ConfigError(
             f"endpoint URL {url!r} must start with http:// or https://, e.g. http://127.0.0.1:8000/v1"
         )
@@ -677,6 +882,30 @@ def _retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _count(value: Any) -> int:
+    """A token count or index from an answer; anything not a whole number ≥ 0 is unknown (0)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value.is_integer():
+        return max(0, int(value))
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, a list of content parts (their text joined), else empty."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
 
 
 def _why(exc: BaseException) -> str:

@@ -246,6 +246,7 @@ def run_summary(
             "model": m.info.name,
             "backend": m.backend,
             **({"sampling": s.sampling} if s.sampling else {}),
+            **(m.run_facts() if callable(getattr(m, "run_facts", None)) else {}),
         }
         for name, (m, s) in models.items()
     }

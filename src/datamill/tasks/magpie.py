@@ -325,8 +325,18 @@ class Magpie(Task):
         info = ctx.model_info(self.model)
         found = detect_template(getattr(info, "chat_template", None))
         if found is None:
+            template = getattr(info, "chat_template", None)
+            extra = getattr(info, "extra", None) or {}
+            why = (
+                "its chat template is neither ChatML nor Llama-3"
+                if template
+                else f"the server at {extra['base_url']} does not tell its chat template "
+                "(llama.cpp's llama-server does, at /props)"
+                if extra.get("base_url")
+                else "it does not tell its chat template"
+            )
             raise ModelUnavailable(
-                f"magpie: cannot tell the chat format of model {info.name!r} (not ChatML or Llama-3); "
+                f"magpie: cannot tell the chat format of model {info.name!r}: {why}; "
                 "set template: chatml, llama3 or a literal pre-query string with stop"
             )
         return found

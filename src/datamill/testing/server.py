@@ -15,6 +15,13 @@ from a seeded generator, one fault kind (uniformly among ``Faults.kinds``):
 - ``empty`` — a completion with empty text; ``length`` — the text cut short with
   ``finish_reason: "length"``; ``garbage`` — junk characters instead of the model's answer
 
+Server differences: ``structured_output`` says which structured-output forms it takes —
+``"any"`` (default), ``"json_object"`` (refuses ``response_format: {"type": "json_schema"}``
+with HTTP 500 and a request-validation message, as llama-cpp-python's server does) or ``"none"``
+(refuses every schema form with HTTP 400); ``ignore_n`` answers one sample whatever ``n`` asks,
+``refuse_n`` answers ``n > 1`` with HTTP 400 (as llama.cpp's llama-server does);
+``edit_answer`` rewrites each successful answer body before it goes out (odd ``usage`` fields…).
+
 Run it: ``python -m datamill.testing.server --port 8000 --latency 0.2 --faults 0.2``; in tests,
 ``with serve_in_thread(FakeModel(), faults=Faults(rate=0.2)) as server: server.url``.
 
@@ -37,6 +44,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +84,7 @@ FAULT_KINDS = (
 )
 _HTTP_FAULTS = {"timeout", "reset", "429", "429-retry-after", "500", "503"}
 _JUNK = "}{][#@%&*~^|<>;:=+"
+STRUCTURED_OUTPUT = ("any", "json_object", "none")
 
 
 @dataclass
@@ -156,7 +165,14 @@ class OpenAIServer:
         embedding_dim: int = 64,
         ignore_n: bool = False,
         record_bodies: bool = False,
+        structured_output: str = "any",
+        refuse_n: bool = False,
+        edit_answer: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
+        if structured_output not in STRUCTURED_OUTPUT:
+            raise ValueError(
+                f"structured_output must be one of {', '.join(STRUCTURED_OUTPUT)}, got {structured_output!r}"
+            )
         self.model = model
         self.name = name or model.info.name
         self.host = host
@@ -170,6 +186,9 @@ class OpenAIServer:
         self.embedding_dim = embedding_dim
         self.ignore_n = ignore_n  #: answer one sample whatever ``n`` asks (as Ollama does)
         self.bodies: list[dict[str, Any]] | None = [] if record_bodies else None
+        self.structured_output = structured_output
+        self.edit_answer = edit_answer
+        self.refuse_n = refuse_n  #: answer n > 1 with HTTP 400, as llama.cpp's llama-server does
         self.stats = ServerStats()
         self._rng = random.Random(self.faults.seed)
         self._runner: web.AppRunner | None = None
@@ -283,6 +302,11 @@ class OpenAIServer:
             )
         if body.get("stream"):
             return self._error(400, "this test server does not stream; send stream: false")
+        refused = self._refuse_form(body, chat)
+        if refused is not None:
+            return refused
+        if self.refuse_n and chat is not None and body.get("n") not in (None, 1):
+            return self._error(400, "Only one completion choice is allowed")
         fault = self._draw()
         if self.latency or self.jitter:
             await asyncio.sleep(
@@ -311,9 +335,30 @@ class OpenAIServer:
         if fault is not None:
             self.stats.faults[fault] += 1
             completions = [self._spoil(c, fault) for c in completions]
-        return self._json(self._completion_body(completions, chat))
+        answer: Any = self._completion_body(completions, chat)
+        if self.edit_answer is not None:
+            answer = self.edit_answer(answer)
+        return self._json(answer)
 
     # -- pieces -----------------------------------------------------------------------------
+    def _refuse_form(self, body: dict[str, Any], chat: bool | None) -> web.Response | None:
+        """The refusal a server without some structured-output form sends, or None."""
+        if chat is None or self.structured_output == "any":
+            return None
+        response_format = body.get("response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind == "json_schema":  # llama-cpp-python: a pydantic validation error as HTTP 500
+            message = (
+                "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+                "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+            )
+            return self._error(500, message)
+        if self.structured_output == "none" and (
+            kind not in (None, "text") or "json_schema" in body
+        ):
+            return self._error(400, "this server supports no response_format or grammar")
+        return None
+
     def _draw(self) -> str | None:
         if self.faults.rate <= 0.0 or self._rng.random() >= self.faults.rate:
             return None
