@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._process import pid_alive  # noqa: F401 - re-exported for older imports
 from .._sync import run_sync
 from ..errors import ConfigError, InputError, ModelUnavailable, OutputError
 from ..io.sinks import OutputFolder
@@ -259,16 +259,6 @@ def run_summary(
 def run_pipeline(pipeline: Pipeline, output: str | Path | None = None, **kwargs: Any) -> RunResult:
     """Synchronous entry point; safe to call where an event loop already runs (Jupyter)."""
     return run_sync(arun_pipeline(pipeline, output, **kwargs), name="datamill-run")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["RunResult", "arun_pipeline", "run_pipeline", "OutputError"]
