@@ -220,6 +220,10 @@ def _step_forecast(
     )
 
 
+def _price_dict(price: Price | None) -> dict[str, float] | None:
+    return None if price is None else asdict(price)
+
+
 def _loss_notes(stats: Stats) -> list[str]:
     notes = []
     for step, reasons in stats.failures_by_step.items():
@@ -269,11 +273,7 @@ async def aplan_pipeline(
         if s.models()
     ]
     models_info = {
-        n: {
-            "model": m.info.name,
-            "backend": m.backend,
-            "price": None if price_of[n] is None else asdict(price_of[n]),
-        }
+        n: {"model": m.info.name, "backend": m.backend, "price": _price_dict(price_of[n])}
         for n, (m, _) in preview.models.items()
     }
     return Forecast(
