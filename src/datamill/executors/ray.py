@@ -3,7 +3,9 @@
 Rows of a segment are cut into contiguous shards; each shard runs as a Ray task that rebuilds the
 pipeline's models from their specs (its own replica, with GPUs reserved when the backend needs
 them), streams its rows through the same :class:`~datamill.pipeline.runner.Runner` a local run uses,
-and returns its rows, counters and failure records. The driver merges them in row-key order, so
+and returns its rows, counters and failure records. What a worker does with its shard is the
+run's :class:`~datamill.executors.base.ShardJob` (``pipeline.assembly``): this module only
+distributes the shards and gathers the results. The driver merges them in row-key order, so
 the output has the same rows in the same order as a local run. Global steps run in the driver.
 
 Fault tolerance: a shard whose worker dies is retried by Ray (``max_retries``); calls it finished
@@ -49,6 +51,8 @@ class RayExecutor:
     ``workers``: how many shards run at once (default: the cluster's CPUs / ``cpus_per_worker``).
     """
 
+    local = False  # each worker builds and starts its own model replicas (``ShardJob``)
+
     def __init__(
         self,
         address: str | None = None,
@@ -66,8 +70,6 @@ class RayExecutor:
         self.max_retries = max_retries
         self.job: ShardJob | None = None
         self._started_ray = False
-
-    local = False  # workers build their own model replicas
 
     def prepare(self, job: ShardJob, budget: object | None) -> None:
         """Connect to (or start) the cluster; ``job`` is what each shard's worker runs."""
