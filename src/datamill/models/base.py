@@ -172,7 +172,9 @@ class Model(ABC):
         """Identity and capabilities."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
-        """Load weights / open connections. Called once before the first request."""
+        """Load weights / open connections. A run calls it once before its first request and
+        :meth:`close` once after its last (``pipeline.assembly``), however many named models
+        share this object."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Free weights / close connections."""
