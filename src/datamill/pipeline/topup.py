@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..io.sources import EmptyRows, Source
 from ..models.embeddings import embedding_cache
 from ..rows import Row
 from ..steps.base import GlobalStep
@@ -32,7 +33,6 @@ from .runner import FailureLog, KeyedRow, Runner
 from .stats import Stats
 
 if TYPE_CHECKING:
-    from ..io.sources import Source
     from .cache import CallCache
     from .graph import Pipeline
 
@@ -64,8 +64,6 @@ async def run_rows(
 
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
     """``count`` new source rows keyed ``start, start+1, …`` (new keys → new seeds)."""
-    from ..io.sources import EmptyRows
-
     if isinstance(source, EmptyRows):
         return [((i,), {"row": i, **source.fields}) for i in range(start, start + count)]
     return [((i,), dict(rows[i % len(rows)])) for i in range(start, start + count)]
