@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -217,7 +217,7 @@ class ShardJob:
     models: dict[str, ModelSettings]
     cache: str | None
     seed: int = 0
-    report_every: float = field(default=0.5)
+    report_every: float = 0.5  #: seconds between progress reports
 
     def backends(self) -> list[str]:
         """The backend names of the string specs (for the resources a worker reserves)."""

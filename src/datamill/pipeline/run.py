@@ -1,9 +1,10 @@
 """Running a pipeline end to end: check, load models, stream, write — losing nothing.
 
 Order of work, so that every mistake a user can make fails before the first model call:
-lock the output folder → read the source → check the pipeline → open the call cache → build and
-start the models → run → write outputs atomically. Finished calls live in the call cache the
-moment they return, so an interrupted run resumes by running the same command again.
+lock the output folder → read the source → check the pipeline → assemble the run (open the
+call cache, build and start each model once, make the runner: ``pipeline.assembly``) → run →
+write outputs atomically. Finished calls live in the call cache the moment they return, so an
+interrupted run resumes by running the same command again.
 
 A model that cannot be reached at start (``ModelUnavailable``) stops the run only at the first
 call the cache cannot answer: a re-run served entirely from the cache needs no live server.
