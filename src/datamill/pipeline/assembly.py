@@ -231,29 +231,19 @@ class ShardJob:
         threads: int,
     ) -> ShardResult:
         """Assemble this worker's run, stream ``rows`` through ``steps``, reporting counters."""
-        return asyncio.run(self._run(steps, rows, report, threads))
 
-    async def _run(
-        self,
-        steps: list[Step],
-        rows: list[KeyedRow],
-        report: Callable[[dict[str, Any]], None],
-        threads: int,
-    ) -> ShardResult:
-        stats = Stats(rows_total=len(rows))
-        async with RunAssembly(
-            self.models,
-            seed=self.seed,
-            cache=self.cache or False,
-            stats=stats,
-            threads=threads,
-        ) as run:
-            work = asyncio.create_task(run.runner.stream(steps, rows))
-            while not work.done():
-                await asyncio.wait({work}, timeout=self.report_every)
-                report(stats.counters())
-            out = work.result()
-            return out, stats.counters(), run.failures.records, run.runner.stopped
+        async def shard() -> ShardResult:
+            stats = Stats(rows_total=len(rows))
+            async with RunAssembly(
+                self.models, seed=self.seed, cache=self.cache or False, stats=stats, threads=threads
+            ) as run:
+                work = asyncio.create_task(run.runner.stream(steps, rows))
+                while not work.done():
+                    await asyncio.wait({work}, timeout=self.report_every)
+                    report(stats.counters())
+                return work.result(), stats.counters(), run.failures.records, run.runner.stopped
+
+        return asyncio.run(shard())
 
 
 __all__ = ["BuiltModels", "RunAssembly", "ShardJob", "build_models", "open_cache"]
