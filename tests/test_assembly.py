@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from datamill import FakeModel, Pipeline, Request, TextGeneration
+from datamill import ExactDedup, FakeModel, Pipeline, Request, TextGeneration
 from datamill.errors import ConfigError
 from datamill.executors.base import LocalExecutor
 from datamill.pipeline.assembly import RunAssembly, ShardJob, build_models
@@ -134,3 +134,44 @@ def test_a_shard_job_gives_the_rows_of_a_local_run(tmp_path: Any) -> None:
     assert failures == [] and stopped is None
     assert reports and reports[-1]["model_calls"] == 10
     assert job.backends() == ["fake", "fake"]
+
+
+class RecordingExecutor(LocalExecutor):
+    """Streams here, recording each segment it is handed and its prepare/close calls."""
+
+    def __init__(self) -> None:
+        self.segments: list[tuple[list[str], int]] = []
+        self.prepared = self.closed = 0
+
+    def prepare(self, job: Any, budget: object | None) -> None:
+        self.prepared += 1
+        assert sorted(job.models) == ["a", "b"] and job.backends() == []
+
+    async def stream(self, runner: Any, steps: list[Any], rows: Any) -> list[Any]:
+        rows = list(rows)
+        self.segments.append(([s.label for s in steps], len(rows)))
+        return await super().stream(runner, steps, rows)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_runner_hands_each_per_row_segment_to_its_executor() -> None:
+    model = CountingModel(answer)
+    pipeline = Pipeline(
+        [
+            TextGeneration(output="question", model="a"),
+            ExactDedup(columns=["question"]),
+            TextGeneration(template="{{ question }}", output="response", model="b"),
+        ],
+        source=[{"instruction": f"ask {i}"} for i in range(3)],
+        models={"a": model, "b": model},
+    )
+    executor = RecordingExecutor()
+    result = pipeline.run(None, cache=False, progress=False, executor=executor)
+    # every question is the same text: the global dedup between the segments keeps one row
+    assert executor.segments == [(["text_generation"], 3), (["text_generation_2"], 1)]
+    assert len(result.rows) == 1 and (executor.prepared, executor.closed) == (1, 1)
+    assert (model.starts, model.closes) == (1, 1)
+    local = pipeline.run(None, cache=False, progress=False, executor="local")
+    assert local.rows == result.rows
