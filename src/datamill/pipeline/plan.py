@@ -20,7 +20,11 @@ the run still has to send. ``datamill plan`` writes ``forecast.json`` into the o
 ``datamill run`` with the same recipe, limit and model puts it into ``run.json`` next to the
 actuals (``forecast_vs_actual``).
 
-Deliberately not here: enforcing caps (``pipeline.budget``), prices (``datamill.pricing``).
+The preview is assembled like a run (``pipeline.assembly``): each model is built and started once.
+
+Deliberately not here: the :class:`Forecast` itself, saving it and comparing it with a run
+(``pipeline.forecast``, re-exported here); enforcing caps (``pipeline.budget``); prices
+(``datamill.pricing``).
 """
 
 from __future__ import annotations
