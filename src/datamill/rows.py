@@ -14,6 +14,8 @@ from typing import Any
 
 Row = dict[str, Any]
 RowKey = tuple[int, ...]
+#: a row beside its key, as the runner and executors pass rows on
+KeyedRow = tuple[RowKey, Row]
 
 
 def row_seed(base: int | None, key: RowKey, salt: str = "") -> int:

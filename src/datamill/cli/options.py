@@ -26,3 +26,49 @@ InputOption = Annotated[
         help="Read source rows from this file/folder instead of the recipe's source.",
     ),
 ]
+
+# -- where a run's rows go and what caps it (``datamill run``) -----------------------------------
+ExecutorOption = Annotated[
+    str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster address (with --executor ray); default: start a local one."),
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Ray workers/shards at once (default: the cluster's CPUs).")
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        metavar="USD",
+        help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.",
+    ),
+]
+MaxTotalTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-total-tokens",
+        metavar="N",
+        help="Stop before the run's model calls would use more than N tokens in all (prompt + completion). "
+        "Not the per-answer limit: that is max_tokens on a step or model (--set STEP.max_tokens=N).",
+    ),
+]
+OldMaxTokensOption = Annotated[
+    int | None,
+    typer.Option("--max-tokens", metavar="N", hidden=True, help="Deprecated: --max-total-tokens."),
+]
+DeadlineOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="DURATION",
+        help="Start no model call after this much wall time: 90s, 10m, 1h30m.",
+    ),
+]
+PricesOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Price table for --max-cost (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml)."
+    ),
+]

@@ -12,7 +12,19 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..pipeline.stats import Stats
-from .options import CacheOption, InputOption, SetOption
+from .options import (
+    AddressOption,
+    CacheOption,
+    DeadlineOption,
+    ExecutorOption,
+    InputOption,
+    MaxCostOption,
+    MaxTotalTokensOption,
+    OldMaxTokensOption,
+    PricesOption,
+    SetOption,
+    WorkersOption,
+)
 
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
 out = Console()
@@ -52,52 +64,14 @@ def run(
     cache: CacheOption = None,
     input_: InputOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    executor: Annotated[
-        str, typer.Option(help="Where per-row steps run: local, or ray (shards over Ray workers).")
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster address (with --executor ray); default: start a local one."),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Ray workers/shards at once (default: the cluster's CPUs).")
-    ] = None,
-    max_cost: Annotated[
-        float | None,
-        typer.Option(
-            "--max-cost",
-            metavar="USD",
-            help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.",
-        ),
-    ] = None,
-    max_total_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--max-total-tokens",
-            metavar="N",
-            help="Stop before the run's model calls would use more than N tokens in all (prompt + completion). "
-            "Not the per-answer limit: that is max_tokens on a step or model (--set STEP.max_tokens=N).",
-        ),
-    ] = None,
-    old_max_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--max-tokens", metavar="N", hidden=True, help="Deprecated: --max-total-tokens."
-        ),
-    ] = None,
-    deadline: Annotated[
-        str | None,
-        typer.Option(
-            metavar="DURATION",
-            help="Start no model call after this much wall time: 90s, 10m, 1h30m.",
-        ),
-    ] = None,
-    prices: Annotated[
-        Path | None,
-        typer.Option(
-            help="Price table for --max-cost (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml)."
-        ),
-    ] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
+    max_cost: MaxCostOption = None,
+    max_total_tokens: MaxTotalTokensOption = None,
+    old_max_tokens: OldMaxTokensOption = None,
+    deadline: DeadlineOption = None,
+    prices: PricesOption = None,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
     from ..executors import get_executor

@@ -3,7 +3,9 @@
 Rows of a segment are cut into contiguous shards; each shard runs as a Ray task that rebuilds the
 pipeline's models from their specs (its own replica, with GPUs reserved when the backend needs
 them), streams its rows through the same :class:`~datamill.pipeline.runner.Runner` a local run uses,
-and returns its rows, counters and failure records. The driver merges them in row-key order, so
+and returns its rows, counters and failure records. What a worker does with its shard is the
+run's :class:`~datamill.executors.base.ShardJob` (``pipeline.assembly``): this module only
+distributes the shards and gathers the results. The driver merges them in row-key order, so
 the output has the same rows in the same order as a local run. Global steps run in the driver.
 
 Fault tolerance: a shard whose worker dies is retried by Ray (``max_retries``); calls it finished
@@ -21,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MissingDependency
+from ..rows import KeyedRow
+from .base import SegmentRunner, ShardJob, ShardResult
 
 if TYPE_CHECKING:
-    from ..pipeline.runner import KeyedRow, Runner
     from ..steps.base import Step
 
 GPU_BACKENDS = ("vllm",)
@@ -48,6 +51,8 @@ class RayExecutor:
     ``workers``: how many shards run at once (default: the cluster's CPUs / ``cpus_per_worker``).
     """
 
+    local = False  # each worker builds and starts its own model replicas (``ShardJob``)
+
     def __init__(
         self,
         address: str | None = None,
@@ -63,18 +68,16 @@ class RayExecutor:
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
         self.max_retries = max_retries
-        self.model_specs: dict[str, Any] = {}
-        self.cache_path: str | None = None
+        self.job: ShardJob | None = None
         self._started_ray = False
 
-    # called by arun_pipeline before the run
-    def prepare(self, models: dict[str, Any], cache_path: str | None, budget: Any) -> None:
+    def prepare(self, job: ShardJob, budget: object | None) -> None:
+        """Connect to (or start) the cluster; ``job`` is what each shard's worker runs."""
         if budget is not None:
             raise ConfigError(
                 "budgets (--max-cost/--max-total-tokens/--deadline) are not supported with --executor ray yet; run locally to cap a run"
             )
-        self.model_specs = models
-        self.cache_path = cache_path
+        self.job = job
         ray = _ray()
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -104,13 +107,16 @@ class RayExecutor:
     def _gpus(self) -> float:
         if self.gpus_per_worker is not None:
             return self.gpus_per_worker
-        specs = [s.spec for s in self.model_specs.values() if isinstance(s.spec, str)]
-        return 1.0 if any(sp.split(":", 1)[0] in GPU_BACKENDS for sp in specs) else 0.0
+        backends = self.job.backends() if self.job is not None else []
+        return 1.0 if any(b in GPU_BACKENDS for b in backends) else 0.0
 
     async def stream(
-        self, runner: Runner, steps: list[Step], rows: list[KeyedRow]
+        self, runner: SegmentRunner, steps: list[Step], rows: Iterable[KeyedRow]
     ) -> list[KeyedRow]:
         ray = _ray()
+        if self.job is None:
+            raise RuntimeError("RayExecutor.stream before prepare: the run prepares its executor")
+        rows = list(rows)
         if not rows:
             return []
         n = min(self._worker_count(), len(rows))
@@ -123,13 +129,11 @@ class RayExecutor:
             max_retries=self.max_retries,
             retry_exceptions=False,
         )
-        payload = {
-            "models": self.model_specs,
-            "cache": self.cache_path,
-            "seed": runner.seed,
-            "threads": max(1, int(self.cpus_per_worker)),
-        }
-        refs = [remote.remote(payload, steps, shard, i, progress) for i, shard in enumerate(shards)]
+        threads = max(1, int(self.cpus_per_worker))
+        refs = [
+            remote.remote(self.job, steps, shard, i, progress, threads)
+            for i, shard in enumerate(shards)
+        ]
         base = runner.stats.counters()
         pending = list(refs)
         while pending:
@@ -154,12 +158,11 @@ class RayExecutor:
         return out
 
 
-def _show(runner: Runner, base: dict[str, Any], live: dict[int, dict[str, Any]]) -> None:
+def _show(runner: SegmentRunner, base: dict[str, Any], live: dict[int, dict[str, Any]]) -> None:
     """Set the driver's live counters to base + the latest report of every shard."""
-    from ..pipeline.stats import Stats
-
-    for k in Stats._COUNTERS:
-        setattr(runner.stats, k, base[k] + sum(c.get(k, 0) for c in live.values()))
+    for k, v in base.items():
+        if isinstance(v, int):  # the plain counters; the per-step tables come with the results
+            setattr(runner.stats, k, v + sum(c.get(k, 0) for c in live.values()))
 
 
 def _progress_actor(ray: Any) -> Any:
@@ -178,60 +181,12 @@ def _progress_actor(ray: Any) -> Any:
 
 
 def _run_shard(
-    payload: dict[str, Any], steps: list[Step], rows: list[KeyedRow], shard: int, progress: Any
-) -> tuple[Any, ...]:
-    """One shard in a Ray worker: the same runner as a local run, with this worker's models."""
-    return asyncio.run(_arun_shard(payload, steps, rows, shard, progress))
-
-
-async def _arun_shard(
-    payload: dict[str, Any], steps: list[Step], rows: list[KeyedRow], shard: int, progress: Any
-) -> tuple[Any, ...]:
-    from ..models.base import Model
-    from ..models.registry import load_model
-    from ..pipeline.cache import CallCache
-    from ..pipeline.runner import FailureLog, ModelHandle, Runner
-    from ..pipeline.stats import Stats
-
-    stats = Stats(rows_total=len(rows))
-    failures = FailureLog(None)
-    cache = CallCache(payload["cache"]) if payload["cache"] else None
-    built: dict[str, Model] = {}
-    handles: dict[str, ModelHandle] = {}
-    started: list[Model] = []
-    semaphores: dict[int, asyncio.Semaphore] = {}
-    try:
-        for name, settings in payload["models"].items():
-            spec = settings.spec
-            if isinstance(spec, Model):
-                model = spec
-            else:
-                key = repr((spec, sorted(settings.options.items())))
-                if key not in built:
-                    options = dict(settings.options)
-                    if spec.split(":", 1)[0] == "llamacpp":
-                        options.setdefault("n_threads", payload["threads"])
-                    built[key] = load_model(spec, **options)
-                model = built[key]
-            if model not in started:
-                await model.start()
-                started.append(model)
-            sem = semaphores.setdefault(
-                id(model), asyncio.Semaphore(max(1, model.info.max_concurrency))
-            )
-            handles[name] = ModelHandle(name, model, settings.sampling, cache, stats, None, sem)
-        runner = Runner(handles, stats, failures, seed=payload["seed"], cache=cache)
-        work = asyncio.create_task(runner.stream(steps, rows))
-        last = 0.0
-        while not work.done():
-            await asyncio.wait({work}, timeout=0.5)
-            if time.monotonic() - last >= 0.5:
-                progress.report.remote(shard, stats.counters())
-                last = time.monotonic()
-        out = work.result()
-        return out, stats.counters(), failures.records, runner.stopped
-    finally:
-        for m in started:
-            await m.close()
-        if cache is not None:
-            cache.close()
+    job: ShardJob,
+    steps: list[Step],
+    rows: list[KeyedRow],
+    shard: int,
+    progress: Any,
+    threads: int,
+) -> ShardResult:
+    """One shard in a Ray worker: the run's own shard job, reporting to the progress actor."""
+    return job.run(steps, rows, lambda counters: progress.report.remote(shard, counters), threads)

@@ -31,15 +31,30 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
+from .._process import pid_alive
 from ..errors import OutputError
 from ..rows import Row
 
 if TYPE_CHECKING:
-    from ..pipeline.graph import Pipeline
+    from ..steps.base import Step
+
+
+class PipelineInfo(Protocol):
+    """What writing a dataset folder reads of a pipeline (``pipeline.Pipeline`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def recipe(self) -> dict[str, Any] | None: ...
+    @property
+    def steps(self) -> list[Step]: ...
+
 
 LOCK = ".datamill.lock"
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -165,8 +180,6 @@ class OutputFolder:
         )
 
     def _pid_lock(self) -> None:
-        from ..pipeline.run import pid_alive
-
         lock = self.path / LOCK
         for _ in range(2):
             try:
@@ -193,8 +206,6 @@ class OutputFolder:
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of runs that died (killed while writing): never output, so remove them."""
-        from ..pipeline.run import pid_alive
-
         for folder in (self.path, self.path / "data"):
             if not folder.is_dir():
                 continue
@@ -234,7 +245,7 @@ class OutputFolder:
         self,
         rows: list[Row],
         summary: dict[str, Any],
-        pipeline: Pipeline,
+        pipeline: PipelineInfo,
     ) -> None:
         """Write the dataset folder: stage every file, then move them into place, ``run.json``
         last. Raises :class:`OutputError` (the folder keeps the previous run's files) when a
@@ -339,7 +350,7 @@ def _read_pid(fd: int) -> int:
 
 
 def quality_report(
-    folder: Path, rows: list[Row], summary: dict[str, Any], pipeline: Pipeline
+    folder: Path, rows: list[Row], summary: dict[str, Any], pipeline: PipelineInfo
 ) -> dict[str, Any] | None:
     """Write ``report.json`` + ``report.png`` (see ``datamill.report``); never loses the dataset."""
     try:
@@ -353,7 +364,7 @@ def quality_report(
 def dataset_card(
     rows: list[Row],
     summary: dict[str, Any],
-    pipeline: Pipeline,
+    pipeline: PipelineInfo,
     report: dict[str, Any] | None = None,
 ) -> str:
     """A Hub dataset card that records how the data was made."""

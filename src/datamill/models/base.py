@@ -172,7 +172,9 @@ class Model(ABC):
         """Identity and capabilities."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
-        """Load weights / open connections. Called once before the first request."""
+        """Load weights / open connections. A run calls it once before its first request and
+        :meth:`close` once after its last (``pipeline.assembly``), however many named models
+        share this object."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Free weights / close connections."""
@@ -180,6 +182,11 @@ class Model(ABC):
     @abstractmethod
     async def generate(self, request: Request) -> list[Completion]:
         """Return ``request.n`` completions. Raise :class:`datamill.errors.ModelError` on failure."""
+
+    def run_facts(self) -> dict[str, Any]:
+        """What this model learned during a run that ``run.json`` records under its name (e.g.
+        the structured-output form a server accepted, retries by reason). Default: nothing."""
+        return {}
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` for this model; backends with a tokenizer override this."""

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._sync import run_sync
+from ..cachefile import default_cache_path, open_cache_db
 from ..errors import ConfigError, MissingDependency, ModelError
 
 DEFAULT_EMBEDDER = "minilm"
@@ -295,8 +296,6 @@ class EmbeddingCache:
     """Vectors in the ``embeddings`` table of the call-cache file (same path and SQLite settings)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from ..pipeline.cache import default_cache_path, open_cache_db
-
         self.path = Path(path) if path is not None else default_cache_path()
         self._lock = threading.Lock()
         self._db = open_cache_db(self.path, _SCHEMA)
@@ -382,8 +381,6 @@ def current_cache() -> EmbeddingCache | None:
     call-cache file (``$DATAMILL_CACHE`` or ``~/.cache/datamill/calls.sqlite``)."""
     slot = _SLOT.get()
     if slot is None:
-        from ..pipeline.cache import default_cache_path
-
         path = default_cache_path().resolve()
         with _DEFAULT_LOCK:
             slot = _DEFAULT_SLOTS.setdefault(path, _Slot(path))

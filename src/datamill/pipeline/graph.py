@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError, InputError, PipelineError
+from ..io.sources import RowsSource, Source
 from ..models.base import SAMPLING_FIELDS, Model
 from ..steps.base import Step, content_identity
 
 if TYPE_CHECKING:
-    from ..io.sources import Source
-    from .plan import Forecast
+    from .forecast import Forecast
     from .run import RunResult
 
 
@@ -68,8 +68,6 @@ class Pipeline:
         target_rows: int | None = None,
         max_attempts: int | None = None,
     ) -> None:
-        from ..io.sources import RowsSource
-
         if not steps:
             raise PipelineError("a pipeline needs at least one step")
         for i, s in enumerate(steps, start=1):
@@ -128,9 +126,6 @@ class Pipeline:
         """Check the column flow from ``columns`` (default: the source's); return the columns
         after each step. Calls no model."""
         if columns is None:
-            from ..errors import InputError
-            from ..io.sources import Source
-
             if self.source is None:
                 raise InputError(
                     "the pipeline has no source: give check() the input columns or set source="

@@ -1,9 +1,10 @@
 """Running a pipeline end to end: check, load models, stream, write — losing nothing.
 
 Order of work, so that every mistake a user can make fails before the first model call:
-lock the output folder → read the source → check the pipeline → open the call cache → build and
-start the models → run → write outputs atomically. Finished calls live in the call cache the
-moment they return, so an interrupted run resumes by running the same command again.
+lock the output folder → read the source → check the pipeline → assemble the run (open the
+call cache, build and start each model once, make the runner: ``pipeline.assembly``) → run →
+write outputs atomically. Finished calls live in the call cache the moment they return, so an
+interrupted run resumes by running the same command again.
 
 A model that cannot be reached at start (``ModelUnavailable``) stops the run only at the first
 call the cache cannot answer: a re-run served entirely from the cache needs no live server.
@@ -14,27 +15,27 @@ folder as it was (its own ``run.json``/``failures.jsonl`` go to ``OUT/failed-att
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._process import pid_alive  # noqa: F401 - re-exported for older imports
 from .._sync import run_sync
-from ..errors import ConfigError, InputError, ModelUnavailable, OutputError
+from ..errors import ConfigError, InputError, OutputError
+from ..executors import get_executor
+from ..executors.base import Executor
 from ..io.sinks import OutputFolder
 from ..io.sources import Source, all_columns, check_rows, source_reads
-from ..models.base import Model
 from ..models.embeddings import embedding_cache
-from ..models.registry import load_model
 from ..rows import Row
+from .assembly import BuiltModels, RunAssembly, build_models
 from .cache import CallCache
-from .graph import ModelSettings, Pipeline
-from .runner import Budget, FailureLog, ModelHandle, Runner
+from .forecast import Forecast, attach_forecast
+from .graph import Pipeline
+from .runner import Budget, FailureLog
 from .stats import Stats
 from .topup import run_rows
 
@@ -68,31 +69,6 @@ class RunResult:
         return len(self.rows)
 
 
-def build_models(
-    pipeline: Pipeline, override: str | None = None
-) -> dict[str, tuple[Model, ModelSettings]]:
-    """One model object per distinct (spec, options); named settings share it."""
-    built: dict[str, Model] = {}
-    result: dict[str, tuple[Model, ModelSettings]] = {}
-    for name, settings in pipeline.models.items():
-        spec = (
-            override
-            if override is not None and not isinstance(settings.spec, Model)
-            else settings.spec
-        )
-        if isinstance(spec, Model):
-            result[name] = (spec, settings)
-            continue
-        key = json.dumps([spec, settings.options], sort_keys=True, default=str)
-        if key not in built:
-            built[key] = load_model(spec, **settings.options)
-        result[name] = (
-            built[key],
-            ModelSettings(spec=spec, options=settings.options, sampling=settings.sampling),
-        )
-    return result
-
-
 async def arun_pipeline(
     pipeline: Pipeline,
     output: str | Path | None = None,
@@ -104,55 +80,24 @@ async def arun_pipeline(
     on_start: Callable[[Stats], None] | None = None,
     source: Source | None = None,
     overwrite: bool = True,
-    executor: Any = None,
+    executor: Executor | str | None = None,
     progress: bool | str = False,
-    forecast: Any = None,
+    forecast: Forecast | dict[str, Any] | None = None,
 ) -> RunResult:
     """Run ``pipeline`` and (when ``output`` is given) write the dataset folder.
 
-    ``progress``: ``True`` shows a progress bar (a widget in Jupyter), ``"auto"`` only inside
-    Jupyter. ``forecast``: a ``datamill plan`` forecast to store in ``run.json`` beside the actuals.
+    ``executor``: an :class:`~datamill.executors.base.Executor`, ``"local"`` (the default) or
+    ``"ray"``. ``progress``: ``True`` shows a progress bar (a widget in Jupyter), ``"auto"``
+    only inside Jupyter. ``forecast``: a ``datamill plan`` forecast to store in ``run.json``
+    beside the actuals.
     """
     folder = OutputFolder(Path(output)) if output is not None else None
     bar: Any = None
     if folder is not None:
         folder.lock()
-    models: dict[str, tuple[Model, ModelSettings]] = {}
-    started: list[Model] = []
     failures = FailureLog(folder.failures_partial if folder is not None else None)
-    call_cache: CallCache | None = None
     try:
-        src = source or pipeline.source
-        if src is None:
-            raise InputError(
-                "the pipeline has no source: give rows, a file (datamill run RECIPE --input PATH) or a recipe 'source'"
-            )
-        if limit is not None:
-            if limit < 1:
-                raise ConfigError(f"--limit must be at least 1, got {limit}")
-            src = copy.copy(src)  # the caller's source keeps its own limit (preview, then run)
-            src.limit = limit if src.limit is None else min(src.limit, limit)
-        rows = src.load()
-        check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
-        pipeline.check(Source.columns(rows))
-        if cache is True:  # an unusable cache file is refused before any model is built
-            call_cache = CallCache()
-        elif isinstance(cache, CallCache):
-            call_cache = cache
-        elif cache:
-            call_cache = CallCache(cache)
-        models = build_models(pipeline, model)
-
-        if isinstance(executor, str):
-            from ..executors import get_executor
-
-            executor = get_executor(executor)
-        if executor is not None:  # remote workers build their own replicas from these settings
-            executor.prepare(
-                {n: s for n, (_, s) in models.items()},
-                str(call_cache.path) if call_cache else None,
-                budget,
-            )
+        src, rows = load_checked(pipeline, source, limit)
         stats = Stats(rows_total=len(rows))
         if on_start is not None:
             on_start(stats)
@@ -160,59 +105,31 @@ async def arun_pipeline(
             from ..progress import start_progress
 
             bar = start_progress(stats, progress)
-        semaphores: dict[int, asyncio.Semaphore] = {}
-        handles: dict[str, ModelHandle] = {}
-        down: dict[int, ModelUnavailable] = {}
-        for name, (m, settings) in models.items():
-            if m not in started and id(m) not in down and executor is None:
-                try:
-                    await m.start()
-                    started.append(m)
-                except ModelUnavailable as exc:
-                    if call_cache is None:  # nothing can be answered without the model
-                        raise
-                    down[id(m)] = exc  # raised at the first call the cache cannot answer
-            sem = semaphores.setdefault(id(m), asyncio.Semaphore(max(1, m.info.max_concurrency)))
-            handles[name] = ModelHandle(
-                name,
-                m,
-                settings.sampling,
-                call_cache,
-                stats,
-                budget,
-                sem,
-                unavailable=down.get(id(m)),
-            )
-        runner = Runner(
-            handles, stats, failures, seed=pipeline.seed, executor=executor, cache=call_cache
-        )
-        keyed, topup = await run_rows(
-            runner, pipeline, rows, src, call_cache
-        )  # target_rows: top-up
-        out_rows = [r for _, r in keyed]
-        stats.rows_done = len(out_rows)
-        failures.close()
-        summary = run_summary(pipeline, models, stats, runner.stopped, budget)
-        summary.update(topup)
-        if forecast is not None:
-            from .plan import attach_forecast
-
-            attach_forecast(summary, forecast)
-        previous = folder.previous_rows() if folder is not None else None
-        failed_attempt: Path | None = None
-        if folder is not None and not out_rows and previous is not None:
-            failed_attempt = folder.write_failed_attempt(summary)  # the earlier dataset stays
-        elif folder is not None:
-            with embedding_cache(
-                call_cache.path if call_cache is not None else None
-            ):  # the report's vectors
-                folder.write(out_rows, summary, pipeline)
+        async with RunAssembly(
+            pipeline.models,
+            seed=pipeline.seed,
+            override=model,
+            cache=cache,
+            budget=budget,
+            executor=get_executor(executor) if isinstance(executor, str) else executor,
+            stats=stats,
+            failures=failures,
+        ) as run:
+            keyed, topup = await run_rows(run.runner, pipeline, rows, src, run.cache)
+            out_rows = [r for _, r in keyed]
+            stats.rows_done = len(out_rows)
+            failures.close()
+            summary = run_summary(pipeline, run.models, stats, run.runner.stopped, budget)
+            summary.update(topup)
+            if forecast is not None:
+                attach_forecast(summary, forecast)
+            previous, failed_attempt = _write(folder, out_rows, summary, pipeline, run.cache)
         return RunResult(
             out_rows,
             stats,
             folder.path if folder else None,
             failures.records,
-            runner.stopped,
+            run.runner.stopped,
             summary,
             previous_rows=previous,
             failed_attempt=failed_attempt,
@@ -221,19 +138,54 @@ async def arun_pipeline(
         if bar is not None:
             await bar.aclose()
         failures.close()
-        if executor is not None and hasattr(executor, "close"):
-            executor.close()
-        for m in started:
-            await m.close()
-        if call_cache is not None and call_cache is not cache:
-            call_cache.close()
         if folder is not None:
             folder.unlock()
 
 
+def load_checked(
+    pipeline: Pipeline, source: Source | None, limit: int | None
+) -> tuple[Source, list[Row]]:
+    """The source (``source`` or the pipeline's, capped at ``limit``) and its rows, checked
+    against the pipeline. Raises :class:`InputError` / :class:`ConfigError` /
+    :class:`~datamill.errors.PipelineError` before any model is built."""
+    src = source or pipeline.source
+    if src is None:
+        raise InputError(
+            "the pipeline has no source: give rows, a file (datamill run RECIPE --input PATH) or a recipe 'source'"
+        )
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {limit}")
+        src = copy.copy(src)  # the caller's source keeps its own limit (preview, then run)
+        src.limit = limit if src.limit is None else min(src.limit, limit)
+    rows = src.load()
+    check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
+    pipeline.check(Source.columns(rows))
+    return src, rows
+
+
+def _write(
+    folder: OutputFolder | None,
+    rows: list[Row],
+    summary: dict[str, Any],
+    pipeline: Pipeline,
+    cache: CallCache | None,
+) -> tuple[int | None, Path | None]:
+    """Write the dataset folder; a run with no rows leaves an earlier dataset as it was.
+    Returns the earlier dataset's rows (or None) and where a failed attempt was left."""
+    if folder is None:
+        return None, None
+    previous = folder.previous_rows()
+    if not rows and previous is not None:
+        return previous, folder.write_failed_attempt(summary)  # the earlier dataset stays
+    with embedding_cache(cache.path if cache is not None else None):  # the report's vectors
+        folder.write(rows, summary, pipeline)
+    return previous, None
+
+
 def run_summary(
     pipeline: Pipeline,
-    models: dict[str, tuple[Model, ModelSettings]],
+    models: BuiltModels,
     stats: Stats,
     stopped: str | None,
     budget: Budget | None,
@@ -246,7 +198,7 @@ def run_summary(
             "model": m.info.name,
             "backend": m.backend,
             **({"sampling": s.sampling} if s.sampling else {}),
-            **(m.run_facts() if callable(getattr(m, "run_facts", None)) else {}),
+            **m.run_facts(),
         }
         for name, (m, s) in models.items()
     }
@@ -264,14 +216,4 @@ def run_pipeline(pipeline: Pipeline, output: str | Path | None = None, **kwargs:
     return run_sync(arun_pipeline(pipeline, output, **kwargs), name="datamill-run")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-__all__ = ["RunResult", "arun_pipeline", "run_pipeline", "OutputError"]
+__all__ = ["OutputError", "RunResult", "arun_pipeline", "build_models", "run_pipeline"]

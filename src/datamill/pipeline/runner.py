@@ -36,14 +36,13 @@ from ..errors import (
     ModelUnavailable,
     ParseError,
 )
+from ..executors.base import Executor, LocalExecutor
 from ..models.base import Completion, Model, Request
-from ..rows import Row, RowKey, path_text, unencodable, why_missing
+from ..rows import KeyedRow, Row, RowKey, path_text, unencodable, why_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
 from .results import CachedResults
 from .stats import CallCounts, Stats
-
-KeyedRow = tuple[RowKey, Row]
 
 #: errors after which no row can go on: the model is gone, or finished calls cannot be kept
 STOPS_RUN = (ModelUnavailable, CacheError)
@@ -267,10 +266,11 @@ class Runner:
         *,
         seed: int = 0,
         max_rows_in_flight: int | None = None,
-        executor: Any = None,
+        executor: Executor | None = None,
         cache: CallCache | None = None,
     ) -> None:
-        self.executor = executor  # None: stream here; else an executor's ``stream`` runs segments
+        #: streams each per-row segment (default: here, :meth:`stream`)
+        self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.cache = cache  # where steps' other results (verdicts) are kept: ``Context.cached``
         self.results = CachedResults(cache)
         self.handles = handles
@@ -322,10 +322,7 @@ class Runner:
         for step in [*steps, None]:
             if step is None or isinstance(step, GlobalStep):
                 if segment:
-                    if self.executor is None:
-                        current = await self.stream(segment, current)
-                    else:
-                        current = await self.executor.stream(self, segment, list(current))
+                    current = await self.executor.stream(self, segment, current)
                     segment = []
                 # After a budget stop the rows that got this far go on: every later model call is
                 # refused (their rows drop out), so what is written went through every step.

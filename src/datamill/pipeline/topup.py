@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..io.sources import EmptyRows, Source
 from ..models.embeddings import embedding_cache
 from ..rows import Row
 from ..steps.base import GlobalStep
@@ -32,12 +33,17 @@ from .runner import FailureLog, KeyedRow, Runner
 from .stats import Stats
 
 if TYPE_CHECKING:
-    from ..io.sources import Source
     from .cache import CallCache
     from .graph import Pipeline
 
 #: without ``max_attempts``, try at most this many times the target (or the source size)
 DEFAULT_ATTEMPTS_FACTOR = 4
+
+
+def attempts_cap(source_rows: int, target: int, max_attempts: int | None = None) -> int:
+    """The most source rows a top-up to ``target`` rows tries: ``max_attempts`` when set, else
+    the source's rows or ``DEFAULT_ATTEMPTS_FACTOR`` × ``target``, whichever is more."""
+    return max_attempts or max(source_rows, DEFAULT_ATTEMPTS_FACTOR * target)
 
 
 async def run_rows(
@@ -50,18 +56,14 @@ async def run_rows(
     """Run the pipeline's steps over ``rows``; return the surviving keyed rows and what to add
     to ``run.json`` (the top-up outcome, when the pipeline has a target)."""
     with embedding_cache(cache.path if cache is not None else None):
-        target = getattr(pipeline, "target_rows", None)
+        target = pipeline.target_rows
         if not target:
             return await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows))), {}
-        return await _topped_up(
-            runner, pipeline, rows, source, target, getattr(pipeline, "max_attempts", None)
-        )
+        return await _topped_up(runner, pipeline, rows, source, target, pipeline.max_attempts)
 
 
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
     """``count`` new source rows keyed ``start, start+1, …`` (new keys → new seeds)."""
-    from ..io.sources import EmptyRows
-
     if isinstance(source, EmptyRows):
         return [((i,), {"row": i, **source.fields}) for i in range(start, start + count)]
     return [((i,), dict(rows[i % len(rows)])) for i in range(start, start + count)]
@@ -78,7 +80,7 @@ async def _topped_up(
     steps = pipeline.steps
     cut = next((i for i, s in enumerate(steps) if isinstance(s, GlobalStep)), len(steps))
     head, tail = steps[:cut], steps[cut:]
-    cap = max_attempts or max(len(rows), DEFAULT_ATTEMPTS_FACTOR * target)
+    cap = attempts_cap(len(rows), target, max_attempts)
     batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
     kept: list[KeyedRow] = []
     tried, rounds = 0, 0
@@ -98,7 +100,7 @@ async def _topped_up(
                 Stats(),
                 FailureLog(None),
                 seed=runner.seed,
-                executor=getattr(runner, "executor", None),
+                executor=runner.executor,
                 cache=runner.cache,
             )
             final = await scratch.run(tail, list(kept))
@@ -136,4 +138,4 @@ async def _topped_up(
     return final, info
 
 
-__all__ = ["DEFAULT_ATTEMPTS_FACTOR", "more_rows", "run_rows"]
+__all__ = ["DEFAULT_ATTEMPTS_FACTOR", "attempts_cap", "more_rows", "run_rows"]

@@ -25,13 +25,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from ..errors import ConfigError, Dropped, ParseError
+from ..errors import ConfigError, Dropped
 from ..models.base import Request
-from ..rows import Path, Row
+from ..rows import Row
 from ..steps.base import Context
-from .base import Task, no_markup, template
-from .evol_quality import clean_rewrite, rewrite_source
-from .response_pool import extend_pool, model_label
+from .base import no_markup, template
+from .rewrite import RewriteTask
 
 DEFAULT_PRINCIPLES: tuple[str, ...] = (
     "Answer the question that was asked, directly and early.",
@@ -42,7 +41,7 @@ DEFAULT_PRINCIPLES: tuple[str, ...] = (
 )
 
 
-class CritiqueRewrite(Task):
+class CritiqueRewrite(RewriteTask):
     """``instruction`` + ``response`` → ``critique`` and ``revision`` (two dependent calls)."""
 
     kind: ClassVar[str] = "critique"
@@ -50,16 +49,10 @@ class CritiqueRewrite(Task):
         "Bai et al., Constitutional AI (critique and revision), arXiv:2212.08073"
     )
 
-    instruction: str = "instruction"
-    response: str = "response"
     principles: list[str] = list(DEFAULT_PRINCIPLES)
     principles_per_row: int | None = Field(default=None, ge=1)
     critique_output: str = "critique"
     revision_output: str = "revision"
-    pool: bool = False
-    pool_index: int = 0
-    generations: str = "generations"
-    generation_models: str = "generation_models"
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "critique": {"max_tokens": 256, "temperature": 0.3},
         "revision": {"max_tokens": 512, "temperature": 0.3},
@@ -83,23 +76,9 @@ class CritiqueRewrite(Task):
             )
         return self
 
-    def required_columns(self) -> list[str]:
-        return [self.instruction, self.generations if self.pool else self.response]
-
-    def text_paths(self) -> list[Path]:
-        paths: list[Path] = [(self.instruction,)]
-        return paths if self.pool else [*paths, (self.response,)]
-
     def produces(self) -> list[str]:
         cols = [self.critique_output, self.revision_output, "revision_model", "critique_principles"]
-        if self.pool:
-            cols += [self.generations, self.generation_models]
-        return cols
-
-    def updates(self) -> list[str]:
-        # with ``pool`` the rewrite joins the pool: both pool columns grow in place
-        pool = [self.generations, self.generation_models] if self.pool else []
-        return self.required_columns() + pool
+        return cols + self.pool_columns()
 
     def pick_principles(self, ctx: Context) -> list[str]:
         if self.principles_per_row is None:
@@ -108,15 +87,7 @@ class CritiqueRewrite(Task):
         return rng.sample(self.principles, self.principles_per_row)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
-        instruction, original = rewrite_source(
-            row,
-            instruction=self.instruction,
-            response=self.response,
-            pool=self.pool,
-            pool_index=self.pool_index,
-            generations=self.generations,
-            generation_models=self.generation_models,
-        )
+        instruction, original = self.source(row)
         principles = self.pick_principles(ctx)
         ask = (
             template("critique.jinja2")
@@ -133,20 +104,11 @@ class CritiqueRewrite(Task):
             .render(instruction=instruction, response=original, critique=critique)
             .strip()
         )
-        completion = (
-            await self.call(
-                ctx, Request.chat(revise, **self.request_defaults("revision")), salt="#revision"
-            )
-        )[0]
-        revision = clean_rewrite(completion.text)
-        if not revision:
-            raise ParseError("empty rewrite", completion.text)
+        request = Request.chat(revise, **self.request_defaults("revision"))
+        revision = await self.rewrite(ctx, request, salt="#revision")
         if " ".join(revision.split()) == " ".join(original.split()):
             raise Dropped("revision identical to the original", revision)
-        note = ""
-        if self.pool:
-            note = f"revision of #{self.pool_index % len(row[self.generations]) + 1}"
-        label = model_label(self.model, ctx.model_info(self.model), note)
+        label = self.rewrite_label(row, ctx, "revision")
         new: Row = {
             self.critique_output: critique,
             self.revision_output: revision,
@@ -154,7 +116,5 @@ class CritiqueRewrite(Task):
             "critique_principles": principles,
         }
         if self.pool:
-            new.update(
-                extend_pool(row, self.generations, self.generation_models, [revision], [label])
-            )
+            new.update(self.join_pool(row, [revision], label))
         return [{**row, **new}]

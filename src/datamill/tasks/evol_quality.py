@@ -20,63 +20,22 @@ Deliberately not here: judging whether the rewrite is better (``ultrafeedback``)
 from __future__ import annotations
 
 import random
-import re
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from ..errors import ConfigError, Dropped, ParseError
+from ..errors import ConfigError
 from ..models.base import Request
-from ..rows import Path, Row
+from ..rows import Row
 from ..steps.base import Context
-from .base import Task, template
-from .response_pool import extend_pool, model_label, pool_of
+from .base import template
+from .rewrite import RewriteTask, clean_rewrite, rewrite_source
 
 #: the five EvolQuality mutations (their prompts are in templates/evol-quality.jinja2)
 MUTATIONS: tuple[str, ...] = ("helpfulness", "relevance", "deepening", "creativity", "details")
 
-_LEADING_LABEL = re.compile(
-    r"^\s*(?:#+\s*)?\**\s*(?:improved|rewritten|revised|new|better)\s+(?:answer|response|version)\s*#?\s*\**\s*:\s*\**\s*",
-    re.IGNORECASE,
-)
 
-
-def clean_rewrite(text: str) -> str:
-    """The rewrite without a leading "Improved answer:"-style label, stripped."""
-    return _LEADING_LABEL.sub("", text.strip(), count=1).strip()
-
-
-def rewrite_source(
-    row: Row,
-    *,
-    instruction: str,
-    response: str,
-    pool: bool,
-    pool_index: int,
-    generations: str,
-    generation_models: str,
-) -> tuple[str, str]:
-    """``(instruction, response to rewrite)`` of a row, for the steps that rewrite a response
-    (``evol_quality``, ``critique``): the response is column ``response``, or with ``pool`` entry
-    ``pool_index`` of the pool. ``Dropped`` when either text is empty or the pool is too small."""
-    asked = row[instruction]
-    if not isinstance(asked, str) or not asked.strip():
-        raise Dropped("empty instruction", f"column {instruction!r} is empty or not text")
-    if pool:
-        texts, _ = pool_of(row, generations, generation_models)
-        if not -len(texts) <= pool_index < len(texts):
-            raise Dropped(
-                "pool too small",
-                f"pool_index {pool_index} but the pool holds {len(texts)} responses",
-            )
-        return asked, texts[pool_index]
-    value = row[response]
-    if not isinstance(value, str) or not value.strip():
-        raise Dropped("empty response", f"column {response!r} is empty or not text")
-    return asked, value
-
-
-class EvolQuality(Task):
+class EvolQuality(RewriteTask):
     """``instruction`` + ``response`` → ``evolved_response`` after ``num_evolutions`` rewrites."""
 
     kind: ClassVar[str] = "evol_quality"
@@ -84,16 +43,10 @@ class EvolQuality(Task):
         "Liu et al., What Makes Good Data for Alignment? (Deita, EvolQuality), arXiv:2312.15685"
     )
 
-    instruction: str = "instruction"
-    response: str = "response"
     num_evolutions: int = Field(default=1, ge=1, le=10)
     mutations: list[str] = list(MUTATIONS)
     store_evolutions: bool = False
     output: str = "evolved_response"
-    pool: bool = False
-    pool_index: int = 0
-    generations: str = "generations"
-    generation_models: str = "generation_models"
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "rewrite": {"max_tokens": 512, "temperature": 0.7}
     }
@@ -111,40 +64,18 @@ class EvolQuality(Task):
             raise ConfigError(f"evol_quality needs at least one mutation: {', '.join(MUTATIONS)}")
         return names
 
-    def required_columns(self) -> list[str]:
-        return [self.instruction, self.generations if self.pool else self.response]
-
-    def text_paths(self) -> list[Path]:
-        paths: list[Path] = [(self.instruction,)]
-        return paths if self.pool else [*paths, (self.response,)]
-
     def produces(self) -> list[str]:
         cols = [self.output, "evolution_mutations"]
         if self.store_evolutions:
             cols.append("evolved_responses")
-        if self.pool:
-            cols += [self.generations, self.generation_models]
-        return cols
-
-    def updates(self) -> list[str]:
-        # with ``pool`` the rewrite joins the pool: both pool columns grow in place
-        pool = [self.generations, self.generation_models] if self.pool else []
-        return self.required_columns() + pool
+        return cols + self.pool_columns()
 
     def pick_mutations(self, ctx: Context) -> list[str]:
         rng = random.Random(self.row_seed(ctx, "/mutations"))
         return [rng.choice(self.mutations) for _ in range(self.num_evolutions)]
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
-        instruction, current = rewrite_source(
-            row,
-            instruction=self.instruction,
-            response=self.response,
-            pool=self.pool,
-            pool_index=self.pool_index,
-            generations=self.generations,
-            generation_models=self.generation_models,
-        )
+        instruction, current = self.source(row)
         chosen = self.pick_mutations(ctx)
         evolved: list[str] = []
         for round_no, mutation in enumerate(chosen):
@@ -154,22 +85,15 @@ class EvolQuality(Task):
                 .strip()
             )
             request = Request.chat(user, **self.request_defaults("rewrite"))
-            completion = (await self.call(ctx, request, salt=f"#{round_no}"))[0]
-            rewrite = clean_rewrite(completion.text)
-            if not rewrite:
-                raise ParseError("empty rewrite", completion.text)
-            evolved.append(rewrite)
-            current = rewrite
+            current = await self.rewrite(ctx, request, salt=f"#{round_no}")
+            evolved.append(current)
         new: Row = {self.output: evolved[-1], "evolution_mutations": chosen}
         if self.store_evolutions:
             new["evolved_responses"] = evolved
         if self.pool:
             added = evolved if self.store_evolutions else evolved[-1:]
-            index = self.pool_index % len(row[self.generations]) + 1
-            label = model_label(self.model, ctx.model_info(self.model), f"evol_quality of #{index}")
-            new.update(
-                extend_pool(
-                    row, self.generations, self.generation_models, added, [label] * len(added)
-                )
-            )
+            new.update(self.join_pool(row, added, self.rewrite_label(row, ctx, "evol_quality")))
         return [{**row, **new}]
+
+
+__all__ = ["MUTATIONS", "EvolQuality", "clean_rewrite", "rewrite_source"]

@@ -52,6 +52,12 @@ _ANSWER = re.compile(r"^(?:a|answer|response)\s*\d*\s*:", re.IGNORECASE)
 _QUOTES = "\"'`“”‘’"
 
 
+def request_tokens(num_instructions: int) -> int:
+    """Completion tokens a SelfInstruct call asks for: about 48 per request written plus 32
+    for the list's framing, at most 1024."""
+    return min(1024, 48 * num_instructions + 32)
+
+
 def clean_line(line: str) -> str:
     """One output line without list markers, emphasis and wrapping quotes ('' if nothing left)."""
     text = line.strip()
@@ -175,11 +181,13 @@ class SelfInstruct(Task):
             raise Dropped(
                 "empty input", f"column {self.column!r} has no text to write requests about"
             )
-        max_tokens = min(1024, 48 * self.num_instructions + 32)  # room for the lines asked for
         return [
             Request.chat(
                 self.prompt(context),
-                **{"max_tokens": max_tokens, **self.request_defaults("instructions")},
+                **{
+                    "max_tokens": request_tokens(self.num_instructions),
+                    **self.request_defaults("instructions"),
+                },
             )
         ]
 

@@ -27,6 +27,8 @@ import yaml
 from ..errors import ConfigError
 from ..pipeline.graph import Pipeline
 from ..pipeline.topup import DEFAULT_ATTEMPTS_FACTOR
+from ..steps.dpo import OUTPUTS as DPO_OUTPUTS
+from ..tasks.self_instruct import request_tokens
 
 KINDS = {"sft": "Instruction (SFT)", "dpo": "Preference (DPO, with ratings)"}
 TECHNIQUES = {"magpie": "Magpie", "self_instruct": "SelfInstruct", "prompting": "Basic prompting"}
@@ -205,7 +207,7 @@ def _instruction_part(
             "self_instruct": {
                 "num_instructions": per,
                 "temperature": spec.temperature,
-                "max_tokens": 48 * per + 32,
+                "max_tokens": request_tokens(per),
             },
             "text_generation": {
                 "template": "{{ instruction }}",
@@ -248,15 +250,9 @@ def _with_spec(setting: Any, model: Any) -> Any:
 
 
 SFT_COLUMNS = ["messages", "prompt_id", "system_prompt", "instruction", "response"]
+#: the DPO pair's columns (``steps.dpo``), then what the pool and the judge wrote
 DPO_COLUMNS = [
-    "prompt",
-    "prompt_id",
-    "chosen",
-    "rejected",
-    "score_chosen",
-    "score_rejected",
-    "chosen_model",
-    "rejected_model",
+    *DPO_OUTPUTS,
     "generations",
     "generation_models",
     "ratings",
