@@ -1,7 +1,7 @@
 """Results of work that is not a model call, cached like calls: ``await results.get(key, compute)``.
 
 A verifier's verdict (``steps.verify``) is keyed by its inputs — the verifier's kind and
-parameters and the values it reads (:func:`result_key`) — and kept as JSON in the ``results``
+parameters and the values it reads (``steps.verify.base.result_key``) — and kept as JSON in the ``results``
 table of the call-cache file (:meth:`CallCache.put_result`), written the moment it is computed.
 A re-run computes nothing again; a run killed halfway computes only what had not finished.
 Identical work in flight in one run is done once and shared.
@@ -16,27 +16,11 @@ verdict; the first stored is kept), and what is computed (``steps.verify``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .cache import CallCache
-
-
-def result_key(kind: str, version: int, params: dict[str, Any], inputs: dict[str, Any]) -> str:
-    """The content address of one result: ``kind`` (e.g. ``verify_math``), the ``version`` of its
-    logic, the ``params`` that decide it and the ``inputs`` it reads (sorted JSON; values JSON
-    cannot hold are written as their ``repr``)."""
-    text = json.dumps(
-        {"kind": kind, "version": version, "params": params, "inputs": inputs},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=repr,
-    )
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{kind}:{digest}"
 
 
 class CachedResults:
@@ -74,4 +58,4 @@ class CachedResults:
             self._in_flight.pop(key, None)
 
 
-__all__ = ["CachedResults", "result_key"]
+__all__ = ["CachedResults"]

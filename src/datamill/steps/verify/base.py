@@ -24,7 +24,9 @@ Deliberately not here: the checks themselves (one module each beside this one).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import re
 import sys
@@ -39,6 +41,21 @@ from ..base import Context, Step
 VERIFIED, VERIFICATION = "verified", "verification"
 
 _AFTER_TIME = re.compile(r"\s+after\s+[\d.]+\s*s$")
+
+
+def result_key(kind: str, version: int, params: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """The content address of one result: ``kind`` (e.g. ``verify_math``), the ``version`` of its
+    logic, the ``params`` that decide it and the ``inputs`` it reads (sorted JSON; values JSON
+    cannot hold are written as their ``repr``)."""
+    text = json.dumps(
+        {"kind": kind, "version": version, "params": params, "inputs": inputs},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=repr,
+    )
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{kind}:{digest}"
 
 
 @dataclass(frozen=True)
@@ -150,8 +167,6 @@ class Verifier(Step):
         return row[column]
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
-        from ...pipeline.results import result_key
-
         fresh = False
 
         async def compute() -> dict[str, Any]:
