@@ -175,16 +175,32 @@ def test_a_killed_first_run_leaves_no_output_that_passes_as_a_dataset(tmp_path: 
     """Killed before it finishes, a fresh folder holds no data file and no run.json; the lock
     dies with the process so the next run needs no clean-up."""
     recipe = write_recipe(tmp_path, tmp_path / "calls.log", latency=0.05)
+    # the last step's calls take an hour: the run cannot finish before the kill, however slowly
+    # this process sees the cache grow
+    text = recipe.read_text(encoding="utf-8")
+    default = next(line for line in text.splitlines() if line.startswith("  default:"))
+    text = text.replace(
+        default,
+        default
+        + "\n"
+        + default.replace("default:", "slow:", 1).replace("latency: 0.05", "latency: 3600"),
+    )
+    text = text.replace(
+        'text_generation: {template: "Improve:',
+        'text_generation: {model: slow, template: "Improve:',
+    )
+    recipe.write_text(text, encoding="utf-8")
     cache = tmp_path / "cache.sqlite"
     args = ["run", str(recipe), "-o", "out", "-q", "--cache", str(cache)]
     proc = cli(args, cwd=tmp_path)
-    wait_until(lambda: cache_count(cache) >= 30, proc)
+    wait_until(lambda: cache_count(cache) >= 30, proc, timeout=300)
+    assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     out = tmp_path / "out"
     assert not (out / DATA_FILE).exists() and not (out / "run.json").exists()
     assert (out / ".datamill.lock").exists()  # left behind, but held by no one
-    again = cli_run(args, cwd=tmp_path)
+    again = cli_run(args + ["--set", "models.slow.latency=0"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(parquet_rows(out)) == ROWS
 
