@@ -6,14 +6,24 @@ Everything runs on the fake model (``fake`` spec or a FakeModel object); the bro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from datamill import CallCache, FakeModel, FormatSFT, Pipeline, Request, TextGeneration
+from datamill import (
+    CallCache,
+    Completion,
+    FakeModel,
+    FormatSFT,
+    Pipeline,
+    Request,
+    TextGeneration,
+)
 from datamill.cli import main
 from datamill.errors import ConfigError, InputError
 from datamill.recipes.loader import load_recipe, recipe_from_dict
@@ -293,12 +303,28 @@ def sft_pipeline(model: FakeModel, rows: int) -> Pipeline:
 
 
 def test_job_runs_in_the_background_and_reports_progress(tmp_path: Path) -> None:
-    job = Job(sft_pipeline(FakeModel(latency=0.05, max_concurrency=2), 6), tmp_path / "out").start()
-    seen = []
-    while not job.wait(0.02):
-        seen.append(job.progress())
+    # the calls wait until the test has seen the running job's progress: the job cannot finish
+    # between two looks, however slow this thread is on a loaded machine (bounds stop a hang)
+    seen_running = threading.Event()
+
+    class Gated(FakeModel):
+        async def generate(self, request: Request) -> list[Completion]:
+            for _ in range(6000):
+                if seen_running.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            return await super().generate(request)
+
+    job = Job(sft_pipeline(Gated(max_concurrency=2), 6), tmp_path / "out").start()
+    for _ in range(6000):
+        progress = job.progress()
+        if progress.state == "running" and progress.total == 6:
+            seen_running.set()
+            break
+        time.sleep(0.01)
+    assert seen_running.is_set(), job.progress()
+    assert job.wait(60)
     assert job.state == "done", job.error
-    assert any(p.state == "running" and p.total == 6 for p in seen)
     final = job.progress()
     assert final.fraction == 1.0 and final.text.startswith("6 rows")
     assert (tmp_path / "out" / "data" / "train-00000-of-00001.parquet").exists()
