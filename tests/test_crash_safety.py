@@ -18,6 +18,7 @@ import pytest
 
 from reliability_helpers import (
     DATA_FILE,
+    HANG,
     cache_count,
     cache_keys,
     call_events,
@@ -121,9 +122,9 @@ def test_sigkill_at_many_points_then_rerun_gives_the_clean_rows(tmp_path: Path) 
         proc = cli(args, cwd=work)
         if target:  # at least one call past what the last attempt left: this kill lands mid-run
             target = max(target, len(before) + 1)
-            wait_until(lambda t=target: cache_count(cache) >= t, proc, timeout=300)  # type: ignore[misc]
+            wait_until(lambda t=target: cache_count(cache) >= t, proc, timeout=HANG)  # type: ignore[misc]
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=HANG)
         after = cache_keys(cache)
         attempts.append({"pid": proc.pid, "before": before, "after": after})
         assert integrity(cache) == "ok"
@@ -140,7 +141,7 @@ def test_sigkill_at_many_points_then_rerun_gives_the_clean_rows(tmp_path: Path) 
 
     # 3. the same command again, to the end
     final = cli(args, cwd=work)
-    out, err = final.communicate(timeout=120)
+    out, err = final.communicate(timeout=HANG)
     assert final.returncode == 0, err
     assert parquet_rows(work / "out") == clean_rows  # exactly the clean rows: none lost, none twice
     summary = json.loads((work / "out" / "run.json").read_text())
@@ -193,10 +194,10 @@ def test_a_killed_first_run_leaves_no_output_that_passes_as_a_dataset(tmp_path: 
     cache = tmp_path / "cache.sqlite"
     args = ["run", str(recipe), "-o", "out", "-q", "--cache", str(cache)]
     proc = cli(args, cwd=tmp_path)
-    wait_until(lambda: cache_count(cache) >= 30, proc, timeout=300)
+    wait_until(lambda: cache_count(cache) >= 30, proc, timeout=HANG)
     assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=HANG)
     out = tmp_path / "out"
     assert not (out / DATA_FILE).exists() and not (out / "run.json").exists()
     assert (out / ".datamill.lock").exists()  # left behind, but held by no one
@@ -227,7 +228,7 @@ def test_interrupt_stops_promptly_keeps_the_cache_and_says_how_to_resume(
         proc,
     )
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=300)  # a bound on a hang, far less than one call's hour
+    out, err = proc.communicate(timeout=HANG)  # a bound on a hang, far less than one call's hour
     assert proc.returncode == 130
     assert err.strip() == (
         "interrupted: every finished model call is saved in the cache; to resume, run the same command again: "
@@ -269,14 +270,14 @@ steps:
     args = ["run", str(recipe), "-o", "out", "-q", "--cache", str(cache)]
     for target in (2, 5):
         proc = cli(args, cwd=tmp_path)
-        wait_until(lambda t=target: cache_count(cache) >= t, proc, timeout=300)  # type: ignore[misc]
+        wait_until(lambda t=target: cache_count(cache) >= t, proc, timeout=HANG)  # type: ignore[misc]
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=HANG)
         assert integrity(cache) == "ok"
         assert not (tmp_path / "out" / "run.json").exists()
     saved = cache_texts(cache)
     assert 5 <= len(saved) < 8
-    final = cli_run(args, cwd=tmp_path, timeout=300)
+    final = cli_run(args, cwd=tmp_path, timeout=HANG)
     assert final.returncode == 0, final.stderr
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     assert summary["model_calls"] == 8 - len(saved)  # only the calls not cached before
@@ -284,7 +285,7 @@ steps:
     assert len(rows) == 4
     used = {r[c] for r in rows for c in ("answer", "loud")}
     assert {t.strip() for t in saved} <= used  # each saved completion went into the rows as it was
-    again = cli_run(args, cwd=tmp_path, timeout=300)
+    again = cli_run(args, cwd=tmp_path, timeout=HANG)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "out" / "run.json").read_text())["model_calls"] == 0
     assert parquet_rows(tmp_path / "out") == rows
