@@ -19,6 +19,10 @@ from typing import Any
 
 DATA_FILE = Path("data") / "train-00000-of-00001.parquet"
 
+#: Seconds after which a subprocess or a wait is taken to hang. A bound that fails a stuck test,
+#: never a measurement: a loaded 2-core machine can take minutes for what takes a second idle.
+HANG = 600
+
 
 def cli(
     args: list[str], *, cwd: Path, env: dict[str, str] | None = None, **popen: Any
@@ -39,7 +43,7 @@ def cli(
 
 
 def cli_run(
-    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = HANG
 ) -> subprocess.CompletedProcess[str]:
     """Run ``datamill ARGS`` to the end; return its exit code and output."""
     proc = cli(args, cwd=cwd, env=env)
@@ -96,7 +100,7 @@ def call_events(log: Path, identity: str = "fake:fake") -> list[dict[str, Any]]:
 def wait_until(
     condition: Callable[[], bool],
     proc: subprocess.Popen[str] | None = None,
-    timeout: float = 60,
+    timeout: float = HANG,
     poll: float = 0.005,
 ) -> bool:
     """Poll ``condition`` until it holds (True), or the process ends / time runs out (False)."""

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 from reliability_helpers import (
+    HANG,
     cache_count,
     cache_keys,
     call_events,
@@ -50,7 +51,7 @@ def test_two_runs_sharing_one_cache_at_once(tmp_path: Path) -> None:
         cli(["run", str(path), "-o", "b", "-q", "--cache", str(cache)], cwd=tmp_path),
         cli(["run", str(other), "-o", "c", "-q", "--cache", str(cache)], cwd=tmp_path),
     ]
-    results = [p.communicate(timeout=120) for p in procs]
+    results = [p.communicate(timeout=HANG) for p in procs]
     for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
     assert integrity(cache) == "ok"
@@ -93,7 +94,7 @@ def test_many_processes_writing_one_cache_file(tmp_path: Path) -> None:
         for w in range(4)
     ]
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=HANG)
         assert p.returncode == 0, err
     assert integrity(path) == "ok"
     import sqlite3
@@ -107,13 +108,43 @@ def test_many_processes_writing_one_cache_file(tmp_path: Path) -> None:
 
 
 def test_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:
-    path = recipe(tmp_path, "slow", latency=0.2, log="a.log")
+    # the first run's calls take an hour: it holds the folder for the whole test whatever the
+    # load, instead of racing the second run's start-up (no time is measured)
+    path = recipe(tmp_path, "slow", latency=3600, log="a.log")
     cache = tmp_path / "cache.sqlite"
     first = cli(["run", str(path), "-o", "out", "-q", "--cache", str(cache)], cwd=tmp_path)
-    wait_until(
-        lambda: cache_count(cache) >= 1, first
-    )  # it holds the folder and is calling the model
-    second = cli_run(
+    try:
+        wait_until(  # it holds the folder and is calling the model
+            lambda: any(e["event"] == "start" for e in call_events(tmp_path / "a.log")), first
+        )
+        second = cli_run(
+            [
+                "run",
+                str(path),
+                "-o",
+                "out",
+                "-q",
+                "--cache",
+                str(cache),
+                "--set",
+                "models.default.call_log=b.log",
+            ],
+            cwd=tmp_path,
+        )
+        assert second.returncode == 1
+        assert (
+            second.stderr
+            == f"error: another datamill run (pid {first.pid}) is writing to out; wait for it or choose another --output\n"
+        )
+        assert not (tmp_path / "b.log").exists()  # refused before any model call
+        assert first.poll() is None  # the first run was not disturbed: still calling the model
+        assert (tmp_path / "out" / ".datamill.lock").read_text() == str(first.pid)
+    finally:
+        first.send_signal(signal.SIGINT)  # stopped by us; its calls are cancelled
+        _, err = first.communicate(timeout=HANG)
+    assert first.returncode == 130, err
+    # once it is gone, the folder is free again: the same command, with fast calls, completes
+    third = cli_run(
         [
             "run",
             str(path),
@@ -123,33 +154,24 @@ def test_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:
             "--cache",
             str(cache),
             "--set",
-            "models.default.call_log=b.log",
+            "models.default.latency=0",
         ],
         cwd=tmp_path,
     )
-    assert second.returncode == 1
-    assert (
-        second.stderr
-        == f"error: another datamill run (pid {first.pid}) is writing to out; wait for it or choose another --output\n"
-    )
-    assert not (tmp_path / "b.log").exists()  # refused before any model call
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 0, err  # the first run was not disturbed
+    assert third.returncode == 0, third.stderr
     assert len(parquet_rows(tmp_path / "out")) == ROWS
-    third = cli_run(["run", str(path), "-o", "out", "-q", "--cache", str(cache)], cwd=tmp_path)
-    assert third.returncode == 0, third.stderr  # once it is done, the folder is free again
 
 
 def test_two_runs_started_together_on_one_folder_one_wins(tmp_path: Path) -> None:
     """Started at the same instant, exactly one run gets the folder; the other is refused."""
-    path = recipe(tmp_path, "forever", latency=30)
+    path = recipe(tmp_path, "forever", latency=3600)  # never ends by itself
     args = ["run", str(path), "-o", "out", "-q", "--cache", str(tmp_path / "c.sqlite")]
     procs = [cli(args, cwd=tmp_path), cli(args, cwd=tmp_path)]
     try:
-        wait_until(lambda: any(p.poll() is not None for p in procs), timeout=120)
+        wait_until(lambda: any(p.poll() is not None for p in procs), timeout=HANG)
         loser = next(p for p in procs if p.poll() is not None)
         winner = next(p for p in procs if p is not loser)
-        _, err = loser.communicate(timeout=30)
+        _, err = loser.communicate(timeout=HANG)
         assert loser.returncode == 1
         assert (
             err
@@ -167,4 +189,4 @@ def test_two_runs_started_together_on_one_folder_one_wins(tmp_path: Path) -> Non
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-                p.communicate(timeout=60)
+                p.communicate(timeout=HANG)

@@ -159,15 +159,25 @@ def test_deita_score_step_drops_rows_without_scores() -> None:
 
 
 # -- selection vs brute force --------------------------------------------------------------------
+#: How far from the threshold every compared cosine must be (float32 rounding is ~1e-7).
+TIE_MARGIN = 1e-5
+
+
 def brute_force(vectors: np.ndarray, scores: list[float], tau: float, budget: int) -> list[int]:
-    """The paper's rule, written the slow and obvious way."""
+    """The paper's rule, written the slow and obvious way (float64, one pair at a time).
+
+    The step computes the same cosines in float32 blocks, whose sums round differently (~1e-7).
+    So that no decision hangs on that rounding, every cosine compared here must lie at least
+    ``TIE_MARGIN`` from ``tau``; the seeded inputs below do (the closest is 2.4e-5)."""
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     chosen: list[int] = []
     for i in order:
         if len(chosen) == budget:
             break
-        if all(float(unit[i] @ unit[j]) < tau for j in chosen):
+        cosines = [float(unit[i] @ unit[j]) for j in chosen]
+        assert all(abs(c - tau) > TIE_MARGIN for c in cosines), "a near-tie: choose other inputs"
+        if all(c < tau for c in cosines):
             chosen.append(i)
     return chosen
 

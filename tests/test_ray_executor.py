@@ -72,16 +72,28 @@ def test_ray_gives_the_same_rows_as_local(ray_cluster, tmp_path: Path, capsys) -
         assert a[key] == b[key], key
 
 
+KILL_AT = 10  # calls logged before the test kills a worker
+
+
 class PidLoggingModel(FakeModel):
-    """A fake that appends ``pid`` to a file on each call (to find and kill a worker)."""
+    """A fake that appends ``pid`` to a file on each call (to find and kill a worker). From the
+    ``KILL_AT``-th call on, calls wait until the kill is done (``LOG.killed`` exists), so the run
+    cannot finish before the test has killed a worker, however slow or fast the machine."""
 
     def __init__(self, log: str, **kw) -> None:
         super().__init__(latency=0.05, max_concurrency=2, **kw)
         self.log = log
 
     async def generate(self, request: Request):  # type: ignore[override]
+        import asyncio
+
         with open(self.log, "a") as fh:
             fh.write(f"{os.getpid()}\n")
+        killed = Path(self.log + ".killed")
+        for _ in range(30000):  # a bound on a hang (5 min), not a timing
+            if killed.exists() or len(Path(self.log).read_text().split()) < KILL_AT:
+                break
+            await asyncio.sleep(0.01)
         return await super().generate(request)
 
 
@@ -95,12 +107,12 @@ def test_killed_worker_is_retried_and_the_run_completes(ray_cluster, tmp_path: P
     killed: list[int] = []
 
     def killer() -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        for _ in range(6000):  # a bound on a hang (5 min): the calls wait for this kill
             pids = [int(p) for p in log.read_text().split()]
-            if len(pids) >= 10:
-                os.kill(pids[-1], signal.SIGKILL)
+            if len(pids) >= KILL_AT:
+                os.kill(pids[-1], signal.SIGKILL)  # a worker whose call is waiting
                 killed.append(pids[-1])
+                Path(f"{log}.killed").touch()
                 return
             time.sleep(0.05)
 

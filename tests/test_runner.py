@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from datamill import CallCache, FakeModel, FormatSFT, Pipeline, Request, TextGeneration, step
+from datamill import (
+    CallCache,
+    Completion,
+    FakeModel,
+    FormatSFT,
+    Pipeline,
+    Request,
+    TextGeneration,
+    step,
+)
 from datamill.errors import ModelUnavailable
 from datamill.steps.base import Context, Step
 
@@ -28,11 +37,19 @@ def basic(model: FakeModel, rows: int = 4) -> Pipeline:
 def test_rows_stream_to_next_step_without_waiting_for_the_batch(tmp_path: Path) -> None:
     events: list[tuple[str, str]] = []
 
-    def latency(req: Request) -> float:
-        text = req.messages[-1]["content"]  # type: ignore[index]
-        return 0.3 if text == "slow" else 0.01
+    class Gated(FakeModel):
+        """The slow row's call returns only once the fast row has reached the second step (an
+        ordering by events, not by sleeps racing each other; the bound only stops a hang)."""
 
-    model = FakeModel(lambda r, i: r.messages[-1]["content"] + "!", latency=latency)  # type: ignore[index]
+        async def generate(self, request: Request) -> list[Completion]:
+            if request.messages[-1]["content"] == "slow":  # type: ignore[index]
+                for _ in range(6000):
+                    if events:
+                        break
+                    await asyncio.sleep(0.01)
+            return await super().generate(request)
+
+    model = Gated(lambda r, i: r.messages[-1]["content"] + "!")  # type: ignore[index]
 
     @step(reads=["answer"])
     def record(row: dict) -> dict:

@@ -6,14 +6,24 @@ Everything runs on the fake model (``fake`` spec or a FakeModel object); the bro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from datamill import CallCache, FakeModel, FormatSFT, Pipeline, TextGeneration
+from datamill import (
+    CallCache,
+    Completion,
+    FakeModel,
+    FormatSFT,
+    Pipeline,
+    Request,
+    TextGeneration,
+)
 from datamill.cli import main
 from datamill.errors import ConfigError, InputError
 from datamill.recipes.loader import load_recipe, recipe_from_dict
@@ -324,12 +334,28 @@ def sft_pipeline(model: FakeModel, rows: int) -> Pipeline:
 
 
 def test_job_runs_in_the_background_and_reports_progress(tmp_path: Path) -> None:
-    job = Job(sft_pipeline(FakeModel(latency=0.05, max_concurrency=2), 6), tmp_path / "out").start()
-    seen = []
-    while not job.wait(0.02):
-        seen.append(job.progress())
+    # the calls wait until the test has seen the running job's progress: the job cannot finish
+    # between two looks, however slow this thread is on a loaded machine (bounds stop a hang)
+    seen_running = threading.Event()
+
+    class Gated(FakeModel):
+        async def generate(self, request: Request) -> list[Completion]:
+            for _ in range(6000):
+                if seen_running.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            return await super().generate(request)
+
+    job = Job(sft_pipeline(Gated(max_concurrency=2), 6), tmp_path / "out").start()
+    for _ in range(6000):
+        progress = job.progress()
+        if progress.state == "running" and progress.total == 6:
+            seen_running.set()
+            break
+        time.sleep(0.01)
+    assert seen_running.is_set(), job.progress()
+    assert job.wait(60)
     assert job.state == "done", job.error
-    assert any(p.state == "running" and p.total == 6 for p in seen)
     final = job.progress()
     assert final.fraction == 1.0 and final.text.startswith("6 rows")
     assert (tmp_path / "out" / "data" / "train-00000-of-00001.parquet").exists()
@@ -340,11 +366,21 @@ def test_job_runs_in_the_background_and_reports_progress(tmp_path: Path) -> None
 def test_cancelled_job_keeps_finished_calls_in_the_cache(
     tmp_path: Path, isolated_cache: Path
 ) -> None:
-    model = FakeModel(latency=0.1, max_concurrency=2)
+    # four calls answer at once, every later one takes an hour: the job is surely still running
+    # when it is cancelled, whatever the load (the loop below bounds a hang, it times nothing)
+    asked: list[Request] = []
+
+    def latency(request: Request) -> float:
+        asked.append(request)
+        return 0.0 if len(asked) <= 4 else 3600.0
+
+    model = FakeModel(latency=latency, max_concurrency=2)
     job = Job(sft_pipeline(model, 40), tmp_path / "out").start()
-    deadline = time.monotonic() + 30
-    while (job.stats is None or job.stats.model_calls < 4) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    for _ in range(6000):
+        if job.stats is not None and job.stats.model_calls >= 4:
+            break
+        time.sleep(0.01)
+    assert job.stats is not None and job.stats.model_calls >= 4 and job.state == "running"
     job.cancel()
     assert job.wait(30)
     assert job.state == "cancelled"
@@ -522,7 +558,8 @@ def test_stop_without_a_job() -> None:
 def test_one_folder_is_written_by_one_job_at_a_time_and_stop_stops_it(tmp_path: Path) -> None:
     folder = tmp_path / "busy"
     slow = handlers.JOBS.add(
-        Job(sft_pipeline(FakeModel(latency=0.2, max_concurrency=1), 50), folder).start()
+        # calls of an hour: the job is still writing the folder when the form asks for it
+        Job(sft_pipeline(FakeModel(latency=3600, max_concurrency=1), 50), folder).start()
     )
     try:
         status, *_ = last(handlers.run_generate(form(num_rows=2, output=str(folder))))
@@ -725,19 +762,35 @@ def test_datamill_ui_serves_on_localhost_and_prints_its_url(tmp_path: Path) -> N
     import sys
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from datamill.cli import main; main()", "ui", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
+    def serve() -> tuple[subprocess.Popen[str], int, str]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from datamill.cli import main; main()",
+                "ui",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert proc.stdout is not None
+        return proc, port, proc.stdout.readline()  # blocks until the server is up (or it ends)
+
+    # a port picked free may be taken by another program before the app binds it: pick again
+    for tries_left in reversed(range(5)):
+        proc, port, line = serve()
+        if not (line.startswith("error: cannot serve on") and tries_left):
+            break
+        proc.wait(60)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the server is up (or the process ends)
         assert line.startswith(f"datamill ui running at http://127.0.0.1:{port}/"), (
             line + proc.stdout.read()
         )

@@ -59,9 +59,16 @@ def app_url() -> Iterator[str]:
     pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
     )
+    from datamill.errors import ConfigError
     from datamill.ui.app import launch
 
-    demo = launch("127.0.0.1", free_port())
+    for tries_left in reversed(range(5)):  # a picked port may be taken before the app binds it
+        try:
+            demo = launch("127.0.0.1", free_port())
+            break
+        except ConfigError:
+            if not tries_left:
+                raise
     try:
         yield str(demo.local_url)
     finally:

@@ -18,7 +18,9 @@ of shape ``(len(texts), dim)``, float32. Specs name one, like model specs do:
 
 Vectors are cached like completions: in an ``embeddings`` table of the call-cache SQLite file,
 keyed by the embedder's identity and the text's sha256, so a second run (or ``datamill report``
-over the same rows) embeds nothing twice. :func:`embedding_cache` lets a run point the cache at
+over the same rows) embeds nothing twice. A cached vector comes back bit for bit as stored; a
+vector computed again, in another batch, is equal to it only to float32 rounding (within 1e-5
+per component for ``minilm``; ``hash`` vectors are computed per text). :func:`embedding_cache` lets a run point the cache at
 its own file or switch it off (``--no-cache``).
 
 Deliberately not here: similarity search and selection (``steps.embed``, ``steps.deita``).

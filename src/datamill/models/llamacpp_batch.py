@@ -34,7 +34,11 @@ split-across-threads path for a lone token is avoided by running such steps on o
 prompts go in chunks of at most :data:`PREFILL_CHUNK` tokens per sequence and step, below the
 size at which llama.cpp switches to a tiled attention kernel with other rounding. Greedy texts of
 prompts shorter than 64 tokens therefore equal llama-cpp-python's own; longer prompts are
-processed there by the tiled kernel and may differ in near-ties.
+processed there by the tiled kernel and may differ in near-ties. This sameness is exact, not to a
+tolerance: it rests on a token's numbers going through the same kernels in the same order of
+sums whatever the grouping, so texts (greedy or seeded) are equal token for token; the real-model
+tests in ``tests/test_llamacpp.py`` check it on the CPU kernels of the installed llama-cpp-python.
+A build with other kernels (another CPU feature set, a GPU backend) may round differently.
 
 Deliberately not here: loading the GGUF and tokenizing (``llamacpp_gguf``), threads, processes,
 asyncio and chat templates (``llamacpp_worker``, ``llamacpp``). The engine is synchronous and
