@@ -228,7 +228,7 @@ async def _arun_shard(
             if time.monotonic() - last >= 0.5:
                 progress.report.remote(shard, stats.counters())
                 last = time.monotonic()
-        out = work.result()
+        out = list(work.result())  # a RowSpool: its files stay in this worker
         return out, stats.counters(), failures.records, runner.stopped
     finally:
         for m in started:

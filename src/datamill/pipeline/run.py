@@ -19,7 +19,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,23 @@ from ..rows import Row
 from .cache import CallCache
 from .graph import ModelSettings, Pipeline
 from .runner import Budget, FailureLog, ModelHandle, Runner
+from .spool import KEEP_ROWS
 from .stats import Stats
 from .topup import run_rows
 
 
 @dataclass
 class RunResult:
-    """What a run produced: the rows, the counters and where they were written."""
+    """What a run produced: the rows, the counters and where they were written.
 
-    rows: list[Row]
+    ``rows``: up to ``KEEP_ROWS`` (10,000) rows, a plain ``list``; a larger run gives a
+    :class:`~datamill.pipeline.spool.SpooledRows` instead, a read-only sequence read from
+    temporary files as it is used (``len``, iteration, ``rows[i]``, slices; ``list(rows)`` loads
+    them all), so a run of millions of rows never holds them all in memory. The files go when
+    the result does. ``failures``: the first 1,000 failure records (all are in
+    ``failures.jsonl``; ``stats.failed_rows`` counts them)."""
+
+    rows: Sequence[Row]
     stats: Stats
     output: Path | None
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -62,7 +70,7 @@ class RunResult:
             from ..errors import MissingDependency
 
             raise MissingDependency("RunResult.to_dataset", "hf") from exc
-        return datasets.Dataset.from_list(self.rows)
+        return datasets.Dataset.from_list(list(self.rows))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -187,7 +195,7 @@ async def arun_pipeline(
         keyed, topup = await run_rows(
             runner, pipeline, rows, src, call_cache
         )  # target_rows: top-up
-        out_rows = [r for _, r in keyed]
+        out_rows = keyed.rows()  # in key order, read from the spool's files as they are used
         stats.rows_done = len(out_rows)
         failures.close()
         summary = run_summary(pipeline, models, stats, runner.stopped, budget)
@@ -205,8 +213,12 @@ async def arun_pipeline(
                 call_cache.path if call_cache is not None else None
             ):  # the report's vectors
                 folder.write(out_rows, summary, pipeline)
+        kept: Sequence[Row] = out_rows
+        if len(out_rows) <= KEEP_ROWS:  # small runs: a plain list, and no files left behind
+            kept = list(out_rows)
+            keyed.close()
         return RunResult(
-            out_rows,
+            kept,
             stats,
             folder.path if folder else None,
             failures.records,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from .build import build_report, to_json
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "report.png"
+#: rows the report measures at most; a larger dataset is measured on a sample of this many
+REPORT_ROWS = 20_000
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -26,19 +30,49 @@ def _atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def sample_rows(rows: Iterable[Row], k: int, seed: int = 0) -> list[Row]:
+    """At most ``k`` of ``rows``, each equally likely (reservoir sampling with a fixed seed, in
+    one pass: ``rows`` may be read from disk), in their order."""
+    rng = random.Random(seed)
+    kept: list[tuple[int, Row]] = []
+    for i, row in enumerate(rows):
+        if i < k:
+            kept.append((i, row))
+        else:
+            j = rng.randrange(i + 1)
+            if j < k:
+                kept[j] = (i, row)
+    kept.sort(key=lambda ir: ir[0])
+    return [r for _, r in kept]
+
+
 def write_report(
-    folder: Path, rows: list[Row], summary: dict[str, Any], name: str | None = None, **options: Any
+    folder: Path,
+    rows: Sequence[Row],
+    summary: dict[str, Any],
+    name: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Build, draw and write the report of ``rows`` into ``folder``; return its JSON form."""
+    """Build, draw and write the report of ``rows`` into ``folder``; return its JSON form.
+
+    Over :data:`REPORT_ROWS` rows, the metrics are those of a fixed-seed sample of that many
+    (a note says so; ``rows`` stays the full count), so memory does not grow with the dataset."""
+    total = len(rows)
+    measured = list(rows) if total <= REPORT_ROWS else sample_rows(rows, REPORT_ROWS)
     try:
-        report = build_report(rows, summary, **options)
+        report = build_report(measured, summary, **options)
     except Exception as exc:  # build_report guards each metric; this is the last line of defence
         report = {
             "version": 1,
-            "rows": len(rows),
+            "rows": total,
             "notes": [],
             "errors": {"report": f"{type(exc).__name__}: {exc}"},
         }
+    if total > len(measured):
+        report["rows"] = total
+        report.setdefault("notes", []).append(
+            f"measured on a random sample of {len(measured):,} of the {total:,} rows"
+        )
     if name:
         report["name"] = name
     try:
@@ -137,5 +171,6 @@ __all__ = [
     "card_section",
     "format_value",
     "load_report",
+    "sample_rows",
     "write_report",
 ]
