@@ -27,7 +27,7 @@ from typing import Any
 from .._sync import run_sync
 from ..errors import ConfigError, InputError, ModelUnavailable, OutputError
 from ..io.sinks import OutputFolder
-from ..io.sources import Source, all_columns, check_rows, source_reads
+from ..io.sources import Source, check_rows, source_reads
 from ..models.base import Model
 from ..models.embeddings import embedding_cache
 from ..models.registry import load_model
@@ -140,9 +140,9 @@ async def arun_pipeline(
                 raise ConfigError(f"--limit must be at least 1, got {limit}")
             src = copy.copy(src)  # the caller's source keeps its own limit (preview, then run)
             src.limit = limit if src.limit is None else min(src.limit, limit)
-        rows = src.load()
-        check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
-        pipeline.check(Source.columns(rows))
+        scan = src.scan()  # the source is read as the rows stream, never held whole
+        check_rows(src, src.stream(), source_reads(pipeline.steps, scan.columns))
+        pipeline.check(scan.common)
         if cache is True:  # an unusable cache file is refused before any model is built
             call_cache = CallCache()
         elif isinstance(cache, CallCache):
@@ -161,7 +161,7 @@ async def arun_pipeline(
                 str(call_cache.path) if call_cache else None,
                 budget,
             )
-        stats = Stats(rows_total=len(rows))
+        stats = Stats(rows_total=scan.rows)
         if on_start is not None:
             on_start(stats)
         if progress:
@@ -193,7 +193,7 @@ async def arun_pipeline(
             )
         runner = Runner(handles, stats, failures, seed=pipeline.seed, executor=executor)
         keyed, topup = await run_rows(
-            runner, pipeline, rows, src, call_cache
+            runner, pipeline, src.stream(), src, call_cache
         )  # target_rows: top-up
         out_rows = keyed.rows()  # in key order, read from the spool's files as they are used
         stats.rows_done = len(out_rows)
