@@ -110,12 +110,12 @@ class RowSpool:
         self,
         folder: str | Path | None = None,
         *,
-        buffer_rows: int = BUFFER_ROWS,
-        batch_rows: int = BATCH_ROWS,
+        buffer_rows: int | None = None,
+        batch_rows: int | None = None,
     ) -> None:
         self._folder = _Folder(Path(folder) if folder is not None else None)
-        self.buffer_rows = max(1, buffer_rows)
-        self.batch_rows = max(1, batch_rows)
+        self.buffer_rows = max(1, buffer_rows or BUFFER_ROWS)
+        self.batch_rows = max(1, batch_rows or BATCH_ROWS)
         self._buffer: list[_Item] = []
         self._runs: list[_Run] = []
         self._seq = itertools.count()
