@@ -4,6 +4,7 @@ large runs give ``RunResult.rows`` as a sequence read back from disk."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from pathlib import Path
@@ -17,8 +18,9 @@ from datamill.io import sinks
 from datamill.io.sources import EmptyRows, JsonlSource, Read, check_rows
 from datamill.pipeline import run as run_module
 from datamill.pipeline import spool as spool_module
-from datamill.pipeline.runner import FailureLog
+from datamill.pipeline.runner import FailureLog, Runner
 from datamill.pipeline.spool import RowSpool, SpooledRows
+from datamill.pipeline.stats import Stats
 from datamill.report import write as report_write
 from datamill.steps.dedup import ExactDedup
 
@@ -152,7 +154,20 @@ def test_a_global_step_over_spilled_rows_keeps_what_it_keeps_in_memory(
     big = pipeline(200, slow_sevens, dedup=True).run(tmp_path / "o", cache=False)
     assert isinstance(big.rows, SpooledRows)
     assert list(big.rows) == list(small.rows)
-    assert big.stats.failures == small.stats.failures
+    assert big.stats.failures == small.stats.failures == {"exact duplicate": 160}
+    assert big.failures == small.failures  # the same rows, keys and details
+    assert big.failures[0]["key"] == [40] and big.failures[0]["row"]["topic"] == "topic 0"
+
+
+def test_dedup_streams_spooled_rows_and_keeps_only_hashes() -> None:
+    rows = [{"id": i, "text": f"text {i % 7}"} for i in range(50)]
+    spool = RowSpool.of((((i,), r) for i, r in enumerate(rows)), buffer_rows=4, batch_rows=4)
+    runner = Runner({}, Stats(), FailureLog(None))
+    out = asyncio.run(runner.run_global(ExactDedup(columns=["text"]), spool))
+    assert isinstance(out, RowSpool)
+    assert [(k, r["id"]) for k, r in out] == [((i,), i) for i in range(7)]
+    assert [r["key"] for r in runner.failures.records] == [[i] for i in range(7, 50)]
+    assert runner.stats.steps["dedup_exact"].rows_out == 7
 
 
 def test_a_top_up_run_still_reaches_its_target_with_a_tiny_spool(

@@ -24,7 +24,7 @@ import json
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -334,7 +334,7 @@ class Runner:
                 # refused (their rows drop out), so what is written went through every step.
                 if step is not None:
                     try:
-                        current = await self.run_global(step, list(current))
+                        current = await self.run_global(step, current)
                     except BudgetExceeded as exc:
                         self.stopped = self.stopped or str(exc)
                         current = []
@@ -346,7 +346,16 @@ class Runner:
         self.stats.rows_done = len(result)
         return result
 
-    async def run_global(self, step: GlobalStep, rows: list[KeyedRow]) -> list[KeyedRow]:
+    async def run_global(
+        self, step: GlobalStep, rows: Iterable[KeyedRow]
+    ) -> list[KeyedRow] | RowSpool:
+        """Run a global step over all rows; they come out keyed ``(0,), (1,), …``. A step with
+        ``keep_flags`` (the dedup steps) reads spooled rows as a stream and keeps only what it
+        compares; any other gets them as one list."""
+        keep_flags = getattr(step, "keep_flags", None)
+        if keep_flags is not None and isinstance(rows, RowSpool):
+            return await self._select(step, rows, keep_flags)
+        rows = list(rows)
         counts = self.stats.step(step.label)
         counts.rows_in += len(rows)
         by_id = {id(r): k for k, r in rows}
@@ -358,6 +367,44 @@ class Runner:
         kept = await step.aprocess_all([r for _, r in rows], drop, ctx)
         counts.rows_out += len(kept)
         return [((i,), r) for i, r in enumerate(kept)]
+
+    async def _select(self, step: GlobalStep, rows: RowSpool, keep_flags: Any) -> RowSpool:
+        """A selecting global step over spooled rows: one pass for its verdicts (its drops are
+        recorded with their keys), one pass to spool the rows it keeps."""
+        counts = self.stats.step(step.label)
+        counts.rows_in += len(rows)
+        # rows handed out recently, by id, for the keys of drops (steps drop within a chunk)
+        recent: OrderedDict[int, KeyedRow] = OrderedDict()
+        window = max(10_000, 2 * int(getattr(step, "chunk_size", 0) or 0))
+
+        def feed() -> Iterator[Row]:
+            for key, row in rows:
+                recent[id(row)] = (key, row)
+                if len(recent) > window:
+                    recent.popitem(last=False)
+                yield row
+
+        def drop(row: Row, reason: str, detail: str | None = None) -> None:
+            hit = recent.get(id(row))
+            self._record(
+                step,
+                hit[0] if hit is not None and hit[1] is row else (),
+                row,
+                reason,
+                detail=detail,
+            )
+
+        flags = await keep_flags(feed(), drop, self.context((), step))
+        recent.clear()
+        out = RowSpool(**self.spool_options)
+        n = 0
+        for (_, row), keep in zip(rows, flags, strict=True):
+            if keep:
+                out.add((n,), row)
+                n += 1
+                out.advance((n,))
+        counts.rows_out += n
+        return out.finish()
 
     async def stream(self, steps: list[Step], rows: Iterable[KeyedRow]) -> RowSpool:
         """Push every row through ``steps`` independently, at most N rows in flight; the rows
