@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,7 +16,14 @@ import pytest
 from datamill import FakeModel, FormatSFT, Pipeline, TextGeneration, step
 from datamill.errors import InputError
 from datamill.io import sinks
-from datamill.io.sources import EmptyRows, JsonlSource, Read, check_rows
+from datamill.io.sources import (
+    EmptyRows,
+    JsonlSource,
+    Read,
+    RowsSource,
+    check_rows,
+    scan_and_check,
+)
 from datamill.pipeline import run as run_module
 from datamill.pipeline import spool as spool_module
 from datamill.pipeline.runner import FailureLog, Runner
@@ -292,3 +300,31 @@ def test_check_rows_reads_a_stream_once_and_refuses_as_before(tmp_path: Path) ->
     with pytest.raises(InputError, match=r"in.jsonl:51: column 'topic' holds a number here"):
         check_rows(source, source.stream(), read)
     assert source.scan().rows == 51 and source.scan().columns == ["topic"]
+
+
+class CountedRows(RowsSource):
+    """Inline rows that count how often they are read from the start."""
+
+    def __init__(self, data: list[dict[str, object]]) -> None:
+        super().__init__(data)
+        self.passes = 0
+
+    def iter_rows(self) -> Iterator[dict[str, object]]:
+        self.passes += 1
+        return super().iter_rows()
+
+
+def test_scan_and_check_reads_the_source_once_when_the_first_row_has_every_column() -> None:
+    steps = [TextGeneration(template="{{ x }}", output="out")]
+    source = CountedRows([{"x": f"v{i}", "y": i} for i in range(20)])
+    scan = scan_and_check(source, steps)
+    assert (scan.rows, scan.columns, scan.common) == (20, ["x", "y"], ["x", "y"])
+    assert source.passes == 2  # the first row (to know the columns), then one pass
+    late = CountedRows([{"y": 0}] + [{"x": f"v{i}", "y": i} for i in range(1, 20)])
+    with pytest.raises(InputError) as err:
+        scan_and_check(late, steps)
+    assert str(err.value) == (
+        "inline rows row 1: the row has no column 'x' (1 of 20 rows lack it); "
+        "step 1 (text_generation) needs it in every row"
+    )
+    assert late.passes == 3  # a column the first row lacks: the check takes its own pass

@@ -361,19 +361,65 @@ def check_rows(source: Source, rows: Iterable[Row], reads: dict[str | RowPath, R
     the first occurrence of each problem is kept, and the one reported is the one a check of
     all rows at once would report.
     """
-    from ..tasks.base import not_text
-
-    places = [(key if isinstance(key, tuple) else (key,), read) for key, read in reads.items()]
-    seen = [_Seen() for _ in places]
-    bad_text: tuple[int, str] | None = None
-    total = 0
+    checker = _RowChecker(reads)
     for i, row in enumerate(rows):
-        total += 1
-        if bad_text is None:
+        checker.feed(i, row)
+    checker.finish(source)
+
+
+def scan_and_check(source: Source, steps: list[Any]) -> SourceScan:
+    """:meth:`Source.scan` and :func:`check_rows` (with the places ``steps`` read:
+    :func:`source_reads`) in one pass over the source when its first row has every column of
+    the others (the usual case); otherwise the check takes a second pass."""
+    rows = source.stream()
+    first = next(rows, None)
+    rows.close()
+    guess = source_reads(steps, list(first) if first is not None else [])
+    checker = _RowChecker(guess)
+    count = 0
+    seen: dict[str, None] = {}
+    common: list[str] | None = None
+    for i, row in enumerate(source.stream()):
+        count += 1
+        if len(row) != len(seen) or any(c not in seen for c in row):
+            seen.update(dict.fromkeys(row))
+        if common is None:
+            common = list(row)
+        elif len(row) != len(common) or any(c not in row for c in common):
+            common = [c for c in common if c in row]
+        checker.feed(i, row)
+    if not count:
+        raise InputError(f"{source.name} has no rows: give at least one input row")
+    scan = SourceScan(count, list(seen), common or [])
+    reads = source_reads(steps, scan.columns)
+    if reads == guess:
+        checker.finish(source)
+    else:
+        check_rows(source, source.stream(), reads)
+    return scan
+
+
+class _RowChecker:
+    """:func:`check_rows`, fed one row at a time."""
+
+    def __init__(self, reads: dict[str | RowPath, Read]) -> None:
+        from ..tasks.base import not_text
+
+        self._not_text = not_text
+        self.places = [
+            (key if isinstance(key, tuple) else (key,), read) for key, read in reads.items()
+        ]
+        self.seen = [_Seen() for _ in self.places]
+        self.bad_text: tuple[int, str] | None = None
+        self.total = 0
+
+    def feed(self, i: int, row: Row) -> None:
+        self.total += 1
+        if self.bad_text is None:
             bad = unencodable(row)
             if bad is not None:
-                bad_text = (i, bad)
-        for (path, read), state in zip(places, seen, strict=True):
+                self.bad_text = (i, bad)
+        for (path, read), state in zip(self.places, self.seen, strict=True):
             if len(path) == 1 and path[0] not in row:
                 state.missing += 1
                 if state.first_missing is None:
@@ -392,39 +438,44 @@ def check_rows(source: Source, rows: Iterable[Row], reads: dict[str | RowPath, R
                 and kind_of(value) != kind_of(state.present[1])
             ):
                 state.other_kind = (i, value)
-            if read.as_text and state.not_text is None and not_text(value) is not None:
+            if read.as_text and state.not_text is None and self._not_text(value) is not None:
                 state.not_text = (i, value)
-    if bad_text is not None:
-        raise InputError(
-            f"{source.where(bad_text[0])}: {bad_text[1]}; that text cannot be written as UTF-8 (half of an emoji "
-            "or other two-part character): fix or remove it in the source"
-        )
-    for (path, read), state in zip(places, seen, strict=True):
-        column, name = path[0], path_text(path)
-        what = f"column {column!r}" if len(path) == 1 else name
-        if state.missing and state.first_missing is not None:
-            if state.missing < total:
+
+    def finish(self, source: Source) -> None:
+        """Raise the error a check of all rows at once would raise first, if any."""
+        total = self.total
+        if self.bad_text is not None:
+            i, bad = self.bad_text
+            raise InputError(
+                f"{source.where(i)}: {bad}; that text cannot be written as UTF-8 (half of an emoji "
+                "or other two-part character): fix or remove it in the source"
+            )
+        for (path, read), state in zip(self.places, self.seen, strict=True):
+            column, name = path[0], path_text(path)
+            what = f"column {column!r}" if len(path) == 1 else name
+            if state.missing and state.first_missing is not None:
+                if state.missing < total:
+                    raise InputError(
+                        f"{source.where(state.first_missing)}: the row has no column {column!r} ({state.missing} of {total} rows lack it); "
+                        f"{read.who} needs it in every row"
+                    )
+                continue
+            if not read.model_reads and not read.as_text:
+                continue
+            if read.model_reads and state.present is None:
+                plural = "s" if total != 1 else ""
+                empty = "empty" if len(path) == 1 else "empty or absent"
                 raise InputError(
-                    f"{source.where(state.first_missing)}: the row has no column {column!r} ({state.missing} of {total} rows lack it); "
-                    f"{read.who} needs it in every row"
+                    f"{source.name}: {what} is {empty} in all {total} row{plural}; {read.who} needs a value there"
                 )
-            continue
-        if not read.model_reads and not read.as_text:
-            continue
-        if read.model_reads and state.present is None:
-            plural = "s" if total != 1 else ""
-            empty = "empty" if len(path) == 1 else "empty or absent"
-            raise InputError(
-                f"{source.name}: {what} is {empty} in all {total} row{plural}; {read.who} needs a value there"
-            )
-        if read.model_reads and state.present is not None and state.other_kind is not None:
-            (first_i, first_v), (i, v) = state.present, state.other_kind
-            raise InputError(
-                f"{source.where(i)}: {what} holds {kind_of(v)} here but {kind_of(first_v)} in {source.where(first_i)}; "
-                f"{read.who} reads it: give it one type in every row"
-            )
-        if read.as_text and state.not_text is not None:
-            _check_text(source, path, what, read, [state.not_text])
+            if read.model_reads and state.present is not None and state.other_kind is not None:
+                (first_i, first_v), (i, v) = state.present, state.other_kind
+                raise InputError(
+                    f"{source.where(i)}: {what} holds {kind_of(v)} here but {kind_of(first_v)} in {source.where(first_i)}; "
+                    f"{read.who} reads it: give it one type in every row"
+                )
+            if read.as_text and state.not_text is not None:
+                _check_text(source, path, what, read, [state.not_text])
 
 
 def _check_text(

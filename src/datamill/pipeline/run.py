@@ -27,7 +27,7 @@ from typing import Any
 from .._sync import run_sync
 from ..errors import ConfigError, InputError, ModelUnavailable, OutputError
 from ..io.sinks import OutputFolder
-from ..io.sources import Source, check_rows, source_reads
+from ..io.sources import Source, scan_and_check
 from ..models.base import Model
 from ..models.embeddings import embedding_cache
 from ..models.registry import load_model
@@ -140,8 +140,7 @@ async def arun_pipeline(
                 raise ConfigError(f"--limit must be at least 1, got {limit}")
             src = copy.copy(src)  # the caller's source keeps its own limit (preview, then run)
             src.limit = limit if src.limit is None else min(src.limit, limit)
-        scan = src.scan()  # the source is read as the rows stream, never held whole
-        check_rows(src, src.stream(), source_reads(pipeline.steps, scan.columns))
+        scan = scan_and_check(src, pipeline.steps)  # read as rows stream, never held whole
         pipeline.check(scan.common)
         if cache is True:  # an unusable cache file is refused before any model is built
             call_cache = CallCache()
