@@ -151,6 +151,7 @@ def test_fifty_thousand_rows_come_back_in_order_and_as_a_small_run_gives_them(
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["rows"] == 50_000
     assert any("sample of 20,000 of the 50,000 rows" in n for n in report["notes"])
+    assert report["fields"]["instruction"]["count"] == 20_000  # drawn as the Parquet was written
 
 
 def test_a_global_step_over_spilled_rows_keeps_what_it_keeps_in_memory(

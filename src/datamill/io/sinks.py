@@ -31,7 +31,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,17 +147,24 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
-def write_parquet(path: Path, rows: Sequence[Row], row_group_rows: int | None = None) -> None:
+def write_parquet(
+    path: Path,
+    rows: Sequence[Row],
+    row_group_rows: int | None = None,
+    observe: Callable[[Row], None] | None = None,
+) -> None:
     """Write ``rows`` as one Parquet file, ``row_group_rows`` (default :data:`ROW_GROUP_ROWS`)
-    at a time: one pass over the rows finds the columns' types, a second writes them, so only
-    one row group is in memory (``rows`` may be a :class:`SpooledRows` read from disk)."""
+    at a time: one pass over the rows finds the columns' types (``observe`` sees each row
+    then), a second writes them, so only one row group is in memory (``rows`` may be a
+    :class:`SpooledRows` read from disk)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     size = row_group_rows or ROW_GROUP_ROWS
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    columns, types = table_schema(_chunks(rows, size))
+    first: Iterable[Row] = rows if observe is None else _observed(rows, observe)
+    columns, types = table_schema(_chunks(first, size))
     while True:
         try:
             with pq.ParquetWriter(tmp, _schema(columns, types)) as writer:
@@ -173,6 +180,12 @@ def write_parquet(path: Path, rows: Sequence[Row], row_group_rows: int | None = 
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _observed(rows: Iterable[Row], observe: Callable[[Row], None]) -> Iterator[Row]:
+    for row in rows:
+        observe(row)
+        yield row
 
 
 def _schema(columns: list[str], types: dict[str, Any]) -> Any:
@@ -323,14 +336,21 @@ class OutputFolder:
         moved_failures = False
         try:
             staged.mkdir()
+            sample = None
             if rows:  # datasets cannot load a parquet split of 0 rows: then no data file at all
-                write_parquet(staged / DATA_FILE, rows)
+                sample = _report_sample(rows)
+                if sample is None:
+                    write_parquet(staged / DATA_FILE, rows)
+                else:  # the report's sample is drawn as the writer reads the rows
+                    write_parquet(staged / DATA_FILE, rows, observe=sample.add)
             if self.failures_partial.exists():
                 os.replace(self.failures_partial, staged / "failures.jsonl")
                 moved_failures = True
             else:
                 write_atomic(staged / "failures.jsonl", b"")
-            report = quality_report(staged, rows, summary, pipeline)
+            report = quality_report(
+                staged, rows, summary, pipeline, sample.rows() if sample is not None else None
+            )
             write_atomic(
                 staged / "README.md", dataset_card(rows, summary, pipeline, report).encode()
             )
@@ -417,14 +437,28 @@ def _read_pid(fd: int) -> int:
         return 0
 
 
+def _report_sample(rows: Sequence[Row]) -> Any:
+    """A reservoir for the report's sample, drawn while the Parquet writer reads the rows
+    (``None`` when the report measures every row)."""
+    try:
+        from ..report.write import REPORT_ROWS, Reservoir
+    except Exception:  # the report is never worth the dataset
+        return None
+    return Reservoir(REPORT_ROWS) if len(rows) > REPORT_ROWS else None
+
+
 def quality_report(
-    folder: Path, rows: Sequence[Row], summary: dict[str, Any], pipeline: Pipeline
+    folder: Path,
+    rows: Sequence[Row],
+    summary: dict[str, Any],
+    pipeline: Pipeline,
+    sample: list[Row] | None = None,
 ) -> dict[str, Any] | None:
     """Write ``report.json`` + ``report.png`` (see ``datamill.report``); never loses the dataset."""
     try:
         from ..report import write_report
 
-        return write_report(folder, rows, summary, name=pipeline.name)
+        return write_report(folder, rows, summary, name=pipeline.name, sample=sample)
     except Exception:  # write_report notes metric failures itself; this guards the last resort
         return None
 

@@ -30,20 +30,39 @@ def _atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class Reservoir:
+    """At most ``k`` of the rows :meth:`add`-ed, each equally likely (reservoir sampling with a
+    fixed seed), held while the rows go by: a pass that reads the rows anyway (the Parquet
+    writer's) draws the report's sample too."""
+
+    def __init__(self, k: int, seed: int = 0) -> None:
+        self.k = k
+        self.seen = 0
+        self._rng = random.Random(seed)
+        self._kept: list[tuple[int, Row]] = []
+
+    def add(self, row: Row) -> None:
+        i = self.seen
+        self.seen += 1
+        if i < self.k:
+            self._kept.append((i, row))
+            return
+        j = self._rng.randrange(i + 1)
+        if j < self.k:
+            self._kept[j] = (i, row)
+
+    def rows(self) -> list[Row]:
+        """The sample, in the order the rows came."""
+        return [r for _, r in sorted(self._kept, key=lambda ir: ir[0])]
+
+
 def sample_rows(rows: Iterable[Row], k: int, seed: int = 0) -> list[Row]:
-    """At most ``k`` of ``rows``, each equally likely (reservoir sampling with a fixed seed, in
-    one pass: ``rows`` may be read from disk), in their order."""
-    rng = random.Random(seed)
-    kept: list[tuple[int, Row]] = []
-    for i, row in enumerate(rows):
-        if i < k:
-            kept.append((i, row))
-        else:
-            j = rng.randrange(i + 1)
-            if j < k:
-                kept[j] = (i, row)
-    kept.sort(key=lambda ir: ir[0])
-    return [r for _, r in kept]
+    """At most ``k`` of ``rows``, each equally likely, in their order (one pass: ``rows`` may
+    be read from disk)."""
+    sample = Reservoir(k, seed)
+    for row in rows:
+        sample.add(row)
+    return sample.rows()
 
 
 def write_report(
@@ -51,14 +70,18 @@ def write_report(
     rows: Sequence[Row],
     summary: dict[str, Any],
     name: str | None = None,
+    sample: list[Row] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Build, draw and write the report of ``rows`` into ``folder``; return its JSON form.
 
     Over :data:`REPORT_ROWS` rows, the metrics are those of a fixed-seed sample of that many
-    (a note says so; ``rows`` stays the full count), so memory does not grow with the dataset."""
+    (``sample`` when the caller drew it already, else drawn here; a note says so, and ``rows``
+    stays the full count), so memory does not grow with the dataset."""
     total = len(rows)
-    measured = list(rows) if total <= REPORT_ROWS else sample_rows(rows, REPORT_ROWS)
+    if sample is None or total <= REPORT_ROWS:
+        sample = list(rows) if total <= REPORT_ROWS else sample_rows(rows, REPORT_ROWS)
+    measured = sample
     try:
         report = build_report(measured, summary, **options)
     except Exception as exc:  # build_report guards each metric; this is the last line of defence
@@ -168,6 +191,8 @@ def card_section(report: dict[str, Any] | None) -> str:
 __all__ = [
     "PLOT_FILE",
     "REPORT_FILE",
+    "REPORT_ROWS",
+    "Reservoir",
     "card_section",
     "format_value",
     "load_report",
