@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,7 +60,7 @@ class Source:
         """The raw rows one at a time (up to ``limit`` or beyond: :meth:`stream` caps them)."""
         return iter(self.rows())
 
-    def stream(self) -> Iterator[Row]:
+    def stream(self) -> Generator[Row, None, None]:
         """The rows (up to ``limit``), one at a time, each checked to be a dict."""
         for i, row in enumerate(self.iter_rows()):
             if self.limit is not None and i >= self.limit:
