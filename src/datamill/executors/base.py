@@ -50,7 +50,7 @@ class SegmentRunner(Protocol):
     @property
     def failures(self) -> FailureSink: ...
 
-    async def stream(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]: ...
+    async def stream(self, steps: list[Step], rows: Iterable[KeyedRow]) -> Iterable[KeyedRow]: ...
 
 
 class ShardJob(Protocol):
@@ -84,7 +84,8 @@ class Executor(Protocol):
 
     async def stream(
         self, runner: SegmentRunner, steps: list[Step], rows: Iterable[KeyedRow]
-    ) -> list[KeyedRow]: ...
+    ) -> Iterable[KeyedRow]:
+        """The segment's surviving rows in key order (the local runner's are spooled to disk)."""
 
     def close(self) -> None: ...
 
@@ -99,7 +100,7 @@ class LocalExecutor:
 
     async def stream(
         self, runner: SegmentRunner, steps: list[Step], rows: Iterable[KeyedRow]
-    ) -> list[KeyedRow]:
+    ) -> Iterable[KeyedRow]:
         return await runner.stream(steps, rows)
 
     def close(self) -> None:

@@ -26,10 +26,12 @@ go to ``OUT/failed-attempt/`` instead (:meth:`OutputFolder.write_failed_attempt`
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -82,39 +84,129 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def rows_to_table(rows: list[Row]) -> Any:
+#: rows per Parquet row group: the data file is written (and its types found) this many at a time
+ROW_GROUP_ROWS = 10_000
+
+
+def rows_to_table(rows: Sequence[Row]) -> Any:
     """A pyarrow table; columns whose values do not share one type are stored as JSON text."""
     import pyarrow as pa
 
     if not rows:
         return pa.table({})
-    columns: list[str] = []
-    for r in rows:
-        columns.extend(c for c in r if c not in columns)
+    columns, types = table_schema([rows])
+    return _table(rows, columns, types)
+
+
+def table_schema(chunks: Iterable[Sequence[Row]]) -> tuple[list[str], dict[str, Any]]:
+    """The columns (first-seen order) of the rows in ``chunks`` and the Arrow type of each that
+    holds every chunk's values (ints and floats → float, structs merged …), or ``None`` for a
+    column to store as JSON text (values that share no type)."""
+    import pyarrow as pa
+
+    columns: dict[str, None] = {}
+    types: dict[str, Any] = {}
+    for rows in chunks:
+        for r in rows:
+            columns.update(dict.fromkeys(r))
+        for c in columns:
+            if c in types and types[c] is None:
+                continue
+            try:
+                kind = pa.array([r.get(c) for r in rows]).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                types[c] = None
+                continue
+            if c not in types:
+                types[c] = kind
+                continue
+            try:
+                types[c] = (
+                    pa.unify_schemas(
+                        [pa.schema([(c, types[c])]), pa.schema([(c, kind)])],
+                        promote_options="permissive",
+                    )
+                    .field(c)
+                    .type
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError, NotImplementedError):
+                types[c] = None
+    return list(columns), types
+
+
+def _table(rows: Sequence[Row], columns: list[str], types: dict[str, Any]) -> Any:
+    """``rows`` as a table of ``columns`` of ``types`` (``None``: JSON text); raises pyarrow's
+    error when a value does not fit its column's type."""
+    import pyarrow as pa
+
     arrays = {}
     for c in columns:
         values = [r.get(c) for r in rows]
-        try:
-            arrays[c] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        kind = types.get(c)
+        if kind is None:
             arrays[c] = pa.array(
                 [
                     None if v is None else json.dumps(v, ensure_ascii=False, default=str)
                     for v in values
-                ]
+                ],
+                type=pa.string(),
             )
+        else:
+            arrays[c] = pa.array(values, type=kind)
     return pa.table(arrays)
 
 
-def write_parquet(path: Path, rows: list[Row]) -> None:
+def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def write_parquet(
+    path: Path,
+    rows: Sequence[Row],
+    row_group_rows: int | None = None,
+    observe: Callable[[Row], None] | None = None,
+) -> None:
+    """Write ``rows`` as one Parquet file, ``row_group_rows`` (default :data:`ROW_GROUP_ROWS`)
+    at a time: one pass over the rows finds the columns' types (``observe`` sees each row
+    then), a second writes them, so only one row group is in memory (``rows`` may be a
+    :class:`SpooledRows` read from disk)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    size = row_group_rows or ROW_GROUP_ROWS
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(rows_to_table(rows), tmp)
+    first: Iterable[Row] = rows if observe is None else _observed(rows, observe)
+    columns, types = table_schema(_chunks(first, size))
+    while True:
+        try:
+            with pq.ParquetWriter(tmp, _schema(columns, types)) as writer:
+                for chunk in _chunks(rows, size):
+                    writer.write_table(_table(chunk, columns, types), row_group_size=size)
+            break
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # a value that does not fit the type found for its column: store it as JSON text
+            bad = next((c for c in columns if types.get(c) is not None and c in str(exc)), None)
+            if bad is None:
+                bad = next(c for c in columns if types.get(c) is not None)
+            types[bad] = None
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _observed(rows: Iterable[Row], observe: Callable[[Row], None]) -> Iterator[Row]:
+    for row in rows:
+        observe(row)
+        yield row
+
+
+def _schema(columns: list[str], types: dict[str, Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([(c, types[c] if types.get(c) is not None else pa.string()) for c in columns])
 
 
 class OutputFolder:
@@ -243,7 +335,7 @@ class OutputFolder:
 
     def write(
         self,
-        rows: list[Row],
+        rows: Sequence[Row],
         summary: dict[str, Any],
         pipeline: PipelineInfo,
     ) -> None:
@@ -255,14 +347,21 @@ class OutputFolder:
         moved_failures = False
         try:
             staged.mkdir()
+            sample = None
             if rows:  # datasets cannot load a parquet split of 0 rows: then no data file at all
-                write_parquet(staged / DATA_FILE, rows)
+                sample = _report_sample(rows)
+                if sample is None:
+                    write_parquet(staged / DATA_FILE, rows)
+                else:  # the report's sample is drawn as the writer reads the rows
+                    write_parquet(staged / DATA_FILE, rows, observe=sample.add)
             if self.failures_partial.exists():
                 os.replace(self.failures_partial, staged / "failures.jsonl")
                 moved_failures = True
             else:
                 write_atomic(staged / "failures.jsonl", b"")
-            report = quality_report(staged, rows, summary, pipeline)
+            report = quality_report(
+                staged, rows, summary, pipeline, sample.rows() if sample is not None else None
+            )
             write_atomic(
                 staged / "README.md", dataset_card(rows, summary, pipeline, report).encode()
             )
@@ -349,20 +448,34 @@ def _read_pid(fd: int) -> int:
         return 0
 
 
+def _report_sample(rows: Sequence[Row]) -> Any:
+    """A reservoir for the report's sample, drawn while the Parquet writer reads the rows
+    (``None`` when the report measures every row)."""
+    try:
+        from ..report.write import REPORT_ROWS, Reservoir
+    except Exception:  # the report is never worth the dataset
+        return None
+    return Reservoir(REPORT_ROWS) if len(rows) > REPORT_ROWS else None
+
+
 def quality_report(
-    folder: Path, rows: list[Row], summary: dict[str, Any], pipeline: PipelineInfo
+    folder: Path,
+    rows: Sequence[Row],
+    summary: dict[str, Any],
+    pipeline: PipelineInfo,
+    sample: list[Row] | None = None,
 ) -> dict[str, Any] | None:
     """Write ``report.json`` + ``report.png`` (see ``datamill.report``); never loses the dataset."""
     try:
         from ..report import write_report
 
-        return write_report(folder, rows, summary, name=pipeline.name)
+        return write_report(folder, rows, summary, name=pipeline.name, sample=sample)
     except Exception:  # write_report notes metric failures itself; this guards the last resort
         return None
 
 
 def dataset_card(
-    rows: list[Row],
+    rows: Sequence[Row],
     summary: dict[str, Any],
     pipeline: PipelineInfo,
     report: dict[str, Any] | None = None,

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,10 +29,24 @@ from ..rows import Path as RowPath
 from ..rows import Row, is_missing, lookup, path_text, unencodable
 
 MAX_ROW_BYTES = 8 * 1024 * 1024
+#: rows read from a Parquet file at a time
+BATCH_ROWS = 1024
+
+
+class SourceScan(NamedTuple):
+    """What one pass over a source found (:meth:`Source.scan`)."""
+
+    rows: int  #: how many rows (up to the limit)
+    columns: list[str]  #: columns present in *any* row, in first-seen order
+    common: list[str]  #: columns present in *every* row, in first-seen order
 
 
 class Source:
-    """Rows with known columns. ``limit`` caps how many are read."""
+    """Rows with known columns. ``limit`` caps how many are read.
+
+    A subclass gives its rows by :meth:`iter_rows` (one at a time, so a large file is never
+    held whole) or :meth:`rows` (a list). :meth:`stream` is what a run reads (checked, capped);
+    it can be started again for another pass."""
 
     name = "source"
 
@@ -40,19 +56,41 @@ class Source:
     def rows(self) -> list[Row]:
         raise NotImplementedError
 
-    def load(self) -> list[Row]:
-        """All rows (up to ``limit``), checked: at least one row, each a dict."""
-        rows = self.rows()
-        if self.limit is not None:
-            rows = rows[: self.limit]
-        if not rows:
-            raise InputError(f"{self.name} has no rows: give at least one input row")
-        for i, row in enumerate(rows):
+    def iter_rows(self) -> Iterator[Row]:
+        """The raw rows one at a time (up to ``limit`` or beyond: :meth:`stream` caps them)."""
+        return iter(self.rows())
+
+    def stream(self) -> Generator[Row, None, None]:
+        """The rows (up to ``limit``), one at a time, each checked to be a dict."""
+        for i, row in enumerate(self.iter_rows()):
+            if self.limit is not None and i >= self.limit:
+                break
             if not isinstance(row, dict):
                 raise InputError(
                     f"{self.where(i)}: the row is {kind_of(row)}, not an object with columns"
                 )
+            yield row
+
+    def load(self) -> list[Row]:
+        """All rows (up to ``limit``), checked: at least one row, each a dict."""
+        rows = list(self.stream())
+        if not rows:
+            raise InputError(f"{self.name} has no rows: give at least one input row")
         return rows
+
+    def scan(self) -> SourceScan:
+        """One pass over the rows without keeping them: their number and columns. Raises
+        :class:`InputError` like :meth:`load` (no rows, a row that is not an object)."""
+        count = 0
+        seen: dict[str, None] = {}
+        common: list[str] | None = None
+        for row in self.stream():
+            count += 1
+            seen.update(dict.fromkeys(row))
+            common = list(row) if common is None else [c for c in common if c in row]
+        if not count:
+            raise InputError(f"{self.name} has no rows: give at least one input row")
+        return SourceScan(count, list(seen), common or [])
 
     def where(self, index: int) -> str:
         """Where row ``index`` (0-based) comes from, for error messages: ``file:line`` or ``name row N``."""
@@ -82,9 +120,12 @@ class RowsSource(Source):
             self.name = name
 
     def rows(self) -> list[Row]:
-        return [
-            dict(r) if isinstance(r, dict) else r for _ in range(self.repeat) for r in self.data
-        ]
+        return list(self.iter_rows())
+
+    def iter_rows(self) -> Iterator[Row]:
+        for _ in range(self.repeat):
+            for r in self.data:
+                yield dict(r) if isinstance(r, dict) else r
 
 
 class EmptyRows(Source):
@@ -102,8 +143,12 @@ class EmptyRows(Source):
         self.fields = fields or {}
 
     def rows(self) -> list[Row]:
+        return list(self.iter_rows())
+
+    def iter_rows(self) -> Iterator[Row]:
         n = min(self.n, self.limit) if self.limit is not None else self.n
-        return [{"row": i, **self.fields} for i in range(n)]
+        for i in range(n):
+            yield {"row": i, **self.fields}
 
 
 class JsonlSource(Source):
@@ -111,7 +156,7 @@ class JsonlSource(Source):
         super().__init__(limit)
         self.path = Path(path)
         self.name = str(self.path)
-        self.lines: list[int] = []
+        self.lines = array("q")  #: the file line of each row read so far (for messages)
 
     def where(self, index: int) -> str:
         if index < len(self.lines):
@@ -119,13 +164,16 @@ class JsonlSource(Source):
         return super().where(index)
 
     def rows(self) -> list[Row]:
+        return list(self.iter_rows())
+
+    def iter_rows(self) -> Iterator[Row]:
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file")
-        rows: list[Row] = []
-        self.lines = []
+        count = 0
+        self.lines = array("q")
         with self.path.open("rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
-                if self.limit is not None and len(rows) >= self.limit:
+                if self.limit is not None and count >= self.limit:
                     break
                 if len(raw) > MAX_ROW_BYTES:
                     raise InputError(
@@ -153,9 +201,9 @@ class JsonlSource(Source):
                     raise InputError(
                         f"{self.path}:{lineno}: each line must be a JSON object, got {kind_of(value)}"
                     )
-                rows.append(value)
                 self.lines.append(lineno)
-        return rows
+                count += 1
+                yield value
 
 
 class _NonJsonConstant(Exception):
@@ -173,23 +221,33 @@ class ParquetSource(Source):
         self.name = str(self.path)
 
     def rows(self) -> list[Row]:
+        return list(self.iter_rows())
+
+    def iter_rows(self) -> Iterator[Row]:
+        """The rows, one record batch (:data:`BATCH_ROWS`) at a time."""
         import pyarrow.parquet as pq
 
         files = sorted(self.path.rglob("*.parquet")) if self.path.is_dir() else [self.path]
         if not files or not files[0].exists():
             raise InputError(f"{self.path}: no parquet files found")
-        rows: list[Row] = []
+        count = 0
         for f in files:
             try:
-                table = pq.read_table(f)
+                try:
+                    reader = pq.ParquetFile(f)
+                except (OSError, ValueError):
+                    pq.read_table(f)  # raises the error people know (names the file)
+                    raise
+                for batch in reader.iter_batches(batch_size=BATCH_ROWS):
+                    for row in batch.to_pylist():
+                        yield _clean_nan(row)
+                        count += 1
+                    if self.limit is not None and count >= self.limit:
+                        return
             except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
                 raise InputError(
                     f"{f}: not a readable parquet file ({str(exc).splitlines()[0]})"
                 ) from None
-            rows.extend(table.to_pylist())
-            if self.limit is not None and len(rows) >= self.limit:
-                break
-        return [_clean_nan(r) for r in rows]
 
 
 def _clean_nan(row: Row) -> Row:
@@ -278,7 +336,18 @@ class Read(NamedTuple):
     template: bool = False  #: read by a template (the fix is a template expression)
 
 
-def check_rows(source: Source, rows: list[Row], reads: dict[str | RowPath, Read]) -> None:
+class _Seen:
+    """What one pass found about one read place: only first occurrences and counts."""
+
+    def __init__(self) -> None:
+        self.missing = 0  #: rows without the column
+        self.first_missing: int | None = None
+        self.present: tuple[int, Any] | None = None  #: the first row with a value there
+        self.other_kind: tuple[int, Any] | None = None  #: the first value of another kind
+        self.not_text: tuple[int, Any] | None = None  #: the first value that is not text
+
+
+def check_rows(source: Source, rows: Iterable[Row], reads: dict[str | RowPath, Read]) -> None:
     """Check the values the steps read straight from the source, before any call.
 
     ``reads`` maps a column (or a place inside one: ``("person", "address", "street")``) to a
@@ -287,52 +356,126 @@ def check_rows(source: Source, rows: list[Row], reads: dict[str | RowPath, Read]
     missing from some (not all: the pipeline check reports that) rows, when a place a model
     reads is empty in every row or holds different types in different rows, or when a place
     printed whole into a prompt holds an object, a list or bytes in any row.
+
+    ``rows`` is read once, one row at a time (a source's :meth:`Source.stream` is fine): only
+    the first occurrence of each problem is kept, and the one reported is the one a check of
+    all rows at once would report.
     """
+    checker = _RowChecker(reads)
     for i, row in enumerate(rows):
-        bad = unencodable(row)
-        if bad is not None:
+        checker.feed(i, row)
+    checker.finish(source)
+
+
+def scan_and_check(source: Source, steps: list[Any]) -> SourceScan:
+    """:meth:`Source.scan` and :func:`check_rows` (with the places ``steps`` read:
+    :func:`source_reads`) in one pass over the source when its first row has every column of
+    the others (the usual case); otherwise the check takes a second pass."""
+    rows = source.stream()
+    first = next(rows, None)
+    rows.close()
+    guess = source_reads(steps, list(first) if first is not None else [])
+    checker = _RowChecker(guess)
+    count = 0
+    seen: dict[str, None] = {}
+    common: list[str] | None = None
+    for i, row in enumerate(source.stream()):
+        count += 1
+        if len(row) != len(seen) or any(c not in seen for c in row):
+            seen.update(dict.fromkeys(row))
+        if common is None:
+            common = list(row)
+        elif len(row) != len(common) or any(c not in row for c in common):
+            common = [c for c in common if c in row]
+        checker.feed(i, row)
+    if not count:
+        raise InputError(f"{source.name} has no rows: give at least one input row")
+    scan = SourceScan(count, list(seen), common or [])
+    reads = source_reads(steps, scan.columns)
+    if reads == guess:
+        checker.finish(source)
+    else:
+        check_rows(source, source.stream(), reads)
+    return scan
+
+
+class _RowChecker:
+    """:func:`check_rows`, fed one row at a time."""
+
+    def __init__(self, reads: dict[str | RowPath, Read]) -> None:
+        from ..tasks.base import not_text
+
+        self._not_text = not_text
+        self.places = [
+            (key if isinstance(key, tuple) else (key,), read) for key, read in reads.items()
+        ]
+        self.seen = [_Seen() for _ in self.places]
+        self.bad_text: tuple[int, str] | None = None
+        self.total = 0
+
+    def feed(self, i: int, row: Row) -> None:
+        self.total += 1
+        if self.bad_text is None:
+            bad = unencodable(row)
+            if bad is not None:
+                self.bad_text = (i, bad)
+        for (path, read), state in zip(self.places, self.seen, strict=True):
+            if len(path) == 1 and path[0] not in row:
+                state.missing += 1
+                if state.first_missing is None:
+                    state.first_missing = i
+                continue
+            if not read.model_reads and not read.as_text:
+                continue
+            value, broken = lookup(row, path)
+            if broken is not None or is_missing(value):
+                continue
+            if state.present is None:
+                state.present = (i, value)
+            elif (
+                read.model_reads
+                and state.other_kind is None
+                and kind_of(value) != kind_of(state.present[1])
+            ):
+                state.other_kind = (i, value)
+            if read.as_text and state.not_text is None and self._not_text(value) is not None:
+                state.not_text = (i, value)
+
+    def finish(self, source: Source) -> None:
+        """Raise the error a check of all rows at once would raise first, if any."""
+        total = self.total
+        if self.bad_text is not None:
+            i, bad = self.bad_text
             raise InputError(
                 f"{source.where(i)}: {bad}; that text cannot be written as UTF-8 (half of an emoji "
                 "or other two-part character): fix or remove it in the source"
             )
-    total = len(rows)
-    for key, read in reads.items():
-        path: RowPath = key if isinstance(key, tuple) else (key,)
-        column, name = path[0], path_text(path)
-        what = f"column {column!r}" if len(path) == 1 else name
-        if len(path) == 1:
-            missing = [i for i, r in enumerate(rows) if column not in r]
-            if missing and len(missing) < total:
-                raise InputError(
-                    f"{source.where(missing[0])}: the row has no column {column!r} ({len(missing)} of {total} rows lack it); "
-                    f"{read.who} needs it in every row"
-                )
-            if missing:
-                continue
-        if not read.model_reads and not read.as_text:
-            continue
-        present = []
-        for i, r in enumerate(rows):
-            value, broken = lookup(r, path)
-            if broken is None and not is_missing(value):
-                present.append((i, value))
-        if read.model_reads and not present:
-            plural = "s" if total != 1 else ""
-            empty = "empty" if len(path) == 1 else "empty or absent"
-            raise InputError(
-                f"{source.name}: {what} is {empty} in all {total} row{plural}; {read.who} needs a value there"
-            )
-        if read.model_reads and present:
-            first_i, first_v = present[0]
-            first_kind = kind_of(first_v)
-            for i, v in present:
-                if kind_of(v) != first_kind:
+        for (path, read), state in zip(self.places, self.seen, strict=True):
+            column, name = path[0], path_text(path)
+            what = f"column {column!r}" if len(path) == 1 else name
+            if state.missing and state.first_missing is not None:
+                if state.missing < total:
                     raise InputError(
-                        f"{source.where(i)}: {what} holds {kind_of(v)} here but {first_kind} in {source.where(first_i)}; "
-                        f"{read.who} reads it: give it one type in every row"
+                        f"{source.where(state.first_missing)}: the row has no column {column!r} ({state.missing} of {total} rows lack it); "
+                        f"{read.who} needs it in every row"
                     )
-        if read.as_text:
-            _check_text(source, path, what, read, present)
+                continue
+            if not read.model_reads and not read.as_text:
+                continue
+            if read.model_reads and state.present is None:
+                plural = "s" if total != 1 else ""
+                empty = "empty" if len(path) == 1 else "empty or absent"
+                raise InputError(
+                    f"{source.name}: {what} is {empty} in all {total} row{plural}; {read.who} needs a value there"
+                )
+            if read.model_reads and state.present is not None and state.other_kind is not None:
+                (first_i, first_v), (i, v) = state.present, state.other_kind
+                raise InputError(
+                    f"{source.where(i)}: {what} holds {kind_of(v)} here but {kind_of(first_v)} in {source.where(first_i)}; "
+                    f"{read.who} reads it: give it one type in every row"
+                )
+            if read.as_text and state.not_text is not None:
+                _check_text(source, path, what, read, [state.not_text])
 
 
 def _check_text(

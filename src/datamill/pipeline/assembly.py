@@ -246,7 +246,12 @@ class ShardJob:
                 while not work.done():
                     await asyncio.wait({work}, timeout=self.report_every)
                     report(stats.counters())
-                return work.result(), stats.counters(), run.failures.records, run.runner.stopped
+                spool = work.result()
+                try:  # the rows travel back to the driver; the spool's files stay here
+                    rows_out = list(spool)
+                finally:
+                    spool.close()
+                return rows_out, stats.counters(), run.failures.records, run.runner.stopped
 
         return asyncio.run(shard())
 

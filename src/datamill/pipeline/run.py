@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from ..errors import ConfigError, InputError, OutputError
 from ..executors import get_executor
 from ..executors.base import Executor
 from ..io.sinks import OutputFolder
-from ..io.sources import Source, all_columns, check_rows, source_reads
+from ..io.sources import Source, SourceScan, scan_and_check
 from ..models.embeddings import embedding_cache
 from ..rows import Row
 from .assembly import BuiltModels, RunAssembly, build_models
@@ -36,15 +36,23 @@ from .cache import CallCache
 from .forecast import Forecast, attach_forecast
 from .graph import Pipeline
 from .runner import Budget, FailureLog
+from .spool import KEEP_ROWS
 from .stats import Stats
 from .topup import run_rows
 
 
 @dataclass
 class RunResult:
-    """What a run produced: the rows, the counters and where they were written."""
+    """What a run produced: the rows, the counters and where they were written.
 
-    rows: list[Row]
+    ``rows``: up to ``KEEP_ROWS`` (10,000) rows, a plain ``list``; a larger run gives a
+    :class:`~datamill.pipeline.spool.SpooledRows` instead, a read-only sequence read from
+    temporary files as it is used (``len``, iteration, ``rows[i]``, slices; ``list(rows)`` loads
+    them all), so a run of millions of rows never holds them all in memory. The files go when
+    the result does. ``failures``: the first 1,000 failure records (all are in
+    ``failures.jsonl``; ``stats.failed_rows`` counts them)."""
+
+    rows: Sequence[Row]
     stats: Stats
     output: Path | None
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -63,7 +71,7 @@ class RunResult:
             from ..errors import MissingDependency
 
             raise MissingDependency("RunResult.to_dataset", "hf") from exc
-        return datasets.Dataset.from_list(self.rows)
+        return datasets.Dataset.from_list(list(self.rows))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -97,8 +105,8 @@ async def arun_pipeline(
         folder.lock()
     failures = FailureLog(folder.failures_partial if folder is not None else None)
     try:
-        src, rows = load_checked(pipeline, source, limit)
-        stats = Stats(rows_total=len(rows))
+        src, scan = checked_source(pipeline, source, limit)  # read as rows stream, never held whole
+        stats = Stats(rows_total=scan.rows)
         if on_start is not None:
             on_start(stats)
         if progress:
@@ -115,8 +123,8 @@ async def arun_pipeline(
             stats=stats,
             failures=failures,
         ) as run:
-            keyed, topup = await run_rows(run.runner, pipeline, rows, src, run.cache)
-            out_rows = [r for _, r in keyed]
+            keyed, topup = await run_rows(run.runner, pipeline, src.stream(), src, run.cache)
+            out_rows = keyed.rows()  # in key order, read from the spool's files as they are used
             stats.rows_done = len(out_rows)
             failures.close()
             summary = run_summary(pipeline, run.models, stats, run.runner.stopped, budget)
@@ -124,8 +132,12 @@ async def arun_pipeline(
             if forecast is not None:
                 attach_forecast(summary, forecast)
             previous, failed_attempt = _write(folder, out_rows, summary, pipeline, run.cache)
+            kept: Sequence[Row] = out_rows
+            if len(out_rows) <= KEEP_ROWS:  # small runs: a plain list, and no files left behind
+                kept = list(out_rows)
+                keyed.close()
         return RunResult(
-            out_rows,
+            kept,
             stats,
             folder.path if folder else None,
             failures.records,
@@ -142,12 +154,13 @@ async def arun_pipeline(
             folder.unlock()
 
 
-def load_checked(
+def checked_source(
     pipeline: Pipeline, source: Source | None, limit: int | None
-) -> tuple[Source, list[Row]]:
-    """The source (``source`` or the pipeline's, capped at ``limit``) and its rows, checked
-    against the pipeline. Raises :class:`InputError` / :class:`ConfigError` /
-    :class:`~datamill.errors.PipelineError` before any model is built."""
+) -> tuple[Source, SourceScan]:
+    """The source (``source`` or the pipeline's, capped at ``limit``) and what one streaming pass
+    over it found (row count, columns), checked against the pipeline without holding its rows.
+    Raises :class:`InputError` / :class:`ConfigError` / :class:`~datamill.errors.PipelineError`
+    before any model is built."""
     src = source or pipeline.source
     if src is None:
         raise InputError(
@@ -158,15 +171,23 @@ def load_checked(
             raise ConfigError(f"--limit must be at least 1, got {limit}")
         src = copy.copy(src)  # the caller's source keeps its own limit (preview, then run)
         src.limit = limit if src.limit is None else min(src.limit, limit)
-    rows = src.load()
-    check_rows(src, rows, source_reads(pipeline.steps, all_columns(rows)))
-    pipeline.check(Source.columns(rows))
-    return src, rows
+    scan = scan_and_check(src, pipeline.steps)
+    pipeline.check(scan.common)
+    return src, scan
+
+
+def load_checked(
+    pipeline: Pipeline, source: Source | None, limit: int | None
+) -> tuple[Source, list[Row]]:
+    """:func:`checked_source` and the source's rows in memory (``datamill plan`` previews a few
+    of them and scales by their count)."""
+    src, _ = checked_source(pipeline, source, limit)
+    return src, src.load()
 
 
 def _write(
     folder: OutputFolder | None,
-    rows: list[Row],
+    rows: Sequence[Row],
     summary: dict[str, Any],
     pipeline: Pipeline,
     cache: CallCache | None,

@@ -24,6 +24,7 @@ import json
 import threading
 import time
 import traceback
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from ..rows import KeyedRow, Row, RowKey, path_text, unencodable, why_missing
 from ..steps.base import Context, GlobalStep, Step
 from .cache import CallCache, call_key
 from .results import CachedResults
+from .spool import RowSpool
 from .stats import CallCounts, Stats
 
 #: errors after which no row can go on: the model is gone, or finished calls cannot be kept
@@ -203,19 +205,31 @@ class ModelHandle:
         return completions, took
 
 
-class FailureLog:
-    """Failure records, appended to a JSONL file as they happen (and kept for the summary)."""
+#: failure records a log with a file keeps in memory (``RunResult.failures``); all are in the file
+KEEP_FAILURES = 1_000
 
-    def __init__(self, path: Path | None = None) -> None:
+
+class FailureLog:
+    """Failure records, appended to a JSONL file as they happen.
+
+    ``records`` keeps the first ``keep`` of them in memory (default: :data:`KEEP_FAILURES` when
+    there is a file, which holds them all; every one when there is none); ``count`` counts all."""
+
+    def __init__(self, path: Path | None = None, keep: int | None = None) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self.count = 0
+        self.keep = keep if keep is not None else (KEEP_FAILURES if path is not None else None)
         self._file = path.open("w", encoding="utf-8") if path is not None else None
 
     def add(self, record: dict[str, Any]) -> None:
-        """Keep ``record`` and append it as one JSON line. Never raises on row content: text that
-        cannot be written as UTF-8 (a lone surrogate) is escaped (``\\ud83d``), values JSON cannot
-        hold (bytes, sets, objects) are written as their ``str``, NaN as null."""
-        self.records.append(record)
+        """Count ``record``, keep it (up to ``keep``) and append it as one JSON line. Never
+        raises on row content: text that cannot be written as UTF-8 (a lone surrogate) is
+        escaped (``\\ud83d``), values JSON cannot hold (bytes, sets, objects) are written as
+        their ``str``, NaN as null."""
+        self.count += 1
+        if self.keep is None or len(self.records) < self.keep:
+            self.records.append(record)
         if self._file is not None:
             self._file.write(self.line(record) + "\n")
             self._file.flush()
@@ -283,6 +297,8 @@ class Runner:
         )
         self.max_rows_in_flight = max_rows_in_flight or max(32, 4 * total)
         self.stopped: str | None = None  # why the run stopped early (a budget), if it did
+        #: options of the :class:`RowSpool` each segment's rows go to (tests make them tiny)
+        self.spool_options: dict[str, Any] = {}
 
     # -- model access for steps ------------------------------------------------------------
     def context(self, key: RowKey, step: Step) -> Context:
@@ -311,12 +327,13 @@ class Runner:
         )
 
     # -- the whole pipeline ----------------------------------------------------------------
-    async def run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
-        """Run all steps; global steps are barriers between streaming segments."""
+    async def run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> RowSpool:
+        """Run all steps; global steps are barriers between streaming segments. The rows that
+        come out, in key order, in a :class:`RowSpool` (iterate it; ``len`` counts them)."""
         with fewer_gc_pauses():
             return await self._run(steps, rows)
 
-    async def _run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
+    async def _run(self, steps: list[Step], rows: Iterable[KeyedRow]) -> RowSpool:
         current: Iterable[KeyedRow] = rows
         segment: list[Step] = []
         for step in [*steps, None]:
@@ -328,17 +345,28 @@ class Runner:
                 # refused (their rows drop out), so what is written went through every step.
                 if step is not None:
                     try:
-                        current = await self.run_global(step, list(current))
+                        current = await self.run_global(step, current)
                     except BudgetExceeded as exc:
                         self.stopped = self.stopped or str(exc)
                         current = []
             else:
                 segment.append(step)
-        result = list(current)
+        result = (
+            current if isinstance(current, RowSpool) else RowSpool.of(current, **self.spool_options)
+        )
         self.stats.rows_done = len(result)
         return result
 
-    async def run_global(self, step: GlobalStep, rows: list[KeyedRow]) -> list[KeyedRow]:
+    async def run_global(
+        self, step: GlobalStep, rows: Iterable[KeyedRow]
+    ) -> list[KeyedRow] | RowSpool:
+        """Run a global step over all rows; they come out keyed ``(0,), (1,), …``. A step with
+        ``keep_flags`` (the dedup steps) reads spooled rows as a stream and keeps only what it
+        compares; any other gets them as one list."""
+        keep_flags = getattr(step, "keep_flags", None)
+        if keep_flags is not None and isinstance(rows, RowSpool):
+            return await self._select(step, rows, keep_flags)
+        rows = list(rows)
         counts = self.stats.step(step.label)
         counts.rows_in += len(rows)
         by_id = {id(r): k for k, r in rows}
@@ -351,16 +379,65 @@ class Runner:
         counts.rows_out += len(kept)
         return [((i,), r) for i, r in enumerate(kept)]
 
-    async def stream(self, steps: list[Step], rows: Iterable[KeyedRow]) -> list[KeyedRow]:
-        """Push every row through ``steps`` independently, at most N rows in flight."""
-        out: list[KeyedRow] = []
+    async def _select(self, step: GlobalStep, rows: RowSpool, keep_flags: Any) -> RowSpool:
+        """A selecting global step over spooled rows: one pass for its verdicts (its drops are
+        recorded with their keys), one pass to spool the rows it keeps."""
+        counts = self.stats.step(step.label)
+        counts.rows_in += len(rows)
+        # rows handed out recently, by id, for the keys of drops (steps drop within a chunk)
+        recent: OrderedDict[int, KeyedRow] = OrderedDict()
+        window = max(10_000, 2 * int(getattr(step, "chunk_size", 0) or 0))
+
+        def feed() -> Iterator[Row]:
+            for key, row in rows:
+                recent[id(row)] = (key, row)
+                if len(recent) > window:
+                    recent.popitem(last=False)
+                yield row
+
+        def drop(row: Row, reason: str, detail: str | None = None) -> None:
+            hit = recent.get(id(row))
+            self._record(
+                step,
+                hit[0] if hit is not None and hit[1] is row else (),
+                row,
+                reason,
+                detail=detail,
+            )
+
+        flags = await keep_flags(feed(), drop, self.context((), step))
+        recent.clear()
+        out = RowSpool(**self.spool_options)
+        n = 0
+        for (_, row), keep in zip(rows, flags, strict=True):
+            if keep:
+                out.add((n,), row)
+                n += 1
+                out.advance((n,))
+        counts.rows_out += n
+        return out.finish()
+
+    async def stream(self, steps: list[Step], rows: Iterable[KeyedRow]) -> RowSpool:
+        """Push every row through ``steps`` independently, at most N rows in flight; the rows
+        that come out, in key order, in a :class:`RowSpool` (rows below the smallest key still
+        in flight leave memory for its files as they finish)."""
+        out = RowSpool(**self.spool_options)
         gate = asyncio.Semaphore(self.max_rows_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         fatal: list[BaseException] = []
+        started: deque[RowKey] = deque()  # source keys in the order they started
+        ended: set[RowKey] = set()  # ... of those, the ones that ended out of that order
+
+        def ended_walk(key: RowKey) -> None:
+            ended.add(key)
+            while started and started[0] in ended:
+                ended.discard(started.popleft())
+            out.advance(started[0] if started else None)
 
         async def one(key: RowKey, row: Row) -> None:
             try:
-                out.extend(await self._walk(steps, 0, key, row))
+                for k, r in await self._walk(steps, 0, key, row):
+                    out.add(k, r)
                 self.stats.source_rows_done += 1
             except BudgetExceeded as exc:
                 fatal.append(exc)  # rows in flight finish or hit the cap themselves
@@ -373,6 +450,7 @@ class Runner:
                 if not fatal:
                     raise
             finally:
+                ended_walk(key)
                 gate.release()
 
         try:
@@ -382,6 +460,7 @@ class Runner:
                     gate.release()
                     break
                 self.stats.rows_started += 1
+                started.append(key)
                 task = asyncio.create_task(one(key, row))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -398,8 +477,7 @@ class Runner:
         budget = next((e for e in fatal if isinstance(e, BudgetExceeded)), None)
         if budget is not None:
             self.stopped = self.stopped or str(budget)
-        out.sort(key=lambda kr: kr[0])
-        return out
+        return out.finish()
 
     async def _walk(self, steps: list[Step], index: int, key: RowKey, row: Row) -> list[KeyedRow]:
         if index == len(steps):

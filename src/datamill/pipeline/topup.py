@@ -23,6 +23,7 @@ Deliberately not here: the streaming itself (``pipeline.runner``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..io.sources import EmptyRows, Source
@@ -30,6 +31,7 @@ from ..models.embeddings import embedding_cache
 from ..rows import Row
 from ..steps.base import GlobalStep
 from .runner import FailureLog, KeyedRow, Runner
+from .spool import RowSpool
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -49,17 +51,29 @@ def attempts_cap(source_rows: int, target: int, max_attempts: int | None = None)
 async def run_rows(
     runner: Runner,
     pipeline: Pipeline,
-    rows: list[Row],
+    rows: Iterable[Row],
     source: Source | None,
     cache: CallCache | None,
-) -> tuple[list[KeyedRow], dict[str, Any]]:
-    """Run the pipeline's steps over ``rows``; return the surviving keyed rows and what to add
-    to ``run.json`` (the top-up outcome, when the pipeline has a target)."""
+) -> tuple[RowSpool, dict[str, Any]]:
+    """Run the pipeline's steps over ``rows``; return the surviving keyed rows, in key order,
+    and what to add to ``run.json`` (the top-up outcome, when the pipeline has a target).
+
+    Without a target ``rows`` is read once, as the rows stream (an iterator is fine). With one,
+    the source rows, the survivors of the steps before the first global step and the final rows
+    are held in memory (the rounds re-read them)."""
     with embedding_cache(cache.path if cache is not None else None):
         target = pipeline.target_rows
         if not target:
             return await runner.run(pipeline.steps, (((i,), r) for i, r in enumerate(rows))), {}
-        return await _topped_up(runner, pipeline, rows, source, target, pipeline.max_attempts)
+        final, info = await _topped_up(
+            runner,
+            pipeline,
+            rows if isinstance(rows, list) else list(rows),
+            source,
+            target,
+            pipeline.max_attempts,
+        )
+        return RowSpool.of(final, **runner.spool_options), info
 
 
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
@@ -103,7 +117,7 @@ async def _topped_up(
                 executor=runner.executor,
                 cache=runner.cache,
             )
-            final = await scratch.run(tail, list(kept))
+            final = list(await scratch.run(tail, list(kept)))
             last_tail = (scratch.stats, scratch.failures)
             if scratch.stopped and not runner.stopped:
                 runner.stopped = scratch.stopped

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from .build import build_report, to_json
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "report.png"
+#: rows the report measures at most; a larger dataset is measured on a sample of this many
+REPORT_ROWS = 20_000
 
 
 def _atomic(path: Path, data: bytes) -> None:
@@ -26,19 +30,72 @@ def _atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class Reservoir:
+    """At most ``k`` of the rows :meth:`add`-ed, each equally likely (reservoir sampling with a
+    fixed seed), held while the rows go by: a pass that reads the rows anyway (the Parquet
+    writer's) draws the report's sample too."""
+
+    def __init__(self, k: int, seed: int = 0) -> None:
+        self.k = k
+        self.seen = 0
+        self._rng = random.Random(seed)
+        self._kept: list[tuple[int, Row]] = []
+
+    def add(self, row: Row) -> None:
+        i = self.seen
+        self.seen += 1
+        if i < self.k:
+            self._kept.append((i, row))
+            return
+        j = self._rng.randrange(i + 1)
+        if j < self.k:
+            self._kept[j] = (i, row)
+
+    def rows(self) -> list[Row]:
+        """The sample, in the order the rows came."""
+        return [r for _, r in sorted(self._kept, key=lambda ir: ir[0])]
+
+
+def sample_rows(rows: Iterable[Row], k: int, seed: int = 0) -> list[Row]:
+    """At most ``k`` of ``rows``, each equally likely, in their order (one pass: ``rows`` may
+    be read from disk)."""
+    sample = Reservoir(k, seed)
+    for row in rows:
+        sample.add(row)
+    return sample.rows()
+
+
 def write_report(
-    folder: Path, rows: list[Row], summary: dict[str, Any], name: str | None = None, **options: Any
+    folder: Path,
+    rows: Sequence[Row],
+    summary: dict[str, Any],
+    name: str | None = None,
+    sample: list[Row] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Build, draw and write the report of ``rows`` into ``folder``; return its JSON form."""
+    """Build, draw and write the report of ``rows`` into ``folder``; return its JSON form.
+
+    Over :data:`REPORT_ROWS` rows, the metrics are those of a fixed-seed sample of that many
+    (``sample`` when the caller drew it already, else drawn here; a note says so, and ``rows``
+    stays the full count), so memory does not grow with the dataset."""
+    total = len(rows)
+    if sample is None or total <= REPORT_ROWS:
+        sample = list(rows) if total <= REPORT_ROWS else sample_rows(rows, REPORT_ROWS)
+    measured = sample
     try:
-        report = build_report(rows, summary, **options)
+        report = build_report(measured, summary, **options)
     except Exception as exc:  # build_report guards each metric; this is the last line of defence
         report = {
             "version": 1,
-            "rows": len(rows),
+            "rows": total,
             "notes": [],
             "errors": {"report": f"{type(exc).__name__}: {exc}"},
         }
+    if total > len(measured):
+        report["rows"] = total
+        report.setdefault("notes", []).append(
+            f"measured on a random sample of {len(measured):,} of the {total:,} rows"
+        )
     if name:
         report["name"] = name
     try:
@@ -134,8 +191,11 @@ def card_section(report: dict[str, Any] | None) -> str:
 __all__ = [
     "PLOT_FILE",
     "REPORT_FILE",
+    "REPORT_ROWS",
+    "Reservoir",
     "card_section",
     "format_value",
     "load_report",
+    "sample_rows",
     "write_report",
 ]

@@ -20,9 +20,10 @@ Deliberately not here: choosing *which* of a group is best (that is ``deita_sele
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -95,22 +96,40 @@ class _TextDedup(GlobalStep):
     def text_of(self, row: Row) -> str:
         return row_text(row, self.columns or text_columns_for(list(row)))
 
+    def flags(self, rows: Iterable[Row], drop: Drop) -> bytearray:
+        """One pass over ``rows``: 1 for each row kept, 0 for each dropped (and ``drop`` called
+        with it). Only what the comparison needs (hashes, signatures) is held, never the rows,
+        so the runner can stream spilled rows through it (``keep_flags``)."""
+        raise NotImplementedError
+
+    async def keep_flags(self, rows: Iterable[Row], drop: Drop, ctx: Context | None) -> bytearray:
+        """:meth:`flags`, for the runner (global steps that embed override this one)."""
+        return self.flags(rows, drop)
+
+    def process_all(self, rows: list[Row], drop: Drop) -> list[Row]:
+        return [r for r, keep in zip(rows, self.flags(rows, drop), strict=True) if keep]
+
+    async def aprocess_all(self, rows: list[Row], drop: Drop, ctx: Context | None) -> list[Row]:
+        flags = await self.keep_flags(rows, drop, ctx)
+        return [r for r, keep in zip(rows, flags, strict=True) if keep]
+
 
 class ExactDedup(_TextDedup):
     """Drop rows whose normalised text equals an earlier row's."""
 
     kind: ClassVar[str] = "dedup_exact"
 
-    def process_all(self, rows: list[Row], drop: Drop) -> list[Row]:
+    def flags(self, rows: Iterable[Row], drop: Drop) -> bytearray:
         first: dict[str, int] = {}
-        kept: list[Row] = []
+        kept = bytearray()
         for i, row in enumerate(rows):
             h = text_hash(self.text_of(row))
             if h in first:
                 drop(row, "exact duplicate", f"same text as input row {first[h]} (sha256 {h[:16]})")
+                kept.append(0)
                 continue
             first[h] = i
-            kept.append(row)
+            kept.append(1)
         return kept
 
 
@@ -124,7 +143,7 @@ class MinHashDedup(_TextDedup):
     unit: Literal["char", "word"] = "char"
     seed: int = 1
 
-    def process_all(self, rows: list[Row], drop: Drop) -> list[Row]:
+    def flags(self, rows: Iterable[Row], drop: Drop) -> bytearray:
         try:
             from datasketch import MinHash, MinHashLSH
         except ImportError as exc:
@@ -138,14 +157,16 @@ class MinHashDedup(_TextDedup):
         lsh = MinHashLSH(threshold=min(0.9, max(0.1, self.threshold - 0.1)), num_perm=self.num_perm)
         signatures: dict[int, Any] = {}
         featureless: dict[str, int] = {}
-        kept: list[Row] = []
+        kept = bytearray()
         for i, row in enumerate(rows):
             text = self.text_of(row)
             grams = shingles(text, self.ngram, self.unit)
             if not grams:  # every empty signature looks alike: compare such texts exactly
-                if _exact_repeat(row, i, text, featureless, drop, "near duplicate (minhash)"):
-                    continue
-                kept.append(row)
+                kept.append(
+                    0
+                    if _exact_repeat(row, i, text, featureless, drop, "near duplicate (minhash)")
+                    else 1
+                )
                 continue
             m = MinHash(num_perm=self.num_perm, seed=self.seed, **reuse)
             m.update_batch(g.encode("utf-8", "surrogatepass") for g in sorted(grams))
@@ -160,10 +181,11 @@ class MinHashDedup(_TextDedup):
                     "near duplicate (minhash)",
                     f"estimated Jaccard {best_j:.3f} >= {self.threshold} with input row {best}",
                 )
+                kept.append(0)
                 continue
             signatures[i] = m
             lsh.insert(i, m)
-            kept.append(row)
+            kept.append(1)
         return kept
 
 
@@ -184,16 +206,22 @@ class EmbeddingDedup(_TextDedup):
             return columns
         return super().output_columns(columns)
 
-    async def aprocess_all(self, rows: list[Row], drop: Drop, ctx: Context) -> list[Row]:
-        kept_set = DiverseSet(self.threshold, capacity=min(len(rows), 4096))
+    def flags(self, rows: Iterable[Row], drop: Drop) -> bytearray:
+        raise NotImplementedError("EmbeddingDedup embeds: use keep_flags")
+
+    async def keep_flags(self, rows: Iterable[Row], drop: Drop, ctx: Context | None) -> bytearray:
+        """Rows are read ``chunk_size`` at a time; the unit vectors of kept rows are held."""
+        kept_set = DiverseSet(self.threshold, capacity=4096)
         embedder = (
             self.embedder if self.embedding else load_embedder(self.embedder)
         )  # loaded once, before any chunk
-        kept: list[Row] = []
+        kept = bytearray()
         featureless: dict[str, int] = {}
-        for start in range(0, len(rows), self.chunk_size):
-            chunk = rows[start : start + self.chunk_size]
+        it = iter(rows)
+        start = 0
+        while chunk := list(itertools.islice(it, self.chunk_size)):
             ids = list(range(start, start + len(chunk)))
+            start += len(chunk)
             # texts without a letter or digit are all unknown tokens to an embedder (one vector
             # for every emoji-only text, say): they are compared exactly instead
             exact = {
@@ -212,15 +240,14 @@ class EmbeddingDedup(_TextDedup):
             for i, row in zip(ids, chunk, strict=True):
                 if i in exact:
                     text = self.text_of(row)
-                    if not _exact_repeat(
+                    repeat = _exact_repeat(
                         row, i, text, featureless, drop, "near duplicate (embedding)"
-                    ):
-                        kept.append(row)
+                    )
+                    kept.append(0 if repeat else 1)
                     continue
                 v = verdicts[i]
-                if v.kept:
-                    kept.append(row)
-                else:
+                kept.append(1 if v.kept else 0)
+                if not v.kept:
                     assert v.nearest is not None and v.similarity is not None
                     drop(
                         row,

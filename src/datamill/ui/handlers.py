@@ -17,7 +17,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def _servable(path: Path, into: Path) -> str:
     return str(target)
 
 
-def export_files(folder: Path, rows: list[dict[str, Any]], name: str) -> tuple[str, str]:
+def export_files(folder: Path, rows: Iterable[dict[str, Any]], name: str) -> tuple[str, str]:
     """``NAME.parquet`` and ``NAME.jsonl`` copies of a finished dataset, for the download buttons."""
     out = Path(tempfile.mkdtemp(prefix="datamill-ui-"))
     data = sorted((folder / "data").glob("*.parquet"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ def open_folder(path: str | Path) -> FolderView:
 
 
 # -- kinds of rows ---------------------------------------------------------------------------------
-def row_kind(rows: list[Row]) -> str:
+def row_kind(rows: Sequence[Row]) -> str:
     """``dpo`` (chosen/rejected), ``sft`` (messages or instruction/response) or ``table``."""
     if not rows:
         return "table"
@@ -262,7 +263,7 @@ def render_row(row: Row, kind: str | None = None) -> str:
     return render_table_row(row)
 
 
-def render_rows(rows: list[Row], kind: str | None = None, limit: int = 20) -> str:
+def render_rows(rows: Sequence[Row], kind: str | None = None, limit: int = 20) -> str:
     """Several rows, numbered (the preview)."""
     if not rows:
         return '<div class="dm-empty">no rows</div>'
