@@ -81,6 +81,8 @@ def rows_to_table(rows: list[Row]) -> Any:
         values = [r.get(c) for r in rows]
         try:
             arrays[c] = pa.array(values)
+            if _empty_struct(arrays[c].type):  # Parquet cannot store a struct with no field
+                raise pa.ArrowInvalid(f"column {c!r} holds an empty object everywhere at one place")
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             arrays[c] = pa.array(
                 [
@@ -89,6 +91,20 @@ def rows_to_table(rows: list[Row]) -> Any:
                 ]
             )
     return pa.table(arrays)
+
+
+def _empty_struct(kind: Any) -> bool:
+    """Whether an Arrow type is, or holds, a struct with no fields (``{}`` in every row there:
+    e.g. constraint kwargs), which Parquet cannot write."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_empty_struct(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _empty_struct(kind.value_type)
+    if pa.types.is_map(kind):
+        return _empty_struct(kind.item_type)
+    return False
 
 
 def write_parquet(path: Path, rows: list[Row]) -> None:
