@@ -41,6 +41,8 @@ def test_num_rows_source_is_topped_up_until_the_target_survives(tmp_path: Path) 
         "target_rows": 10,
         "reached": True,
         "attempts": 28,
+        "max_attempts": 100,
+        "yield": round(10 / 28, 4),  # rows that survived every step per source row tried
     }
 
 

@@ -144,6 +144,7 @@ def test_verify_math_verdicts_name_expected_and_got() -> None:
     assert result.summary["verification"]["verify_math"] == {
         "passed": 2,
         "failed": 2,
+        "yield": 0.5,
         "cached": 0,
         "reasons": {"wrong answer": 1, "no answer found": 1},
     }

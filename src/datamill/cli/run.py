@@ -216,6 +216,9 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
                 f"[yellow]model {name}: {sum(by_reason.values())} attempts retried ({detail})[/]",
                 highlight=False,
             )
+    topup = topup_line(getattr(result, "summary", None) or {})
+    if topup:
+        out.print(topup, highlight=False)
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"
@@ -228,6 +231,21 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
             f"this run replaced them with {stats.rows_done}[/]",
             highlight=False,
         )
+
+
+def topup_line(summary: dict[str, Any]) -> str | None:
+    """``target of 20 rows reached after 31 source rows tried (yield 0.65 rows per source row)``,
+    or None for a run without ``target_rows``."""
+    target = summary.get("target_rows")
+    if not target:
+        return None
+    state = "reached" if summary.get("reached") else "not reached"
+    cap = (
+        "" if summary.get("reached") else f" (the cap, max_attempts {summary.get('max_attempts')})"
+    )
+    got = summary.get("yield")
+    rate = f"; yield {got:.2f} rows per source row" if isinstance(got, (int, float)) else ""
+    return f"target of {target} rows {state} after {summary.get('attempts')} source rows tried{cap}{rate}"
 
 
 def no_rows_line(result: object, stats: Stats, folder: Path) -> str:

@@ -117,6 +117,9 @@ def table_schema(chunks: Iterable[Sequence[Row]]) -> tuple[list[str], dict[str, 
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 types[c] = None
                 continue
+            if _empty_struct(kind):  # Parquet cannot store a struct with no field: JSON text
+                types[c] = None
+                continue
             if c not in types:
                 types[c] = kind
                 continue
@@ -154,6 +157,20 @@ def _table(rows: Sequence[Row], columns: list[str], types: dict[str, Any]) -> An
         else:
             arrays[c] = pa.array(values, type=kind)
     return pa.table(arrays)
+
+
+def _empty_struct(kind: Any) -> bool:
+    """Whether an Arrow type is, or holds, a struct with no fields (``{}`` in every row there:
+    e.g. constraint kwargs), which Parquet cannot write."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_empty_struct(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _empty_struct(kind.value_type)
+    if pa.types.is_map(kind):
+        return _empty_struct(kind.item_type)
+    return False
 
 
 def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:

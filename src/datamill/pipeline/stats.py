@@ -25,10 +25,17 @@ class VerifyCounts:
     cached: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def yield_(self) -> float | None:
+        """Passed / checked (None before any verdict)."""
+        total = self.passed + self.failed
+        return round(self.passed / total, 4) if total else None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "failed": self.failed,
+            "yield": self.yield_,
             "cached": self.cached,
             "reasons": dict(self.reasons.most_common()),
         }

@@ -4,7 +4,10 @@ A recipe (or ``Pipeline(target_rows=N, max_attempts=M)``) may ask for N rows tha
 filters. :func:`run_rows` then works in rounds: it runs the source rows, counts the survivors
 and, while fewer than N survive, feeds more source rows — sized by the survival rate so far —
 until N survive or M source rows have been tried, and says which (``run.json``: ``target_rows``,
-``reached``, ``attempts``, ``max_attempts``, ``rounds``). More than N survivors are cut to N.
+``reached``, ``attempts``, ``max_attempts``, ``rounds``, ``yield``: rows that survived every
+step — with verifiers dropping failed rows, verified rows — per source row tried). More than N
+survivors are cut to N. With rejection sampling (``samples: K`` then ``select_verified``) a
+source row counts once however many samples it took.
 
 New source rows continue the row index, so every new row has its own key and therefore its own
 seed: ``num_rows`` sources get rows numbered on from the last one; fixed sources (inline rows, a
@@ -145,6 +148,7 @@ async def _topped_up(
         "attempts": tried,
         "max_attempts": cap,
         "rounds": rounds,
+        "yield": round(len(final) / tried, 4) if tried else None,
     }
     if len(final) > target:
         info["trimmed"] = len(final) - target

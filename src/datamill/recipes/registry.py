@@ -51,6 +51,12 @@ STEP_KINDS: dict[str, str] = {
     "verify_constraints": "steps.verify.constraints:VerifyConstraints",
     "verify_json": "steps.verify.json:VerifyJSON",
     "verify_python": "steps.verify.python:VerifyPython",
+    # rejection sampling and verified data
+    "select_verified": "steps.select:SelectVerified",
+    "pair_verified": "steps.select:PairVerified",
+    "math_problems": "steps.problems:MathProblems",
+    "sample_constraints": "steps.problems:SampleConstraints",
+    "split_tests": "steps.problems:SplitTests",
 }
 
 

@@ -176,9 +176,14 @@ def build_report(
     attempt("steps", lambda: report.update(steps=_steps(summary)))
     losses = summary.get("failures") or {}
     report["losses"] = dict(losses)
-    for key in ("target_rows", "reached", "attempts", "trimmed"):
+    for key in ("target_rows", "reached", "attempts", "max_attempts", "trimmed", "yield"):
         if key in summary:
             report.setdefault("topup", {})[key] = summary[key]
+    if summary.get("verification"):  # verifier → passed, failed, yield, reasons
+        report["verification"] = {
+            step: {k: v.get(k) for k in ("passed", "failed", "yield", "reasons")}
+            for step, v in summary["verification"].items()
+        }
 
     fields = attempt("fields", lambda: text_fields(rows)) or {}
     can_embed, why_not = embeddings_enabled(embedder)

@@ -177,15 +177,35 @@ def card_section(report: dict[str, Any] | None) -> str:
     if topup:
         state = "reached" if topup.get("reached") else "not reached"
         cut = f"; {topup['trimmed']} surplus rows cut" if topup.get("trimmed") else ""
+        rate = topup.get("yield")
+        rate_text = f"; yield {rate:.2f} rows per source row" if isinstance(rate, float) else ""
         lines += [
-            f"- target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}",
+            f"- target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}{rate_text}",
             "",
         ]
+    lines += verification_lines(report.get("verification"))
     for note in report.get("notes") or []:
         lines.append(f"- note: {note}")
     for key, err in (report.get("errors") or {}).items():
         lines.append(f"- not computed: {key} ({err})")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def verification_lines(verification: dict[str, Any] | None) -> list[str]:
+    """The card's "Verification" lines: per verifier, verified of checked (the yield) and the
+    commonest reasons for failing."""
+    if not verification:
+        return []
+    lines = ["### Verification", "", "| verifier | checked | verified | yield | top reasons |"]
+    lines.append("|---|---|---|---|---|")
+    for step, v in verification.items():
+        passed, failed = v.get("passed") or 0, v.get("failed") or 0
+        rate = v.get("yield")
+        reasons = sorted((v.get("reasons") or {}).items(), key=lambda kv: -kv[1])[:3]
+        why = ", ".join(f"{n} {r}" for r, n in reasons) or "–"
+        shown = f"{100 * rate:.1f}%" if isinstance(rate, (int, float)) else "–"
+        lines.append(f"| {step} | {passed + failed} | {passed} | {shown} | {why} |")
+    return [*lines, ""]
 
 
 __all__ = [
@@ -197,5 +217,6 @@ __all__ = [
     "format_value",
     "load_report",
     "sample_rows",
+    "verification_lines",
     "write_report",
 ]

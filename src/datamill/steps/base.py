@@ -95,6 +95,9 @@ class Step(BaseModel):
 
     #: the name recipes use for this step type
     kind: ClassVar[str] = ""
+    #: parameters left out of :attr:`identity` (they change how many results a step keeps, not
+    #: what each one is: e.g. a task's ``samples``, so asking for more reuses the ones paid for)
+    not_in_identity: ClassVar[frozenset[str]] = frozenset()
     #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
     name: str | None = None
     # set by the pipeline (``Pipeline._name_steps``): see :attr:`identity`
@@ -180,8 +183,9 @@ class Step(BaseModel):
 
 
 def content_identity(step: Step) -> str:
-    """``kind:HASH`` of a step's parameters (pydantic ``model_dump``, sorted JSON, no ``name``)."""
-    params = step.model_dump(exclude={"name"})
+    """``kind:HASH`` of a step's parameters (pydantic ``model_dump``, sorted JSON, no ``name``
+    nor :attr:`Step.not_in_identity`)."""
+    params = step.model_dump(exclude={"name", *step.not_in_identity})
     text = json.dumps(params, sort_keys=True, default=_stable, ensure_ascii=False)
     return f"{step.kind or type(step).__name__}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 

@@ -49,8 +49,17 @@ OUTPUTS = (
 )
 
 
-def _same(a: str, b: str) -> bool:
+def same_text(a: str, b: str) -> bool:
+    """Whether two answers are the same text up to whitespace."""
     return " ".join(a.split()) == " ".join(b.split())
+
+
+def conversation(prompt: str, answer: str, system: Any = None) -> list[dict[str, str]]:
+    """``[system?, user, assistant]`` messages (the system message only when non-empty text)."""
+    out = []
+    if isinstance(system, str) and system.strip():
+        out.append({"role": "system", "content": system})
+    return out + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
 def pick_pair(
@@ -67,13 +76,13 @@ def pick_pair(
         if ties == "drop":
             raise Dropped("all ratings equal", f"every rated response got {best}")
         rejected = next(
-            (i for i in rated if i != chosen and not _same(texts[i], texts[chosen])), None
+            (i for i in rated if i != chosen and not same_text(texts[i], texts[chosen])), None
         )
         if rejected is None:
             raise Dropped("identical responses", "every rated response has the same text")
     else:
         worst_ones = [i for i in rated if ratings[i] == worst]
-        rejected = next((i for i in worst_ones if not _same(texts[i], texts[chosen])), None)
+        rejected = next((i for i in worst_ones if not same_text(texts[i], texts[chosen])), None)
         if rejected is None:
             raise Dropped(
                 "identical responses",
@@ -125,11 +134,8 @@ class FormatDPO(Step):
         return base + [c for c in OUTPUTS if c not in base]
 
     def messages(self, row: Row, prompt: str, answer: str) -> list[dict[str, str]]:
-        out = []
         system = row.get(self.system_prompt) if self.system_prompt else None
-        if isinstance(system, str) and system.strip():
-            out.append({"role": "system", "content": system})
-        return out + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        return conversation(prompt, answer, system)
 
     def from_ratings(self, row: Row) -> tuple[str, str, float | None, float | None, Any, Any]:
         texts, ratings = row[self.generations], row[self.ratings]
@@ -168,7 +174,7 @@ class FormatDPO(Step):
         for col, value in ((self.revision, revision), (self.original, original)):
             if is_missing(value) or not isinstance(value, str):
                 raise Dropped("empty text", f"column {col!r} is empty or not text")
-        if _same(revision, original):
+        if same_text(revision, original):
             raise Dropped("identical responses", "the revision equals the original")
         return revision, original, None, None, row.get(self.revision_model), None
 

@@ -3,6 +3,14 @@ into columns; it never knows which backend answers.
 
 Subclasses implement :meth:`Task.requests` and :meth:`Task.parse` (one round of calls), or
 override :meth:`Task.process` for techniques that need several dependent calls (Magpie, evolution).
+
+``samples: K`` (rejection sampling, e.g. before a verifier and ``select_verified``) makes a
+one-round task send each request once with ``n = K``: the backend draws K samples (each from its
+own seed: llama.cpp uses ``seed + i``, the call cache stores each under its index) and the row
+becomes K rows, each with a ``sample`` column (0-based). A sample that fails the completion checks
+or the parse is lost alone (counted in ``run.json`` ``events`` as ``sample lost: <reason>``); the
+row is a failure record only when all K are. ``samples`` is not part of the step's identity, so
+raising K reuses the samples already paid for.
 Unparsable output raises :class:`~datamill.errors.ParseError`; the runner records it with the
 raw text. Prompts live in ``tasks/templates/*.jinja2`` beside the code.
 """
@@ -27,6 +35,8 @@ from ..rows import Row, lookup, path_text, row_seed, unencodable
 from ..steps.base import Context, Step
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: the column ``samples: K`` writes: which of the K samples of its row a row is (0-based)
+SAMPLE = "sample"
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     undefined=jinja2.StrictUndefined,
@@ -256,6 +266,10 @@ class Task(Step):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     truncated: Literal["drop", "keep"] = "drop"
+    #: candidates per row (rejection sampling): K samples of each request, one row each
+    samples: int = Field(default=1, ge=1, le=256)
+
+    not_in_identity: ClassVar[frozenset[str]] = frozenset({"samples"})
 
     #: the sampling this task's requests start from, per kind of call (declared once per task;
     #: the lowest precedence: model settings and step options beat it)
@@ -267,6 +281,12 @@ class Task(Step):
     def contract_error(self) -> str | None:
         cls = type(self)
         if cls.process is not Task.process:
+            if self.samples > 1:
+                return (
+                    f"samples: {self.samples} needs a task with one round of calls "
+                    f"(text_generation, …); {self.kind or cls.__name__} makes several dependent "
+                    "calls: sample the step after it instead"
+                )
             return None
         missing = [m for m in ("requests", "parse") if getattr(cls, m) is getattr(Task, m)]
         if missing:
@@ -275,6 +295,10 @@ class Task(Step):
                 f"nor process(row, ctx) (missing: {', '.join(missing)})"
             )
         return None
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        out = super().output_columns(columns)
+        return out + [SAMPLE] if self.samples > 1 and SAMPLE not in out else out
 
     def sampling(self) -> dict[str, Any]:
         """Sampling options set explicitly on this step, for every call it makes."""
@@ -301,12 +325,24 @@ class Task(Step):
         """Send one request (built with the task's defaults) through the cache, with this row's
         seed. The step's options, then ``options`` (this kind of call's own, ``None`` values
         ignored), go along as overrides; the runner applies model settings under them, once."""
+        completions = await self.send(ctx, request, salt, model, options)
+        return [self.check_completion(c) for c in completions]
+
+    async def send(
+        self,
+        ctx: Context,
+        request: Request,
+        salt: str = "",
+        model: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> list[Completion]:
+        """:meth:`call` without the completion checks: the raw completions, for callers that
+        check each sample on its own (``samples: K``)."""
         if request.seed is None:
             request = request.with_options(seed=self.row_seed(ctx, salt))
         refuse_unencodable(request)
         overrides = {**self.sampling(), **_given(**(options or {}))}
-        completions = await ctx.generate(model or self.model, request, overrides)
-        return [self.check_completion(c) for c in completions]
+        return await ctx.generate(model or self.model, request, overrides)
 
     def row_seed(self, ctx: Context, salt: str = "") -> int:
         """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else
@@ -351,6 +387,8 @@ class Task(Step):
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         requests = self.requests(row, ctx)
+        if self.samples > 1:
+            return await self.process_samples(row, ctx, requests)
         results = await asyncio.gather(
             *(self.call(ctx, r, salt=f"#{i}") for i, r in enumerate(requests))
         )
@@ -358,6 +396,30 @@ class Task(Step):
         if isinstance(parsed, dict):
             return [{**row, **parsed}]
         return [{**row, **p} for p in parsed]
+
+    async def process_samples(self, row: Row, ctx: Context, requests: list[Request]) -> list[Row]:
+        """``samples: K``: each request once with ``n = K``; sample ``j`` of every request makes
+        row ``j`` (with ``sample: j``). A sample that fails its checks or its parse is counted
+        (``sample lost: <reason>``) and left out; when every sample fails, the first failure
+        is raised (the row's failure record)."""
+        k = self.samples
+        sent = await asyncio.gather(
+            *(self.send(ctx, replace(r, n=k), salt=f"#{i}") for i, r in enumerate(requests))
+        )
+        out: list[Row] = []
+        lost: list[ParseError | Dropped] = []
+        for j in range(k):
+            try:
+                parsed = self.parse([[self.check_completion(c[j])] for c in sent], row)
+            except (ParseError, Dropped) as exc:
+                lost.append(exc)
+                ctx.count(f"sample lost: {exc.reason}")
+                continue
+            for p in [parsed] if isinstance(parsed, dict) else parsed:
+                out.append({**row, **p, SAMPLE: j})
+        if not out:
+            raise lost[0]
+        return out
 
 
 def refuse_unencodable(request: Request) -> None:
