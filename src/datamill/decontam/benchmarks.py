@@ -81,8 +81,8 @@ def read_items(spec: BenchmarkSpec) -> list[Item]:
     if missing:
         raise InputError(
             f"benchmark {spec.path} has no column {missing[0]!r} (its columns: "
-            f"{', '.join(sorted(have)) or 'none'}); name the columns to compare with "
-            f"{{path: {spec.path}, columns: [...], id: ...}}"
+            f"{', '.join(sorted(have)) or 'none'}); choose its text and id columns "
+            f"({{path: {spec.path}, columns: [...], id: ...}} in a recipe, --column/--id for a pack)"
         )
     items = []
     for i, row in enumerate(rows):

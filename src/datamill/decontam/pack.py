@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .benchmarks import Item
+from .benchmarks import BenchmarkSpec, Item, check_path, read_items
 from .text import NORMALISATION, ngram_hashes, word_hashes, words
 
 FORMAT = "datamill-decontam-pack"
@@ -168,6 +168,26 @@ class NgramTable:
             )
 
 
+def make_pack(specs: list[BenchmarkSpec], n: int) -> NgramTable:
+    """One table of benchmarks (raw files are read and hashed; packs, which must hold
+    ``n``-grams, are merged in). Raises :class:`ConfigError`/``InputError`` with one line."""
+    tables = []
+    for spec in specs:
+        check_path(spec)
+        if spec.is_pack:
+            table = NgramTable.load(spec.path)
+            if table.n != n:
+                raise ConfigError(f"pack {spec.path} holds {table.n}-grams, not {n}-grams")
+            tables.append(table.renamed(spec.name) if spec.name else table)
+        else:
+            tables.append(NgramTable.from_items(spec.label, read_items(spec), n))
+    names = [b for t in tables for b in t.benchmarks]
+    twice = sorted({b for b in names if names.count(b) > 1})
+    if twice:
+        raise ConfigError(f"two benchmarks are called {twice[0]!r}: give each a --name")
+    return NgramTable.merge(tables)
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """A pack's header, without its arrays. Raises :class:`ConfigError` (one line) when the file
     is not a datamill pack or was made with another normalisation."""
@@ -189,4 +209,4 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return head
 
 
-__all__ = ["FORMAT", "VERSION", "NgramTable", "read_header"]
+__all__ = ["FORMAT", "VERSION", "NgramTable", "make_pack", "read_header"]
