@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .pack import NgramTable
-from .text import ngram_hashes, word_hashes, words
+from .text import window_hashes, word_hashes, words
 
 SPAN_CHARS = 200
 
@@ -91,9 +91,26 @@ class Index:
     #: benchmark number → (item ids, unit vectors (items, dim)) for the embedding matcher
     vectors: dict[int, tuple[list[str], np.ndarray]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A bitmap of the hashes' top bits (about 64 bits per n-gram: a clean window passes it
+        # with probability ≤ 1/64), so most windows are ruled out with one gather instead of a
+        # binary search of the whole table.
+        count = max(len(self.table.hashes), 1)
+        self._bits = min(32, max(16, (count - 1).bit_length() + 6))
+        self._shift = np.uint64(64 - self._bits)
+        top = (self.table.hashes >> self._shift).astype(np.int64)
+        bitmap = np.zeros(1 << (self._bits - 3), dtype=np.uint8)
+        np.bitwise_or.at(bitmap, top >> 3, (1 << (top & 7)).astype(np.uint8))
+        self._bitmap = bitmap
+
     @property
     def benchmarks(self) -> list[str]:
         return self.table.benchmarks
+
+    def _maybe(self, query: np.ndarray) -> np.ndarray:
+        """Positions of ``query`` hashes that may be in the table (the bitmap's verdict)."""
+        top = (query >> self._shift).astype(np.int64)
+        return np.flatnonzero((self._bitmap[top >> 3] >> (top & 7).astype(np.uint8)) & 1)
 
     def _windows(self, m: int) -> list[int]:
         n = self.table.n
@@ -109,19 +126,32 @@ class Index:
         t = self.table
         if not tokens or not len(t.hashes):
             return {}
-        hashed = word_hashes(tokens)
+        lengths = self._windows(len(tokens))
+        if not lengths:
+            return {}
+        query, counts = window_hashes(word_hashes(tokens), lengths)
+        hit = self._maybe(query)
+        if not len(hit):
+            return {}
+        pos = np.searchsorted(t.hashes, query[hit])
+        hit = hit[t.hashes[np.minimum(pos, len(t.hashes) - 1)] == query[hit]]
+        if not len(hit):
+            return {}
+        pos = np.searchsorted(t.hashes, query[hit])
+        right = np.searchsorted(t.hashes, query[hit], side="right")
+        starts = np.cumsum([0, *counts]).tolist()
         found: dict[int, Match] = {}
-        for k in self._windows(len(tokens)):
-            query = ngram_hashes(hashed, k)
-            pos = np.searchsorted(t.hashes, query)
-            hit = np.flatnonzero(t.hashes[np.minimum(pos, len(t.hashes) - 1)] == query)
-            if not len(hit):
+        for segment, k in enumerate(lengths):  # n first, then short items by length
+            lo_j, hi_j = starts[segment], starts[segment + 1]
+            chosen = (hit >= lo_j) & (hit < hi_j)
+            if not chosen.any():
                 continue
-            right = np.searchsorted(t.hashes, query[hit], side="right")
             by_bench: dict[int, list[tuple[int, int]]] = {}  # bench → (window, item)
-            for j, lo, hi in zip(hit.tolist(), pos[hit].tolist(), right.tolist(), strict=True):
+            for j, lo, hi in zip(
+                hit[chosen].tolist(), pos[chosen].tolist(), right[chosen].tolist(), strict=True
+            ):
                 for item in t.items[lo:hi].tolist():
-                    by_bench.setdefault(int(t.item_bench[item]), []).append((j, item))
+                    by_bench.setdefault(int(t.item_bench[item]), []).append((j - lo_j, item))
             for bench, hits in by_bench.items():
                 if bench in found:
                     continue
@@ -135,7 +165,7 @@ class Index:
                     method=method,
                     column=column,
                     span=_clip(" ".join(tokens[first : last + k])),
-                    score=len(windows) / len(query),
+                    score=len(windows) / counts[segment],
                 )
         return found
 

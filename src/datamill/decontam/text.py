@@ -50,22 +50,39 @@ def word_hashes(tokens: list[str]) -> np.ndarray:
     return np.fromiter(map(word_hash, tokens), dtype=np.uint64, count=len(tokens))
 
 
+def window_hashes(hashed: np.ndarray, lengths: list[int]) -> tuple[np.ndarray, list[int]]:
+    """uint64 hashes of every ``k``-word window of ``hashed`` (word hashes) for each ``k`` of
+    ``lengths``, concatenated in that order (each length's windows in text order), and how many
+    windows each length has (``len(hashed) - k + 1``, or 0 when there are fewer than ``k``
+    words). All lengths come from one pass: windows of ``k`` words extend those of ``k - 1`` by
+    one word, so the cost is that of the longest length, not of their sum."""
+    m = len(hashed)
+    found: dict[int, np.ndarray] = {}
+    h = hashed.copy()
+    k = 1
+    for target in sorted({k for k in lengths if 0 < k <= m}):
+        while k < target:
+            h = h[:-1] * _P
+            h += hashed[k:]
+            k += 1
+        found[k] = h
+    parts = [found[k] for k in lengths if k in found]
+    counts = [len(found[k]) if k in found else 0 for k in lengths]
+    if not parts:
+        return np.zeros(0, dtype=np.uint64), counts
+    out = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+    out ^= out >> np.uint64(30)  # splitmix64's finaliser, once over every window
+    out *= _M1
+    out ^= out >> np.uint64(27)
+    out *= _M2
+    out ^= out >> np.uint64(31)
+    return out, counts
+
+
 def ngram_hashes(hashed: np.ndarray, k: int) -> np.ndarray:
     """uint64 hashes of every k-word window of ``hashed`` (word hashes), in order: shape
     ``(len(hashed) - k + 1,)``, empty when there are fewer than ``k`` words."""
-    count = len(hashed) - k + 1
-    if count <= 0 or k <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    h = hashed[:count].copy()
-    for j in range(1, k):
-        h *= _P
-        h += hashed[j : j + count]
-    h ^= h >> np.uint64(30)
-    h *= _M1
-    h ^= h >> np.uint64(27)
-    h *= _M2
-    h ^= h >> np.uint64(31)
-    return h
+    return window_hashes(hashed, [k])[0]
 
 
-__all__ = ["NORMALISATION", "ngram_hashes", "word_hash", "word_hashes", "words"]
+__all__ = ["NORMALISATION", "ngram_hashes", "window_hashes", "word_hash", "word_hashes", "words"]

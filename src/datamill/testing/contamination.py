@@ -89,37 +89,45 @@ class Generator:
             w + (self.rng.choice(seps) if i < len(out) - 1 else "") for i, w in enumerate(out)
         )
 
-    def test_set(
-        self, items: int, clean: int, verbatim: int, perturbed: int, row_words: int = 40
-    ) -> TestSet:
-        """A benchmark of ``items`` items and rows: ``clean`` of fresh words, ``verbatim`` and
-        ``perturbed`` each holding one item (chosen at random, in a random column), shuffled."""
-        bench = [
+    def benchmark(self, items: int) -> list[dict[str, str]]:
+        """``items`` benchmark items ``{"id": "item-N", "text": ...}``."""
+        return [
             {"id": f"item-{i}", "text": self.sentence_text(self.item_length())}
             for i in range(items)
         ]
-        made: list[tuple[dict[str, str], tuple[str, str | None]]] = []
-        for _ in range(clean):
-            row = {
-                "instruction": self.sentence_text(self.rng.randint(5, row_words)),
-                "response": self.sentence_text(self.rng.randint(5, 3 * row_words)),
-            }
-            made.append((row, ("clean", None)))
-        for label, count in (("verbatim", verbatim), ("perturbed", perturbed)):
+
+    def row(
+        self, label: str, bench: list[dict[str, str]], row_words: int = 40
+    ) -> tuple[dict[str, str], str | None]:
+        """One row (``instruction`` up to ``row_words`` words, ``response`` up to three times
+        that) and the id of the item planted in it: none for ``clean``; for ``verbatim`` and
+        ``perturbed`` one item, at random, in a random column (inside other sentences when it
+        has 8 words or more, else as the whole text)."""
+        row = {
+            "instruction": self.sentence_text(self.rng.randint(5, row_words)),
+            "response": self.sentence_text(self.rng.randint(5, 3 * row_words)),
+        }
+        if label == "clean":
+            return row, None
+        item = self.rng.choice(bench)
+        text = item["text"] if label == "verbatim" else self.perturb(item["text"])
+        if len(item["text"].split()) >= 8:
+            before = self.sentence_text(self.rng.randint(3, 20))
+            text = f"{before} {text} {self.sentence_text(self.rng.randint(3, 20))}"
+        row[self.rng.choice(["instruction", "response"])] = text
+        return row, item["id"]
+
+    def test_set(
+        self, items: int, clean: int, verbatim: int, perturbed: int, row_words: int = 40
+    ) -> TestSet:
+        """A benchmark of ``items`` items and rows (:meth:`row`): ``clean``, ``verbatim`` and
+        ``perturbed`` ones, shuffled."""
+        bench = self.benchmark(items)
+        made = []
+        for label, count in (("clean", clean), ("verbatim", verbatim), ("perturbed", perturbed)):
             for _ in range(count):
-                item = self.rng.choice(bench)
-                text = item["text"] if label == "verbatim" else self.perturb(item["text"])
-                if len(item["text"].split()) >= 8:  # inside other words
-                    text = " ".join(
-                        [self.sentence_text(self.rng.randint(3, 20)), text]
-                        + [self.sentence_text(self.rng.randint(3, 20))]
-                    )
-                row = {
-                    "instruction": self.sentence_text(self.rng.randint(5, row_words)),
-                    "response": self.sentence_text(self.rng.randint(5, 3 * row_words)),
-                }
-                row[self.rng.choice(["instruction", "response"])] = text
-                made.append((row, (label, item["id"])))
+                row, item = self.row(label, bench, row_words)
+                made.append((row, (label, item)))
         self.rng.shuffle(made)
         return TestSet(bench, [r for r, _ in made], [lab for _, lab in made])
 
