@@ -19,6 +19,7 @@ Counted in ``run.json`` ``events`` for the report's per-benchmark table (``repor
 ``decontamination/BENCH/checked`` per row, and per row that matches ``BENCH``:
 ``decontamination/BENCH/flagged`` and ``decontamination/BENCH/<ngram|fuzzy|embedding>``.
 
+Benchmark paths are relative to the working directory (as other steps' file parameters are).
 The index is built once per process, on the first row (in a worker thread, under a lock) and
 kept for the next run with the same files; benchmarks that are missing, packs made with another
 ``n`` or normalisation, and unknown parameters are refused when the step is built.
