@@ -66,11 +66,15 @@ def pack(
         )
     specs = []
     for i, path in enumerate(benchmarks):
-        spec: dict[str, object] = {"path": str(path), "name": names[i] if names else None}
-        if path.suffix != PACK_SUFFIX:
-            spec["columns"] = list(column or ["text"])
-            spec["id"] = id_column
-        specs.append(BenchmarkSpec(**spec))
+        name_i = names[i] if names else None
+        if path.suffix == PACK_SUFFIX:
+            specs.append(BenchmarkSpec(path=str(path), name=name_i))
+        else:
+            specs.append(
+                BenchmarkSpec(
+                    path=str(path), columns=list(column or ["text"]), id=id_column, name=name_i
+                )
+            )
     table = make_pack(specs, n)
     table.save(output)
     size = output.stat().st_size

@@ -142,8 +142,11 @@ class Decontaminate(Step):
             )
         emb = None
         if self.embedding is not None:
-            spec = self.embedding.embedder
-            emb = [spec if isinstance(spec, str) else spec.identity, self.embedding.threshold]
+            embedder = self.embedding.embedder
+            emb = [
+                embedder if isinstance(embedder, str) else embedder.identity,
+                self.embedding.threshold,
+            ]
         return json.dumps([files, self.n, self.fuzzy is not None, emb])
 
     def load_index(self) -> Index:
@@ -191,7 +194,9 @@ class Decontaminate(Step):
 
     async def matches(self, row: Row) -> list[Match]:
         """Every benchmark ``row`` overlaps (the first match in each), in ``against`` order."""
-        index = self._index or await asyncio.to_thread(self.load_index)
+        index = self._index
+        if index is None:  # the first row: build (or find) the index off the event loop
+            index = await asyncio.to_thread(self.load_index)
         found: dict[int, Match] = {}
         for column in self.columns:
             for text in _texts(row, column):

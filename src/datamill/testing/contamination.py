@@ -55,7 +55,7 @@ class Generator:
 
     def sentence_text(self, n: int) -> str:
         """``n`` words as sentences: capitalised, commas and full stops."""
-        out = []
+        out: list[str] = []
         for i, w in enumerate(self.words(n)):
             if i == 0 or out[-1].endswith("."):
                 w = w.capitalize()
