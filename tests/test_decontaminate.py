@@ -23,7 +23,7 @@ from datamill import ConfigError, Decontaminate, FakeModel, Pipeline
 from datamill.cli import main
 from datamill.decontam import step as step_module
 from datamill.decontam.pack import NgramTable, read_header
-from datamill.decontam.text import ngram_hashes, word_hashes, words
+from datamill.decontam.text import NORMALISATION, ngram_hashes, word_hashes, words
 from datamill.recipes.loader import builtin_recipes, recipe_from_dict
 from datamill.recipes.registry import step_class
 from datamill.report import card_section
@@ -80,6 +80,15 @@ def test_normalisation_folds_case_punctuation_whitespace_and_unicode() -> None:
     assert words(" ... ") == []
 
 
+def test_the_hashes_packs_hold_do_not_change() -> None:
+    # packs made by one datamill are read by another: changing these values needs a new
+    # NORMALISATION name (old packs are then refused, not silently misread)
+    tokens = words("The cat sat")
+    assert word_hashes(tokens)[1] == 3429664268601861939
+    assert ngram_hashes(word_hashes(tokens), 3).tolist() == [11854004122609352829]
+    assert NORMALISATION == "nfkc-casefold-alnum/blake2b64-poly-v1"
+
+
 def test_a_window_hash_depends_only_on_its_words() -> None:
     tokens = words(LONG)
     whole = ngram_hashes(word_hashes(tokens), 5)
@@ -121,7 +130,9 @@ def test_texts_shorter_than_n(bench: Path) -> None:
     assert [m.item for m in check(loose, f"{TINY} and explain why", "q")] == ["2"]
 
 
-def test_a_run_drops_contaminated_rows_and_records_each_one(bench: Path, tmp_path: Path) -> None:
+def test_a_run_drops_contaminated_rows_and_records_each_one(
+    bench: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = [
         {"instruction": "Explain rainbows to a child.", "response": "Light bends in drops."},
         {"instruction": "Solve this.", "response": f"Sure. {LONG}. The answer is 72."},
@@ -165,6 +176,10 @@ def test_a_run_drops_contaminated_rows_and_records_each_one(bench: Path, tmp_pat
     card = (tmp_path / "out/README.md").read_text()
     assert "### Decontamination" in card
     assert "| decontaminate | mathbench | 4 | 2 | 2 | 0 | 0 | 2 |" in card
+    capsys.readouterr()
+    main(["report", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "decontamination" in printed and "mathbench" in printed
 
 
 def test_tag_mode_keeps_rows_and_says_what_matched(bench: Path) -> None:
