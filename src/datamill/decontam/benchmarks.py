@@ -96,9 +96,10 @@ def check_path(spec: BenchmarkSpec) -> None:
     """Refuse, with one line, a benchmark that is not there or a pack given a column mapping."""
     p = Path(spec.path)
     if not p.exists():
+        where = "" if p.is_absolute() else f" (looked in {Path.cwd()})"
         raise ConfigError(
-            f"benchmark {spec.path!r} does not exist: give a JSONL/Parquet file, a dataset "
-            "folder, or a pack made by 'datamill decontam pack'"
+            f"benchmark {spec.path!r} does not exist{where}: give a JSONL/Parquet file, a "
+            "dataset folder, or a pack made by 'datamill decontam pack'"
         )
     if spec.is_pack and (spec.id is not None or spec.columns != ["text"]):
         raise ConfigError(
