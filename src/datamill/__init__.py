@@ -21,6 +21,7 @@ too), with a check, a preview, a forecast and a budget::
 
 from __future__ import annotations
 
+from .decontam.step import Decontaminate
 from .errors import (
     BudgetExceeded,
     CacheError,
@@ -85,6 +86,7 @@ __all__ = [
     "ConfigError",
     "CritiqueRewrite",
     "DatamillError",
+    "Decontaminate",
     "DeitaScore",
     "DeitaSelect",
     "Drop",

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError, DatamillError, InputError
+from . import decontam as _decontam
 from . import plan as _plan
 from . import push as _push
 from . import report as _report
@@ -31,6 +32,7 @@ _plan.register(app)
 _push.register(app)
 _ui.register(app)
 _report.register(app)
+_decontam.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

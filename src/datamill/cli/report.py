@@ -121,6 +121,18 @@ def print_report(data: dict[str, Any], where: Path) -> None:
             )
             table.add_row(s["step"], str(s["rows_in"]), str(s["rows_out"]), str(s["lost"]), why)
         out.print(table)
+    decontam = data.get("decontamination") or []
+    if decontam:
+        table = Table(
+            "step", "benchmark", "checked", "overlapping", "n-gram", "fuzzy", "embedding", "dropped",
+            title="decontamination",
+        )  # fmt: skip
+        for e in decontam:
+            table.add_row(
+                *(str(e.get(k, 0)) for k in ("step", "benchmark", "checked", "flagged")),
+                *(str(e.get(k, 0)) for k in ("ngram", "fuzzy", "embedding", "dropped")),
+            )
+        out.print(table)
     for name, r in (data.get("ratings") or {}).items():
         hist = "  ".join(f"{k}: {v}" for k, v in (r.get("histogram") or {}).items())
         out.print(

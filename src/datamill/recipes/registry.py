@@ -43,6 +43,7 @@ STEP_KINDS: dict[str, str] = {
     "dedup_exact": "steps.dedup:ExactDedup",
     "dedup_minhash": "steps.dedup:MinHashDedup",
     "dedup_embedding": "steps.dedup:EmbeddingDedup",
+    "decontaminate": "decontam.step:Decontaminate",
     "deita_score": "steps.deita:DeitaScore",
     "instruction_response": "steps.messages:InstructionResponse",
     # verifiers

@@ -174,6 +174,7 @@ def build_report(
             return None
 
     attempt("steps", lambda: report.update(steps=_steps(summary)))
+    attempt("decontamination", lambda: report.update(decontamination=decontamination(summary)))
     losses = summary.get("failures") or {}
     report["losses"] = dict(losses)
     for key in ("target_rows", "reached", "attempts", "max_attempts", "trimmed", "yield"):
@@ -257,6 +258,35 @@ def _steps(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+#: ``run.json`` events of ``decontaminate`` steps: ``decontamination/BENCH/METRIC`` (METRIC:
+#: checked, flagged, ngram, fuzzy, embedding); a drop's reason is ``contaminated: BENCH``
+DECONTAMINATION_EVENT = "decontamination/"
+
+
+def decontamination(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per (decontaminate step, benchmark), from the run's events: rows checked, rows
+    overlapping it (by n-gram, fuzzy, embedding match) and rows dropped for it (a row that
+    overlaps several benchmarks is dropped for the first one of its step's ``against``)."""
+    table: list[dict[str, Any]] = []
+    failures = summary.get("failures_by_step") or {}
+    for step, events in (summary.get("events") or {}).items():
+        rows: dict[str, dict[str, Any]] = {}
+        for key, n in events.items():
+            if not key.startswith(DECONTAMINATION_EVENT):
+                continue
+            bench, _, metric = key[len(DECONTAMINATION_EVENT) :].rpartition("/")
+            entry = rows.setdefault(
+                bench,
+                {"step": step, "benchmark": bench, "checked": 0, "flagged": 0}
+                | {"ngram": 0, "fuzzy": 0, "embedding": 0},
+            )
+            entry[metric] = entry.get(metric, 0) + n
+        for bench, entry in rows.items():
+            entry["dropped"] = (failures.get(step) or {}).get(f"contaminated: {bench}", 0)
+            table.append(entry)
+    return table
+
+
 def _headline(fields: dict[str, Any]) -> dict[str, Any]:
     """The few numbers to compare two datasets by: those of the instruction field (or the first)."""
     if not fields:
@@ -295,4 +325,12 @@ def to_json(report: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-__all__ = ["build_report", "embeddings_enabled", "rating_columns", "text_fields", "to_json"]
+__all__ = [
+    "DECONTAMINATION_EVENT",
+    "build_report",
+    "decontamination",
+    "embeddings_enabled",
+    "rating_columns",
+    "text_fields",
+    "to_json",
+]

@@ -173,6 +173,7 @@ def card_section(report: dict[str, Any] | None) -> str:
         )
     if report.get("ratings"):
         lines.append("")
+    lines += decontamination_section(report.get("decontamination") or [])
     topup = report.get("topup")
     if topup:
         state = "reached" if topup.get("reached") else "not reached"
@@ -208,12 +209,39 @@ def verification_lines(verification: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def decontamination_section(table: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: the per-benchmark table of ``decontaminate`` steps (none: no lines)."""
+    if not table:
+        return []
+    lines = [
+        "### Decontamination",
+        "",
+        "| step | benchmark | rows checked | rows overlapping | n-gram | fuzzy | embedding | dropped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in table:
+        lines.append(
+            f"| {e['step']} | {e['benchmark']} | {e.get('checked', 0)} | {e.get('flagged', 0)} "
+            f"| {e.get('ngram', 0)} | {e.get('fuzzy', 0)} | {e.get('embedding', 0)} | {e.get('dropped', 0)} |"
+        )
+    lines += [
+        "",
+        "Rows overlapping: rows with a text that shares a word n-gram with an item of the "
+        "benchmark (or a whole short item, or a fuzzy/embedding match); a row overlapping "
+        "several benchmarks is dropped for the first. Dropped rows and the item each matched "
+        "are in failures.jsonl.",
+        "",
+    ]
+    return lines
+
+
 __all__ = [
     "PLOT_FILE",
     "REPORT_FILE",
     "REPORT_ROWS",
     "Reservoir",
     "card_section",
+    "decontamination_section",
     "format_value",
     "load_report",
     "sample_rows",
