@@ -37,6 +37,7 @@ def test_six_exercise_notebooks_on_the_python_api() -> None:
         assert "from datamill import" in code and "Pipeline(" in code and ".run(OUT" in code
         assert "nest_asyncio" not in code and "yaml" not in code.lower()
         assert f'"{FOLDERS[path.stem]}"' in code
+        assert "target_rows=ROWS" in code  # asking for ROWS rows gets ROWS rows (pipeline.topup)
         assert all(
             not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"
         )  # stored clean
@@ -68,8 +69,11 @@ def test_notebook_runs_end_to_end(
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("DATAMILL_EXAMPLE_LIMIT", "1")
+    # one row wanted, short answers: a 48-token answer is often cut, so keep cut answers (the
+    # notebooks drop them by default); the top-up draws more source rows past any other check
+    monkeypatch.setenv("DATAMILL_EXAMPLE_ROWS", "1")
     monkeypatch.setenv("DATAMILL_EXAMPLE_MAX_TOKENS", "48")
+    monkeypatch.setenv("DATAMILL_EXAMPLE_TRUNCATED", "keep")
     monkeypatch.setenv("DATAMILL_EXAMPLE_OUT", str(tmp_path / "out"))
     monkeypatch.delenv("DATAMILL_EXAMPLE_REPO", raising=False)
     nb = nbformat.read(path, as_version=4)
@@ -81,6 +85,7 @@ def test_notebook_runs_end_to_end(
     run = json.loads((folder / "run.json").read_text())
     assert run["complete"] is True
     assert run["model_calls"] + run["cache_hits"] > 0  # it really asked the model
+    assert run["target_rows"] == 1 and run["reached"] is True and run["rows"] == 1, run["failures"]
     assert (folder / "data" / "train-00000-of-00001.parquet").exists() and (
         folder / "README.md"
     ).exists()

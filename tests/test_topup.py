@@ -179,3 +179,17 @@ def test_no_target_means_no_top_up_fields(tmp_path: Path) -> None:
         [TextGeneration(template="{{ row }}")], source=EmptyRows(2), models={"default": FakeModel()}
     ).run(tmp_path / "o")
     assert "target_rows" not in result.summary and "reached" not in result.summary
+
+
+def test_a_preview_runs_its_n_rows_once_without_topping_up(tmp_path: Path) -> None:
+    p = Pipeline(
+        [step(reads=["row"])(keep_every_third)],
+        source=EmptyRows(10),
+        models={"default": FakeModel()},
+        target_rows=5,
+    )
+    preview = p.preview(2)  # rows 0, 1 → only row 0 survives; no more rows are drawn to reach 5
+    assert [r["row"] for r in preview.rows] == [0] and preview.summary["failed_rows"] == 1
+    assert "target_rows" not in preview.summary
+    assert p.target_rows == 5  # the run still tops up
+    assert [r["row"] for r in p.run(tmp_path / "out").rows] == [0, 3, 6, 9, 12]

@@ -193,5 +193,10 @@ class Pipeline:
         return plan_pipeline(self, limit=limit, **kwargs)
 
     def preview(self, n: int = 3, **kwargs: Any) -> RunResult:
-        """Run on the first ``n`` source rows without writing anything."""
-        return self.run(None, limit=n, **kwargs)
+        """Run on the first ``n`` source rows without writing anything; no top-up (a
+        ``target_rows`` is for the run: the preview shows what those ``n`` rows give)."""
+        from copy import copy
+
+        once = copy(self)  # same steps, so the same identities, seeds and cached calls
+        once.target_rows = once.max_attempts = None
+        return once.run(None, limit=n, **kwargs)
