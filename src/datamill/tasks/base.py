@@ -21,7 +21,7 @@ from jinja2 import nodes
 from pydantic import Field
 
 from ..errors import ConfigError, Dropped, ParseError
-from ..models.base import Completion, Request, split_reasoning
+from ..models.base import THINK_TAGS, Completion, Request, split_reasoning
 from ..rows import Path as RowPath
 from ..rows import Row, lookup, path_text, row_seed, unencodable
 from ..steps.base import Context, Step
@@ -256,6 +256,10 @@ class Task(Step):
     top_p: float | None = Field(default=None, gt=0, le=1)
     seed: int | None = None
     truncated: Literal["drop", "keep"] = "drop"
+    #: the open/close tags of the thinking block split off each answer (default the model's
+    #: ``think_tags`` option, else ``<think>``/``</think>``)
+    think_tags: tuple[str, str] | None = None
+    later_fields: ClassVar[tuple[str, ...]] = ("think_tags",)
 
     #: the sampling this task's requests start from, per kind of call (declared once per task;
     #: the lowest precedence: model settings and step options beat it)
@@ -305,8 +309,10 @@ class Task(Step):
             request = request.with_options(seed=self.row_seed(ctx, salt))
         refuse_unencodable(request)
         overrides = {**self.sampling(), **_given(**(options or {}))}
-        completions = await ctx.generate(model or self.model, request, overrides)
-        return [self.check_completion(c) for c in completions]
+        name = model or self.model
+        completions = await ctx.generate(name, request, overrides)
+        tags = self.think_tags or ctx.model_info(name).extra.get("think_tags") or THINK_TAGS
+        return [self.check_completion(c, request, tags) for c in completions]
 
     def row_seed(self, ctx: Context, salt: str = "") -> int:
         """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else
@@ -315,16 +321,24 @@ class Task(Step):
             self.seed if self.seed is not None else ctx.seed, ctx.key, self.identity + salt
         )
 
-    def check_completion(self, completion: Completion) -> Completion:
+    def check_completion(
+        self,
+        completion: Completion,
+        request: Request | None = None,
+        tags: tuple[str, str] = THINK_TAGS,
+    ) -> Completion:
         """The answer a task may read from one raw completion, or :class:`ParseError`.
 
         Every completion a task reads passes here once, after the cache (which keeps the raw
-        text): a leading ``<think>…</think>`` block is split off into ``reasoning`` (kept on the
-        returned completion, not written to any column), and the text becomes the answer alone.
+        text): a leading thinking block (``tags``, default ``<think>…</think>``) is split off
+        into ``reasoning`` (kept on the returned completion, written only where a task says so),
+        and the text becomes the answer alone; reasoning a server sent apart is kept as it came.
+        A ``tool_calls`` finish is accepted, text or not, when ``request`` offered tools.
         Refused, each with its own failure reason: ``content filtered`` (the provider withheld or
-        cut the answer), ``tool call instead of an answer`` (no task asks for tools: ``Request``
-        carries none), ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a
-        thinking block never closed), ``truncated at max_tokens`` (unless ``truncated: keep``),
+        cut the answer), ``tool call instead of an answer`` (the request had no tools),
+        ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a thinking block
+        never closed), ``truncated at max_tokens`` (unless ``truncated: keep``: then a completion
+        cut inside its thinking is kept with an empty answer, for a gate to count),
         ``unencodable text in output`` (a lone surrogate) and ``empty completion``.
         """
         check_encodable(completion)
@@ -333,20 +347,27 @@ class Task(Step):
         if finish == "content_filter":
             raise ParseError("content filtered", raw)
         if finish == "tool_calls":
-            raise ParseError("tool call instead of an answer", raw)
-        if finish == "error":
+            if request is None or not request.tools or not completion.tool_calls:
+                raise ParseError(
+                    "tool call instead of an answer", raw or str(completion.tool_calls)
+                )
+        elif finish == "error":
             raise ParseError("model error", raw)
-        if finish not in ("stop", "length"):
+        elif finish not in ("stop", "length"):
             raise ParseError("unknown finish reason", f"finish_reason {finish!r}: {raw}")
-        reasoning, answer = split_reasoning(raw)
-        if answer is None:
-            raise ParseError("reasoning not finished", raw)
+        reasoning, answer = split_reasoning(raw, tags)
         if finish == "length" and self.truncated == "drop":
-            raise ParseError("truncated at max_tokens", raw)
-        if not answer.strip():
-            raise ParseError("empty completion", raw)
+            raise ParseError("truncated at max_tokens", _shown(completion))
+        cut_thinking = finish == "length" and bool(reasoning or completion.reasoning)
+        if answer is None and not cut_thinking:
+            raise ParseError("reasoning not finished", raw)
+        answer = answer or ""
+        if finish != "tool_calls" and not answer.strip() and not cut_thinking:
+            raise ParseError("empty completion", _shown(completion))
         if reasoning is None:
             return completion
+        if completion.reasoning:  # sent apart and written inline too: keep both, in order
+            reasoning = f"{completion.reasoning}\n{reasoning}"
         return replace(completion, text=answer, reasoning=reasoning)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -358,6 +379,13 @@ class Task(Step):
         if isinstance(parsed, dict):
             return [{**row, **parsed}]
         return [{**row, **p} for p in parsed]
+
+
+def _shown(completion: Completion) -> str:
+    """A refused completion's raw text for its failure record, its thinking sent apart first."""
+    if completion.reasoning:
+        return f"{THINK_TAGS[0]}{completion.reasoning}{THINK_TAGS[1]}{completion.text}"
+    return completion.text
 
 
 def refuse_unencodable(request: Request) -> None:
