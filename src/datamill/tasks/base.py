@@ -301,10 +301,15 @@ class Task(Step):
         salt: str = "",
         model: str | None = None,
         options: dict[str, Any] | None = None,
+        keep_cut: bool = False,
     ) -> list[Completion]:
         """Send one request (built with the task's defaults) through the cache, with this row's
         seed. The step's options, then ``options`` (this kind of call's own, ``None`` values
-        ignored), go along as overrides; the runner applies model settings under them, once."""
+        ignored), go along as overrides; the runner applies model settings under them, once.
+
+        ``keep_cut``: a sample cut at ``max_tokens`` that :meth:`check_completion` refuses
+        (thinking not finished, no answer yet) comes back split as far as it got, finish
+        ``length``, instead of failing the row: for a step whose gate downstream counts it."""
         if request.seed is None:
             request = request.with_options(seed=self.row_seed(ctx, salt))
         refuse_unencodable(request)
@@ -312,7 +317,17 @@ class Task(Step):
         name = model or self.model
         completions = await ctx.generate(name, request, overrides)
         tags = self.think_tags or ctx.model_info(name).extra.get("think_tags") or THINK_TAGS
-        return [self.check_completion(c, request, tags) for c in completions]
+        out = []
+        for c in completions:
+            try:
+                out.append(self.check_completion(c, request, tags))
+            except ParseError:
+                if not keep_cut or c.finish_reason != "length":
+                    raise
+                check_encodable(c)
+                reasoning, answer = split_reasoning(c.text, tags)
+                out.append(replace(c, text=answer or "", reasoning=reasoning or c.reasoning))
+        return out
 
     def row_seed(self, ctx: Context, salt: str = "") -> int:
         """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else
@@ -337,8 +352,7 @@ class Task(Step):
         Refused, each with its own failure reason: ``content filtered`` (the provider withheld or
         cut the answer), ``tool call instead of an answer`` (the request had no tools),
         ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a thinking block
-        never closed), ``truncated at max_tokens`` (unless ``truncated: keep``: then a completion
-        cut inside its thinking is kept with an empty answer, for a gate to count),
+        never closed), ``truncated at max_tokens`` (unless ``truncated: keep``),
         ``unencodable text in output`` (a lone surrogate) and ``empty completion``.
         """
         check_encodable(completion)
@@ -356,13 +370,11 @@ class Task(Step):
         elif finish not in ("stop", "length"):
             raise ParseError("unknown finish reason", f"finish_reason {finish!r}: {raw}")
         reasoning, answer = split_reasoning(raw, tags)
+        if answer is None:
+            raise ParseError("reasoning not finished", raw)
         if finish == "length" and self.truncated == "drop":
             raise ParseError("truncated at max_tokens", _shown(completion))
-        cut_thinking = finish == "length" and bool(reasoning or completion.reasoning)
-        if answer is None and not cut_thinking:
-            raise ParseError("reasoning not finished", raw)
-        answer = answer or ""
-        if finish != "tool_calls" and not answer.strip() and not cut_thinking:
+        if finish != "tool_calls" and not answer.strip():
             raise ParseError("empty completion", _shown(completion))
         if reasoning is None:
             return completion

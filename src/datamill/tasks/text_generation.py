@@ -29,7 +29,9 @@ class TextGeneration(Task):
     output: str = "generation"
     #: a column for the model's thinking (``Completion.reasoning``; null when it wrote none)
     reasoning_output: str | None = None
-    #: a column for each sample's finish reason (``stop``, ``length``…), e.g. for trace gates
+    #: a column for each sample's finish reason (``stop``, ``length``…), e.g. for trace gates;
+    #: with ``truncated: keep`` a sample cut inside its thinking is kept too (empty answer,
+    #: finish ``length``) for the gate to count, instead of failing the row
     finish_output: str | None = None
     #: several samples per row (``n`` to the backend): one row out per sample, in sample order
     n: int | None = Field(default=None, ge=1)
@@ -85,6 +87,13 @@ class TextGeneration(Task):
         if self.n is not None:
             defaults["n"] = self.n
         return [Request.chat(user, system=system or None, **defaults)]
+
+    async def process(self, row: Row, ctx: Context) -> list[Row]:
+        [request] = self.requests(row, ctx)
+        keep_cut = self.finish_output is not None and self.truncated == "keep"
+        completions = await self.call(ctx, request, salt="#0", keep_cut=keep_cut)
+        parsed = self.parse([completions], row)
+        return [{**row, **p} for p in (parsed if isinstance(parsed, list) else [parsed])]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row | list[Row]:
         rows = [self._columns(c) for c in completions[0]]
