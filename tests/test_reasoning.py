@@ -404,3 +404,13 @@ def test_reasoning_distill_runs_on_the_embedded_model(
         assert any(r in printed.out + printed.err for r in run["failures"])
     else:
         assert code == 0
+
+
+def test_the_fake_model_thinks_when_the_switch_is_on() -> None:
+    fake = FakeModel()
+    [plain] = asyncio.run(fake.generate(Request.chat("hi")))
+    [thinking] = asyncio.run(fake.generate(Request.chat("hi", enable_thinking=True)))
+    assert "<think>" not in plain.text
+    assert thinking.text.startswith("<think>") and "</think>" in thinking.text
+    reasoning = TextGeneration().check_completion(thinking).reasoning
+    assert reasoning and reasoning.strip() and "<think>" not in reasoning
