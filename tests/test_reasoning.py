@@ -414,3 +414,14 @@ def test_the_fake_model_thinks_when_the_switch_is_on() -> None:
     assert thinking.text.startswith("<think>") and "</think>" in thinking.text
     reasoning = TextGeneration().check_completion(thinking).reasoning
     assert reasoning and reasoning.strip() and "<think>" not in reasoning
+
+
+def test_response_pool_splits_with_the_model_think_tags(tmp_path: Path) -> None:
+    from datamill.tasks.response_pool import ResponsePool
+
+    model = load_model("fake", think_tags=["<reasoning>", "</reasoning>"])
+    model.handler = lambda r, i: f"<reasoning>hmm {i}</reasoning>Answer {i}."  # type: ignore[attr-defined]
+    result = Pipeline(
+        [ResponsePool(n=2)], source=[{"instruction": "Name a colour."}], models=model
+    ).run(tmp_path / "o")
+    assert result.rows[0]["generations"] == ["Answer 0.", "Answer 1."]

@@ -316,7 +316,7 @@ class Task(Step):
         overrides = {**self.sampling(), **_given(**(options or {}))}
         name = model or self.model
         completions = await ctx.generate(name, request, overrides)
-        tags = self.think_tags or ctx.model_info(name).extra.get("think_tags") or THINK_TAGS
+        tags = self.tags_for(ctx, name)
         out = []
         for c in completions:
             try:
@@ -328,6 +328,11 @@ class Task(Step):
                 reasoning, answer = split_reasoning(c.text, tags)
                 out.append(replace(c, text=answer or "", reasoning=reasoning or c.reasoning))
         return out
+
+    def tags_for(self, ctx: Context, model: str) -> tuple[str, str]:
+        """The thinking tags split off the answers of ``model``: the step's ``think_tags``, else
+        the model's (``think_tags`` model option, kept in ``ModelInfo.extra``), else ``<think>``."""
+        return self.think_tags or ctx.model_info(model).extra.get("think_tags") or THINK_TAGS
 
     def row_seed(self, ctx: Context, salt: str = "") -> int:
         """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else

@@ -701,6 +701,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--api-key-env", default=None, help="require the key held in this environment variable"
     )
+    parser.add_argument(
+        "--reasoning-field",
+        default=None,
+        help="send the thinking apart in this field (reasoning_content, reasoning); default inline",
+    )
     args = parser.parse_args(argv)
 
     from ..models.registry import load_model
@@ -728,6 +733,7 @@ def main(argv: list[str] | None = None) -> None:
         faults=faults,
         api_key=api_key,
         any_model=args.any_model,
+        reasoning_field=args.reasoning_field,
     )
 
     async def serve() -> None:
