@@ -336,7 +336,8 @@ def test_stored_glitches_are_not_served_and_are_replaced(tmp_path: Path) -> None
     cache = CallCache(tmp_path / "calls.sqlite")
     with cache._lock:  # as an older datamill stored them
         cache._db.executemany(
-            "INSERT INTO calls VALUES (?, ?, ?, ?, 0, 0, 0)",
+            "INSERT INTO calls (key, idx, text, finish_reason, prompt_tokens, "
+            "completion_tokens, created) VALUES (?, ?, ?, ?, 0, 0, 0)",
             [("k", 0, "", "stop"), ("k", 1, "fine", "stop"), ("k", 2, "x", "error")],
         )
     assert sorted(cache.get_partial("k", 3)) == [1]

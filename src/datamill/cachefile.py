@@ -23,6 +23,11 @@ _META = "CREATE TABLE IF NOT EXISTS datamill_meta (name TEXT PRIMARY KEY, value 
 #: tables any datamill cache file may hold (the call cache's and ``models.embeddings``')
 _OURS = {"calls", "claims", "results", "embeddings", "datamill_meta"}
 
+#: nullable columns added to a table after its first layout: (table, column) → SQL type. A file
+#: whose table lacks only some of these, at its end, gets them when opened (``ALTER TABLE``);
+#: older datamills then refuse the file as another layout, but nothing stored is lost.
+_ADDED = {("calls", "extra"): "TEXT"}
+
 _FIX = "point --cache (or DATAMILL_CACHE) at a file, or run with --no-cache"
 
 
@@ -80,6 +85,15 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
+def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
+    """``ALTER TABLE`` for one of :data:`_ADDED`; another run adding it at once is fine."""
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_ADDED[table, column]}")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+
+
 def _check_foreign(db: sqlite3.Connection, path: Path, schema: str) -> None:
     """Refuse a file that is not a datamill cache (see :func:`open_cache_db`)."""
     tables = {
@@ -110,7 +124,13 @@ def _check_foreign(db: sqlite3.Connection, path: Path, schema: str) -> None:
         expected.executescript(schema)
         for table in tables & _OURS:
             want = _columns(expected, table)
-            if want and _columns(db, table) != want:
+            have = _columns(db, table)
+            missing = want[len(have) :]
+            if have == want[: len(have)] and all((table, c) in _ADDED for c in missing):
+                for column in missing:  # an older layout: add the nullable columns it lacks
+                    _add_column(db, table, column)
+                have = want
+            if want and have != want:
                 raise CacheError(
                     f"{path} is not a datamill call cache (its table {table!r} has columns "
                     f"{', '.join(_columns(db, table))}); {_FIX}"

@@ -45,7 +45,22 @@ _FINISH_ALIASES: dict[str, FinishReason] = {
 THINK_TAGS = ("<think>", "</think>")
 
 #: Request fields that sampling settings (recipe model settings, step options) may override.
-SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "seed", "stop")
+SAMPLING_FIELDS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "enable_thinking",
+    "reasoning_effort",
+)
+
+#: Request fields added after the cache's key was fixed: left out of the key while unset
+#: (``None``), so every request that sets none of them keeps the key it always had.
+OPTIONAL_KEY_FIELDS = ("tools", "tool_choice", "enable_thinking", "reasoning_effort")
+
+#: One tool call a model asked for: ``{"id", "name", "arguments"}`` (arguments: JSON text).
+ToolCall = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,15 @@ class Request:
     stop: tuple[str, ...] = ()
     n: int = 1
     json_schema: dict[str, Any] | None = None
+    #: tools the model may call: JSON schemas in OpenAI's function format
+    #: (``{"type": "function", "function": {"name", "description", "parameters"}}``)
+    tools: tuple[dict[str, Any], ...] | None = None
+    #: ``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function": {"name"}}``
+    tool_choice: str | dict[str, Any] | None = None
+    #: the thinking switch of models that have one (``chat_template_kwargs.enable_thinking``)
+    enable_thinking: bool | None = None
+    #: OpenAI reasoning models' effort: ``"minimal"``, ``"low"``, ``"medium"``, ``"high"``
+    reasoning_effort: str | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -69,6 +93,10 @@ class Request:
             object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
         if not isinstance(self.stop, tuple):
             object.__setattr__(self, "stop", tuple(self.stop))
+        if self.tools is not None and not isinstance(self.tools, tuple):
+            object.__setattr__(self, "tools", tuple(self.tools))
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice needs tools")
         if self.n < 1:
             raise ValueError("n must be at least 1")
         if self.max_tokens < 1:
@@ -96,6 +124,9 @@ class Request:
         """
         data = asdict(self)
         data.pop("n")
+        for name in OPTIONAL_KEY_FIELDS:
+            if data[name] is None:
+                data.pop(name)
         return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -111,9 +142,12 @@ def finish_reason_of(raw: str | None, missing: FinishReason = "stop") -> FinishR
 class Completion:
     """One sampled output of a request.
 
-    ``text`` is what the model wrote. ``reasoning`` is the thinking block split off the front of
-    it by :func:`split_reasoning` (then ``text`` is the answer alone); ``None`` when there was
-    none or the completion has not been split (backends and the cache hold raw text).
+    ``text`` is what the model wrote. ``reasoning`` is its thinking: sent apart by the server
+    (``reasoning_content``; then ``text`` is the answer already) or split off the front of
+    ``text`` by :func:`split_reasoning` (then ``text`` is the answer alone); ``None`` when there
+    was none or the text has not been split yet (backends and the cache hold raw text).
+    ``tool_calls``: the calls the model asked for (finish ``tool_calls``), each a
+    :data:`ToolCall`; empty when none.
     """
 
     text: str
@@ -122,6 +156,7 @@ class Completion:
     completion_tokens: int = 0
     cached: bool = False
     reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def split_reasoning(text: str, tags: tuple[str, str] = THINK_TAGS) -> tuple[str | None, str | None]:

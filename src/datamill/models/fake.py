@@ -6,7 +6,8 @@ request always gives the same text and different requests (or seeds) give differ
 records every request it was sent (``calls``) so tests can count model calls exactly. A handler
 may return a :class:`Completion` to script a finish reason (``"content_filter"``, or a backend's
 own spelling such as ``"max_tokens"``, mapped as the real backends map it).
-``call_log=PATH`` also appends one JSON line per call start and end to a file, so a test can count
+With a request's thinking switch on (``enable_thinking``) the default text opens with a
+``<think>`` block, as a thinking model's does. ``call_log=PATH`` also appends one JSON line per call start and end to a file, so a test can count
 the calls of a run in another process (a CLI run it kills, say).
 """
 
@@ -20,7 +21,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .base import FINISH_REASONS, Completion, Model, ModelInfo, Request, finish_reason_of
+from .base import (
+    FINISH_REASONS,
+    THINK_TAGS,
+    Completion,
+    Model,
+    ModelInfo,
+    Request,
+    finish_reason_of,
+)
 
 Handler = Callable[[Request, int], "str | Completion"]
 
@@ -85,10 +94,15 @@ def schema_instance(schema: dict[str, Any], digest: bytes, depth: int = 0) -> An
 
 def default_text(request: Request, index: int) -> str:
     """Deterministic text seeded by the request content: a JSON value that satisfies
-    ``request.json_schema`` when one is given, else three lines of 8-12 words."""
+    ``request.json_schema`` when one is given, else three lines of 8-12 words; with the thinking
+    switch on (``enable_thinking``), those lines come after a ``<think>`` block of their own, as
+    a thinking model writes."""
     if request.json_schema is not None:
         digest = hashlib.sha256((request.cache_payload() + f"#{index}").encode()).digest()
         return json.dumps(schema_instance(request.json_schema, digest))
+    if request.enable_thinking:
+        thinking = _default_lines(request, index + 1000).replace("?", ".")
+        return f"{THINK_TAGS[0]}{thinking}{THINK_TAGS[1]}{_default_lines(request, index)}"
     return _default_lines(request, index)
 
 

@@ -368,6 +368,12 @@ class LlamaCppModel(Model):
         )
 
     async def generate(self, request: Request) -> list[Completion]:
+        if request.tools:  # ``enable_thinking``/``reasoning_effort`` are ignored: no switch here
+            raise ModelError(
+                "the embedded llama.cpp backend cannot call tools yet (Request.tools); use an "
+                "OpenAI-compatible server (openai:MODEL@URL) for tool-calling steps",
+                reason="tools not supported",
+            )
         hosts = self._hosts or await asyncio.to_thread(self._start_hosts)
         job = self.job(request)
         host = min(hosts, key=lambda h: h.load)

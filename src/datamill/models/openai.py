@@ -52,7 +52,15 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
 from .adaptive import AdaptiveLimiter
-from .base import Completion, FinishReason, Model, ModelInfo, Request, finish_reason_of
+from .base import (
+    Completion,
+    FinishReason,
+    Model,
+    ModelInfo,
+    Request,
+    ToolCall,
+    finish_reason_of,
+)
 from .structured import (
     ALIASES,
     FORMS,
@@ -443,7 +451,11 @@ class OpenAIModel(Model):
             got = self._completions(body, chat, want)
             if not got:
                 continue
-            empty = [c for c in got if not c.text.strip() and c.finish_reason != "length"]
+            empty = [
+                c
+                for c in got
+                if not c.text.strip() and c.finish_reason != "length" and not c.tool_calls
+            ]
             if empty and empty_rounds < self.empty_retries:
                 empty_rounds += 1
                 self.counters["empty_retries"] = self.counters.get("empty_retries", 0) + len(empty)
@@ -466,8 +478,19 @@ class OpenAIModel(Model):
             payload["seed"] = seed
         if request.stop:
             payload["stop"] = request.stop
+        if request.tools:
+            payload["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                payload["tool_choice"] = request.tool_choice
+        if request.enable_thinking is not None:  # vLLM's, SGLang's and llama-server's switch
+            payload["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
+        if request.reasoning_effort is not None:  # OpenAI reasoning models
+            payload["reasoning_effort"] = request.reasoning_effort
         if self.extra_body:
+            kwargs = self.extra_body.get("chat_template_kwargs")
             payload.update(self.extra_body)
+            if isinstance(kwargs, dict) and "chat_template_kwargs" in payload:
+                payload["chat_template_kwargs"] = {**kwargs, **payload["chat_template_kwargs"]}
         return payload
 
     def _completions(self, body: Any, chat: bool, want: int) -> list[Completion]:
@@ -481,12 +504,16 @@ class OpenAIModel(Model):
             )
         choices = sorted(choices, key=lambda c: _count(c.get("index")))
         texts: list[tuple[str, FinishReason]] = []
+        apart: list[tuple[str | None, tuple[ToolCall, ...]]] = []
         for choice in choices[:want]:
             if chat:
                 message = choice.get("message")
-                text = _text(message.get("content") if isinstance(message, dict) else None)
+                message = message if isinstance(message, dict) else {}
+                text = _text(message.get("content"))
+                apart.append((_reasoning(message), _tool_calls(message.get("tool_calls"))))
             else:
                 text = _text(choice.get("text"))
+                apart.append((_reasoning(choice), ()))
             # every reason mapped on purpose; an absent one is a normal stop, an odd one "other"
             texts.append((text, finish_reason_of(choice.get("finish_reason"))))
         usage = body.get("usage")
@@ -503,6 +530,8 @@ class OpenAIModel(Model):
                     finish_reason=finish,
                     prompt_tokens=prompt_tokens if i == 0 else 0,
                     completion_tokens=share,
+                    reasoning=apart[i][0],
+                    tool_calls=apart[i][1],
                 )
             )
         return out
@@ -906,6 +935,46 @@ def _text(content: Any) -> str:
             p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
+
+
+#: where OpenAI-compatible servers put the thinking they parse out of the answer: vLLM's and
+#: SGLang's reasoning parsers, llama-server (``--reasoning-format``) and DeepSeek's API send
+#: ``reasoning_content``; newer vLLM and Ollama's ``/v1`` send ``reasoning``; Ollama's own API
+#: sends ``thinking``. The first that holds text wins.
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+
+
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """The thinking a server sent apart from the answer (see :data:`REASONING_FIELDS`), or None."""
+    for name in REASONING_FIELDS:
+        text = _text(message.get(name))
+        if text.strip():
+            return text
+    return None
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    """The ``tool_calls`` of a chat message as ``{id, name, arguments}`` (arguments: JSON text;
+    a server that sends an object gets it dumped). Entries without a function name are skipped."""
+    if not isinstance(raw, list):
+        return ()
+    calls: list[ToolCall] = []
+    for i, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+        ident = call.get("id")
+        calls.append(
+            {
+                "id": ident if isinstance(ident, str) and ident else f"call_{i}",
+                "name": function["name"],
+                "arguments": arguments,
+            }
+        )
+    return tuple(calls)
 
 
 def _why(exc: BaseException) -> str:

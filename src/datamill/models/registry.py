@@ -50,5 +50,24 @@ def load_model(spec: str, **options: Any) -> Model:
             raise
         raise MissingDependency(f"the {backend} backend ({exc.name} missing)", extra) from exc
     cls = getattr(module, class_name)
+    tags = _think_tags(options.pop("think_tags", None))
     model: Model = cls.from_spec(arg, **options) if hasattr(cls, "from_spec") else cls(**options)
+    if tags is not None:  # read by tasks (``ModelInfo.extra``) when they split the thinking off
+        model.info.extra["think_tags"] = tags
     return model
+
+
+def _think_tags(value: Any) -> tuple[str, str] | None:
+    """The ``think_tags`` model option: ``[OPEN, CLOSE]``, two non-empty texts; else ConfigError."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(t, str) and t.strip() for t in value)
+    ):
+        raise ConfigError(
+            f"model option think_tags must be two non-empty texts [OPEN, CLOSE], e.g. "
+            f'["<think>", "</think>"]; got {value!r}'
+        )
+    return (value[0], value[1])

@@ -9,8 +9,11 @@ Results of work that is not a model call (a verifier's verdict, ``pipeline.resul
 ``results`` table beside ``calls``: a content key → a JSON text, committed as each one finishes.
 
 Only answers are kept: a completion is stored and served only when its ``finish_reason`` is
-``stop`` or ``length`` and its text is not blank (:func:`servable`), so a glitch of the server
-(an empty or refused answer) is asked again on the next run instead of being lost forever.
+``stop`` or ``length`` and its text (or the reasoning sent apart) is not blank, or it is a
+``tool_calls`` finish with its calls (:func:`servable`), so a glitch of the server (an empty or
+refused answer) is asked again on the next run instead of being lost forever. What a completion
+holds besides its text (the ``reasoning`` a server sent apart, ``tool_calls``) is kept as JSON
+in the nullable ``extra`` column (added to older files when opened: ``cachefile``).
 
 Runs sharing the file do not pay twice for one call: the process about to call records a *claim*
 (key, owner, lease expiry) and renews its lease while the call runs; another process that meets a
@@ -41,7 +44,7 @@ from pathlib import Path
 from .._process import pid_alive
 from ..cachefile import default_cache_path, open_cache_db
 from ..errors import CacheError
-from ..models.base import Completion, Request
+from ..models.base import OPTIONAL_KEY_FIELDS, Completion, Request
 from ..rows import unencodable
 
 _SCHEMA = """
@@ -53,6 +56,7 @@ CREATE TABLE IF NOT EXISTS calls (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     created REAL NOT NULL,
+    extra TEXT,
     PRIMARY KEY (key, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (
@@ -73,17 +77,52 @@ SERVABLE_FINISH = ("stop", "length")
 
 def servable(completion: Completion) -> bool:
     """Whether ``completion`` is an answer worth keeping: finished by ``stop`` or ``length``, with
-    text that is not blank and can be stored as UTF-8 (no lone surrogate). Empty, refused,
-    failed or unencodable completions are asked again next run."""
+    text (or reasoning sent apart) that is not blank, or finished by ``tool_calls`` with calls;
+    all of it storable as UTF-8 (no lone surrogate). Empty, refused, failed or unencodable
+    completions are asked again next run."""
+    if completion.finish_reason == "tool_calls":
+        said = bool(completion.tool_calls)
+    else:
+        said = completion.finish_reason in SERVABLE_FINISH and bool(
+            completion.text.strip() or (completion.reasoning or "").strip()
+        )
     return (
-        completion.finish_reason in SERVABLE_FINISH
-        and bool(completion.text.strip())
+        said
         and unencodable(completion.text) is None
+        and unencodable(completion.reasoning) is None
+        and unencodable(json.dumps(completion.tool_calls, ensure_ascii=False)) is None
     )
 
 
-#: the request fields that decide the output: all but ``n`` (as in ``Request.cache_payload``)
-_KEY_FIELDS = tuple(f.name for f in fields(Request) if f.name != "n")
+def _extra(completion: Completion) -> str | None:
+    """The ``extra`` column of a completion: JSON of its reasoning and tool calls, or NULL."""
+    data: dict[str, object] = {}
+    if completion.reasoning is not None:
+        data["reasoning"] = completion.reasoning
+    if completion.tool_calls:
+        data["tool_calls"] = list(completion.tool_calls)
+    return json.dumps(data, ensure_ascii=False) if data else None
+
+
+def _stored(text: str, finish: str, prompt: int, done: int, extra: str | None) -> Completion:
+    """A completion read back from a ``calls`` row."""
+    data = json.loads(extra) if extra else {}
+    return Completion(
+        text=text,
+        finish_reason=finish,  # type: ignore[arg-type]
+        prompt_tokens=prompt,
+        completion_tokens=done,
+        cached=True,
+        reasoning=data.get("reasoning"),
+        tool_calls=tuple(data.get("tool_calls", ())),
+    )
+
+
+#: the request fields that decide the output: all but ``n`` (as in ``Request.cache_payload``);
+#: those in ``OPTIONAL_KEY_FIELDS`` only when set, so older keys stay valid
+_KEY_FIELDS = tuple(
+    f.name for f in fields(Request) if f.name != "n" and f.name not in OPTIONAL_KEY_FIELDS
+)
 
 
 def call_key(identity: str, request: Request) -> str:
@@ -92,8 +131,13 @@ def call_key(identity: str, request: Request) -> str:
     Hashes the same JSON as ``Request.cache_payload()``, built from the fields directly: the
     ``asdict`` deep copy there was the largest cost of a re-run served from the cache.
     """
+    data = {name: getattr(request, name) for name in _KEY_FIELDS}
+    for name in OPTIONAL_KEY_FIELDS:
+        value = getattr(request, name)
+        if value is not None:
+            data[name] = value
     payload = json.dumps(
-        {name: getattr(request, name) for name in _KEY_FIELDS},
+        data,
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -146,18 +190,19 @@ class CallCache:
         try:
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT idx, text, finish_reason, prompt_tokens, completion_tokens FROM calls "
+                    "SELECT idx, text, finish_reason, prompt_tokens, completion_tokens, extra "
+                    "FROM calls "
                     "WHERE key = ? AND idx < ? ORDER BY idx",
                     (key, n),
                 ).fetchall()
         except sqlite3.Error as exc:
             raise self._fail("read from", exc) from None
-        found = {
-            i: Completion(
-                text=t, finish_reason=f, prompt_tokens=p, completion_tokens=c, cached=True
-            )
-            for i, t, f, p, c in rows
-        }
+        try:
+            found = {i: _stored(t, f, p, c, x) for i, t, f, p, c, x in rows}
+        except (ValueError, TypeError, AttributeError) as exc:  # JSON another program wrote
+            raise self._fail(
+                "read from", sqlite3.DatabaseError(f"bad extra column: {exc}")
+            ) from None
         return {i: c for i, c in found.items() if servable(c)}
 
     # -- writing -------------------------------------------------------------------------------
@@ -168,7 +213,7 @@ class CallCache:
         self.check()
         now = time.time()
         values = [
-            (key, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, now)
+            (key, i, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, now, _extra(c))
             for i, c in enumerate(completions)
             if servable(c)
         ]
@@ -177,13 +222,14 @@ class CallCache:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.executemany(
-                        "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (key, idx) DO UPDATE SET text = excluded.text, "
                         "finish_reason = excluded.finish_reason, "
                         "prompt_tokens = excluded.prompt_tokens, "
-                        "completion_tokens = excluded.completion_tokens, created = excluded.created "
-                        "WHERE calls.finish_reason NOT IN ('stop', 'length') "
-                        "OR trim(calls.text, ' ' || char(9, 10, 13)) = ''",
+                        "completion_tokens = excluded.completion_tokens, created = excluded.created, "
+                        "extra = excluded.extra "
+                        "WHERE calls.finish_reason NOT IN ('stop', 'length', 'tool_calls') "
+                        "OR (trim(calls.text, ' ' || char(9, 10, 13)) = '' AND calls.extra IS NULL)",
                         values,
                     )
                     self._db.execute(

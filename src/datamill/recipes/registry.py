@@ -17,6 +17,7 @@ STEP_KINDS: dict[str, str] = {
     "group": "steps.columns:Group",
     "format_sft": "steps.format:FormatSFT",
     "format_dpo": "steps.dpo:FormatDPO",
+    "format_reasoning_sft": "steps.reasoning:FormatReasoningSFT",
     # filters
     "filter_rouge": "steps.filters:RougeFilter",
     "filter_length": "steps.filters:LengthFilter",
@@ -24,6 +25,7 @@ STEP_KINDS: dict[str, str] = {
     "filter_ends_with": "steps.filters:EndsWithFilter",
     "filter_refusal": "steps.filters:RefusalFilter",
     "filter_self_instruct": "steps.filters:SelfInstructFilter",
+    "reasoning_gates": "steps.reasoning:ReasoningGates",
     # instruction techniques
     "text_generation": "tasks.text_generation:TextGeneration",
     "self_instruct": "tasks.self_instruct:SelfInstruct",

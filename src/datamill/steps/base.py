@@ -100,6 +100,9 @@ class Step(BaseModel):
     not_in_identity: ClassVar[frozenset[str]] = frozenset()
     #: optional instance name; defaults to ``kind`` (numbered when repeated in one pipeline)
     name: str | None = None
+    #: parameters added after the step type shipped: left out of :attr:`identity` while unset
+    #: (``None``), so seeds and cached calls of recipes that do not use them stay the same
+    later_fields: ClassVar[tuple[str, ...]] = ()
     # set by the pipeline (``Pipeline._name_steps``): see :attr:`identity`
     _identity: str | None = PrivateAttr(default=None)
     # True when ``name`` was given by a pipeline (a positional label), not by the user
@@ -184,8 +187,11 @@ class Step(BaseModel):
 
 def content_identity(step: Step) -> str:
     """``kind:HASH`` of a step's parameters (pydantic ``model_dump``, sorted JSON, no ``name``
-    nor :attr:`Step.not_in_identity`)."""
+    nor :attr:`Step.not_in_identity`; :attr:`Step.later_fields` only once set)."""
     params = step.model_dump(exclude={"name", *step.not_in_identity})
+    for field_name in step.later_fields:  # unset options added later: identities stay as they were
+        if params.get(field_name) is None:
+            params.pop(field_name, None)
     text = json.dumps(params, sort_keys=True, default=_stable, ensure_ascii=False)
     return f"{step.kind or type(step).__name__}:{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 

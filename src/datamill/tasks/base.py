@@ -29,7 +29,7 @@ from jinja2 import nodes
 from pydantic import Field
 
 from ..errors import ConfigError, Dropped, ParseError
-from ..models.base import Completion, Request, split_reasoning
+from ..models.base import THINK_TAGS, Completion, Request, split_reasoning
 from ..rows import Path as RowPath
 from ..rows import Row, lookup, path_text, row_seed, unencodable
 from ..steps.base import Context, Step
@@ -268,8 +268,12 @@ class Task(Step):
     truncated: Literal["drop", "keep"] = "drop"
     #: candidates per row (rejection sampling): K samples of each request, one row each
     samples: int = Field(default=1, ge=1, le=256)
+    #: the open/close tags of the thinking block split off each answer (default the model's
+    #: ``think_tags`` option, else ``<think>``/``</think>``)
+    think_tags: tuple[str, str] | None = None
 
     not_in_identity: ClassVar[frozenset[str]] = frozenset({"samples"})
+    later_fields: ClassVar[tuple[str, ...]] = ("think_tags",)
 
     #: the sampling this task's requests start from, per kind of call (declared once per task;
     #: the lowest precedence: model settings and step options beat it)
@@ -321,12 +325,29 @@ class Task(Step):
         salt: str = "",
         model: str | None = None,
         options: dict[str, Any] | None = None,
+        keep_cut: bool = False,
     ) -> list[Completion]:
         """Send one request (built with the task's defaults) through the cache, with this row's
         seed. The step's options, then ``options`` (this kind of call's own, ``None`` values
-        ignored), go along as overrides; the runner applies model settings under them, once."""
+        ignored), go along as overrides; the runner applies model settings under them, once.
+
+        ``keep_cut``: a sample cut at ``max_tokens`` that :meth:`check_completion` refuses
+        (thinking not finished, no answer yet) comes back split as far as it got, finish
+        ``length``, instead of failing the row: for a step whose gate downstream counts it."""
+        name = model or self.model
         completions = await self.send(ctx, request, salt, model, options)
-        return [self.check_completion(c) for c in completions]
+        tags = self.tags_for(ctx, name)
+        out = []
+        for c in completions:
+            try:
+                out.append(self.check_completion(c, request, tags))
+            except ParseError:
+                if not keep_cut or c.finish_reason != "length":
+                    raise
+                check_encodable(c)
+                reasoning, answer = split_reasoning(c.text, tags)
+                out.append(replace(c, text=answer or "", reasoning=reasoning or c.reasoning))
+        return out
 
     async def send(
         self,
@@ -344,6 +365,11 @@ class Task(Step):
         overrides = {**self.sampling(), **_given(**(options or {}))}
         return await ctx.generate(model or self.model, request, overrides)
 
+    def tags_for(self, ctx: Context, model: str) -> tuple[str, str]:
+        """The thinking tags split off the answers of ``model``: the step's ``think_tags``, else
+        the model's (``think_tags`` model option, kept in ``ModelInfo.extra``), else ``<think>``."""
+        return self.think_tags or ctx.model_info(model).extra.get("think_tags") or THINK_TAGS
+
     def row_seed(self, ctx: Context, salt: str = "") -> int:
         """This row's seed for one use (``salt``) in this step: from the step's ``seed`` (else
         the pipeline's), the row key and the step's :attr:`identity` (not its position)."""
@@ -351,16 +377,23 @@ class Task(Step):
             self.seed if self.seed is not None else ctx.seed, ctx.key, self.identity + salt
         )
 
-    def check_completion(self, completion: Completion) -> Completion:
+    def check_completion(
+        self,
+        completion: Completion,
+        request: Request | None = None,
+        tags: tuple[str, str] = THINK_TAGS,
+    ) -> Completion:
         """The answer a task may read from one raw completion, or :class:`ParseError`.
 
         Every completion a task reads passes here once, after the cache (which keeps the raw
-        text): a leading ``<think>…</think>`` block is split off into ``reasoning`` (kept on the
-        returned completion, not written to any column), and the text becomes the answer alone.
+        text): a leading thinking block (``tags``, default ``<think>…</think>``) is split off
+        into ``reasoning`` (kept on the returned completion, written only where a task says so),
+        and the text becomes the answer alone; reasoning a server sent apart is kept as it came.
+        A ``tool_calls`` finish is accepted, text or not, when ``request`` offered tools.
         Refused, each with its own failure reason: ``content filtered`` (the provider withheld or
-        cut the answer), ``tool call instead of an answer`` (no task asks for tools: ``Request``
-        carries none), ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a
-        thinking block never closed), ``truncated at max_tokens`` (unless ``truncated: keep``),
+        cut the answer), ``tool call instead of an answer`` (the request had no tools),
+        ``model error``, ``unknown finish reason``, ``reasoning not finished`` (a thinking block
+        never closed), ``truncated at max_tokens`` (unless ``truncated: keep``),
         ``unencodable text in output`` (a lone surrogate) and ``empty completion``.
         """
         check_encodable(completion)
@@ -369,20 +402,25 @@ class Task(Step):
         if finish == "content_filter":
             raise ParseError("content filtered", raw)
         if finish == "tool_calls":
-            raise ParseError("tool call instead of an answer", raw)
-        if finish == "error":
+            if request is None or not request.tools or not completion.tool_calls:
+                raise ParseError(
+                    "tool call instead of an answer", raw or str(completion.tool_calls)
+                )
+        elif finish == "error":
             raise ParseError("model error", raw)
-        if finish not in ("stop", "length"):
+        elif finish not in ("stop", "length"):
             raise ParseError("unknown finish reason", f"finish_reason {finish!r}: {raw}")
-        reasoning, answer = split_reasoning(raw)
+        reasoning, answer = split_reasoning(raw, tags)
         if answer is None:
             raise ParseError("reasoning not finished", raw)
         if finish == "length" and self.truncated == "drop":
-            raise ParseError("truncated at max_tokens", raw)
-        if not answer.strip():
-            raise ParseError("empty completion", raw)
+            raise ParseError("truncated at max_tokens", _shown(completion))
+        if finish != "tool_calls" and not answer.strip():
+            raise ParseError("empty completion", _shown(completion))
         if reasoning is None:
             return completion
+        if completion.reasoning:  # sent apart and written inline too: keep both, in order
+            reasoning = f"{completion.reasoning}\n{reasoning}"
         return replace(completion, text=answer, reasoning=reasoning)
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -406,11 +444,18 @@ class Task(Step):
         sent = await asyncio.gather(
             *(self.send(ctx, replace(r, n=k), salt=f"#{i}") for i, r in enumerate(requests))
         )
+        tags = self.tags_for(ctx, self.model)
         out: list[Row] = []
         lost: list[ParseError | Dropped] = []
         for j in range(k):
             try:
-                parsed = self.parse([[self.check_completion(c[j])] for c in sent], row)
+                parsed = self.parse(
+                    [
+                        [self.check_completion(c[j], r, tags)]
+                        for c, r in zip(sent, requests, strict=True)
+                    ],
+                    row,
+                )
             except (ParseError, Dropped) as exc:
                 lost.append(exc)
                 ctx.count(f"sample lost: {exc.reason}")
@@ -420,6 +465,13 @@ class Task(Step):
         if not out:
             raise lost[0]
         return out
+
+
+def _shown(completion: Completion) -> str:
+    """A refused completion's raw text for its failure record, its thinking sent apart first."""
+    if completion.reasoning:
+        return f"{THINK_TAGS[0]}{completion.reasoning}{THINK_TAGS[1]}{completion.text}"
+    return completion.text
 
 
 def refuse_unencodable(request: Request) -> None:

@@ -182,7 +182,7 @@ class ResponsePool(Task):
             label = model_label(name, ctx.model_info(name))
             for i, c in enumerate(completions):
                 try:
-                    c = self.check_completion(c)
+                    c = self.check_completion(c, request, self.tags_for(ctx, name))
                 except ParseError as exc:
                     problems.append(f"{label} sample {i + 1}: {exc.reason}")
                     continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from ..models.base import Completion, Request
 from ..rows import Path, Row
@@ -27,6 +27,20 @@ class TextGeneration(Task):
     template: str = "{{ instruction }}"
     system_prompt: str | None = None
     output: str = "generation"
+    #: a column for the model's thinking (``Completion.reasoning``; null when it wrote none)
+    reasoning_output: str | None = None
+    #: a column for each sample's finish reason (``stop``, ``length``…), e.g. for trace gates;
+    #: with ``truncated: keep`` a sample cut inside its thinking is kept too (empty answer,
+    #: finish ``length``) for the gate to count, instead of failing the row
+    finish_output: str | None = None
+    #: several samples per row (``n`` to the backend): one row out per sample, in sample order
+    n: int | None = Field(default=None, ge=1)
+    later_fields: ClassVar[tuple[str, ...]] = (
+        "think_tags",
+        "reasoning_output",
+        "finish_output",
+        "n",
+    )
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "generation": {"max_tokens": 512, "temperature": 0.7}
     }
@@ -55,7 +69,8 @@ class TextGeneration(Task):
         return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
-        return [self.output]
+        extra = [c for c in (self.reasoning_output, self.finish_output) if c]
+        return [self.output, *extra]
 
     def requests(self, row: Row, ctx: Context) -> list[Request]:
         user = render_row(self.template, row, self.label).strip()
@@ -68,7 +83,26 @@ class TextGeneration(Task):
             system = render_row(self.system_prompt, row, self.label).strip()
         else:
             system = row.get("system_prompt")
-        return [Request.chat(user, system=system or None, **self.request_defaults("generation"))]
+        defaults = self.request_defaults("generation")
+        if self.n is not None:
+            defaults["n"] = self.n
+        return [Request.chat(user, system=system or None, **defaults)]
 
-    def parse(self, completions: list[list[Completion]], row: Row) -> Row:
-        return {self.output: completions[0][0].text.strip()}
+    async def process(self, row: Row, ctx: Context) -> list[Row]:
+        [request] = self.requests(row, ctx)
+        keep_cut = self.finish_output is not None and self.truncated == "keep"
+        completions = await self.call(ctx, request, salt="#0", keep_cut=keep_cut)
+        parsed = self.parse([completions], row)
+        return [{**row, **p} for p in (parsed if isinstance(parsed, list) else [parsed])]
+
+    def parse(self, completions: list[list[Completion]], row: Row) -> Row | list[Row]:
+        rows = [self._columns(c) for c in completions[0]]
+        return rows if self.n is not None else rows[0]
+
+    def _columns(self, completion: Completion) -> Row:
+        out: Row = {self.output: completion.text.strip()}
+        if self.reasoning_output:
+            out[self.reasoning_output] = completion.reasoning
+        if self.finish_output:
+            out[self.finish_output] = completion.finish_reason
+        return out

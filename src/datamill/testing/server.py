@@ -22,10 +22,18 @@ with HTTP 500 and a request-validation message, as llama-cpp-python's server doe
 ``refuse_n`` answers ``n > 1`` with HTTP 400 (as llama.cpp's llama-server does);
 ``edit_answer`` rewrites each successful answer body before it goes out (odd ``usage`` fields…).
 
+Reasoning and tools: ``reasoning_field`` (``"reasoning_content"`` as vLLM's and llama-server's
+reasoning parsers, ``"reasoning"`` as Ollama's ``/v1``) sends a model's thinking apart from the
+answer — its ``Completion.reasoning``, or a leading ``<think>…</think>`` block split off its text;
+without it the thinking stays in the content as a ``<think>`` block (a server with no parser).
+A completion's ``tool_calls`` go out as the message's ``tool_calls`` (OpenAI's shape, content
+null). A request's ``tools``, ``tool_choice``, ``chat_template_kwargs.enable_thinking`` and
+``reasoning_effort`` reach the model's :class:`Request`.
+
 Run it: ``python -m datamill.testing.server --port 8000 --latency 0.2 --faults 0.2``; in tests,
 ``with serve_in_thread(FakeModel(), faults=Faults(rate=0.2)) as server: server.url``.
 
-Deliberately not here: streaming, tool calls, tokenization endpoints, batching across requests
+Deliberately not here: streaming, running tools, tokenization endpoints, batching across requests
 (the model behind it decides how it runs concurrent calls).
 """
 
@@ -51,7 +59,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ModelError
-from ..models.base import Completion, Model, Request
+from ..models.base import THINK_TAGS, Completion, Model, Request, split_reasoning
 
 try:
     import orjson
@@ -168,6 +176,7 @@ class OpenAIServer:
         structured_output: str = "any",
         refuse_n: bool = False,
         edit_answer: Callable[[dict[str, Any]], Any] | None = None,
+        reasoning_field: str | None = None,
     ) -> None:
         if structured_output not in STRUCTURED_OUTPUT:
             raise ValueError(
@@ -188,6 +197,7 @@ class OpenAIServer:
         self.bodies: list[dict[str, Any]] | None = [] if record_bodies else None
         self.structured_output = structured_output
         self.edit_answer = edit_answer
+        self.reasoning_field = reasoning_field  #: where thinking goes; None: inline ``<think>``
         self.refuse_n = refuse_n  #: answer n > 1 with HTTP 400, as llama.cpp's llama-server does
         self.stats = ServerStats()
         self._rng = random.Random(self.faults.seed)
@@ -418,18 +428,44 @@ class OpenAIServer:
         self._ids += 1
         choices: list[dict[str, Any]] = []
         for i, c in enumerate(completions):
+            reasoning, text = c.reasoning, c.text
+            if self.reasoning_field is not None and reasoning is None:
+                reasoning, answer = split_reasoning(text)
+                text = text if reasoning is None else answer or ""
+            apart: dict[str, Any] = {}
+            if reasoning is not None and self.reasoning_field is not None:
+                apart[self.reasoning_field] = reasoning
+            elif reasoning is not None:
+                text = f"{THINK_TAGS[0]}{reasoning}{THINK_TAGS[1]}{text}"
             if chat:
+                message: dict[str, Any] = {"role": "assistant", "content": text, **apart}
+                if c.tool_calls:
+                    message["content"] = text or None
+                    message["tool_calls"] = [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": call["arguments"]},
+                        }
+                        for call in c.tool_calls
+                    ]
                 choices.append(
                     {
                         "index": i,
-                        "message": {"role": "assistant", "content": c.text},
+                        "message": message,
                         "finish_reason": c.finish_reason,
                         "logprobs": None,
                     }
                 )
             else:
                 choices.append(
-                    {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                    {
+                        "index": i,
+                        "text": text,
+                        "finish_reason": c.finish_reason,
+                        "logprobs": None,
+                        **apart,
+                    }
                 )
         prompt = completions[0].prompt_tokens if completions else 0
         generated = sum(c.completion_tokens for c in completions)
@@ -528,6 +564,14 @@ def _to_request(body: dict[str, Any], chat: bool) -> Request:
         "n": int(body.get("n") or 1),
         "json_schema": schema,
     }
+    if body.get("tools"):
+        common["tools"] = tuple(body["tools"])
+        common["tool_choice"] = body.get("tool_choice")
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, dict) and isinstance(kwargs.get("enable_thinking"), bool):
+        common["enable_thinking"] = kwargs["enable_thinking"]
+    if isinstance(body.get("reasoning_effort"), str):
+        common["reasoning_effort"] = body["reasoning_effort"]
     if chat:
         messages = body["messages"]
         if not isinstance(messages, list) or not messages:
@@ -657,6 +701,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--api-key-env", default=None, help="require the key held in this environment variable"
     )
+    parser.add_argument(
+        "--reasoning-field",
+        default=None,
+        help="send the thinking apart in this field (reasoning_content, reasoning); default inline",
+    )
     args = parser.parse_args(argv)
 
     from ..models.registry import load_model
@@ -684,6 +733,7 @@ def main(argv: list[str] | None = None) -> None:
         faults=faults,
         api_key=api_key,
         any_model=args.any_model,
+        reasoning_field=args.reasoning_field,
     )
 
     async def serve() -> None:
