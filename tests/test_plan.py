@@ -3,6 +3,8 @@ run to compare, and the price table they use."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 from pathlib import Path
 
@@ -132,6 +134,7 @@ def test_cost_uses_the_price_table_and_unknown_prices_say_so() -> None:
 
     class Remote(FakeModel):
         backend = "somecloud"
+        CAPABILITIES = replace(FakeModel.CAPABILITIES, local=False)  # a paid API, not free
 
     unknown = plan_pipeline(
         chain(Remote(sized)), preview_rows=2, prices=PriceTable(user={}, defaults={})

@@ -110,9 +110,10 @@ def _sampling_problem(values: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _check_models(models: dict[str, Any], where: Any) -> None:
-    """Each declared model: a known backend, sampling values a model accepts (file:line on error)."""
+    """Each declared model: a known backend, options its backend takes (``Options``), sampling
+    values a model accepts (file:line on error)."""
     from ..models.base import Model
-    from ..models.registry import parse_spec
+    from ..models.registry import check_options, parse_spec
     from ..pipeline.graph import ModelSettings
 
     for name, value in models.items():
@@ -120,9 +121,15 @@ def _check_models(models: dict[str, Any], where: Any) -> None:
         try:
             settings = ModelSettings.parse(value)
             if not isinstance(settings.spec, Model):
-                parse_spec(settings.spec)
+                backend, _ = parse_spec(settings.spec)
         except ConfigError as exc:
             raise ConfigError(f"{where(loc)}: models.{name}: {exc}") from None
+        if not isinstance(settings.spec, Model):
+            try:
+                check_options(settings.spec, settings.options, f"model {name!r} ({backend})")
+            except ConfigError as exc:
+                bad = next((k for k in settings.options if repr(k) in str(exc)), None)
+                raise ConfigError(f"{where(loc + ((bad,) if bad else ()))}: {exc}") from None
         problem = _sampling_problem(settings.sampling)
         if problem:
             raise ConfigError(
