@@ -3,9 +3,8 @@ same command resumes it without repeating a call."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 

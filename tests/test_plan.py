@@ -3,9 +3,8 @@ run to compare, and the price table they use."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -33,6 +33,7 @@ from .base import SegmentRunner, ShardJob, ShardResult
 if TYPE_CHECKING:
     from ..steps.base import Step
 
+
 def _ray() -> Any:
     try:
         import ray

@@ -214,9 +214,7 @@ def options_problem(
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return ConfigError(
-            f"{label}: unknown option {key!r}{hint}; allowed: {', '.join(allowed)}"
-        )
+        return ConfigError(f"{label}: unknown option {key!r}{hint}; allowed: {', '.join(allowed)}")
     msg = " ".join(str(err["msg"]).split())
     msg = msg[len("Input ") :] if msg.startswith("Input ") else msg
     msg = msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg

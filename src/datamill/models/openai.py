@@ -190,7 +190,6 @@ def _identity(model: str, base_url: str, extra_body: dict[str, Any]) -> str:
     return identity
 
 
-
 class _Retry(Exception):
     """One failed attempt that may succeed when tried again."""
 
@@ -286,7 +285,10 @@ class OpenAIModel(Model):
         self._down: ModelUnavailable | None = None
         self._sleep = asyncio.sleep  # a seam for tests that check the waits
         self._starting: asyncio.Lock | None = None
-        self._urls = {p: self.base_url + p for p in ("/chat/completions", "/completions", "/embeddings", "/models")}
+        self._urls = {
+            p: self.base_url + p
+            for p in ("/chat/completions", "/completions", "/embeddings", "/models")
+        }
         self._info = ModelInfo(
             name=o.name or model,
             identity=_identity(model, self.base_url, self.extra_body),

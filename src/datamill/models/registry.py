@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..errors import ConfigError, MissingDependency
 from pydantic import ValidationError
 
+from ..errors import ConfigError, MissingDependency
 from .base import Capabilities, Model, options_problem
 
 #: backend name → (module, class, extra that provides its dependencies or None)

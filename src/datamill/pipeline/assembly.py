@@ -235,7 +235,9 @@ class ShardJob:
         """Whether a worker must reserve a GPU: some model's backend declares
         ``Capabilities.gpu`` (specs through the registry, model objects through their info)."""
         return any(
-            spec_capabilities(s.spec).gpu if isinstance(s.spec, str) else s.spec.info.capabilities.gpu
+            spec_capabilities(s.spec).gpu
+            if isinstance(s.spec, str)
+            else s.spec.info.capabilities.gpu
             for s in self.models.values()
         )
 
