@@ -136,7 +136,7 @@ class FakeModel(Model):
         """a file that gets one JSON line per call start and end (tests of crash safety)"""
 
     def __init__(self, handler: Handler | None = None, **options: Any) -> None:
-        o = self.parse_options(options)
+        o: FakeModel.Options = self.parse_options(options)
         self.handler = handler
         self.call_log = o.call_log
         self.name = o.name

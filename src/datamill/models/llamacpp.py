@@ -217,7 +217,7 @@ class LlamaCppModel(Model):
         """an idle worker process lends its cores to the busy ones"""
 
     def __init__(self, path: str | Path | None = None, **options: Any) -> None:
-        o = self.parse_options(options)
+        o: LlamaCppModel.Options = self.parse_options(options)
         n_ctx, n_threads, workers, batch_size = o.n_ctx, o.n_threads, o.workers, o.batch_size
         max_concurrency, n_batch, n_gpu_layers = o.max_concurrency, o.n_batch, o.n_gpu_layers
         top_k, min_p, lend_cores = o.top_k, o.min_p, o.lend_cores

@@ -91,7 +91,7 @@ class TransformersModel(Model):
     def __init__(self, model: str | Path, **options: Any) -> None:
         if not str(model).strip():
             raise ConfigError("the transformers backend needs a model: transformers:PATH_OR_HUB_ID")
-        o = self.parse_options(options)
+        o: TransformersModel.Options = self.parse_options(options)
         revision, device, dtype, max_batch = o.revision, o.device, o.dtype, o.max_batch
         max_concurrency, chat_template = o.max_concurrency, o.chat_template
         trust_remote_code, attn_implementation = o.trust_remote_code, o.attn_implementation

@@ -83,7 +83,7 @@ class VLLMModel(Model):
     def __init__(self, model: str | Path, **options: Any) -> None:
         if not str(model).strip():
             raise ConfigError("the vllm backend needs a model: vllm:PATH_OR_HUB_ID")
-        o = self.parse_options(options)
+        o: VLLMModel.Options = self.parse_options(options)
         revision, dtype, max_concurrency = o.revision, o.dtype, o.max_concurrency
         max_model_len, gpu_memory_utilization = o.max_model_len, o.gpu_memory_utilization
         tensor_parallel_size, chat_template = o.tensor_parallel_size, o.chat_template
