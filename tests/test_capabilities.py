@@ -356,3 +356,24 @@ def test_a_workers_thread_share_goes_to_the_backend_that_declares_a_threads_opti
     assert FakeModel.capabilities().threads_option is None and "b" in built
     kept = build_models({"a": ModelSettings.parse({"spec": "llamacpp", "n_threads": 1})}, threads=3)
     assert kept["a"][0].n_threads == 1  # type: ignore[attr-defined]
+
+
+def test_with_model_the_options_are_checked_against_the_model_that_replaces_the_specs(
+    tmp_path: Path,
+) -> None:
+    """``--model`` replaces every spec: an option of that backend is fine, one of the recipe's
+    own backend (which will not run) is refused at its line."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: t\nmodels:\n  default: {spec: fake, backoff: 0}\nsource:\n  rows: [{instruction: a}]\n"
+        "steps:\n  - text_generation: {output: answer}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"model 'default' \(fake\): unknown option 'backoff'"):
+        load_recipe(recipe)
+    pipeline = load_recipe(recipe, model="openai:m@http://127.0.0.1:9/v1")
+    assert pipeline.models["default"].options == {"backoff": 0}
+    with pytest.raises(
+        ConfigError, match=r"model 'default' \(llamacpp\): unknown option 'backoff'"
+    ):
+        load_recipe(recipe, model="llamacpp")
