@@ -250,41 +250,22 @@ class OpenAIModel(Model):
         self.base_url = normalize_url(
             base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         )
-        self.api_key_env, self.check_model, self.schema_strict = (
-            o.api_key_env,
-            o.check_model,
-            o.schema_strict,
-        )
+        self.api_key_env, self.check_model = o.api_key_env, o.check_model
+        self.schema_strict, self.schema_format = o.schema_strict, o.schema_format
         self.timeout, self.first_byte_timeout = o.timeout, o.first_byte_timeout
         self.connect_timeout, self.probe_timeout = o.connect_timeout, o.probe_timeout
         self.max_retries, self.empty_retries = o.max_retries, o.empty_retries
         self.backoff, self.max_backoff = o.backoff, o.max_backoff
         self.max_retry_after, self.fail_fast_after = o.max_retry_after, o.fail_fast_after
         self.embed_batch_size, self.extra_body = o.embed_batch_size, dict(o.extra_body or {})
-        self.schema_format: SchemaFormat = o.schema_format
         #: the structured-output form in use per path; fixed when the user named one
         fixed = None if o.schema_format == "auto" else ALIASES.get(o.schema_format, o.schema_format)
         self._negotiate = fixed is None
         self.forms = {p: fixed or FORMS[0] for p in ("/chat/completions", "/completions")}
-        self._form_worked: dict[str, str] = {}  #: path → the form an answer came back with
-        self.refusals: dict[str, str] = {}  #: form → the server's message refusing it
-        self.retried: dict[str, int] = {}  #: retries by reason
-        self.waiting = 0  #: attempts sent and not answered yet (a progress hook)
-        self.one_sample = False  #: the server refused n > 1: one sample per request from now on
-        self._answered = False  # any HTTP answer at all has come back
-        self._first_sent: float | None = None
-        self._sent = 0
-        self._first_failures: dict[tuple[str, str | None], list[tuple[int, str] | None]] = {}
         self.limiter = AdaptiveLimiter(
             o.max_concurrency, minimum=o.min_concurrency, initial=o.initial_concurrency
         )
-        #: attempts, retries and failures by reason, for reports and tests
-        self.counters: dict[str, int] = {"requests": 0, "attempts": 0, "retries": 0}
-        self._session: aiohttp.ClientSession | None = None
-        self._secret: str | None = None
-        self._down: ModelUnavailable | None = None
-        self._sleep = asyncio.sleep  # a seam for tests that check the waits
-        self._starting: asyncio.Lock | None = None
+        self._init_state()
         self._urls = {
             p: self.base_url + p
             for p in ("/chat/completions", "/completions", "/embeddings", "/models")
@@ -299,6 +280,25 @@ class OpenAIModel(Model):
             extra={"base_url": self.base_url},
             capabilities=replace(self.capabilities(), raw_prompt=o.raw_prompt),
         )
+
+    def _init_state(self) -> None:
+        """What the model learns while it runs (forms, refusals, retries) and its connection."""
+        self._form_worked: dict[str, str] = {}  #: path → the form an answer came back with
+        self.refusals: dict[str, str] = {}  #: form → the server's message refusing it
+        self.retried: dict[str, int] = {}  #: retries by reason
+        self.waiting = 0  #: attempts sent and not answered yet (a progress hook)
+        self.one_sample = False  #: the server refused n > 1: one sample per request from now on
+        self._answered = False  # any HTTP answer at all has come back
+        self._first_sent: float | None = None
+        self._sent = 0
+        self._first_failures: dict[tuple[str, str | None], list[tuple[int, str] | None]] = {}
+        #: attempts, retries and failures by reason, for reports and tests
+        self.counters: dict[str, int] = {"requests": 0, "attempts": 0, "retries": 0}
+        self._session: aiohttp.ClientSession | None = None
+        self._secret: str | None = None
+        self._down: ModelUnavailable | None = None
+        self._sleep = asyncio.sleep  # a seam for tests that check the waits
+        self._starting: asyncio.Lock | None = None
 
     @classmethod
     def from_spec(cls, arg: str | None, **options: Any) -> OpenAIModel:
