@@ -377,3 +377,19 @@ def test_with_model_the_options_are_checked_against_the_model_that_replaces_the_
         ConfigError, match=r"model 'default' \(llamacpp\): unknown option 'backoff'"
     ):
         load_recipe(recipe, model="llamacpp")
+
+
+def test_a_python_pipeline_with_a_misspelt_option_is_refused_before_any_model_is_built(
+    tmp_path: Path,
+) -> None:
+    pipeline = Pipeline(
+        [TextGeneration(output="answer", max_tokens=8, model="judge")],
+        source=[{"instruction": "q"}],
+        models={"judge": {"spec": "fake", "latncy": 0.1}},
+    )
+    with pytest.raises(ConfigError) as info:
+        pipeline.run(tmp_path / "o", progress=False)
+    assert str(info.value).startswith(
+        "model 'judge' (fake): unknown option 'latncy' (did you mean 'latency'?); allowed: "
+    )
+    assert "\n" not in str(info.value)
