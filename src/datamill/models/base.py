@@ -225,7 +225,9 @@ def options_problem(
 
 
 class Model(ABC):
-    """A text generation backend. Subclasses implement :meth:`generate` and :attr:`info`."""
+    """A text generation backend. Subclasses implement :meth:`generate` and :attr:`info`, declare
+    :attr:`CAPABILITIES` (every field; their :class:`ModelInfo` carries them) and, when they take
+    options, an :attr:`Options` model that their constructor validates (:meth:`parse_options`)."""
 
     #: registry name, e.g. ``"llamacpp"`` (for display and records; decisions use capabilities)
     backend: str = ""
