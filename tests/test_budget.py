@@ -4,6 +4,7 @@ same command resumes it without repeating a call."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -167,6 +168,7 @@ def test_cost_cap_uses_the_price_table(tmp_path: Path) -> None:
 def test_cost_cap_with_an_unpriced_model_stops_before_any_call(tmp_path: Path) -> None:
     class Remote(FakeModel):
         backend = "somecloud"
+        CAPABILITIES = replace(FakeModel.CAPABILITIES, local=False)  # a paid API, not free
 
     model = Remote(ten_words)
     result = chain(model).run(

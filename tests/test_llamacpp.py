@@ -57,7 +57,7 @@ def drain(engine: BatchEngine) -> tuple[dict[int, JobResult], list[int]]:
 
 
 def test_bad_options_fail_with_one_clear_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown llamacpp option"):
+    with pytest.raises(ConfigError, match="llamacpp: unknown option 'n_gpu'"):
         LlamaCppModel(n_gpu=3)
     with pytest.raises(ConfigError, match="does not exist"):
         LlamaCppModel(tmp_path / "missing.gguf")

@@ -75,8 +75,16 @@ def test_spec_names_model_and_url_and_the_identity_holds_no_key(
     [
         ("openai", {}, "needs a model name"),
         ("openai:m@ftp://host", {}, "must start with http"),
-        ("openai:m@http://h/v1", {"tiemout": 3}, "unknown openai option 'tiemout'"),
-        ("openai:m@http://h/v1", {"timeout": 0}, "timeout must be a positive"),
+        (
+            "openai:m@http://h/v1",
+            {"tiemout": 3},
+            r"^openai: unknown option 'tiemout' \(did you mean 'timeout'\?\); allowed: api_key_env, ",
+        ),
+        (
+            "openai:m@http://h/v1",
+            {"timeout": 0},
+            "option 'timeout' should be greater than 0, got 0",
+        ),
         ("openai:m@http://h/v1", {"min_concurrency": 9, "max_concurrency": 4}, "min_concurrency"),
         ("openai:m@http://h/v1", {"schema_format": "xml"}, "schema_format"),
         ("openai:m@http://h/v1", {"base_url": "http://other/v1"}, "keep one"),

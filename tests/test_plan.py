@@ -4,6 +4,7 @@ run to compare, and the price table they use."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,7 @@ def test_cost_uses_the_price_table_and_unknown_prices_say_so() -> None:
 
     class Remote(FakeModel):
         backend = "somecloud"
+        CAPABILITIES = replace(FakeModel.CAPABILITIES, local=False)  # a paid API, not free
 
     unknown = plan_pipeline(
         chain(Remote(sized)), preview_rows=2, prices=PriceTable(user={}, defaults={})

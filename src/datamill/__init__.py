@@ -35,7 +35,7 @@ from .errors import (
     PipelineError,
 )
 from .io.hub import Pushed, push_to_hub
-from .models.base import Completion, Model, ModelInfo, Request
+from .models.base import BackendOptions, Capabilities, Completion, Model, ModelInfo, Request
 from .models.embeddings import load_embedder
 from .models.fake import FakeModel
 from .models.registry import load_model
@@ -77,10 +77,12 @@ from .tasks.ultrafeedback import UltraFeedback
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendOptions",
     "Budget",
     "BudgetExceeded",
     "CacheError",
     "CallCache",
+    "Capabilities",
     "Completion",
     "ComplexityScorer",
     "ConfigError",

@@ -11,8 +11,9 @@ Where a price comes from, first match wins:
        openai:my-finetune: {input: 1.0, output: 2.0}   # backend:name is matched before name
        "claude-3-5-*": {input: 3.0, output: 15.0}     # shell-style wildcards
 
-2. local backends cost 0: the embedded model (``llamacpp``), ``transformers``, ``vllm``, the
-   ``fake`` model, and an OpenAI-compatible server on this machine (localhost, 127.0.0.1, ::1);
+2. local models cost 0: a backend that declares ``Capabilities.local`` (the embedded model,
+   ``transformers``, ``vllm``, the ``fake`` model), and an OpenAI-compatible server on this
+   machine (localhost, 127.0.0.1, ::1);
 3. the built-in defaults below, for a few hosted API models;
 4. otherwise the price is unknown (``None``): a forecast says so, and ``--max-cost`` refuses to
    start rather than guess.
@@ -36,8 +37,6 @@ import yaml
 
 from .errors import ConfigError
 
-#: backends that run on this machine: their calls cost nothing
-LOCAL_BACKENDS = frozenset({"llamacpp", "transformers", "vllm", "fake"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 
 
@@ -145,35 +144,57 @@ class PriceTable:
                     return price
         return None
 
-    def lookup(self, backend: str, name: str, base_url: str | None = None) -> Price | None:
-        """The price of model ``name`` served by ``backend`` (``None`` when unknown)."""
+    def lookup(
+        self, backend: str, name: str, base_url: str | None = None, *, local: bool | None = None
+    ) -> Price | None:
+        """The price of model ``name`` served by ``backend`` (``None`` when unknown).
+
+        ``local``: the model runs on this machine (``Capabilities.local``); ``None``: what the
+        registered backend ``backend`` declares (not local when no backend has that name)."""
         names = [f"{backend}:{name}", name]
         if "/" in name:  # provider/model (OpenRouter, HF ids): try the model part too
             names.append(name.rsplit("/", 1)[1])
         found = self._match(self.user, names)
         if found is not None:
             return found
-        if backend in LOCAL_BACKENDS:
+        if local is None:
+            local = _declared_local(backend)
+        if local:
             return FREE
         if base_url and (urlparse(base_url).hostname or "") in LOCAL_HOSTS:
             return FREE
         return self._match(self.defaults, names)
 
     def for_model(self, model: Any) -> Price | None:
-        """The price of a :class:`~datamill.models.base.Model` object."""
+        """The price of a :class:`~datamill.models.base.Model` object (free when its
+        capabilities say it is local)."""
         name = getattr(model, "model", None) or model.info.name
         base_url = model.info.extra.get("base_url") if isinstance(model.info.extra, dict) else None
-        return self.lookup(model.backend, str(name), base_url)
+        local = model.info.capabilities.local
+        return self.lookup(model.backend, str(name), base_url, local=local)
 
     def for_spec(self, spec: str) -> Price | None:
-        """The price of a model spec (``llamacpp``, ``openai:MODEL@URL``…) without building it."""
-        backend, _, arg = spec.strip().partition(":")
-        name, _, url = arg.partition("@")
-        return self.lookup(
-            backend,
-            name or backend,
-            url or os.environ.get("OPENAI_BASE_URL") if backend == "openai" else None,
-        )
+        """The price of a model spec (``llamacpp``, ``openai:MODEL@URL``…) without building it:
+        the backend class says whether it is local and which name and URL the spec serves."""
+        from .models.registry import parse_spec, spec_class
+
+        backend, arg = parse_spec(spec)
+        cls = spec_class(spec)
+        name, url = cls.spec_endpoint(arg)
+        return self.lookup(backend, name or backend, url, local=cls.capabilities().local)
+
+
+def _declared_local(backend: str) -> bool:
+    """Whether the backend registered as ``backend`` declares itself local (False if none is)."""
+    from .errors import MissingDependency
+    from .models.registry import BACKENDS, backend_class
+
+    if backend not in BACKENDS:
+        return False
+    try:
+        return backend_class(backend).capabilities().local
+    except MissingDependency:
+        return False
 
 
 def format_cost(value: float | None) -> str:

@@ -68,7 +68,7 @@ def plan(
     from ..pricing import PriceTable
     from ..recipes.loader import load_recipe
 
-    pipeline = load_recipe(recipe, set_ or [])
+    pipeline = load_recipe(recipe, set_ or [], model=model)
     table = PriceTable.load(prices)
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)

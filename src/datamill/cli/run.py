@@ -79,7 +79,7 @@ def run(
     from ..pipeline.run import arun_pipeline
     from ..recipes.loader import load_recipe
 
-    pipeline = load_recipe(recipe, set_ or [])
+    pipeline = load_recipe(recipe, set_ or [], model=model)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     folder = output or Path("out") / pipeline.name

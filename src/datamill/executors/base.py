@@ -62,6 +62,10 @@ class ShardJob(Protocol):
 
     def backends(self) -> list[str]: ...
 
+    def needs_gpu(self) -> bool:
+        """Whether a worker must reserve a GPU (a model's backend declares ``Capabilities.gpu``)."""
+        ...
+
     def run(
         self,
         steps: list[Step],

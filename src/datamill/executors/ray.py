@@ -33,8 +33,6 @@ from .base import SegmentRunner, ShardJob, ShardResult
 if TYPE_CHECKING:
     from ..steps.base import Step
 
-GPU_BACKENDS = ("vllm",)
-
 
 def _ray() -> Any:
     try:
@@ -107,8 +105,7 @@ class RayExecutor:
     def _gpus(self) -> float:
         if self.gpus_per_worker is not None:
             return self.gpus_per_worker
-        backends = self.job.backends() if self.job is not None else []
-        return 1.0 if any(b in GPU_BACKENDS for b in backends) else 0.0
+        return 1.0 if self.job is not None and self.job.needs_gpu() else 0.0
 
     async def stream(
         self, runner: SegmentRunner, steps: list[Step], rows: Iterable[KeyedRow]

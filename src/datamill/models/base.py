@@ -10,10 +10,16 @@ Deliberately not here: caching (``pipeline.cache``), failure records (``pipeline
 
 from __future__ import annotations
 
+import difflib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import ConfigError
 
 Message = dict[str, str]
 #: Why a completion ended. ``stop``: the model finished (end of text or a stop string);
@@ -182,9 +188,35 @@ def split_reasoning(text: str, tags: tuple[str, str] = THINK_TAGS) -> tuple[str 
     return text[:end].strip(), text[end + len(close_tag) :].strip()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared by each backend class (``Model.CAPABILITIES``) and carried
+    on its :class:`ModelInfo`. Every field is required: a backend states each one, and code
+    decides by these fields, never by a backend's name.
+    """
+
+    local: bool  #: runs on this machine: its calls cost nothing (pricing, budgets, plan)
+    gpu: bool  #: needs a GPU (a Ray worker reserves one for it)
+    renders_chat: bool  #: applies the chat template itself (not a server); see :meth:`Model.render`
+    raw_prompt: bool  #: can take ``Request.prompt`` untouched (Magpie)
+    #: the structured-output forms it can honour for ``Request.json_schema`` (empty: none);
+    #: ``json_schema`` is the generic "constrained to the schema" form
+    structured: tuple[str, ...]
+    n: bool  #: answers ``n`` samples in one call, reading (and billing) the prompt once
+    embeddings: bool  #: has ``embed(texts)``
+    tools: bool  #: can be asked to call tools
+    reasoning: bool  #: returns a model's reasoning apart from its answer
+    #: the option that sets its CPU threads (a Ray worker's share), or ``None``
+    threads_option: str | None
+
+
 @dataclass
 class ModelInfo:
-    """What the runner and tasks may ask of a model without calling it."""
+    """What the runner and tasks may ask of a model without calling it.
+
+    ``raw_prompt`` and ``json_schema`` are this model object's switches as configured (e.g. the
+    ``openai`` option ``raw_prompt: false``); ``capabilities`` is what its backend declares.
+    """
 
     name: str  #: short display name, e.g. ``smollm2-135m-instruct``
     identity: str  #: stable identity for the cache key (backend + weights + revision)
@@ -193,13 +225,79 @@ class ModelInfo:
     json_schema: bool = False  #: honours ``Request.json_schema`` (constrained decoding)
     chat_template: str | None = None  #: Jinja chat template, when known (Magpie "auto")
     extra: dict[str, Any] = field(default_factory=dict)
+    capabilities: Capabilities = field(kw_only=True)  #: the backend's declared capabilities
+
+
+class BackendOptions(BaseModel):
+    """A backend's options (``Model.Options`` subclasses this): typed, bounded, unknown keys
+    refused. Field docstrings are the options' documentation."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
+    )
+
+
+def options_problem(
+    exc: ValidationError, fields: Iterable[str], label: str, values: Mapping[str, Any]
+) -> ConfigError:
+    """One line for the first problem of a validation: an unknown key (with the closest allowed
+    one and the allowed list) or a bad value (what it should be, and the value given). The value
+    of an unknown key is never shown (it may be a secret written in the wrong place)."""
+    allowed = sorted(fields)
+    err = exc.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else "options"  # the option, not a union member
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"{label}: unknown option {key!r}{hint}; allowed: {', '.join(allowed)}")
+    msg = " ".join(str(err["msg"]).split())
+    msg = msg[len("Input ") :] if msg.startswith("Input ") else msg
+    msg = msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+    if not err["loc"]:  # a rule across options (e.g. min <= max)
+        return ConfigError(f"{label}: options {msg}")
+    shown = f", got {values[key]!r}" if key in values else ""
+    return ConfigError(f"{label}: option {key!r} {msg}{shown}")
 
 
 class Model(ABC):
-    """A text generation backend. Subclasses implement :meth:`generate` and :attr:`info`."""
+    """A text generation backend. Subclasses implement :meth:`generate` and :attr:`info`, declare
+    :attr:`CAPABILITIES` (every field; their :class:`ModelInfo` carries them) and, when they take
+    options, an :attr:`Options` model that their constructor validates (:meth:`parse_options`)."""
 
-    #: registry name, e.g. ``"llamacpp"``
+    #: registry name, e.g. ``"llamacpp"`` (for display and records; decisions use capabilities)
     backend: str = ""
+    #: what the backend can do; every backend class declares its own
+    CAPABILITIES: ClassVar[Capabilities]
+    #: the backend's options (a :class:`BackendOptions` subclass)
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
+    #: keys a spec's options may carry besides ``Options`` (taken by ``from_spec``, e.g. ``model``)
+    SPEC_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        """The capabilities this backend class declares (no model object needed)."""
+        return cls.CAPABILITIES
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any], label: str | None = None) -> Any:
+        """``options`` validated as :attr:`Options`; one :class:`ConfigError` line otherwise,
+        prefixed with ``label`` (default: the backend name)."""
+        try:
+            return cls.Options.model_validate(dict(options))
+        except ValidationError as exc:
+            fields = [*cls.Options.model_fields, *cls.SPEC_KEYS]
+            raise options_problem(exc, fields, label or cls.backend, options) from None
+
+    @classmethod
+    def spec_endpoint(cls, arg: str | None) -> tuple[str | None, str | None]:
+        """(served model name, base URL) a spec's argument names, for pricing without building
+        the model. Default: the argument itself, no URL."""
+        return arg, None
+
+    def render(self, request: Request) -> str:
+        """The text the backend decodes for ``request`` (backends that render chats themselves,
+        ``Capabilities.renders_chat``, may override it; others cannot tell)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its rendered prompt")
 
     @property
     @abstractmethod

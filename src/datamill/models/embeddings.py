@@ -214,7 +214,7 @@ class OpenAIEmbedder(Embedder):
         from .registry import load_model
 
         self.model = load_model(f"openai:{arg}")
-        if not hasattr(self.model, "embed"):
+        if not self.model.info.capabilities.embeddings:
             raise ConfigError(
                 "this version of the openai backend cannot embed; use the minilm or st:PATH embedder"
             )

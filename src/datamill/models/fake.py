@@ -19,11 +19,16 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from .base import (
     FINISH_REASONS,
     THINK_TAGS,
+    BackendOptions,
+    Capabilities,
     Completion,
     Model,
     ModelInfo,
@@ -110,30 +115,48 @@ class FakeModel(Model):
     """Deterministic scripted model. ``latency`` (seconds) may be a number or ``f(request)``."""
 
     backend = "fake"
+    CAPABILITIES = Capabilities(
+        local=True,
+        gpu=False,
+        renders_chat=False,
+        raw_prompt=True,
+        structured=("json_schema",),
+        n=False,  # each sample is scripted (and counted) on its own
+        embeddings=False,
+        tools=False,
+        reasoning=False,
+        threads_option=None,
+    )
 
-    def __init__(
-        self,
-        handler: Handler | None = None,
-        *,
-        name: str = "fake",
-        latency: float | Callable[[Request], float] = 0.0,
-        max_concurrency: int = 64,
-        json_schema: bool = True,
-        call_log: str | os.PathLike[str] | None = None,
-        **_: Any,
-    ) -> None:
+    class Options(BackendOptions):
+        """``fake`` options."""
+
+        name: str = "fake"
+        """display name (``fake:NAME`` sets it)"""
+        latency: Annotated[float, Field(ge=0)] | Callable[[Request], float] = 0.0
+        """seconds each call waits, or ``f(request)`` giving them"""
+        max_concurrency: Annotated[int, Field(ge=1)] = 64
+        """requests the runner keeps in flight"""
+        json_schema: bool = True
+        """whether it says it honours ``Request.json_schema``"""
+        call_log: str | Path | None = None
+        """a file that gets one JSON line per call start and end (tests of crash safety)"""
+
+    def __init__(self, handler: Handler | None = None, **options: Any) -> None:
+        o: FakeModel.Options = self.parse_options(options)
         self.handler = handler
-        self.call_log = call_log
-        self.name = name
-        self.latency = latency
+        self.call_log = o.call_log
+        self.name = o.name
+        self.latency = o.latency
         self.calls: list[Request] = []
         self._info = ModelInfo(
-            name=name,
-            identity=f"fake:{name}",
-            max_concurrency=max_concurrency,
+            name=o.name,
+            identity=f"fake:{o.name}",
+            max_concurrency=o.max_concurrency,
             raw_prompt=True,
-            json_schema=json_schema,
+            json_schema=o.json_schema,
             chat_template="{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+            capabilities=self.capabilities(),
         )
 
     @classmethod

@@ -52,10 +52,20 @@ import os
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from ..errors import ConfigError, ModelError, ModelUnavailable
-from .base import Completion, Model, ModelInfo, Request, finish_reason_of
+from .base import (
+    BackendOptions,
+    Capabilities,
+    Completion,
+    Model,
+    ModelInfo,
+    Request,
+    finish_reason_of,
+)
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -169,47 +179,54 @@ class LlamaCppModel(Model):
     """
 
     backend = "llamacpp"
+    CAPABILITIES = Capabilities(
+        local=True,
+        gpu=False,  # CPU by default; n_gpu_layers offloads when llama.cpp was built for a GPU
+        renders_chat=True,  # the GGUF's own template, in this process (:meth:`render`)
+        raw_prompt=True,
+        structured=("json_schema",),  # a GBNF grammar from the schema
+        n=False,  # n samples decode as n sequences, each reporting its prompt
+        embeddings=False,
+        tools=False,
+        reasoning=False,
+        threads_option="n_threads",
+    )
 
-    def __init__(
-        self,
-        path: str | Path | None = None,
-        *,
-        n_ctx: int = 2048,
-        n_threads: int | None = None,
-        workers: int | None = None,
-        batch_size: int = 16,
-        max_concurrency: int | None = None,
-        n_batch: int = 512,
-        n_gpu_layers: int = 0,
-        top_k: int = 0,
-        min_p: float = 0.0,
-        lend_cores: bool = True,
-        **unknown: Any,
-    ) -> None:
-        if unknown:
-            raise ConfigError(
-                f"unknown llamacpp option(s) {', '.join(sorted(unknown))}: use n_ctx, n_threads, workers, "
-                "batch_size, max_concurrency, n_batch, n_gpu_layers, top_k, min_p, lend_cores"
-            )
+    class Options(BackendOptions):
+        """``llamacpp`` options."""
+
+        n_ctx: Annotated[int, Field(ge=16)] = 2048
+        """most context one sequence may use (prompt + completion), tokens"""
+        n_threads: Annotated[int, Field(ge=1)] | None = None
+        """CPU threads (default: the usable cores)"""
+        workers: Annotated[int, Field(ge=0)] | None = None
+        """engine processes (0: one engine in a thread; default: one per core, capped)"""
+        batch_size: Annotated[int, Field(ge=1)] = 16
+        """sequences decoded together per engine"""
+        max_concurrency: Annotated[int, Field(ge=1)] | None = None
+        """requests in flight (default: 1.5 x what the engines hold)"""
+        n_batch: Annotated[int, Field(ge=1)] = 512
+        """tokens per decode call"""
+        n_gpu_layers: Annotated[int, Field(ge=-1)] = 0
+        """layers offloaded to a GPU (-1: all)"""
+        top_k: Annotated[int, Field(ge=0)] = 0
+        """top-k sampling on every request (0: off)"""
+        min_p: Annotated[float, Field(ge=0, le=1)] = 0.0
+        """min-p sampling on every request (0: off)"""
+        lend_cores: bool = True
+        """an idle worker process lends its cores to the busy ones"""
+
+    def __init__(self, path: str | Path | None = None, **options: Any) -> None:
+        o: LlamaCppModel.Options = self.parse_options(options)
+        n_ctx, n_threads, workers, batch_size = o.n_ctx, o.n_threads, o.workers, o.batch_size
+        max_concurrency, n_batch, n_gpu_layers = o.max_concurrency, o.n_batch, o.n_gpu_layers
+        top_k, min_p, lend_cores = o.top_k, o.min_p, o.lend_cores
         self.path = Path(path).expanduser() if path else embedded_model_path()
         if not self.path.is_file():
             raise ConfigError(
                 f"GGUF file {self.path} does not exist: give the path of a .gguf model file"
             )
         cores = usable_cores()
-        for name, value, low in (
-            ("n_ctx", n_ctx, 16),
-            ("batch_size", batch_size, 1),
-            ("n_batch", n_batch, 1),
-        ):
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(
-                    f"llamacpp option {name} must be an integer >= {low}, got {value!r}"
-                )
-        if workers is not None and (not isinstance(workers, int) or workers < 0):
-            raise ConfigError(
-                f"llamacpp option workers must be 0 (a thread) or a number of processes, got {workers!r}"
-            )
         self.n_ctx = n_ctx
         self.n_threads = n_threads or cores
         self.workers = min(cores, MAX_DEFAULT_WORKERS) if workers is None else workers
@@ -228,6 +245,7 @@ class LlamaCppModel(Model):
             max_concurrency=max_concurrency or engines * batch_size + engines * batch_size // 2,
             raw_prompt=True,
             json_schema=True,
+            capabilities=self.capabilities(),
         )
         self._vocab: Any = None
         self._template: ChatTemplate | None = None

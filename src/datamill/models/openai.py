@@ -48,11 +48,22 @@ import random
 import re
 import time
 import urllib.parse
+from dataclasses import replace
 from typing import Any, Literal
+
+from pydantic import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
 from .adaptive import AdaptiveLimiter
 from .base import (
+    BackendOptions,
+    Capabilities,
     Completion,
     FinishReason,
     Model,
@@ -94,7 +105,14 @@ except ImportError:  # pragma: no cover - orjson comes with the openai extra
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SchemaFormat = Literal[
-    "auto", "openai", "llamacpp", "json_schema", "json_object+schema", "schema_field", "none"
+    "auto",
+    "openai",
+    "llamacpp",
+    "json_schema",
+    "json_object+schema",
+    "json_object+value",
+    "schema_field",
+    "none",
 ]
 #: words of error messages that tell nothing about the request (a busy or broken server): such
 #: an answer twice is not taken as a deterministic refusal
@@ -105,6 +123,72 @@ _HUNG_ROUNDS = 3
 #: statuses worth another try, and those among them that mean "slow down"
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529}
 _OVERLOAD_STATUS = {429, 503, 529}
+
+
+class OpenAIOptions(BackendOptions):
+    """``openai`` options (besides the model and ``base_url``, which the spec may carry)."""
+
+    api_key_env: str = "OPENAI_API_KEY"
+    """the environment variable holding the API key (read at start, never stored)"""
+    timeout: PositiveFloat = 300.0
+    """seconds one attempt may take in all"""
+    first_byte_timeout: PositiveFloat = 60.0
+    """seconds an attempt waits for a first answer until the endpoint has answered anything"""
+    connect_timeout: PositiveFloat = 10.0
+    """seconds to open a connection"""
+    probe_timeout: PositiveFloat = 10.0
+    """seconds the start-up probe (``GET /models``) waits"""
+    max_retries: NonNegativeInt = 6
+    """retries of a failed attempt"""
+    backoff: NonNegativeFloat = 0.5
+    """seconds before the first retry (doubling, with jitter)"""
+    max_backoff: NonNegativeFloat = 30.0
+    """most seconds between retries"""
+    max_retry_after: NonNegativeFloat = 120.0
+    """most seconds a server's ``Retry-After`` is honoured for"""
+    max_concurrency: PositiveInt = 64
+    """most requests in flight"""
+    min_concurrency: PositiveInt = 1
+    """fewest requests in flight when the server pushes back"""
+    initial_concurrency: PositiveInt | None = None
+    """requests in flight at first (default: max_concurrency)"""
+    schema_format: SchemaFormat = "auto"
+    """structured-output form: ``auto`` negotiates, or one of ``models.structured.FORMS``"""
+    schema_strict: bool = True
+    """``strict`` in the ``json_schema`` form"""
+    raw_prompt: bool = True
+    """the server takes raw prompts on ``/completions`` (Magpie)"""
+    chat_template: str | None = None
+    """the served model's chat template, when the server does not tell it"""
+    check_model: bool = True
+    """refuse at start a model the server does not list"""
+    empty_retries: NonNegativeInt = 1
+    """retries of an empty answer"""
+    fail_fast_after: PositiveInt = 8
+    """stop the run when this many first calls of one kind fail alike"""
+    embed_batch_size: PositiveInt = 128
+    """texts per ``/embeddings`` call"""
+    extra_body: dict[str, Any] | None = None
+    """extra request fields sent with every call (part of the cache identity)"""
+    name: str | None = None
+    """display name (default: the model)"""
+
+    @model_validator(mode="after")
+    def _concurrency_order(self) -> OpenAIOptions:
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError(
+                f"needs 1 <= min_concurrency <= max_concurrency, got {self.min_concurrency} and {self.max_concurrency}"
+            )
+        return self
+
+
+def _identity(model: str, base_url: str, extra_body: dict[str, Any]) -> str:
+    """The cache identity: model and URL, plus a digest of ``extra_body`` when there is one."""
+    identity = f"openai:{model}@{base_url}"
+    if extra_body:
+        body = json.dumps(extra_body, sort_keys=True, default=str).encode()
+        identity += "#" + hashlib.sha256(body).hexdigest()[:12]
+    return identity
 
 
 class _Retry(Exception):
@@ -142,90 +226,64 @@ class OpenAIModel(Model):
     """A model behind an OpenAI-compatible HTTP API."""
 
     backend = "openai"
+    CAPABILITIES = Capabilities(
+        local=False,  # a server on this machine is free by its URL (``pricing``)
+        gpu=False,  # the server holds the model
+        renders_chat=False,  # the server applies the template
+        raw_prompt=True,  # ``/completions``; the ``raw_prompt`` option turns it off
+        structured=tuple(f for f in FORMS if f != "none"),  # negotiated (``models.structured``)
+        n=True,  # ``n=`` in one call, the prompt billed once
+        embeddings=True,  # :meth:`embed`
+        tools=False,
+        reasoning=False,  # thinking blocks come inside the text (``split_reasoning``)
+        threads_option=None,
+    )
+    SPEC_KEYS = ("model", "base_url")
+    Options = OpenAIOptions
 
-    def __init__(
-        self,
-        model: str,
-        base_url: str | None = None,
-        *,
-        api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 300.0,
-        first_byte_timeout: float = 60.0,
-        connect_timeout: float = 10.0,
-        probe_timeout: float = 10.0,
-        max_retries: int = 6,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        max_retry_after: float = 120.0,
-        max_concurrency: int = 64,
-        min_concurrency: int = 1,
-        initial_concurrency: int | None = None,
-        schema_format: SchemaFormat = "auto",
-        schema_strict: bool = True,
-        raw_prompt: bool = True,
-        chat_template: str | None = None,
-        check_model: bool = True,
-        empty_retries: int = 1,
-        fail_fast_after: int = 8,
-        embed_batch_size: int = 128,
-        extra_body: dict[str, Any] | None = None,
-        name: str | None = None,
-    ) -> None:
+    def __init__(self, model: str, base_url: str | None = None, **options: Any) -> None:
         if not model or not isinstance(model, str):
             raise ConfigError(
                 "the openai backend needs a model name: openai:MODEL@URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1"
             )
+        o: OpenAIOptions = self.parse_options(options)
         self.model = model
         self.base_url = normalize_url(
             base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         )
-        for label, value in (
-            ("timeout", timeout),
-            ("first_byte_timeout", first_byte_timeout),
-            ("connect_timeout", connect_timeout),
-            ("probe_timeout", probe_timeout),
-        ):
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(
-                    f"openai option {label} must be a positive number of seconds, got {value!r}"
-                )
-        if max_retries < 0 or empty_retries < 0:
-            raise ConfigError("openai options max_retries and empty_retries must be 0 or more")
-        if backoff < 0 or max_backoff < 0 or max_retry_after < 0:
-            raise ConfigError(
-                "openai options backoff, max_backoff and max_retry_after must be 0 or more"
-            )
-        if not 1 <= min_concurrency <= max_concurrency:
-            raise ConfigError(
-                f"openai options need 1 <= min_concurrency <= max_concurrency, got {min_concurrency} and {max_concurrency}"
-            )
-        if schema_format != "auto" and ALIASES.get(schema_format, schema_format) not in FORMS:
-            raise ConfigError(
-                f"openai option schema_format must be auto, {', '.join(FORMS)}, openai or llamacpp, got {schema_format!r}"
-            )
-        if fail_fast_after < 1:
-            raise ConfigError("openai option fail_fast_after must be at least 1")
-        if embed_batch_size < 1:
-            raise ConfigError("openai option embed_batch_size must be at least 1")
-        if extra_body is not None and not isinstance(extra_body, dict):
-            raise ConfigError("openai option extra_body must be a mapping of extra request fields")
-        self.api_key_env = api_key_env
-        self.timeout = float(timeout)
-        self.first_byte_timeout = float(first_byte_timeout)
-        self.fail_fast_after = int(fail_fast_after)
-        self.connect_timeout = float(connect_timeout)
-        self.probe_timeout = float(probe_timeout)
-        self.max_retries = int(max_retries)
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        self.max_retry_after = float(max_retry_after)
-        self.schema_format: SchemaFormat = schema_format
+        self.api_key_env, self.check_model = o.api_key_env, o.check_model
+        self.schema_strict, self.schema_format = o.schema_strict, o.schema_format
+        self.timeout, self.first_byte_timeout = o.timeout, o.first_byte_timeout
+        self.connect_timeout, self.probe_timeout = o.connect_timeout, o.probe_timeout
+        self.max_retries, self.empty_retries = o.max_retries, o.empty_retries
+        self.backoff, self.max_backoff = o.backoff, o.max_backoff
+        self.max_retry_after, self.fail_fast_after = o.max_retry_after, o.fail_fast_after
+        self.embed_batch_size, self.extra_body = o.embed_batch_size, dict(o.extra_body or {})
         #: the structured-output form in use per path; fixed when the user named one
-        fixed = None if schema_format == "auto" else ALIASES.get(schema_format, schema_format)
+        fixed = None if o.schema_format == "auto" else ALIASES.get(o.schema_format, o.schema_format)
         self._negotiate = fixed is None
-        self.forms: dict[str, str] = {
-            p: fixed or FORMS[0] for p in ("/chat/completions", "/completions")
+        self.forms = {p: fixed or FORMS[0] for p in ("/chat/completions", "/completions")}
+        self.limiter = AdaptiveLimiter(
+            o.max_concurrency, minimum=o.min_concurrency, initial=o.initial_concurrency
+        )
+        self._init_state()
+        self._urls = {
+            p: self.base_url + p
+            for p in ("/chat/completions", "/completions", "/embeddings", "/models")
         }
+        self._info = ModelInfo(
+            name=o.name or model,
+            identity=_identity(model, self.base_url, self.extra_body),
+            max_concurrency=o.max_concurrency,
+            raw_prompt=o.raw_prompt,
+            json_schema=True,
+            chat_template=o.chat_template,
+            extra={"base_url": self.base_url},
+            capabilities=replace(self.capabilities(), raw_prompt=o.raw_prompt),
+        )
+
+    def _init_state(self) -> None:
+        """What the model learns while it runs (forms, refusals, retries) and its connection."""
         self._form_worked: dict[str, str] = {}  #: path → the form an answer came back with
         self.refusals: dict[str, str] = {}  #: form → the server's message refusing it
         self.retried: dict[str, int] = {}  #: retries by reason
@@ -235,14 +293,6 @@ class OpenAIModel(Model):
         self._first_sent: float | None = None
         self._sent = 0
         self._first_failures: dict[tuple[str, str | None], list[tuple[int, str] | None]] = {}
-        self.schema_strict = schema_strict
-        self.check_model = check_model
-        self.empty_retries = int(empty_retries)
-        self.embed_batch_size = int(embed_batch_size)
-        self.extra_body = dict(extra_body or {})
-        self.limiter = AdaptiveLimiter(
-            max_concurrency, minimum=min_concurrency, initial=initial_concurrency
-        )
         #: attempts, retries and failures by reason, for reports and tests
         self.counters: dict[str, int] = {"requests": 0, "attempts": 0, "retries": 0}
         self._session: aiohttp.ClientSession | None = None
@@ -250,37 +300,11 @@ class OpenAIModel(Model):
         self._down: ModelUnavailable | None = None
         self._sleep = asyncio.sleep  # a seam for tests that check the waits
         self._starting: asyncio.Lock | None = None
-        self._urls = {
-            path: self.base_url + path
-            for path in ("/chat/completions", "/completions", "/embeddings", "/models")
-        }
-        identity = f"openai:{model}@{self.base_url}"
-        if self.extra_body:
-            identity += (
-                "#"
-                + hashlib.sha256(
-                    json.dumps(self.extra_body, sort_keys=True, default=str).encode()
-                ).hexdigest()[:12]
-            )
-        self._info = ModelInfo(
-            name=name or model,
-            identity=identity,
-            max_concurrency=max_concurrency,
-            raw_prompt=raw_prompt,
-            json_schema=True,
-            chat_template=chat_template,
-            extra={"base_url": self.base_url},
-        )
 
     @classmethod
     def from_spec(cls, arg: str | None, **options: Any) -> OpenAIModel:
         """``MODEL@URL`` or ``MODEL`` (then ``base_url=`` or ``$OPENAI_BASE_URL``)."""
-        known = _option_names()
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown openai option {unknown[0]!r}; known options: {', '.join(sorted(known - {'model'}))}"
-            )
+        cls.parse_options({k: v for k, v in options.items() if k not in cls.SPEC_KEYS})
         if arg:
             arg = arg.strip()
             if "@" in arg:  # everything after the first @ is the URL, and it must be one
@@ -296,6 +320,12 @@ class OpenAIModel(Model):
                 "the openai backend needs a model name: openai:MODEL@URL, e.g. openai:smollm@http://127.0.0.1:8000/v1"
             )
         return cls(**options)
+
+    @classmethod
+    def spec_endpoint(cls, arg: str | None) -> tuple[str | None, str | None]:
+        """``MODEL@URL`` → (MODEL, URL); without ``@URL`` the URL is ``$OPENAI_BASE_URL``."""
+        name, _, url = (arg or "").partition("@")
+        return name or None, url or os.environ.get("OPENAI_BASE_URL") or None
 
     @property
     def info(self) -> ModelInfo:
@@ -985,9 +1015,3 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"cannot resolve host ({cause})"
     return str(exc) or type(exc).__name__
-
-
-def _option_names() -> set[str]:
-    import inspect
-
-    return {p for p in inspect.signature(OpenAIModel.__init__).parameters if p != "self"}

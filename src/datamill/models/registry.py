@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..errors import ConfigError, MissingDependency
-from .base import Model
+from .base import Capabilities, Model, options_problem
 
 #: backend name → (module, class, extra that provides its dependencies or None)
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
@@ -39,9 +41,14 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return backend, (arg or None)
 
 
-def load_model(spec: str, **options: Any) -> Model:
-    """Build (not start) the model a spec names."""
-    backend, arg = parse_spec(spec)
+def is_spec(text: str) -> bool:
+    """Whether ``text`` is a spec of a registered backend (``NAME`` or ``NAME:ARG``)."""
+    return isinstance(text, str) and text.strip().partition(":")[0] in BACKENDS
+
+
+def backend_class(backend: str) -> type[Model]:
+    """The class registered as ``backend`` (imported now); MissingDependency when its extra is
+    not installed."""
     module_name, class_name, extra = BACKENDS[backend]
     try:
         module = importlib.import_module(module_name)
@@ -49,9 +56,54 @@ def load_model(spec: str, **options: Any) -> Model:
         if extra is None:
             raise
         raise MissingDependency(f"the {backend} backend ({exc.name} missing)", extra) from exc
-    cls = getattr(module, class_name)
+    cls: type[Model] = getattr(module, class_name)
+    return cls
+
+
+#: model options every backend takes (handled here, not by the backend's ``Options``)
+COMMON_OPTIONS = ("think_tags",)
+
+
+def spec_class(spec: str) -> type[Model]:
+    """The backend class of a spec (``parse_spec``'s refusals apply)."""
+    return backend_class(parse_spec(spec)[0])
+
+
+def spec_capabilities(spec: str) -> Capabilities:
+    """What the backend a spec names can do, without building the model."""
+    return spec_class(spec).capabilities()
+
+
+def check_options(spec: str, options: dict[str, Any], label: str | None = None) -> None:
+    """Refuse, in one line, an option the spec's backend does not take or a bad value, before
+    anything is built. ``options`` may hold the sampling fields (model settings) too. A backend
+    whose extra is not installed is not checked here (building it says what to install)."""
+    from .base import SAMPLING_FIELDS
+
+    try:
+        cls = spec_class(spec)
+    except MissingDependency:
+        return
+    _think_tags(options.get("think_tags"))
+    backend_options = {
+        k: v
+        for k, v in options.items()
+        if k not in SAMPLING_FIELDS and k not in cls.SPEC_KEYS and k not in COMMON_OPTIONS
+    }
+    try:
+        cls.Options.model_validate(backend_options)
+    except ValidationError as exc:
+        known = {*cls.Options.model_fields, *cls.SPEC_KEYS, *SAMPLING_FIELDS, *COMMON_OPTIONS}
+        raise options_problem(exc, known, label or cls.backend, backend_options) from None
+
+
+def load_model(spec: str, **options: Any) -> Model:
+    """Build (not start) the model a spec names."""
+    backend, arg = parse_spec(spec)
+    cls = backend_class(backend)
     tags = _think_tags(options.pop("think_tags", None))
-    model: Model = cls.from_spec(arg, **options) if hasattr(cls, "from_spec") else cls(**options)
+    from_spec = getattr(cls, "from_spec", None)
+    model: Model = from_spec(arg, **options) if from_spec is not None else cls(**options)
     if tags is not None:  # read by tasks (``ModelInfo.extra``) when they split the thinking off
         model.info.extra["think_tags"] = tags
     return model

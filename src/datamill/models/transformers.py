@@ -22,10 +22,20 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
-from .base import Completion, FinishReason, Model, ModelInfo, Request
+from .base import (
+    BackendOptions,
+    Capabilities,
+    Completion,
+    FinishReason,
+    Model,
+    ModelInfo,
+    Request,
+)
 
 
 @dataclass
@@ -41,29 +51,50 @@ class _Sequence:
 
 
 class TransformersModel(Model):
-    backend = "transformers"
+    """``TransformersModel(model, **options)``: options as :class:`TransformersModel.Options`."""
 
-    def __init__(
-        self,
-        model: str | Path,
-        *,
-        revision: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_batch: int = 8,
-        max_concurrency: int | None = None,
-        chat_template: str | None = None,
-        trust_remote_code: bool = False,
-        attn_implementation: str | None = None,
-    ) -> None:
+    backend = "transformers"
+    CAPABILITIES = Capabilities(
+        local=True,
+        gpu=False,  # CPU or GPU, whichever is there
+        renders_chat=True,  # the tokenizer's chat template, applied here
+        raw_prompt=True,
+        structured=(),  # no constrained decoding
+        n=False,  # n samples decode as n sequences
+        embeddings=False,
+        tools=False,
+        reasoning=False,
+        threads_option=None,
+    )
+    SPEC_KEYS = ("model",)
+
+    class Options(BackendOptions):
+        """``transformers`` options."""
+
+        revision: str | None = None
+        """hub revision (branch, tag or commit)"""
+        device: str = "auto"
+        """``auto`` (CUDA when there is one), ``cpu``, ``cuda``, ``cuda:1``…"""
+        dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+        """weights' dtype (``auto``: float32 on CPU, bfloat16/float16 on GPU)"""
+        max_batch: Annotated[int, Field(ge=1)] = 8
+        """sequences decoded together"""
+        max_concurrency: Annotated[int, Field(ge=1)] | None = None
+        """requests in flight (default: 2 x max_batch)"""
+        chat_template: str | None = None
+        """a Jinja chat template instead of the tokenizer's"""
+        trust_remote_code: bool = False
+        """run the model repository's own code"""
+        attn_implementation: str | None = None
+        """attention kernel (``sdpa``, ``eager``, ``flash_attention_2``)"""
+
+    def __init__(self, model: str | Path, **options: Any) -> None:
         if not str(model).strip():
             raise ConfigError("the transformers backend needs a model: transformers:PATH_OR_HUB_ID")
-        if max_batch < 1:
-            raise ConfigError(f"transformers option max_batch must be at least 1, got {max_batch}")
-        if dtype not in ("auto", "float32", "float16", "bfloat16"):
-            raise ConfigError(
-                f"transformers option dtype must be auto, float32, float16 or bfloat16, got {dtype!r}"
-            )
+        o: TransformersModel.Options = self.parse_options(options)
+        revision, device, dtype, max_batch = o.revision, o.device, o.dtype, o.max_batch
+        max_concurrency, chat_template = o.max_concurrency, o.chat_template
+        trust_remote_code, attn_implementation = o.trust_remote_code, o.attn_implementation
         self.source = str(model)
         self.revision = revision
         self.device_option = device
@@ -93,6 +124,7 @@ class TransformersModel(Model):
             raw_prompt=True,
             json_schema=False,
             chat_template=chat_template,
+            capabilities=self.capabilities(),
         )
 
     @classmethod

@@ -18,43 +18,76 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
-from .base import Completion, Model, ModelInfo, Request, finish_reason_of
+from .base import (
+    BackendOptions,
+    Capabilities,
+    Completion,
+    Model,
+    ModelInfo,
+    Request,
+    finish_reason_of,
+)
 
 _ids = itertools.count()
 
 
 class VLLMModel(Model):
-    backend = "vllm"
+    """``VLLMModel(model, **options)``: options as :class:`VLLMModel.Options`."""
 
-    def __init__(
-        self,
-        model: str | Path,
-        *,
-        revision: str | None = None,
-        dtype: str = "auto",
-        max_concurrency: int = 256,
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.9,
-        tensor_parallel_size: int = 1,
-        chat_template: str | None = None,
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        engine_args: dict[str, Any] | None = None,
-    ) -> None:
+    backend = "vllm"
+    CAPABILITIES = Capabilities(
+        local=True,
+        gpu=True,
+        renders_chat=True,  # the tokenizer's chat template, applied here
+        raw_prompt=True,
+        structured=("json_schema",),  # guided decoding (when this vLLM version has it)
+        n=True,  # one engine request, the prompt read once
+        embeddings=False,
+        tools=False,
+        reasoning=False,
+        threads_option=None,
+    )
+    SPEC_KEYS = ("model",)
+
+    class Options(BackendOptions):
+        """``vllm`` options."""
+
+        revision: str | None = None
+        """hub revision (branch, tag or commit)"""
+        dtype: str = "auto"
+        """weights' dtype, as vLLM names it"""
+        max_concurrency: Annotated[int, Field(ge=1)] = 256
+        """requests kept queued at the engine"""
+        max_model_len: Annotated[int, Field(ge=1)] | None = None
+        """context length (default: the model's)"""
+        gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+        """share of the GPU's memory vLLM may take"""
+        tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+        """GPUs one model is split over"""
+        chat_template: str | None = None
+        """a Jinja chat template instead of the tokenizer's"""
+        trust_remote_code: bool = False
+        """run the model repository's own code"""
+        seed: int = 0
+        """the engine's seed"""
+        engine_args: dict[str, Any] | None = None
+        """further ``AsyncEngineArgs`` fields, passed as given"""
+
+    def __init__(self, model: str | Path, **options: Any) -> None:
         if not str(model).strip():
             raise ConfigError("the vllm backend needs a model: vllm:PATH_OR_HUB_ID")
-        if not 0.0 < gpu_memory_utilization <= 1.0:
-            raise ConfigError(
-                f"vllm option gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
-            )
-        if max_concurrency < 1 or tensor_parallel_size < 1:
-            raise ConfigError(
-                "vllm options max_concurrency and tensor_parallel_size must be at least 1"
-            )
+        o: VLLMModel.Options = self.parse_options(options)
+        revision, dtype, max_concurrency = o.revision, o.dtype, o.max_concurrency
+        max_model_len, gpu_memory_utilization = o.max_model_len, o.gpu_memory_utilization
+        tensor_parallel_size, chat_template = o.tensor_parallel_size, o.chat_template
+        trust_remote_code, seed, engine_args = o.trust_remote_code, o.seed, o.engine_args
         self.source = str(model)
         self.engine_options: dict[str, Any] = {
             "model": self.source,
@@ -85,6 +118,7 @@ class VLLMModel(Model):
             raw_prompt=True,
             json_schema=True,
             chat_template=chat_template,
+            capabilities=self.capabilities(),
         )
 
     @classmethod
@@ -115,6 +149,8 @@ class VLLMModel(Model):
             raise MissingDependency(f"the vllm backend ({exc.name} missing)", "vllm") from exc
         self._guided = _structured_output_builder()
         self._info.json_schema = self._guided is not None
+        if self._guided is None:  # this vLLM version has no structured output
+            self._info.capabilities = replace(self._info.capabilities, structured=())
         options = {k: v for k, v in self.engine_options.items() if v is not None}
         try:
             self.engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**options))

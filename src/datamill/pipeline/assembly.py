@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ModelUnavailable
 from ..executors.base import Executor, LocalExecutor, ShardResult
 from ..models.base import Model
-from ..models.registry import load_model
+from ..models.registry import check_options, load_model, parse_spec, spec_capabilities
 from ..rows import KeyedRow
 from .cache import CallCache
 from .graph import ModelSettings
@@ -49,7 +49,8 @@ def build_models(
     """One model object per distinct (spec, options); named settings share it.
 
     ``override``: a spec that replaces every named spec (not model objects); ``threads``: CPU
-    threads for a llamacpp model that does not set ``n_threads`` (a Ray worker's share)."""
+    threads for a backend that declares a threads option (``Capabilities.threads_option``,
+    e.g. llamacpp's ``n_threads``) and does not set it (a Ray worker's share)."""
     built: dict[str, Model] = {}
     result: BuiltModels = {}
     for name, s in settings.items():
@@ -58,10 +59,12 @@ def build_models(
             result[name] = (spec, s)
             continue
         options = dict(s.options)
-        if threads is not None and spec.split(":", 1)[0] == "llamacpp":
-            options.setdefault("n_threads", threads)
+        threads_option = spec_capabilities(spec).threads_option if threads is not None else None
+        if threads_option is not None:
+            options.setdefault(threads_option, threads)
         key = json.dumps([spec, options], sort_keys=True, default=str)
         if key not in built:
+            check_options(spec, options, f"model {name!r} ({parse_spec(spec)[0]})")
             built[key] = load_model(spec, **options)
         result[name] = (
             built[key],
@@ -225,8 +228,18 @@ class ShardJob:
     report_every: float = 0.5  #: seconds between progress reports
 
     def backends(self) -> list[str]:
-        """The backend names of the string specs (for the resources a worker reserves)."""
-        return [s.spec.split(":", 1)[0] for s in self.models.values() if isinstance(s.spec, str)]
+        """The backend names of the string specs (for display)."""
+        return [parse_spec(s.spec)[0] for s in self.models.values() if isinstance(s.spec, str)]
+
+    def needs_gpu(self) -> bool:
+        """Whether a worker must reserve a GPU: some model's backend declares
+        ``Capabilities.gpu`` (specs through the registry, model objects through their info)."""
+        return any(
+            spec_capabilities(s.spec).gpu
+            if isinstance(s.spec, str)
+            else s.spec.info.capabilities.gpu
+            for s in self.models.values()
+        )
 
     def run(
         self,

@@ -121,11 +121,10 @@ def prompt_tokens(model: Model, request: Request) -> int:
     """Prompt tokens of ``request`` counted with ``model``'s tokenizer (and chat template)."""
     if request.prompt is not None:
         return model.count_tokens(request.prompt)
-    render = getattr(model, "render", None)  # a backend that renders its own chats (llamacpp)
-    if callable(render):
+    if model.info.capabilities.renders_chat:  # the backend renders its chats itself (llamacpp)
         try:
-            return model.count_tokens(str(render(request)))
-        except Exception:  # no template after all: count as below
+            return model.count_tokens(model.render(request))
+        except Exception:  # no template after all, or it cannot tell: count as below
             pass
     messages = request.messages or ()
     rendered = render_chat(model.info.chat_template, messages)
@@ -380,8 +379,9 @@ class Budget:
 
 
 def _shares_prompt(handle: ModelHandle) -> bool:
-    """Whether the backend bills a prompt once for ``n`` samples (HTTP ``n=``), not once per sample."""
-    return handle.model.backend == "openai"
+    """Whether the backend bills a prompt once for ``n`` samples (``Capabilities.n``, e.g. HTTP
+    ``n=``), not once per sample."""
+    return handle.model.info.capabilities.n
 
 
 __all__ = ["Budget", "Usage", "format_duration", "parse_duration", "prompt_tokens", "render_chat"]

@@ -109,10 +109,12 @@ def _sampling_problem(values: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _check_models(models: dict[str, Any], where: Any) -> None:
-    """Each declared model: a known backend, sampling values a model accepts (file:line on error)."""
+def _check_models(models: dict[str, Any], where: Any, model: str | None = None) -> None:
+    """Each declared model: a known backend, options its backend takes (``Options``; of the
+    ``model`` spec that replaces every spec, when given: ``--model``), sampling values a model
+    accepts (file:line on error)."""
     from ..models.base import Model
-    from ..models.registry import parse_spec
+    from ..models.registry import check_options, parse_spec
     from ..pipeline.graph import ModelSettings
 
     for name, value in models.items():
@@ -120,9 +122,18 @@ def _check_models(models: dict[str, Any], where: Any) -> None:
         try:
             settings = ModelSettings.parse(value)
             if not isinstance(settings.spec, Model):
-                parse_spec(settings.spec)
+                backend, _ = parse_spec(settings.spec)
         except ConfigError as exc:
             raise ConfigError(f"{where(loc)}: models.{name}: {exc}") from None
+        if not isinstance(settings.spec, Model):
+            spec = settings.spec if model is None else model
+            if model is not None:
+                backend, _ = parse_spec(model)
+            try:
+                check_options(spec, settings.options, f"model {name!r} ({backend})")
+            except ConfigError as exc:
+                bad = next((k for k in settings.options if repr(k) in str(exc)), None)
+                raise ConfigError(f"{where(loc + ((bad,) if bad else ()))}: {exc}") from None
         problem = _sampling_problem(settings.sampling)
         if problem:
             raise ConfigError(
@@ -243,8 +254,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             target[rest[-1]] = value
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Pipeline:
-    """Read, validate and build a recipe. Every problem is one ``ConfigError`` line."""
+def load_recipe(
+    name_or_path: str, overrides: list[str] | None = None, *, model: str | None = None
+) -> Pipeline:
+    """Read, validate and build a recipe. Every problem is one ``ConfigError`` line. ``model``:
+    the spec that will replace every model's (``--model``), whose options are checked then."""
     path = resolve(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -259,7 +273,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Pipeli
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping with name, source and steps")
-    return recipe_from_dict(data, overrides=overrides, path=path, text=text)
+    return recipe_from_dict(data, overrides=overrides, path=path, text=text, model=model)
 
 
 def recipe_from_dict(
@@ -267,6 +281,8 @@ def recipe_from_dict(
     overrides: list[str] | None = None,
     path: Path | None = None,
     text: str | None = None,
+    *,
+    model: str | None = None,
 ) -> Pipeline:
     lines = _line_index(text) if text else {}
     where_file = str(path) if path else "recipe"
@@ -292,7 +308,7 @@ def recipe_from_dict(
             if loc and loc[0] == "source":
                 msg = f"unknown field; allowed: {', '.join(SourceSpec.model_fields)}"
         raise ConfigError(f"{where(loc)}: {field}: {msg}") from None
-    _check_models(spec.models, where)
+    _check_models(spec.models, where, model)
     steps: list[Step] = []
     for i, item in enumerate(spec.steps):
         kind, params = next(iter(item.items()))

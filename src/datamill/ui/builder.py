@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..models.registry import is_spec
 from ..pipeline.graph import Pipeline
 from ..pipeline.topup import DEFAULT_ATTEMPTS_FACTOR
 from ..steps.dpo import OUTPUTS as DPO_OUTPUTS
@@ -118,10 +119,8 @@ def model_spec(
         spec = f"openai:{name}@{url}"
         env = (api_key_env or "").strip()
         return {"spec": spec, "api_key_env": env} if env else spec
-    if isinstance(source, str) and source.startswith(
-        ("fake", "llamacpp", "openai", "transformers", "vllm")
-    ):
-        return source  # a raw spec (tests, `datamill ui --model`)
+    if is_spec(source):
+        return source  # a raw spec of a registered backend (tests, `datamill ui --model`)
     raise ConfigError(f"unknown model choice {source!r}: use one of {', '.join(MODEL_SOURCES)}")
 
 
