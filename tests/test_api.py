@@ -143,7 +143,10 @@ def test_models_are_freed_when_done(tmp_path: Path) -> None:
     build(model).run(tmp_path / "a", progress=False)
     assert model.events == ["start", "close"]
 
-    failing = Tracked(lambda r, i: (_ for _ in ()).throw(KeyboardInterrupt))  # type: ignore[arg-type]
+    def interrupt(request: Request, sample: int) -> str:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a call
+
+    failing = Tracked(interrupt)
     with pytest.raises(KeyboardInterrupt):
         build(failing).run(tmp_path / "b", progress=False, cache=False)
     assert failing.events == ["start", "close"]  # freed even when the run is interrupted
@@ -209,3 +212,21 @@ def test_embedded_model_is_freed_after_a_run(tmp_path: Path) -> None:
     result = p.run(None, progress=False, cache=False)
     assert len(result.rows) == 1 and result.rows[0]["g"]
     assert model._hosts == []  # the engines (and their weights) are released when the run ends
+
+
+def test_an_interrupted_run_leaves_no_task_error_for_the_gc_to_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C in a row's call: every task's outcome is retrieved by the run, so nothing is
+    logged later ("Task exception was never retrieved") from whatever code the gc interrupts."""
+    import gc
+    import logging
+
+    def interrupt(request: Request, sample: int) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(FakeModel(interrupt), rows=3).run(tmp_path / "o", progress=False, cache=False)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

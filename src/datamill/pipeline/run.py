@@ -15,6 +15,7 @@ folder as it was (its own ``run.json``/``failures.jsonl`` go to ``OUT/failed-att
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -123,7 +124,8 @@ async def arun_pipeline(
             stats=stats,
             failures=failures,
         ) as run:
-            keyed, topup = await run_rows(run.runner, pipeline, src.stream(), src, run.cache)
+            with contextlib.closing(src.stream()) as source_rows:  # closed on any exit, not by gc
+                keyed, topup = await run_rows(run.runner, pipeline, source_rows, src, run.cache)
             out_rows = keyed.rows()  # in key order, read from the spool's files as they are used
             stats.rows_done = len(out_rows)
             failures.close()

@@ -434,6 +434,11 @@ class Runner:
                 ended.discard(started.popleft())
             out.advance(started[0] if started else None)
 
+        def finished(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not task.cancelled():  # retrieved here: a Ctrl-C raised in a row's task goes up
+                task.exception()  # through the loop itself, never logged later by the gc
+
         async def one(key: RowKey, row: Row) -> None:
             try:
                 for k, r in await self._walk(steps, 0, key, row):
@@ -463,16 +468,18 @@ class Runner:
                 started.append(key)
                 task = asyncio.create_task(one(key, row))
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task.add_done_callback(finished)
             while tasks:
                 await asyncio.wait(set(tasks))
         except BaseException:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            out.close()  # its files go now, not whenever the garbage collector finds it
             raise
         for exc in fatal:
             if isinstance(exc, STOPS_RUN):
+                out.close()
                 raise exc
         budget = next((e for e in fatal if isinstance(e, BudgetExceeded)), None)
         if budget is not None:
