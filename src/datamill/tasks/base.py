@@ -334,20 +334,30 @@ class Task(Step):
         ``keep_cut``: a sample cut at ``max_tokens`` that :meth:`check_completion` refuses
         (thinking not finished, no answer yet) comes back split as far as it got, finish
         ``length``, instead of failing the row: for a step whose gate downstream counts it."""
-        name = model or self.model
         completions = await self.send(ctx, request, salt, model, options)
-        tags = self.tags_for(ctx, name)
-        out = []
-        for c in completions:
-            try:
-                out.append(self.check_completion(c, request, tags))
-            except ParseError:
-                if not keep_cut or c.finish_reason != "length":
-                    raise
-                check_encodable(c)
-                reasoning, answer = split_reasoning(c.text, tags)
-                out.append(replace(c, text=answer or "", reasoning=reasoning or c.reasoning))
-        return out
+        tags = self.tags_for(ctx, model or self.model)
+        return [self.checked(c, request, tags, keep_cut) for c in completions]
+
+    def checked(
+        self, completion: Completion, request: Request, tags: tuple[str, str], keep_cut: bool
+    ) -> Completion:
+        """:meth:`check_completion`, except that with ``keep_cut`` a sample cut at
+        ``max_tokens`` comes back split as far as it got (see :meth:`call`)."""
+        try:
+            return self.check_completion(completion, request, tags)
+        except ParseError:
+            if not keep_cut or completion.finish_reason != "length":
+                raise
+            check_encodable(completion)
+            reasoning, answer = split_reasoning(completion.text, tags)
+            return replace(
+                completion, text=answer or "", reasoning=reasoning or completion.reasoning
+            )
+
+    def keeps_cut(self) -> bool:
+        """Whether this step's one-round calls keep samples cut at ``max_tokens`` for a gate
+        downstream (``keep_cut`` of :meth:`call`); no by default."""
+        return False
 
     async def send(
         self,
@@ -428,7 +438,10 @@ class Task(Step):
         if self.samples > 1:
             return await self.process_samples(row, ctx, requests)
         results = await asyncio.gather(
-            *(self.call(ctx, r, salt=f"#{i}") for i, r in enumerate(requests))
+            *(
+                self.call(ctx, r, salt=f"#{i}", keep_cut=self.keeps_cut())
+                for i, r in enumerate(requests)
+            )
         )
         parsed = self.parse(list(results), row)
         if isinstance(parsed, dict):
@@ -451,7 +464,7 @@ class Task(Step):
             try:
                 parsed = self.parse(
                     [
-                        [self.check_completion(c[j], r, tags)]
+                        [self.checked(c[j], r, tags, self.keeps_cut())]
                         for c, r in zip(sent, requests, strict=True)
                     ],
                     row,

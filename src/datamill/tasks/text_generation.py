@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from ..models.base import Completion, Request
 from ..rows import Path, Row
@@ -33,13 +33,10 @@ class TextGeneration(Task):
     #: with ``truncated: keep`` a sample cut inside its thinking is kept too (empty answer,
     #: finish ``length``) for the gate to count, instead of failing the row
     finish_output: str | None = None
-    #: several samples per row (``n`` to the backend): one row out per sample, in sample order
-    n: int | None = Field(default=None, ge=1)
     later_fields: ClassVar[tuple[str, ...]] = (
         "think_tags",
         "reasoning_output",
         "finish_output",
-        "n",
     )
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "generation": {"max_tokens": 512, "temperature": 0.7}
@@ -83,23 +80,13 @@ class TextGeneration(Task):
             system = render_row(self.system_prompt, row, self.label).strip()
         else:
             system = row.get("system_prompt")
-        defaults = self.request_defaults("generation")
-        if self.n is not None:
-            defaults["n"] = self.n
-        return [Request.chat(user, system=system or None, **defaults)]
+        return [Request.chat(user, system=system or None, **self.request_defaults("generation"))]
 
-    async def process(self, row: Row, ctx: Context) -> list[Row]:
-        [request] = self.requests(row, ctx)
-        keep_cut = self.finish_output is not None and self.truncated == "keep"
-        completions = await self.call(ctx, request, salt="#0", keep_cut=keep_cut)
-        parsed = self.parse([completions], row)
-        return [{**row, **p} for p in (parsed if isinstance(parsed, list) else [parsed])]
+    def keeps_cut(self) -> bool:
+        return self.finish_output is not None and self.truncated == "keep"
 
-    def parse(self, completions: list[list[Completion]], row: Row) -> Row | list[Row]:
-        rows = [self._columns(c) for c in completions[0]]
-        return rows if self.n is not None else rows[0]
-
-    def _columns(self, completion: Completion) -> Row:
+    def parse(self, completions: list[list[Completion]], row: Row) -> Row:
+        completion = completions[0][0]
         out: Row = {self.output: completion.text.strip()}
         if self.reasoning_output:
             out[self.reasoning_output] = completion.reasoning
