@@ -480,6 +480,26 @@ class Task(Step):
         return out
 
 
+class TemplateTask(Task):
+    """A task whose prompts are inline templates over the row (``template``, ``system_prompt``…,
+    listed by :meth:`_templates` as ``(source, field)``): the columns it needs, the places that
+    must hold a value and the places printed whole all come from them."""
+
+    def _templates(self) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def required_columns(self) -> list[str]:
+        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
+
+    def required_paths(self) -> list[RowPath]:
+        paths = [p for t, _ in self._templates() for p in template_reads(t).paths]
+        return list(dict.fromkeys(paths))
+
+    def text_paths(self) -> list[RowPath]:
+        paths = [p for t, _ in self._templates() for p in template_reads(t).rendered]
+        return list(dict.fromkeys(paths))
+
+
 def _shown(completion: Completion) -> str:
     """A refused completion's raw text for its failure record, its thinking sent apart first."""
     if completion.reasoning:

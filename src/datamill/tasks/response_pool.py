@@ -27,14 +27,14 @@ from pydantic import Field, model_validator
 
 from ..errors import ConfigError, Dropped, ParseError
 from ..models.base import Completion, ModelInfo, Request
-from ..rows import Path, Row
+from ..rows import Row
 from ..steps.base import Context
 from .base import (
     Task,
+    TemplateTask,
     check_template,
     refuse_unencodable,
     render_row,
-    template_reads,
 )
 
 _LABEL = re.compile(r"^(?P<setting>[^\s()]+) \((?P<model>[^()]*)\)")
@@ -76,7 +76,7 @@ def extend_pool(
     return {generations: pool + texts, models: pool_labels + labels}
 
 
-class ResponsePool(Task):
+class ResponsePool(TemplateTask):
     """Ask every model in ``models`` (``n`` samples each) the same prompt → ``generations``.
 
     ``template`` (Jinja over the row) renders the user message, ``system_prompt`` (a template
@@ -135,17 +135,6 @@ class ResponsePool(Task):
         if self.system_prompt is not None:
             out.append((self.system_prompt, "system_prompt"))
         return out
-
-    def required_columns(self) -> list[str]:
-        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
-
-    def required_paths(self) -> list[Path]:
-        paths = [p for t, _ in self._templates() for p in template_reads(t).paths]
-        return list(dict.fromkeys(paths))
-
-    def text_paths(self) -> list[Path]:
-        paths = [p for t, _ in self._templates() for p in template_reads(t).rendered]
-        return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
         return [self.output, self.models_output]

@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 from pydantic import model_validator
 
 from ..models.base import Completion, Request
-from ..rows import Path, Row
+from ..rows import Row
 from ..steps.base import Context
-from .base import Task, check_template, render_row, template_reads
+from .base import TemplateTask, check_template, render_row
 
 
-class TextGeneration(Task):
+class TextGeneration(TemplateTask):
     """``template`` (Jinja, over the row's columns) → user message; the answer → ``output``.
 
     ``system_prompt`` is a template too (``"You are {{ persona }}."``); when the step sets none,
@@ -53,17 +53,6 @@ class TextGeneration(Task):
         if self.system_prompt is not None:
             out.append((self.system_prompt, "system_prompt"))
         return out
-
-    def required_columns(self) -> list[str]:
-        return sorted({c for t, _ in self._templates() for c in template_reads(t).columns})
-
-    def required_paths(self) -> list[Path]:
-        paths = [p for t, _ in self._templates() for p in template_reads(t).paths]
-        return list(dict.fromkeys(paths))
-
-    def text_paths(self) -> list[Path]:
-        paths = [p for t, _ in self._templates() for p in template_reads(t).rendered]
-        return list(dict.fromkeys(paths))
 
     def produces(self) -> list[str]:
         extra = [c for c in (self.reasoning_output, self.finish_output) if c]
