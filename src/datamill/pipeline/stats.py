@@ -8,6 +8,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def yield_lines(verification: dict[str, dict[str, Any]] | None) -> list[str]:
+    """Human lines, one per verifier, from ``run.json``'s ``verification`` section (verifier →
+    ``passed``, ``failed``, ``reasons``): ``verify_math: 12 of 20 verified (60%); 8 wrong answer``
+    (the three commonest reasons). The CLI prints these; the web app shows them."""
+    lines = []
+    for step, v in (verification or {}).items():
+        passed, failed = v.get("passed") or 0, v.get("failed") or 0
+        total = passed + failed
+        share = f" ({100 * passed / total:.0f}%)" if total else ""
+        reasons = Counter(v.get("reasons") or {}).most_common(3)
+        why = ", ".join(f"{n} {r}" for r, n in reasons)
+        lines.append(f"{step}: {passed} of {total} verified{share}" + (f"; {why}" if why else ""))
+    return lines
+
+
 @dataclass
 class StepCounts:
     rows_in: int = 0
@@ -92,15 +107,7 @@ class Stats:
 
     def yield_lines(self) -> list[str]:
         """Human lines, one per verifier: ``verify_math: 12 of 20 verified (60%); 8 wrong answer``."""
-        lines = []
-        for step, c in self.verification.items():
-            total = c.passed + c.failed
-            share = f" ({100 * c.passed / total:.0f}%)" if total else ""
-            why = ", ".join(f"{n} {r}" for r, n in c.reasons.most_common(3))
-            lines.append(
-                f"{step}: {c.passed} of {total} verified{share}" + (f"; {why}" if why else "")
-            )
-        return lines
+        return yield_lines({k: v.as_dict() for k, v in self.verification.items()})
 
     def record_failure(self, step: str, reason: str) -> None:
         self.failed_rows += 1

@@ -3,7 +3,8 @@
 Screens (tabs):
 
 - **Generate**: a description of the dataset → a drafted, editable system prompt (template, or
-  "✨ draft with model") → kind (SFT / DPO) and technique (Magpie / SelfInstruct / prompting) →
+  "✨ draft with model") → kind (SFT / DPO) and technique (Magpie / SelfInstruct / prompting), or
+  kind Verified and one of the built-in verified recipes (math, code, constraints) →
   model (embedded, a GGUF path, or an OpenAI-compatible endpoint) → *Preview* a few rows →
   *Generate* N rows with a progress bar → download (parquet / jsonl) or push to the Hub.
 - **Viewer**: open any datamill output folder (or a job of this app), browse rows (preference rows
@@ -74,6 +75,15 @@ def _describe_column(gr: Any) -> Widgets:
         value=FormValues.technique,
         label="Technique for the user queries",
         elem_id="technique",
+    )
+    w["verified_recipe"] = gr.Dropdown(
+        _choices(builder.VERIFIED_RECIPES),
+        value=FormValues.verified_recipe,
+        label="Verified recipe",
+        info="a built-in recipe with its own prompts (the system prompt, technique and query "
+        "temperature do not apply); only answers that pass its check become rows",
+        visible=FormValues.kind == "verified",
+        elem_id="verified-recipe",
     )
     with gr.Accordion("Model", open=False, elem_id="model-accordion"):
         w.update(_model_fields(gr))
@@ -209,10 +219,25 @@ def _streaming_with_form(fn: Callable[[FormValues], Iterator[Any]]) -> Callable[
     return handler
 
 
+def _kind_shows(kind: str) -> tuple[Any, Any, Any]:
+    """The widgets a kind uses: a verified recipe picks its own prompts (no technique, no query
+    temperature); the others make queries (no recipe)."""
+    gr = _gradio()
+    verified = kind == "verified"
+    return (
+        gr.Dropdown(visible=verified),
+        gr.Radio(visible=not verified),
+        gr.Slider(visible=not verified),
+    )
+
+
 def _wire_generate(w: Widgets) -> None:
     form = [w[name] for name in FIELDS]
     w["draft_btn"].click(
         handlers.draft_template, [w["description"]], [w["system_prompt"], w["draft_note"]]
+    )
+    w["kind"].change(
+        _kind_shows, [w["kind"]], [w["verified_recipe"], w["technique"], w["temperature"]]
     )
     w["description"].submit(
         handlers.draft_template, [w["description"]], [w["system_prompt"], w["draft_note"]]

@@ -10,6 +10,8 @@ Instruction techniques (the user queries): ``magpie`` (arXiv:2406.08464), ``self
 raw-prompt support). Preference data adds a response pool, UltraFeedback ratings
 (arXiv:2310.01377) and DPO formatting. The steps of each come from the built-in recipes
 (``recipes/builtin``) when they are present, so the app and ``datamill recipes`` agree.
+Verified data (kind ``verified``) is one of the built-in verified recipes (:data:`VERIFIED_RECIPES`)
+as built in, on the chosen model, asking for the form's rows of verified answers.
 
 Deliberately not here: running (``ui.jobs``), widgets (``ui.app``).
 """
@@ -25,18 +27,30 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..models.base import Model
 from ..models.registry import is_spec
 from ..pipeline.graph import Pipeline
 from ..pipeline.topup import DEFAULT_ATTEMPTS_FACTOR
 from ..steps.dpo import OUTPUTS as DPO_OUTPUTS
 from ..tasks.self_instruct import request_tokens
 
-KINDS = {"sft": "Instruction (SFT)", "dpo": "Preference (DPO, with ratings)"}
+KINDS = {
+    "sft": "Instruction (SFT)",
+    "dpo": "Preference (DPO, with ratings)",
+    "verified": "Verified (SFT, answers checked by code)",
+}
 TECHNIQUES = {"magpie": "Magpie", "self_instruct": "SelfInstruct", "prompting": "Basic prompting"}
 MODEL_SOURCES = {
     "embedded": "Embedded SmolLM2-135M",
     "gguf": "GGUF file",
     "openai": "OpenAI-compatible endpoint",
+}
+
+#: The built-in verified recipes the app offers (kind ``verified``): name → what is checked.
+VERIFIED_RECIPES = {
+    "math-verified": "Math: each solution's final answer checked against the reference",
+    "code-verified": "Code: each Python function run against its asserts in a sandbox",
+    "constraints": "Instruction following: each answer checked against its constraint",
 }
 
 #: Queries per context that SelfInstruct asks for (rows ≈ contexts × this).
@@ -72,10 +86,18 @@ class DatasetSpec:
     description: str = ""
     name: str = "ui-dataset"
     seed: int = 0
+    #: kind ``verified``: the built-in recipe run (a key of :data:`VERIFIED_RECIPES`); it brings
+    #: its own prompts, so the system prompt, technique and query temperature do not apply
+    recipe: str = ""
 
     def check(self) -> None:
         """One clear line for each thing a person can get wrong, before any model call."""
-        if not self.system_prompt or not self.system_prompt.strip():
+        if self.kind == "verified":
+            if self.recipe not in VERIFIED_RECIPES:
+                raise ConfigError(
+                    f"choose a verified recipe: one of {', '.join(VERIFIED_RECIPES)}, got {self.recipe!r}"
+                )
+        elif not self.system_prompt or not self.system_prompt.strip():
             raise ConfigError(
                 "the system prompt is empty: describe the dataset and draft one, or write it"
             )
@@ -97,6 +119,8 @@ def model_spec(
     source: str, gguf_path: str = "", url: str = "", model_name: str = "", api_key_env: str = ""
 ) -> str | dict[str, Any]:
     """The model setting for the form's choice: ``llamacpp``, ``llamacpp:PATH``, ``openai:MODEL@URL``."""
+    if isinstance(source, Model):
+        return source  # a model object (tests)
     if source in ("embedded", MODEL_SOURCES["embedded"]):
         return "llamacpp"
     if source in ("gguf", MODEL_SOURCES["gguf"]):
@@ -270,6 +294,8 @@ def build_recipe(spec: DatasetSpec) -> dict[str, Any]:
     judge and pairing of ``preferences-basic``, every model setting pointed at the chosen model.
     """
     spec.check()
+    if spec.kind == "verified":
+        return _verified_recipe(spec)
     models: dict[str, Any] = {"default": spec.model}
     if spec.kind == "sft":
         source, steps = _instruction_part(spec, with_response=True)
@@ -304,6 +330,36 @@ def build_recipe(spec: DatasetSpec) -> dict[str, Any]:
         "description": f"{KINDS[spec.kind]} data made with the datamill app ({TECHNIQUES[spec.technique]}): {description}",
         "seed": spec.seed,
         "models": models,
+        "source": source,
+        "steps": steps,
+        "target_rows": spec.num_rows,
+        "max_attempts": attempt_cap(spec, spec.num_rows),
+    }
+
+
+def _verified_recipe(spec: DatasetSpec) -> dict[str, Any]:
+    """The built-in verified recipe ``spec.recipe`` asking for ``spec.num_rows`` verified rows:
+    its models pointed at the chosen model (their sampling kept), its answers' ``max_tokens``
+    and truncation the form's, a generated source (``num_rows``) sized to the rows; a recipe with
+    a fixed list of prompts cycles through them (``pipeline.topup``). Every other step as built in."""
+    recipe = template_recipe(spec.recipe)
+    cut = {"truncated": "keep"} if spec.keep_truncated else {}
+    steps = []
+    for item in recipe["steps"]:
+        kind, params = next(iter(item.items()))
+        if kind == "text_generation":
+            params = {**(params or {}), "max_tokens": spec.max_tokens, **cut}
+        steps.append({kind: copy.deepcopy(params)})
+    source = copy.deepcopy(recipe.get("source") or {})
+    if "num_rows" in source:
+        source["num_rows"] = spec.num_rows
+    models = {name: _with_spec(s, spec.model) for name, s in recipe.get("models", {}).items()}
+    return {
+        "name": spec.name,
+        "description": f"{KINDS['verified']} data made with the datamill app, recipe {spec.recipe}: "
+        + str(recipe.get("description", "")).strip(),
+        "seed": spec.seed,
+        "models": models or {"default": spec.model},
         "source": source,
         "steps": steps,
         "target_rows": spec.num_rows,

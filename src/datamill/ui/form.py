@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..models.base import Model
 from . import builder
 
 
@@ -30,7 +31,9 @@ class FormValues:
     system_prompt: str = ""
     kind: str = "sft"
     technique: str = "magpie"
-    model_source: str = "embedded"  #: a key of ``builder.MODEL_SOURCES`` or a raw model spec
+    verified_recipe: str = "math-verified"  #: kind ``verified``: a key of ``builder.VERIFIED_RECIPES``
+    #: a key of ``builder.MODEL_SOURCES``, a raw model spec, or a model object (tests)
+    model_source: str | Model = "embedded"
     gguf_path: str = ""
     url: str = ""
     model_name: str = ""
@@ -74,6 +77,7 @@ class FormValues:
             keep_truncated=bool(self.keep_truncated),
             description=self.description or "",
             name=name,
+            recipe=self.verified_recipe if self.kind == "verified" else "",
         )
         spec.check()
         return spec

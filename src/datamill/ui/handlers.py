@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DatamillError
+from ..pipeline.stats import yield_lines
 from . import builder, drafting, viewer
 from .form import FormValues
 from .hub import push
@@ -38,14 +39,18 @@ def _error(exc: BaseException) -> str:
 
 
 def progress_html(job: Job) -> str:
-    """A progress bar and one line of counters for ``job``."""
+    """A progress bar and one line of counters for ``job``; a finished run with verifiers adds
+    one line per verifier: its yield (``verify_math: 12 of 20 verified (60%); 8 wrong answer``)."""
     p = job.progress()
     if job.finished:
         css = f"dm-status-{job.state}"
         pct = 100 if job.state == "done" else round(100 * p.fraction)
+        verdicts = yield_lines(job.result.summary.get("verification")) if job.result else []
+        shown = "".join(f"<div>yield {html.escape(line)}</div>" for line in verdicts)
         return (
             f'<div class="dm-bar"><div style="width:{pct}%"></div></div>'
             f'<div class="{css}" id="dm-job-state" data-state="{job.state}">{html.escape(job.summary_line())}</div>'
+            + (f'<div class="dm-meta" id="dm-yield">{shown}</div>' if shown else "")
         )
     pct = round(100 * p.fraction)
     return (

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..pipeline.stats import yield_lines
 from ..rows import Row
+from .jobs import topup_line
 
 MAX_CELL = 160  #: characters of a cell in the rows table
 
@@ -336,7 +338,8 @@ def failures_table(failures: list[dict[str, Any]]) -> tuple[list[str], list[list
 
 
 def summary_markdown(view: FolderView) -> str:
-    """The run in a few lines: rows, calls, cache hits, tokens, time, and every loss."""
+    """The run in a few lines: rows, calls, cache hits, tokens, time, every loss, the row target's
+    outcome and each verifier's yield."""
     run = view.run
     n = len(view.rows)
     lines = [f"**{view.path}** — {n} row{'' if n == 1 else 's'} ({view.kind})"]
@@ -363,6 +366,10 @@ def summary_markdown(view: FolderView) -> str:
                 f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])
             )
             lines.append(f"⚠ {total} row{'s' if total != 1 else ''} lost at {step}: {detail}")
+        topup = topup_line(run)
+        if topup:
+            lines.append(topup)
+        lines += [f"yield {line}" for line in yield_lines(run.get("verification"))]
     else:
         lines.append("no run.json in this folder")
     if not view.failures:
