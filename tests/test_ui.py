@@ -570,6 +570,170 @@ def test_one_folder_is_written_by_one_job_at_a_time_and_stop_stops_it(tmp_path: 
     assert slow.state == "cancelled"
 
 
+# -- verified data: the built-in verified recipes from the form ------------------------------------
+#: the form asking for verified data (no system prompt: the recipes bring their own prompts)
+VERIFIED = FormValues(kind="verified", model_source="fake", max_tokens=256)
+
+
+def stored(folder: Path) -> list[dict[str, object]]:
+    import pyarrow.parquet as pq
+
+    return [
+        r for f in sorted((folder / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()
+    ]
+
+
+def arithmetic_answer(problem: str) -> int:
+    """The answer of a generated word problem read from its words (not from ``steps.arithmetic``)."""
+    n = [int(x) for x in re.findall(r"\d+", problem)]
+    for words, value in (
+        ("gives", lambda: n[0] + n[1]),
+        ("gave away", lambda: n[0] - n[1]),
+        ("bags with", lambda: n[0] * n[1]),
+        ("equally among", lambda: n[0] // n[1]),
+        ("packs of", lambda: n[0] * n[1] - n[2]),
+        ("an hour", lambda: n[0] * n[1] * n[2]),
+    ):
+        if words in problem:
+            return value()
+    assert "change" in problem, problem
+    return n[2] - n[0] * n[1]
+
+
+def half_right_solver(request: Request, i: int) -> str:
+    """Odd samples give the problem's answer, even ones the answer plus one."""
+    problem = str(request.messages[-1]["content"]).split("Problem:", 1)[-1]  # type: ignore[index]
+    answer = arithmetic_answer(problem) + (0 if i % 2 else 1)
+    return f"Sample {i} works it out.\n#### {answer}"
+
+
+class HalfRightSolver(FakeModel):
+    """The ``solver`` backend of the math tests: :func:`half_right_solver` under its own name."""
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(half_right_solver, **{**options, "name": "half-right"})
+
+
+@pytest.fixture
+def solver(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A model spec, ``solver``, for :class:`HalfRightSolver` (registered for this test only)."""
+    from datamill.models import registry
+
+    monkeypatch.setitem(registry.BACKENDS, "solver", (__name__, "HalfRightSolver", None))
+    return "solver"
+
+
+@pytest.mark.parametrize("name", sorted(builder.VERIFIED_RECIPES))
+def test_verified_recipe_is_the_builtin_one_on_the_chosen_model(name: str) -> None:
+    spec = VERIFIED.but(
+        verified_recipe=name,
+        model_source="openai",
+        url="http://127.0.0.1:9/v1",
+        model_name="m",
+        max_tokens=300,
+        num_rows=5,
+    ).spec()
+    assert spec.recipe == name and spec.system_prompt == ""
+    recipe = builder.build_recipe(spec)
+    builtin = builder.template_recipe(name)
+    assert [next(iter(s)) for s in recipe["steps"]] == [next(iter(s)) for s in builtin["steps"]]
+    for mine, theirs in zip(recipe["steps"], builtin["steps"], strict=True):
+        kind = next(iter(mine))
+        changed = {
+            k for k in {**mine[kind], **theirs[kind]} if mine[kind].get(k) != theirs[kind].get(k)
+        }
+        assert changed == ({"max_tokens"} if kind == "text_generation" else set()), kind
+        if kind == "text_generation":
+            assert mine[kind]["max_tokens"] == 300
+    assert recipe["models"] == {"default": "openai:m@http://127.0.0.1:9/v1"}
+    assert (recipe["target_rows"], recipe["max_attempts"]) == (5, builder.attempt_cap(spec, 5))
+    if "num_rows" in builtin["source"]:
+        assert recipe["source"] == {**builtin["source"], "num_rows": 5}
+    else:
+        assert recipe["source"] == builtin["source"]  # its prompts, cycled by the top-up
+    recipe_from_dict(recipe)  # the loader accepts it
+
+
+def test_verified_form_errors_are_one_line_before_any_call(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="choose a verified recipe: one of math-verified"):
+        VERIFIED.but(verified_recipe="poetry").spec()
+    status, *_ = last(
+        handlers.run_generate(VERIFIED.but(verified_recipe="", output=str(tmp_path / "x")))
+    )
+    assert "dm-error" in status and "choose a verified recipe" in status
+    assert not (tmp_path / "x").exists()
+
+
+def test_verified_math_preview_then_generate_shows_rows_yield_and_target(
+    tmp_path: Path, solver: str
+) -> None:
+    math = VERIFIED.but(verified_recipe="math-verified", model_source=solver)
+    status, rows_html = last(handlers.run_preview(math.but(preview_rows=2, num_rows=3)))
+    assert 'data-state="done"' in status and "2 rows (" in status, status
+    assert rows_html.count('class="dm-row dm-sft"') == 2
+    assert "yield verify_math: 4 of 8 verified (50%); 4 wrong answer" in status
+    assert "target of 2 rows reached after 2 source rows tried" in status
+    status, rows_html, parquet, jsonl, job_id, folder = last(
+        handlers.run_generate(math.but(num_rows=3, output=str(tmp_path / "math")))
+    )
+    assert "wrote 3 rows" in status, status
+    run = json.loads((Path(folder) / "run.json").read_text())
+    v = run["verification"]["verify_math"]
+    assert (run["rows"], v["passed"], v["failed"]) == (3, 6, 6), status
+    assert f"yield verify_math: {v['passed']} of 12 verified (50%); 6 wrong answer" in status
+    assert (
+        "wrote 3 rows" in status and "target of 3 rows reached after 3 source rows tried" in status
+    )
+    # the preview's 2 problems come from the cache (one call of 4 samples each); the 3rd is new
+    assert (run["cache_hits"], run["model_calls"]) == (2, 1)
+    assert rows_html.count('class="dm-row dm-sft"') == 3 and parquet and jsonl
+    rows = stored(Path(folder))
+    assert len(rows) == 3
+    for r in rows:  # re-checked from the stored columns: the answer read from the problem's words
+        assert r["verified"] is True and r["sample"] % 2 == 1
+        assert r["solution"].endswith(f"#### {arithmetic_answer(str(r['problem']))}")
+        assert r["messages"][-1]["content"] == r["solution"]  # type: ignore[index]
+    md, shown, *_ = handlers.open_view(folder)
+    assert "target of 3 rows reached" in md and "yield verify_math: 6 of 12 verified (50%)" in md
+
+
+def test_verified_math_on_text_that_is_no_math_says_so(tmp_path: Path) -> None:
+    # the default fake writes words, never a final number: nothing verifies, and the page says why
+    status, rows_html = last(handlers.run_preview(VERIFIED.but(preview_rows=1, num_rows=1)))
+    cap = builder.attempt_cap(builder.DatasetSpec(system_prompt="", kind="verified"), 1)
+    assert f"target of 1 row not reached: {cap} of at most {cap} source rows tried" in status
+    assert f"yield verify_math: 0 of {4 * cap} verified (0%); {4 * cap} no answer found" in status
+    assert "no rows" in rows_html
+
+
+def test_verified_constraints_rows_meet_their_constraints(tmp_path: Path) -> None:
+    from datamill.constraints import check, from_dicts
+
+    status, rows_html, *_, folder = last(
+        handlers.run_generate(
+            VERIFIED.but(verified_recipe="constraints", num_rows=2, output=str(tmp_path / "c"))
+        )
+    )
+    run = json.loads((Path(folder) / "run.json").read_text())
+    v = run["verification"]["verify_constraints"]
+    checked = v["passed"] + v["failed"]
+    assert f"yield verify_constraints: {v['passed']} of {checked} verified" in status, status
+    assert checked == 4 * run["attempts"] and 0 < v["passed"] < checked
+    rows = stored(Path(folder))
+    assert rows and rows_html.count('class="dm-row dm-sft"') == len(rows) == run["rows"]
+    for r in rows:
+        items = r["constraints"]
+        items = json.loads(items) if isinstance(items, str) else list(items)  # type: ignore[arg-type]
+        assert all(c.passed for c in check(str(r["response"]), from_dicts(items)))
+
+
+def test_the_kind_shows_its_own_widgets() -> None:
+    recipe, technique, temperature = app._kind_shows("verified")
+    assert (recipe.visible, technique.visible, temperature.visible) == (True, False, False)
+    recipe, technique, temperature = app._kind_shows("sft")
+    assert (recipe.visible, technique.visible, temperature.visible) == (False, True, True)
+
+
 # -- viewer ----------------------------------------------------------------------------------------
 def test_viewer_shows_rows_failures_and_report(tmp_path: Path) -> None:
     def answer(request, i):  # type: ignore[no-untyped-def]
@@ -699,6 +863,7 @@ def test_build_app_wires_the_screens() -> None:
         "draft-btn",
         "draft-model-btn",
         "system-prompt",
+        "verified-recipe",
         "preview-btn",
         "generate-btn",
         "download-parquet",

@@ -27,7 +27,6 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..models.base import Model
 from ..models.registry import is_spec
 from ..pipeline.graph import Pipeline
 from ..pipeline.topup import DEFAULT_ATTEMPTS_FACTOR
@@ -119,8 +118,6 @@ def model_spec(
     source: str, gguf_path: str = "", url: str = "", model_name: str = "", api_key_env: str = ""
 ) -> str | dict[str, Any]:
     """The model setting for the form's choice: ``llamacpp``, ``llamacpp:PATH``, ``openai:MODEL@URL``."""
-    if isinstance(source, Model):
-        return source  # a model object (tests)
     if source in ("embedded", MODEL_SOURCES["embedded"]):
         return "llamacpp"
     if source in ("gguf", MODEL_SOURCES["gguf"]):

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..models.base import Model
 from . import builder
 
 
@@ -31,9 +30,9 @@ class FormValues:
     system_prompt: str = ""
     kind: str = "sft"
     technique: str = "magpie"
-    verified_recipe: str = "math-verified"  #: kind ``verified``: a key of ``builder.VERIFIED_RECIPES``
-    #: a key of ``builder.MODEL_SOURCES``, a raw model spec, or a model object (tests)
-    model_source: str | Model = "embedded"
+    #: kind ``verified``: the built-in recipe, a key of ``builder.VERIFIED_RECIPES``
+    verified_recipe: str = "math-verified"
+    model_source: str = "embedded"  #: a key of ``builder.MODEL_SOURCES`` or a raw model spec
     gguf_path: str = ""
     url: str = ""
     model_name: str = ""

@@ -45,7 +45,9 @@ def progress_html(job: Job) -> str:
     if job.finished:
         css = f"dm-status-{job.state}"
         pct = 100 if job.state == "done" else round(100 * p.fraction)
-        verdicts = yield_lines(job.result.summary.get("verification")) if job.result else []
+        verdicts = (
+            yield_lines(job.result.summary.get("verification")) if job.result is not None else []
+        )
         shown = "".join(f"<div>yield {html.escape(line)}</div>" for line in verdicts)
         return (
             f'<div class="dm-bar"><div style="width:{pct}%"></div></div>'
