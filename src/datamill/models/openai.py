@@ -858,7 +858,7 @@ class OpenAIModel(Model):
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
-        cap = min(self.max_backoff, self.backoff * (2**attempt))
+        cap: float = min(self.max_backoff, self.backoff * (2**attempt))
         return cap / 2 + random.uniform(0, cap / 2)
 
     # -- messages ----------------------------------------------------------------------------
