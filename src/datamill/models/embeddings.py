@@ -34,7 +34,7 @@ import hashlib
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,9 @@ class SentenceTransformerEmbedder(Embedder):
                 try:
                     from transformers.utils import logging as hf_logging
 
-                    hf_logging.disable_progress_bar()  # no "Loading weights" bar in a run's output
+                    # typed through a variable: transformers leaves this function unannotated
+                    disable_bar: Callable[[], None] = hf_logging.disable_progress_bar
+                    disable_bar()  # no "Loading weights" bar in a run's output
                 except Exception:  # an older/newer transformers without it: the bar is harmless
                     pass
                 try:

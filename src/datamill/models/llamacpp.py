@@ -123,7 +123,8 @@ def schema_grammar(schema_json: str) -> str:
     """GBNF for a JSON schema (llama-cpp-python's converter), cached per schema."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return json_schema_to_gbnf(schema_json)
+    grammar: str = json_schema_to_gbnf(schema_json)
+    return grammar
 
 
 class ChatTemplate:

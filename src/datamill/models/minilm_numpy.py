@@ -135,7 +135,7 @@ def check_folder(folder: str | Path) -> dict[str, Any]:
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
+    centred: np.ndarray = x - mean
     var = np.mean(centred * centred, axis=-1, keepdims=True)
     centred *= 1.0 / np.sqrt(var + np.float32(eps))
     centred *= weight
@@ -314,7 +314,9 @@ class MiniLM:
             x = _layer_norm(down, layer.ln2_w, layer.ln2_b, self.eps)
         tokens = x.reshape(batch, length, hidden)
         weights = mask.astype(np.float32)[:, :, None]
-        pooled = (tokens * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), np.float32(1e-9))
+        pooled: np.ndarray = (tokens * weights).sum(axis=1) / np.maximum(
+            weights.sum(axis=1), np.float32(1e-9)
+        )
         if self.normalize:
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
         return pooled.astype(np.float32, copy=False)

@@ -60,7 +60,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError, MissingDependency, ModelError, ModelUnavailable
-from .adaptive import AdaptiveLimiter
+from .adaptive import AdaptiveLimiter, _Slot
 from .base import (
     BackendOptions,
     Capabilities,
@@ -714,52 +714,17 @@ class OpenAIModel(Model):
         form: str | None = None,
         many: bool = False,
     ) -> Any:
+        """One request: the decoded JSON body of a 200 answer. Raises ``_Retry`` for what a retry
+        may cure, ``_Refused`` for a structured-output form or ``n`` the server will not take, and
+        ``ModelUnavailable``/``ModelError`` for the rest (see ``_http_error``)."""
         self.counters["attempts"] += 1
-        wait: float | None = None
         deadline = self.timeout
         if not self._answered:  # no proof yet that the endpoint answers at all
             deadline = min(self.timeout, self.first_byte_timeout * 2**attempt)
         # always explicit: aiohttp reads timeout=None as "no deadline at all"
         timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=self.connect_timeout)
         async with self.limiter.slot() as slot:
-            if self._first_sent is None:
-                self._first_sent = time.monotonic()
-            self._sent += 1
-            self.waiting += 1
-            got = False
-            try:
-                async with session.post(url, data=data, timeout=timeout) as resp:
-                    self._answered = got = True
-                    self.waiting -= 1
-                    status = resp.status
-                    raw = await resp.read()
-                    if status != 200:
-                        wait = _retry_after(resp.headers)
-            except TimeoutError:
-                slot.overloaded()
-                self._check_hung()
-                option = "timeout" if deadline >= self.timeout else "first_byte_timeout"
-                raise _Retry(
-                    "timeout", f"no answer within {deadline:g}s ({option} option)", overload=True
-                ) from None
-            except aiohttp.ClientConnectorError as exc:
-                slot.failed()
-                raise _Retry("connection refused", self._scrub(_why(exc)), refused=True) from None
-            except (
-                aiohttp.ClientOSError,
-                aiohttp.ServerDisconnectedError,
-                aiohttp.ClientPayloadError,
-            ) as exc:
-                slot.failed()
-                raise _Retry(
-                    "connection reset", f"connection reset ({self._scrub(_why(exc))})"
-                ) from None
-            except aiohttp.ClientError as exc:
-                slot.failed()
-                raise _Retry("connection error", self._scrub(_why(exc))) from None
-            finally:
-                if not got:
-                    self.waiting -= 1
+            status, raw, wait = await self._send(session, url, data, timeout, deadline, slot)
             if status == 200:
                 try:
                     return _loads(raw)
@@ -772,16 +737,78 @@ class OpenAIModel(Model):
                 slot.overloaded()
             else:
                 slot.failed()
+        raise self._http_error(status, raw, wait, path, form, many)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        data: bytes,
+        timeout: aiohttp.ClientTimeout,
+        deadline: float,
+        slot: _Slot,
+    ) -> tuple[int, bytes, float | None]:
+        """POST ``data`` inside a limiter ``slot``: (HTTP status, body, ``Retry-After`` seconds
+        of a non-200 answer or None). A timeout or connection failure tells the slot and raises
+        ``_Retry``; ``deadline`` (seconds) is the total one ``timeout`` carries."""
+        if self._first_sent is None:
+            self._first_sent = time.monotonic()
+        self._sent += 1
+        self.waiting += 1
+        wait: float | None = None
+        got = False
+        try:
+            async with session.post(url, data=data, timeout=timeout) as resp:
+                self._answered = got = True
+                self.waiting -= 1
+                status = resp.status
+                raw = await resp.read()
+                if status != 200:
+                    wait = _retry_after(resp.headers)
+        except TimeoutError:
+            slot.overloaded()
+            self._check_hung()
+            option = "timeout" if deadline >= self.timeout else "first_byte_timeout"
+            raise _Retry(
+                "timeout", f"no answer within {deadline:g}s ({option} option)", overload=True
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            slot.failed()
+            raise _Retry("connection refused", self._scrub(_why(exc)), refused=True) from None
+        except (
+            aiohttp.ClientOSError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+        ) as exc:
+            slot.failed()
+            raise _Retry(
+                "connection reset", f"connection reset ({self._scrub(_why(exc))})"
+            ) from None
+        except aiohttp.ClientError as exc:
+            slot.failed()
+            raise _Retry("connection error", self._scrub(_why(exc))) from None
+        finally:
+            if not got:
+                self.waiting -= 1
+        return status, raw, wait
+
+    def _http_error(
+        self, status: int, raw: bytes, wait: float | None, path: str, form: str | None, many: bool
+    ) -> Exception:
+        """The error to raise for a non-200 answer: ``_Refused`` (the structured-output ``form``
+        or, when ``many``, ``n`` refused), ``_Retry`` (``wait``: the server's ``Retry-After``
+        seconds), ``ModelUnavailable`` (quota, auth, unknown model: also kept as the backend's
+        down state) or ``ModelError``."""
         message = self._message(raw)
         if form not in (None, "none") and self._negotiate and is_format_refusal(status, message):
-            raise _Refused(status, message)
+            return _Refused(status, message)
         if many and is_n_refusal(status, message):
-            raise _Refused(status, message, what="n")
+            return _Refused(status, message, what="n")
         if status == 429 and "insufficient_quota" in message:
             self._down = ModelUnavailable(
                 f"{self.base_url}: quota exhausted ({message}); add credit or use another key"
             )
-            raise self._down
+            return self._down
         if status in _RETRY_STATUS:
             reason = (
                 "rate limited"
@@ -793,15 +820,15 @@ class OpenAIModel(Model):
             )
             if status in (409, 425, 500) and not any(w in message.lower() for w in _GENERIC):
                 retry.signature = (status, message)  # e.g. a 500 the request itself causes
-            raise retry
+            return retry
         if status in (401, 403):
             self._down = ModelUnavailable(self._auth_message(status, raw))
-            raise self._down
+            return self._down
         if status == 404:
             self._down = ModelUnavailable(
                 f"{self.base_url} answered 404 to {path} for model {self.model!r}: {message}"
             )
-            raise self._down
+            return self._down
         if status in (400, 413, 422):
             lowered = message.lower()
             too_long = status == 413 or any(
@@ -823,7 +850,7 @@ class OpenAIModel(Model):
                 f"{self.base_url} answered HTTP {status}: {message}", reason=f"http {status}"
             )
         error.signature = (status, message)  # type: ignore[attr-defined]
-        raise error
+        return error
 
     def _check_hung(self) -> None:
         """Stop when requests went out ``_HUNG_ROUNDS`` first-byte deadlines ago and none came back."""
@@ -858,7 +885,7 @@ class OpenAIModel(Model):
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
-        cap = min(self.max_backoff, self.backoff * (2**attempt))
+        cap: float = min(self.max_backoff, self.backoff * (2**attempt))
         return cap / 2 + random.uniform(0, cap / 2)
 
     # -- messages ----------------------------------------------------------------------------

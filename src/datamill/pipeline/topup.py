@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..io.sources import EmptyRows, Source
 from ..models.embeddings import embedding_cache
-from ..rows import Row
+from ..rows import KeyedRow, Row
 from ..steps.base import GlobalStep
-from .runner import FailureLog, KeyedRow, Runner
+from .runner import FailureLog, Runner
 from .spool import RowSpool
 from .stats import Stats
 

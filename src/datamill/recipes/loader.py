@@ -23,6 +23,7 @@ A recipe::
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ class RecipeSpec(BaseModel):
 
 def _sampling_problem(values: dict[str, Any]) -> tuple[str, str] | None:
     """(field, what is allowed) for a sampling value no model accepts, or None."""
-    checks = {
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
         "max_tokens": (
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
             "must be a whole number of at least 1",

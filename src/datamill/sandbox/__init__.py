@@ -63,7 +63,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from datamill.sandbox import _io
 
@@ -273,7 +273,7 @@ class _Job:
             _kill_uid(self.uid)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def finish(self, done: _io.Finished) -> tuple[SandboxResult, dict]:
+    def finish(self, done: _io.Finished) -> tuple[SandboxResult, dict[str, Any]]:
         """Read the records out of stdout and turn the run into a result and its protections."""
         records, out_text = _records(done.out, self.token.encode())
         result, exit_ = records.get("result"), records.get("exit")
@@ -318,10 +318,10 @@ def _crash_reason(code: int, cpu_seconds: float, limits: Limits) -> str:
     return f"crashed: {_code(code)} before the tests finished"
 
 
-def _records(capture: _io.Capture, token: bytes) -> tuple[dict[str, dict], bytes]:
+def _records(capture: _io.Capture, token: bytes) -> tuple[dict[str, dict[str, Any]], bytes]:
     """The child's records (by kind) and stdout without them."""
     text = bytes(capture.head) + bytes(capture.tail)
-    records: dict[str, dict] = {}
+    records: dict[str, dict[str, Any]] = {}
     pattern = re.compile(rb"\n?" + re.escape(token) + rb" ([^\n]*)\n?")
     for match in pattern.finditer(text):
         try:

@@ -35,6 +35,13 @@ import sys
 import time
 import types
 
+TYPE_CHECKING = (
+    False  # typing is not imported at run time: the child starts as few modules as it can
+)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
@@ -97,7 +104,7 @@ def _enter_namespaces(libc: ctypes.CDLL | None, network: bool) -> tuple[bool, bo
     return bool(net), True, True
 
 
-def _private_mounts(libc: ctypes.CDLL | None):
+def _private_mounts(libc: ctypes.CDLL | None) -> Callable[..., int] | None:
     """Make the (new) mount namespace private, so nothing done in it reaches the host's mounts.
     Returns libc's ``mount``, or None where that is not possible."""
     mount = getattr(libc, "mount", None) if libc is not None else None
@@ -118,7 +125,7 @@ def _open_to_others(path: str) -> bool:
     return all(m & 0o001 for m in modes) and bool(modes[-1] & 0o004)
 
 
-def _expose(mount, paths: list[str]) -> bool:
+def _expose(mount: Callable[..., int], paths: list[str]) -> bool:
     """Cover each closed folder above ``paths`` (one others cannot search, e.g. /root) with a
     tmpfs holding only those paths, bind-mounted: the interpreter stays importable by the run's
     uid without CAP_DAC_READ_SEARCH, and the rest of that folder is hidden."""
@@ -145,7 +152,7 @@ def _expose(mount, paths: list[str]) -> bool:
     return all(_open_to_others(p) for p in paths)
 
 
-def _read_only_root(mount, workdir: str) -> bool:
+def _read_only_root(mount: Callable[..., int], workdir: str) -> bool:
     """Remount every mount but ``workdir`` (and /dev, /proc) read-only, so the code cannot write
     outside its folder whatever it calls. Only ever called inside a private mount namespace."""
     folder = os.fsencode(workdir)
@@ -166,7 +173,7 @@ def _read_only_root(mount, workdir: str) -> bool:
     return ok
 
 
-def _emit(fd: int, token: bytes, record: dict) -> None:
+def _emit(fd: int, token: bytes, record: dict[str, Any]) -> None:
     data = b"\n" + token + b" " + json.dumps(record).encode() + b"\n"
     while data:
         data = data[os.write(fd, data) :]
@@ -285,7 +292,7 @@ def _children_of(parent: int) -> list[int]:
 # ---------------------------------------------------------------- worker
 
 
-def _worker(cfg: dict, libc: ctypes.CDLL | None, out: int, token: bytes) -> None:
+def _worker(cfg: dict[str, Any], libc: ctypes.CDLL | None, out: int, token: bytes) -> None:
     os.setpgid(0, 0)
     main_pid = os.getpid()
     workdir = os.path.realpath(cfg["workdir"])
@@ -295,7 +302,7 @@ def _worker(cfg: dict, libc: ctypes.CDLL | None, out: int, token: bytes) -> None
     for name, text in (("solution.py", cfg["code"]), ("tests.py", cfg["tests"])):
         with contextlib.suppress(OSError), open(name, "w") as f:  # only for tracebacks' lines
             f.write(text)
-    state: dict = {"violation": None}
+    state: dict[str, Any] = {"violation": None}
     sys.addaudithook(_hook(workdir, cfg["network"], state))
     protections["audit_hooks"] = True
     record = _run(cfg["code"], cfg["tests"], cfg["style"], state)
@@ -319,7 +326,7 @@ def _processes_of(uid: int) -> int:
     return count
 
 
-def _set_limits(cfg: dict) -> bool:
+def _set_limits(cfg: dict[str, Any]) -> bool:
     nproc = cfg["processes"]
     if cfg["uid"] is None and os.geteuid() != 0:  # RLIMIT_NPROC counts all of this user's processes
         nproc += _processes_of(os.getuid())
@@ -364,7 +371,7 @@ def _set_capabilities(libc: ctypes.CDLL | None, mask: int) -> bool:
     return capset is not None and capset(ctypes.byref(header), data) == 0
 
 
-def _drop_privileges(cfg: dict, libc: ctypes.CDLL | None) -> dict[str, bool]:
+def _drop_privileges(cfg: dict[str, Any], libc: ctypes.CDLL | None) -> dict[str, bool]:
     """As root: become ``cfg["uid"]`` (a uid of this run alone); keep only CAP_DAC_READ_SEARCH
     when the interpreter cannot be read by other users (``keep_read``). In a user namespace:
     drop the capabilities it gave (else the code could remount its folders writable)."""
@@ -390,7 +397,9 @@ def _drop_privileges(cfg: dict, libc: ctypes.CDLL | None) -> dict[str, bool]:
     }
 
 
-def _hook(workdir: str, network: bool, state: dict):
+def _hook(
+    workdir: str, network: bool, state: dict[str, Any]
+) -> Callable[[str, tuple[Any, ...]], None]:
     """The audit hook: refuse writes outside ``workdir``, sockets, new programs and native calls."""
     realpath, fsdecode, prefix = os.path.realpath, os.fsdecode, workdir + os.sep
     busy = [False]
@@ -406,7 +415,7 @@ def _hook(workdir: str, network: bool, state: dict):
             state["violation"] = why
         raise PermissionError(f"blocked by the datamill sandbox: {why}")
 
-    def hook(event: str, args: tuple) -> None:
+    def hook(event: str, args: tuple[Any, ...]) -> None:
         if busy[0]:
             return
         busy[0] = True
@@ -466,10 +475,11 @@ def _print_traceback(exc: BaseException) -> None:
         sys.stderr.write("".join(shown))
 
 
-def _limit_hit(exc: BaseException, state: dict) -> str | None:
+def _limit_hit(exc: BaseException, state: dict[str, Any]) -> str | None:
     """The sandbox-level reason behind ``exc`` (a blocked action or a resource limit), if any."""
-    if state["violation"]:
-        return state["violation"]
+    violation: str | None = state["violation"]
+    if violation:
+        return violation
     seen = 0
     cur: BaseException | None = exc
     while cur is not None and seen < 8:
@@ -500,7 +510,9 @@ def _failure(exc: BaseException, lines: list[str]) -> str:
     return _short(f"{where}: {_describe(exc)}" if where else _describe(exc))
 
 
-def _outcome(reason: str | None, passed: int | None, total: int | None, state: dict) -> dict:
+def _outcome(
+    reason: str | None, passed: int | None, total: int | None, state: dict[str, Any]
+) -> dict[str, Any]:
     reason = state["violation"] or reason
     return {
         "passed": reason is None,
@@ -516,7 +528,7 @@ def _syntax(exc: BaseException, name: str) -> str:
     return _short(f"{exc} ({name})")
 
 
-def _run(code: str, tests: str, style: str, state: dict) -> dict:
+def _run(code: str, tests: str, style: str, state: dict[str, Any]) -> dict[str, Any]:
     try:
         code_obj = compile(code, "solution.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
@@ -543,7 +555,9 @@ def _run(code: str, tests: str, style: str, state: dict) -> dict:
     return _run_asserts(tree, ns, lines, state)
 
 
-def _run_asserts(tree: ast.Module, ns: dict, lines: list[str], state: dict) -> dict:
+def _run_asserts(
+    tree: ast.Module, ns: dict[str, Any], lines: list[str], state: dict[str, Any]
+) -> dict[str, Any]:
     """Run the tests statement by statement; each top-level ``assert`` is one test, and a failing
     one does not stop the rest. With no top-level assert the whole block is one test."""
     if not tree.body:
@@ -570,7 +584,7 @@ def _run_asserts(tree: ast.Module, ns: dict, lines: list[str], state: dict) -> d
     return _outcome(first, passed, total, state)
 
 
-def _collect(ns: dict) -> list[tuple[str, types.FunctionType, object]]:
+def _collect(ns: dict[str, Any]) -> list[tuple[str, types.FunctionType, object]]:
     """``test*`` functions and ``Test*`` classes' ``test*`` methods defined in tests.py, in order."""
     found: list[tuple[str, types.FunctionType, object]] = []
     for name, obj in list(ns.items()):
@@ -597,7 +611,9 @@ def _call_test(fn: types.FunctionType, cls: object) -> None:
         asyncio.run(result)
 
 
-def _run_test_functions(tree: ast.Module, ns: dict, lines: list[str], state: dict) -> dict:
+def _run_test_functions(
+    tree: ast.Module, ns: dict[str, Any], lines: list[str], state: dict[str, Any]
+) -> dict[str, Any]:
     """pytest style without pytest: load tests.py into the module, then call each test once."""
     try:
         exec(compile(tree, "tests.py", "exec"), ns)

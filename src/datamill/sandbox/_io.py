@@ -125,7 +125,7 @@ def run_blocking(spawn: Spawn) -> Finished:
     return Finished(out, err, proc.returncode, backstop)
 
 
-def _read_pipes(proc: subprocess.Popen, out: Capture, err: Capture, deadline: float) -> None:
+def _read_pipes(proc: subprocess.Popen[bytes], out: Capture, err: Capture, deadline: float) -> None:
     """Read both pipes to their end, or until ``deadline``, or ``GRACE_SECONDS`` after the
     child exits (then only leftovers could still hold them)."""
     with selectors.DefaultSelector() as sel:

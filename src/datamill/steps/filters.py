@@ -184,7 +184,8 @@ def _gguf_tokenizer(path: str | None) -> Callable[[str], int]:
         from ..models.llamacpp import LlamaCppModel
 
         _TOKENIZERS[key] = LlamaCppModel(path)  # loads only the vocabulary to count
-    return _TOKENIZERS[key].count_tokens
+    count: Callable[[str], int] = _TOKENIZERS[key].count_tokens
+    return count
 
 
 def _text(row: Row, column: str) -> str:

@@ -107,7 +107,7 @@ class VerifyCode(Verifier):
         loop = asyncio.get_running_loop()
         if self._gates is None:
             self._gates = weakref.WeakKeyDictionary()
-        gate = self._gates.get(loop)
+        gate: asyncio.Semaphore | None = self._gates.get(loop)
         if gate is None:
             gate = asyncio.Semaphore(self.max_workers or os.cpu_count() or 1)
             self._gates[loop] = gate
