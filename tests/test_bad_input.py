@@ -601,3 +601,19 @@ def test_one_megabyte_row_is_recorded_per_row_by_the_embedded_model(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_refused_run_leaves_no_progress_bar(
+    case: Case, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``-q`` the live bar is on: a run refused for bad input shows only its one line, not
+    an empty bar above it."""
+    _write(workdir, case.files)
+    args = list(case.args)
+    if "-o" not in args:
+        args += ["-o", "out"]
+    code, out, err = run_cli(args + case.extra, capsys)
+    assert code == case.code
+    assert err == expand(case.message) + "\n", err
+    assert "rows" not in out and "loading" not in out, out

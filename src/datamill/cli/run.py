@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatamillError
 from ..pipeline.stats import Stats
 from .options import (
     AddressOption,
@@ -192,6 +192,13 @@ async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -
                     completed=s.source_rows_done,
                     info=f"calls {s.model_calls}  cached {s.cache_hits}  {s.tokens_per_second:.0f} tok/s  lost {s.failed_rows}",
                 )
+        if not task.cancelled() and isinstance(task.exception(), DatamillError):
+            # a refused run (bad input, a server that refuses every call) says so in one line:
+            # the bar it never filled is taken off the screen first
+            progress.remove_task(bar)
+            progress.live.transient = True
+            progress.live.stop()
+            progress.disable = True  # rich's stop would still end the bar's line with a newline
         return task.result()
 
 
