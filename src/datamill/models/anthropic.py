@@ -139,7 +139,7 @@ class AnthropicModel(OpenAIModel):
         threads_option=None,
     )
     SPEC_KEYS = ("model", "base_url")
-    Options = AnthropicOptions
+    Options = AnthropicOptions  # type: ignore[assignment]  # its own options, not the base's
 
     def __init__(self, model: str, base_url: str | None = None, **options: Any) -> None:
         if not model or not isinstance(model, str):
@@ -165,7 +165,7 @@ class AnthropicModel(OpenAIModel):
             extra_body=self.extra_body,
         )
         # the base class's structured-output negotiation is not used: the body carries the schema
-        self.schema_format, self.schema_strict, self._negotiate = o.schema_format, True, False
+        self.schema_strict, self._negotiate = True, False
         self.forms = {}
         self.limiter = AdaptiveLimiter(
             o.max_concurrency, minimum=o.min_concurrency, initial=o.initial_concurrency
@@ -284,7 +284,7 @@ class AnthropicModel(OpenAIModel):
         self.counters["requests"] += 1
         samples = await asyncio.gather(*(self._sample(body) for _ in range(request.n)))
         if request.json_schema is not None:
-            how = self.body_options.schema_format
+            how: str = self.body_options.schema_format
             if how == "tool" and body.get("tool_choice", {}).get("type") == "auto":
                 how = "tool (offered, not forced: thinking on)"
             self._schema_calls[how] = self._schema_calls.get(how, 0) + 1

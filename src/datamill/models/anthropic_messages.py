@@ -248,10 +248,14 @@ def _messages(messages: tuple[dict[str, Any], ...]) -> tuple[list[str], list[dic
             out.append({"role": "assistant", "content": blocks + calls})
             continue
         last = out[-1] if out else None
-        if role == "user" and last is not None and last["role"] == "user":
-            if isinstance(last["content"], list):  # a user turn holding tool results
-                last["content"].append({"type": "text", "text": text})
-                continue
+        if (
+            role == "user"
+            and last is not None
+            and last["role"] == "user"
+            and isinstance(last["content"], list)  # a user turn holding tool results
+        ):
+            last["content"].append({"type": "text", "text": text})
+            continue
         out.append({"role": role, "content": text})
     return system, out
 
@@ -271,7 +275,8 @@ def _tool_use(call: Any, index: int) -> dict[str, Any]:
     """One tool call an assistant message made (OpenAI's shape or the seam's) → ``tool_use``."""
     if not isinstance(call, dict):
         raise ConfigError(f"a message's tool call must be a mapping, got {call!r}")
-    function = call.get("function") if isinstance(call.get("function"), dict) else call
+    inner = call.get("function")
+    function: dict[str, Any] = inner if isinstance(inner, dict) else call
     arguments = function.get("arguments", {})
     if isinstance(arguments, str):
         try:
