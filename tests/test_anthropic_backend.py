@@ -574,6 +574,32 @@ def test_cli_stops_on_an_endpoint_that_refuses_every_call_in_one_line(
     assert server.fake.stats.requests <= 12
 
 
+def test_a_judged_recipe_gets_its_verdicts_through_the_forced_tool(
+    fakes: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """preferences-basic on the fake: Anthropic refuses its 1.1 temperature, in one line and
+    before any request; at 1.0 the judge's JSON verdicts come back as the answer tool's input."""
+    from datamill.cli import main
+
+    server = fakes()
+    args = ["run", "preferences-basic", "--limit", "2", "-q", "-o", str(tmp_path / "o")]
+    args += ["--model", f"anthropic:claude-x@{server.url}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert exit_info.value.code == 1 and len(errors) == 1
+    assert "temperature 1.1 is outside Anthropic's range 0-1" in errors[0]
+    assert server.fake.stats.requests == 0
+
+    main([*args, "--set", "models.b.temperature=1.0"])
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["models"]["judge"]["structured_output"] == "tool" and not run["failures"]
+    forced = [b for b in server.fake.bodies if b.get("tool_choice", {}).get("type") == "tool"]
+    assert forced and all(b["tools"][-1]["name"] == SCHEMA_TOOL for b in forced)
+    rows = pq.read_table(tmp_path / "o" / "data" / "train-00000-of-00001.parquet").to_pylist()
+    assert len(rows) == 2 and all(r["chosen"] != r["rejected"] for r in rows)
+
+
 # -- prices ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("spec", "price"),

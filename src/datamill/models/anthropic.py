@@ -332,6 +332,10 @@ class AnthropicModel(OpenAIModel):
         return facts
 
 
+#: the default thinking budget, left out of the identity (as every default is)
+_BUDGET = AnthropicOptions.model_fields["thinking_budget"].default
+
+
 def _identity(model: str, base_url: str, body: BodyOptions) -> str:
     """The cache identity: model and URL, plus a digest of what else shapes the body."""
     identity = f"anthropic:{model}@{base_url}"
@@ -339,7 +343,7 @@ def _identity(model: str, base_url: str, body: BodyOptions) -> str:
         k: v
         for k, v in {
             "schema_format": body.schema_format if body.schema_format != "tool" else None,
-            "thinking_budget": body.thinking_budget if body.thinking_budget != 4096 else None,
+            "thinking_budget": body.thinking_budget if body.thinking_budget != _BUDGET else None,
             "extra_body": dict(body.extra_body) or None,
         }.items()
         if v is not None

@@ -114,8 +114,8 @@ def messages_body(request: Request, options: BodyOptions | Mapping[str, Any]) ->
     else:
         if not 0.0 <= request.temperature <= 1.0:
             raise ConfigError(
-                f"temperature {request.temperature:g} is outside Anthropic's range 0-1; "
-                "set a temperature from 0 to 1 for this model"
+                f"temperature {request.temperature:g} is outside Anthropic's range 0-1; set the "
+                "step's or the model's temperature from 0 to 1 (e.g. --set models.NAME.temperature=1)"
             )
         body["temperature"] = request.temperature
         if request.top_p != 1.0:
