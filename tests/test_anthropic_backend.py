@@ -458,6 +458,26 @@ def test_an_invalid_request_is_one_line_and_not_tried_again(fakes: Any) -> None:
     assert server.fake.stats.requests == 1
 
 
+def test_a_spent_credit_balance_stops_the_model_in_one_line(fakes: Any) -> None:
+    words = "Your credit balance is too low to access the Anthropic API."
+    server = fakes(script=[Scripted(400, message=words)])
+    model = AnthropicModel("claude-x", server.url)
+    with pytest.raises(ModelUnavailable) as info:
+        asyncio.run(call(model, Request.chat("Hi")))
+    assert words in str(info.value) and "add credit" in str(info.value)
+    with pytest.raises(ModelUnavailable):  # every later call stops at once, nothing sent
+        asyncio.run(call(model, Request.chat("Hi again")))
+    assert server.fake.stats.requests == 1
+
+
+def test_one_failed_sample_fails_the_call_after_the_others_finished(fakes: Any) -> None:
+    server = fakes(script=[Scripted(400, message="bad sample")])
+    model = AnthropicModel("claude-x", server.url)
+    with pytest.raises(ModelError, match="bad sample"):
+        asyncio.run(call(model, Request.chat("Hi", n=3, max_tokens=60)))
+    assert server.fake.stats.statuses == {400: 1, 200: 2}  # none left running
+
+
 def test_the_fake_refuses_what_the_real_api_refuses(fakes: Any) -> None:
     server = fakes()
     model = AnthropicModel("claude-x", server.url, backoff=0, extra_body={"seed": 1})

@@ -282,13 +282,20 @@ class AnthropicModel(OpenAIModel):
         if self._session is None:
             await self.start()
         self.counters["requests"] += 1
-        samples = await asyncio.gather(*(self._sample(body) for _ in range(request.n)))
+        # every sample runs to its end (no orphan request); the first failure fails the call
+        results = await asyncio.gather(
+            *(self._sample(body) for _ in range(request.n)), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        samples = [r for r in results if isinstance(r, Completion)]
         if request.json_schema is not None:
             how: str = self.body_options.schema_format
             if how == "tool" and body.get("tool_choice", {}).get("type") == "auto":
                 how = "tool (offered, not forced: thinking on)"
             self._schema_calls[how] = self._schema_calls.get(how, 0) + 1
-        return list(samples)
+        return samples
 
     async def _sample(self, body: dict[str, Any]) -> Completion:
         """One sample; an empty answer (no text, no tool call, not cut) is asked again."""
