@@ -26,6 +26,7 @@ from datamill.recipes.loader import load_recipe
 SRC = Path(datamill.__file__).parent
 #: a spec of each registered backend that builds without weights or a server
 SPECS = {
+    "anthropic": "anthropic:claude-x@http://127.0.0.1:9",
     "fake": "fake",
     "llamacpp": "llamacpp",
     "openai": "openai:m@http://127.0.0.1:9/v1",

@@ -64,6 +64,16 @@ DEFAULT_PRICES: dict[str, Price] = {
     "o3-mini": Price(1.10, 4.40),
     "claude-3-5-sonnet*": Price(3.00, 15.00),
     "claude-3-5-haiku*": Price(0.80, 4.00),
+    # Anthropic list prices (https://docs.anthropic.com/en/docs/about-claude/pricing and the
+    # batch table of .../build-with-claude/batch-processing, read 2025-11; check them there).
+    # Patterns match the dated ids and the aliases (claude-sonnet-4-5, claude-opus-4-1...);
+    # the more specific pattern comes first. Sonnet 4/4.5 prompts over 200K tokens cost more.
+    "claude-opus-4-5*": Price(5.00, 25.00),  # check: newest, from the launch announcement
+    "claude-opus-4*": Price(15.00, 75.00),  # Opus 4 and 4.1
+    "claude-sonnet-4*": Price(3.00, 15.00),  # Sonnet 4 and 4.5
+    "claude-3-7-sonnet*": Price(3.00, 15.00),
+    "claude-haiku-4-5*": Price(1.00, 5.00),
+    "claude-3-haiku*": Price(0.25, 1.25),
 }
 
 

@@ -54,7 +54,7 @@ def run(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL …"
+            help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL, anthropic:MODEL …"
         ),
     ] = None,
     set_: SetOption = None,
