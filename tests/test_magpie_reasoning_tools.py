@@ -376,3 +376,87 @@ def test_magpie_with_tools_and_no_thinking_on_a_qwen3_template_copy_of_the_embed
         assert row["instruction"].strip() and "<think>" not in row["instruction"]
         assert row["tools"][0]["function"]["name"] == "convert_units"
         assert isinstance(row["tool_calls"], list)
+
+
+def test_parse_tool_calls_reads_the_xml_body_of_qwen3_coder_templates() -> None:
+    text = (
+        "I will convert it.\n<tool_call>\n<function=convert_units>\n<parameter=value>\n3000\n"
+        "</parameter>\n<parameter=to>\nkm\n</parameter>\n</function>\n</tool_call>"
+    )
+    rest, calls = parse_tool_calls(text)
+    assert rest == "I will convert it."
+    assert calls == (
+        {"id": "call_0", "name": "convert_units", "arguments": '{"value":3000,"to":"km"}'},
+    )
+    with pytest.raises(ValueError, match="has no name"):
+        parse_tool_calls("<tool_call><function= ></function></tool_call>")
+
+
+def trl_template(name: str) -> str:
+    """A chat template TRL ships (the published Qwen/Llama templates), read without importing TRL."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trl")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("trl is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "chat_templates" / f"{name}.jinja"
+    if not path.is_file():
+        pytest.skip(f"this trl has no {name}.jinja")
+    return path.read_text()
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen3_5_think", "qwen3_8"])
+def test_published_qwen3_templates_render_tools_and_the_switch(name: str) -> None:
+    """The real templates: the tools section before the user header, the switch rendered into the
+    answer's prompt (``<think>`` opened by the template, or an empty block when off)."""
+    from datamill.tasks.magpie_render import rendered_pre_query
+
+    source = trl_template(name)
+    tool = {"type": "function", "function": CONVERT}
+    off = rendered_pre_query(TEMPLATES["chatml"], source, name, (tool,), False)
+    head = off.render("You convert units.")
+    assert head.endswith(USER_HEADER) and "convert_units" in head and "You convert units." in head
+    turns = [{"role": "user", "content": "3 km in m?"}]
+    assert off.answer_prompt(None, turns).endswith(NO_THINK)
+    on = rendered_pre_query(TEMPLATES["chatml"], source, name, None, True)
+    assert on.answer_prompt(None, turns).endswith(("<|im_start|>assistant\n", "<think>\n"))
+    assert "convert_units" not in on.render(None)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("qwen2_5", {"enable_thinking": True}, "has no thinking switch"),
+        ("qwen3_instruct_2507", {"enable_thinking": False}, "has no thinking switch"),
+        ("llama3_1", {"tools": [CONVERT]}, "format datamill cannot parse"),
+        ("smolvlm", {"tools": [CONVERT]}, "does not render tools"),
+    ],
+)
+def test_published_templates_without_the_feature_are_refused(
+    name: str, options: dict[str, Any], message: str
+) -> None:
+    model = FakeModel()
+    model.info.chat_template = trl_template(name)
+    with pytest.raises(ModelUnavailable, match=message):
+        run(Magpie(**options), model)
+    assert model.calls == []
+
+
+def test_a_published_template_with_tools_runs_magpie_end_to_end() -> None:
+    source = trl_template("qwen2_5")  # tools, no thinking switch
+    call = (
+        '<tool_call>\n{"name": "convert_units", "arguments": {"value": 3, "to": "m"}}\n</tool_call>'
+    )
+
+    def handler(request: Request, i: int) -> str:
+        assert request.prompt is not None
+        return "3 km in metres?" if request.prompt.endswith(USER_HEADER) else call
+
+    model = FakeModel(handler)
+    model.info.chat_template = source
+    [row] = run(Magpie(tools=[CONVERT]), model).rows
+    assert row["tool_calls"][0]["function"] == {
+        "name": "convert_units",
+        "arguments": {"value": 3, "to": "m"},
+    }
+    assert "# Tools" in (model.calls[0].prompt or "")

@@ -38,8 +38,8 @@ _SPECIAL = {"chatml": ("", "<|im_end|>"), "llama3": ("<|begin_of_text|>", "<|eot
 @dataclass(frozen=True)
 class TemplateSupport:
     """What a Jinja chat template can render: ``tools`` (it reads the ``tools`` variable),
-    ``thinking_switch`` (it reads ``enable_thinking``), ``hermes_calls`` (it asks for calls as
-    ``<tool_call>{...}</tool_call>``, which datamill parses)."""
+    ``thinking_switch`` (it reads ``enable_thinking``), ``hermes_calls`` (it asks for calls in
+    ``<tool_call>`` blocks, JSON or Qwen3-Coder XML inside, which datamill parses)."""
 
     tools: bool
     thinking_switch: bool
