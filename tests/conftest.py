@@ -28,3 +28,14 @@ def embedded_model():
     from datamill.models.llamacpp import LlamaCppModel
 
     return LlamaCppModel(n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def qwen3_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the embedded SmolLM2-135M GGUF carrying a Qwen3-style chat template
+    (``tests/gguf_helpers.py``), built once per session."""
+    from datamill.models.llamacpp import embedded_model_path
+    from gguf_helpers import QWEN3_STYLE_TEMPLATE, gguf_with_chat_template
+
+    target = tmp_path_factory.mktemp("gguf") / "smollm2-qwen3-template.gguf"
+    return gguf_with_chat_template(embedded_model_path(), target, QWEN3_STYLE_TEMPLATE)

@@ -22,6 +22,15 @@ every call, and ``instruction_temperature``/``instruction_top_p``/``instruction_
 (user-turn calls) and ``response_temperature``/``response_top_p``/``response_max_tokens``
 (response calls) beat them for their kind of call.
 
+Reasoning and tool templates (Qwen3-style: ``enable_thinking``, a ``# Tools`` system section,
+``<tool_call>`` calls): with ``tools`` (JSON schemas) or ``enable_thinking`` set, the pre-query
+and the answer's prompt are rendered by the model's own chat template with them
+(``tasks.magpie_render``) and both calls are raw, so the query is written under the tools and
+the switch, and the answer sees the same. The answer's thinking (a leading ``<think>`` block, split
+off every answer) goes to ``reasoning_output``; Hermes ``<tool_call>{...}</tool_call>`` blocks in
+the answer go to ``tool_calls`` (``models.toolcalls``). A template without what was asked is
+refused in one line before any call. An instruction never holds a thinking block or a tool call.
+
 Deliberately not here: multi-turn with a literal pre-query string (datamill cannot know how that
 format closes a turn; use ``chatml``/``llama3``/``auto``), Magpie's tagging and reward-model
 filters (use ``filter_*`` steps and the curation steps).
@@ -31,14 +40,15 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError, Dropped, ModelUnavailable, ParseError
-from ..models.base import Completion, Message, Request
+from ..models.base import THINK_TAGS, Completion, Message, Request
+from ..models.toolcalls import TOOL_CALL_TAGS, message_tool_calls, parse_tool_calls
 from ..rows import Path, Row, is_missing, path_text, why_missing
 from ..steps.base import Context
 from .base import Task, check_template, no_markup, render_row, template, template_reads
@@ -149,12 +159,18 @@ def literal_template(text: str, stop: list[str]) -> PreQuery:
     )
 
 
-def clean_instruction(text: str, template: PreQuery, system: str | None = None) -> str:
+def clean_instruction(
+    text: str,
+    template: PreQuery,
+    system: str | None = None,
+    think_tags: tuple[str, str] = THINK_TAGS,
+) -> str:
     """The user request in a raw pre-query completion, or ``ParseError`` when there is none.
 
     The text is cut at the first special token (a model that skips the end-of-turn token runs on
     into the next turn), a leading role word line ("user") is removed, and what is left must be
-    more than whitespace, a role name or a copy of the system prompt.
+    more than whitespace, a role name or a copy of the system prompt, and hold no thinking tag
+    (``think_tags``; a leading block was split off before) and no ``<tool_call>`` tag.
     """
     cut = len(text)
     for token in template.markers:
@@ -176,10 +192,15 @@ def clean_instruction(text: str, template: PreQuery, system: str | None = None) 
         raise ParseError("instruction echoes template tokens", text)
     if system and " ".join(instruction.split()) == " ".join(system.split()):
         raise ParseError("instruction repeats the system prompt", text)
+    if any(tag in instruction for tag in think_tags):
+        raise ParseError("instruction holds a thinking block", text)
+    if any(tag in instruction for tag in TOOL_CALL_TAGS):
+        raise ParseError("instruction holds a tool call", text)
     return instruction
 
 
 SystemPrompts = str | list[str] | dict[str, str | tuple[str, float] | list[Any]]
+T = TypeVar("T")
 
 
 class Magpie(Task):
@@ -203,6 +224,17 @@ class Magpie(Task):
       system prompt, a multi-turn one (``magpie-multi-turn-system.jinja2``) asks for follow-ups.
     - ``end_with_user``: end the conversation on the last user message, without its answer
       (needs ``n_turns >= 2``; for one user message use ``only_instruction``).
+    - ``tools``: tools (JSON schemas, OpenAI's ``{"type": "function", "function": {...}}`` or
+      the bare ``{"name", "description", "parameters"}``) rendered into the prompt by the model's
+      template, so the queries are tool-directed; the row gets ``tools`` and ``tool_calls``
+      (the answer's ``<tool_call>`` blocks, TRL's message layout; the answer's text without
+      them is ``response``). Needs ``template: auto``, a template that renders tools and asks for
+      ``<tool_call>`` calls, and ``n_turns: 1``.
+    - ``enable_thinking``: the template's thinking switch, rendered into both prompts (needs
+      ``template: auto`` and a template that reads ``enable_thinking``).
+    - ``reasoning_output``: the column for the answer's thinking (default ``reasoning`` when
+      ``enable_thinking: true``, else none: the thinking is left out); with ``n_turns > 1`` it
+      is kept on each assistant message as ``reasoning_content`` instead.
     """
 
     kind: ClassVar[str] = "magpie"
@@ -213,6 +245,9 @@ class Magpie(Task):
     n_turns: int = 1
     end_with_user: bool = False
     stop: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    enable_thinking: bool | None = None
+    reasoning_output: str | None = None
     instruction_temperature: float | None = Field(default=None, ge=0.0)
     instruction_top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     instruction_max_tokens: int | None = Field(default=None, ge=1)
@@ -223,8 +258,15 @@ class Magpie(Task):
         "instruction": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 128},
         "response": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 512},
     }
+    later_fields: ClassVar[tuple[str, ...]] = (
+        "think_tags",
+        "tools",
+        "enable_thinking",
+        "reasoning_output",
+    )
     _choices: list[tuple[str | None, str, float]] = PrivateAttr(default_factory=list)
     _fixed: PreQuery | None = PrivateAttr(default=None)
+    _rendered: dict[str, PreQuery] = PrivateAttr(default_factory=dict)
 
     @field_validator("template")
     @classmethod
@@ -245,8 +287,27 @@ class Magpie(Task):
             raise ConfigError(f"magpie: n_turns must be a whole number >= 1, not {v!r}")
         return v
 
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        return None if v is None else [_function_tool(t, i) for i, t in enumerate(v)]
+
     @model_validator(mode="after")
     def _setup(self) -> Magpie:
+        if self.tools is not None and not self.tools:
+            raise ConfigError("magpie: tools is empty; give at least one tool or remove tools")
+        if (self.tools or self.enable_thinking is not None) and self.template != "auto":
+            raise ConfigError(
+                "magpie: tools and enable_thinking are rendered by the model's own chat template; "
+                f"use template: auto, not {self.template!r}"
+            )
+        if self.tools and self.n_turns > 1:
+            raise ConfigError(
+                "magpie: tools make one exchange (a call needs its result before a follow-up); "
+                "use n_turns: 1"
+            )
+        if self.enable_thinking and self.reasoning_output is None:
+            self.reasoning_output = "reasoning"
         if self.n_turns > 1 and self.only_instruction:
             raise ConfigError(
                 "magpie: only_instruction makes one user message, so n_turns must be 1; "
@@ -302,6 +363,12 @@ class Magpie(Task):
             cols = ["instruction"]
         else:
             cols = ["instruction", "response"]
+            if self.reasoning_output:
+                cols.append(self.reasoning_output)
+            if self.tools:
+                cols.append("tool_calls")
+        if self.tools and self.n_turns == 1:
+            cols.append("tools")
         if isinstance(self.system_prompt, dict):
             cols.append("system_prompt_key")
         if self.include_system_prompt and self.n_turns == 1:
@@ -339,7 +406,17 @@ class Magpie(Task):
                 f"magpie: cannot tell the chat format of model {info.name!r}: {why}; "
                 "set template: chatml, llama3 or a literal pre-query string with stop"
             )
-        return found
+        if not self.tools and self.enable_thinking is None:
+            return found
+        source: str = info.chat_template
+        if source not in self._rendered:
+            from .magpie_render import rendered_pre_query
+
+            tools = tuple(self.tools) if self.tools else None
+            self._rendered[source] = rendered_pre_query(
+                found, source, info.name, tools, self.enable_thinking
+            )
+        return self._rendered[source]
 
     def choose_system(self, row: Row, ctx: Context) -> tuple[str | None, str | None]:
         """(key, prompt): the row's own ``system_prompt`` column, else a seeded choice."""
@@ -382,46 +459,63 @@ class Magpie(Task):
         if self.n_turns > 1:
             out["conversation"] = await self.converse(ctx, pre, system)
             return [out]
+        tags = self.tags_for(ctx, self.model)
         raw = await _labelled(
-            self.call(
-                ctx,
-                self.ask(pre, system, []),
-                salt="/instruction",
-                options=self.options("instruction"),
-            ),
-            "instruction",
+            self.call_user(ctx, self.ask(pre, system, []), "/instruction", tags), "instruction"
         )
-        instruction = clean_instruction(raw[0].text, pre, system)
+        instruction = clean_instruction(raw[0].text, pre, system, tags)
         out["instruction"] = instruction
         if self.include_system_prompt:
             out["system_prompt"] = system
+        if self.tools:
+            out["tools"] = list(self.tools)
         if self.only_instruction:
             return [out]
-        request = self.answer(system, [{"role": "user", "content": instruction}])
+        request = self.answer(system, [{"role": "user", "content": instruction}], pre)
         answer = await _labelled(
             self.call(ctx, request, salt="/response", options=self.options("response")),
             "response",
         )
-        out["response"] = answer[0].text.strip()
+        text = answer[0].text.strip()
+        if self.tools:
+            text, calls = _labelled_parse(lambda: self.tool_calls(answer[0]), "response")
+            out["tool_calls"] = message_tool_calls(calls)
+        out["response"] = text
+        if self.reasoning_output:
+            out[self.reasoning_output] = answer[0].reasoning
         return [out]
 
+    def tool_calls(self, completion: Completion) -> tuple[str, tuple[Any, ...]]:
+        """(answer text without the calls, the calls): ``<tool_call>`` blocks in the text, after
+        any a server sent apart; ``ParseError`` for a malformed block or an unknown tool."""
+        try:
+            text, calls = parse_tool_calls(completion.text)
+        except ValueError as exc:
+            raise ParseError(f"malformed tool call ({exc})", completion.text) from None
+        calls = (*completion.tool_calls, *calls)
+        known = {t["function"]["name"] for t in self.tools or []}
+        for call in calls:
+            if call["name"] not in known:
+                raise ParseError(f"call to unknown tool {call['name']!r}", completion.text)
+        return text.strip(), calls
+
     async def converse(self, ctx: Context, pre: PreQuery, system: str | None) -> list[Message]:
-        """``n_turns`` user/assistant exchanges; a bad turn raises ``ParseError`` naming it."""
+        """``n_turns`` user/assistant exchanges; a bad turn raises ``ParseError`` naming it.
+
+        With ``reasoning_output``, each assistant message keeps its thinking as
+        ``reasoning_content`` (the prompts of later turns never hold it)."""
         turns: list[Message] = []
+        thoughts: dict[int, str] = {}
+        tags = self.tags_for(ctx, self.model)
         for n in range(1, self.n_turns + 1):
             salt = "" if n == 1 else f"#{n}"  # turn 1 makes the very calls of a one-turn run
             what = f"user turn {n}"
             raw = await _labelled(
-                self.call(
-                    ctx,
-                    self.ask(pre, system, turns),
-                    salt="/instruction" + salt,
-                    options=self.options("instruction"),
-                ),
+                self.call_user(ctx, self.ask(pre, system, turns), "/instruction" + salt, tags),
                 what,
             )
             try:
-                user = clean_instruction(raw[0].text, pre, system)
+                user = clean_instruction(raw[0].text, pre, system, tags)
                 if _normal(user) in {_normal(m["content"]) for m in turns}:
                     raise ParseError("follow-up repeats an earlier message", raw[0].text)
             except ParseError as exc:
@@ -433,7 +527,7 @@ class Magpie(Task):
             reply = await _labelled(
                 self.call(
                     ctx,
-                    self.answer(system, turns),
+                    self.answer(system, turns, pre),
                     salt="/response" + salt,
                     options=self.options("response"),
                 ),
@@ -442,11 +536,33 @@ class Magpie(Task):
             text = reply[0].text.strip()
             if any(token in text for token in pre.markers):  # it would corrupt the next raw prompt
                 raise ParseError(f"{what}: reply holds template tokens", reply[0].text)
+            if self.reasoning_output and reply[0].reasoning:
+                thoughts[len(turns)] = reply[0].reasoning
             turns.append({"role": "assistant", "content": text})
         head: list[Message] = (
             [{"role": "system", "content": system}] if system and self.include_system_prompt else []
         )
-        return head + turns
+        kept = [
+            {**m, "reasoning_content": thoughts[i]} if i in thoughts else m
+            for i, m in enumerate(turns)
+        ]
+        return head + kept
+
+    async def call_user(
+        self, ctx: Context, request: Request, salt: str, tags: tuple[str, str]
+    ) -> list[Completion]:
+        """:meth:`call` for a user turn. A leading thinking block is split off and dropped, but
+        the pre-query never opens one, so text before a lone close tag is no thinking: it is
+        kept whole, and :func:`clean_instruction` refuses it."""
+        sent = await self.send(ctx, request, salt, options=self.options("instruction"))
+        out = []
+        for completion in sent:
+            checked = self.checked(completion, request, tags, False)
+            split = checked.reasoning != completion.reasoning
+            if split and not completion.text.lstrip().startswith(tags[0]):
+                checked = replace(checked, text=completion.text, reasoning=completion.reasoning)
+            out.append(checked)
+        return out
 
     def ask(self, pre: PreQuery, system: str | None, turns: list[Message]) -> Request:
         """The raw request whose completion is the next user message."""
@@ -456,8 +572,20 @@ class Magpie(Task):
             **self.request_defaults("instruction"),
         )
 
-    def answer(self, system: str | None, turns: list[Message]) -> Request:
-        """The chat request whose completion is the assistant's reply to the last user message."""
+    def answer(
+        self, system: str | None, turns: list[Message], pre: PreQuery | None = None
+    ) -> Request:
+        """The request whose completion is the assistant's reply to the last user message: a
+        chat request, or the raw prompt the model's template renders when ``pre`` is rendered
+        (tools, thinking switch)."""
+        from .magpie_render import RenderedPreQuery
+
+        if isinstance(pre, RenderedPreQuery):
+            return Request(
+                prompt=pre.answer_prompt(system, turns),
+                stop=tuple(dict.fromkeys([*pre.stop, *(self.stop or [])])),
+                **self.request_defaults("response"),
+            )
         head: list[Message] = [{"role": "system", "content": system}] if system else []
         return Request(messages=tuple(head + turns), **self.request_defaults("response"))
 
@@ -469,6 +597,28 @@ def default_multi_turn_system() -> str:
 
 def _normal(text: str) -> str:
     return " ".join(text.split()).casefold()
+
+
+def _labelled_parse(parse: Callable[[], T], what: str) -> T:
+    """Run a parse; a ``ParseError`` says which of the two calls' output it was about."""
+    try:
+        return parse()
+    except ParseError as exc:
+        raise ParseError(f"{what}: {exc.reason}", exc.raw) from None
+
+
+def _function_tool(tool: Any, index: int) -> dict[str, Any]:
+    """A tool in OpenAI's ``{"type": "function", "function": {...}}`` layout (the bare
+    ``{"name", "description", "parameters"}`` is wrapped); ``ValueError`` without a name."""
+    if not isinstance(tool, dict):
+        raise ValueError(f"tools[{index}] must be a JSON schema object, not {type(tool).__name__}")
+    function = tool.get("function", tool) if tool.get("type", "function") == "function" else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ValueError(
+            f"tools[{index}] needs a function name: "
+            '{"type": "function", "function": {"name": ..., "parameters": {...}}}'
+        )
+    return {"type": "function", "function": dict(function)}
 
 
 async def _labelled(call: Awaitable[list[Completion]], what: str) -> list[Completion]:
