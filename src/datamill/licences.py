@@ -173,7 +173,11 @@ def check(target: str, inputs: Sequence[tuple[str, str]]) -> Verdict:
         lic = normalize(licence)
         entry = TABLE.get(lic)
         if entry is None:
-            said = "an unknown licence" if lic == UNKNOWN else f"licence {lic!r}, not in datamill's table"
+            said = (
+                "an unknown licence"
+                if lic == UNKNOWN
+                else f"licence {lic!r}, not in datamill's table"
+            )
             warnings.append(
                 f"{what} has {said}: check that its terms let you publish data made from it as {goal}"
             )

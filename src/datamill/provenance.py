@@ -158,7 +158,9 @@ def _builtin_recipe(name: str) -> dict[str, Any] | None:
 def _builtin_source(recipe: dict[str, Any] | None, name: str) -> bool:
     """Whether ``recipe``'s source is the one of datamill's built-in recipe ``name``."""
     builtin = _builtin_recipe(name)
-    return recipe is not None and builtin is not None and builtin.get("source") == recipe.get("source")
+    return (
+        recipe is not None and builtin is not None and builtin.get("source") == recipe.get("source")
+    )
 
 
 def collect(
@@ -245,9 +247,9 @@ def with_provenance(card: str, summary: dict[str, Any]) -> str:
     prov = summary.get("provenance")
     if not isinstance(prov, dict):
         return card
-    return set_header_licence(card, str(prov.get("licence", licences.UNKNOWN))).rstrip(
-        "\n"
-    ) + ("\n\n" + card_section(prov))
+    return set_header_licence(card, str(prov.get("licence", licences.UNKNOWN))).rstrip("\n") + (
+        "\n\n" + card_section(prov)
+    )
 
 
 def set_header_licence(card: str, licence: str) -> str:
@@ -274,7 +276,9 @@ def push_licence(
     from .io.sinks import write_atomic
 
     if accept_risk is not None and not accept_risk.strip():
-        raise ConfigError("--accept-licence-risk needs a reason, e.g. \"we have a separate agreement\"")
+        raise ConfigError(
+            '--accept-licence-risk needs a reason, e.g. "we have a separate agreement"'
+        )
     try:
         prov = json.loads((folder / "run.json").read_text(encoding="utf-8")).get("provenance")
     except (OSError, ValueError, AttributeError):
