@@ -262,3 +262,22 @@ def test_the_licence_model_option_is_checked_like_other_options() -> None:
         _recipe({"rows": [{"instruction": "q"}]}, {"spec": "fake", "licence": "mit"})
     )
     assert pipeline.models["default"].options == {"licence": "mit"}
+
+
+@pytest.mark.real
+def test_a_run_on_a_non_commercial_gguf_cannot_be_pushed_as_apache(
+    nc_gguf: Path, tmp_path: Path
+) -> None:
+    from datamill import push_to_hub
+    from datamill.errors import ConfigError
+
+    recipe = _recipe(
+        {"rows": [{"instruction": "Reply with one word: name a colour."}]}, f"llamacpp:{nc_gguf}"
+    )
+    recipe["steps"] = [{"text_generation": {"output": "response", "max_tokens": 160}}]
+    prov, card = _run(tmp_path, recipe)
+    assert prov["models"][0]["licence"] == "cc-by-nc-4.0"
+    assert prov["models"][0]["from"] == "GGUF general.license"
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "unknown"  # inline rows: unknown
+    with pytest.raises(ConfigError, match=r"cannot push as apache-2\.0: model 'default'"):
+        push_to_hub(tmp_path / "out", "org/x", license="apache-2.0")

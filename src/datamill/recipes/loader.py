@@ -145,17 +145,22 @@ def _check_models(models: dict[str, Any], where: Any, model: str | None = None) 
             )
 
 
-#: backends whose spec argument may be a local path (``llamacpp:model.gguf``)
-PATH_BACKENDS = ("llamacpp", "transformers", "vllm")
-
-
 def _model_paths(value: Any, base: Path | None) -> Any:
-    """A model's spec (a string, or a mapping's ``spec``) with a path beside the recipe resolved."""
-    if isinstance(value, str):
-        return resolve_spec(value, base, PATH_BACKENDS)
-    if isinstance(value, dict) and isinstance(value.get("spec"), str):
-        return {**value, "spec": resolve_spec(value["spec"], base, PATH_BACKENDS)}
-    return value
+    """A model's spec (a string, or a mapping's ``spec``) with a path beside the recipe resolved,
+    for backends whose argument may be a local file (``Capabilities.local_files``)."""
+    from ..errors import MissingDependency
+    from ..models.registry import spec_capabilities
+
+    spec = value.get("spec") if isinstance(value, dict) else value
+    if base is None or not isinstance(spec, str):
+        return value
+    try:
+        if not spec_capabilities(spec).local_files:
+            return value
+    except (ConfigError, MissingDependency):  # refused (or explained) by _check_models
+        return value
+    resolved = resolve_spec(spec, base)
+    return {**value, "spec": resolved} if isinstance(value, dict) else resolved
 
 
 def builtin_dir() -> Path:

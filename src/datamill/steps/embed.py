@@ -36,7 +36,7 @@ from ..models.embeddings import (
 )
 from ..rows import Row
 from .base import Context, GlobalStep
-from .paths import spec_from_recipe
+from .paths import recipe_dir, resolve_spec
 
 
 def _checked_embedder(value: str | Embedder) -> str | Embedder:
@@ -45,7 +45,9 @@ def _checked_embedder(value: str | Embedder) -> str | Embedder:
 
 def _embedder_path(value: Any) -> Any:
     """An ``st:PATH`` spec in a recipe: the folder found beside the recipe (``steps.paths``)."""
-    return spec_from_recipe(value, ("st",))
+    if isinstance(value, str) and value.strip().startswith("st:"):
+        return resolve_spec(value.strip(), recipe_dir())
+    return value
 
 
 #: a step's ``embedder`` field: a spec (see models.embeddings), checked when the step is built, or an Embedder

@@ -59,20 +59,11 @@ def from_recipe(value: Any) -> Any:
     return resolve(value, recipe_dir()) if isinstance(value, str) else value
 
 
-def resolve_spec(spec: Any, folder: Path | None, backends: tuple[str, ...]) -> Any:
-    """A ``BACKEND:PATH`` spec (of one of ``backends``) with its path resolved by :func:`resolve`
-    (``llamacpp:model.gguf`` beside the recipe → ``llamacpp:/abs/model.gguf``); others as given."""
-    if not isinstance(spec, str):
-        return spec
-    backend, sep, arg = spec.partition(":")
-    if not sep or backend not in backends:
-        return spec
-    return f"{backend}:{resolve(arg, folder)}"
-
-
-def spec_from_recipe(spec: Any, backends: tuple[str, ...]) -> Any:
-    """:func:`resolve_spec` in the folder of the recipe being read (a validator's body)."""
-    return resolve_spec(spec, recipe_dir(), backends)
+def resolve_spec(spec: str, folder: Path | None) -> str:
+    """A ``KIND:PATH`` spec with its path resolved by :func:`resolve` (``llamacpp:model.gguf``
+    beside the recipe → ``llamacpp:/abs/model.gguf``); the caller knows the argument is a path."""
+    kind, sep, arg = spec.partition(":")
+    return f"{kind}:{resolve(arg, folder)}" if sep and arg else spec
 
 
 def where_looked(value: str, folder: Path | None = None) -> str:
@@ -93,6 +84,5 @@ __all__ = [
     "recipe_dir",
     "resolve",
     "resolve_spec",
-    "spec_from_recipe",
     "where_looked",
 ]
