@@ -13,9 +13,10 @@ import yaml
 
 from datamill import licences
 from datamill.cli import main
+from datamill.licence_card import set_header_licence
 from datamill.models.gguf_meta import gguf_metadata
 from datamill.models.llamacpp import LlamaCppModel, embedded_model_path
-from datamill.provenance import card_licence, model_licence, set_header_licence
+from datamill.provenance import card_licence, model_licence
 from datamill.recipes.loader import recipe_from_dict
 
 # -- the table ----------------------------------------------------------------------------------
@@ -117,6 +118,20 @@ def test_the_licence_is_read_from_a_gguf_copy_with_another_general_license(
     found = gguf_metadata(nc_gguf, ["general.license", "general.name", "no.such.key"])
     assert found == {"general.license": "cc-by-nc-4.0", "general.name": found["general.name"]}
     assert model_licence(LlamaCppModel(nc_gguf))["licence"] == "cc-by-nc-4.0"
+
+
+def test_a_local_model_folders_card_gives_its_licence(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from datamill.models.registry import load_model
+
+    (tmp_path / "README.md").write_text("---\nlicense: gemma\n---\n# a model\n")
+    model = load_model(f"transformers:{tmp_path}")  # built, not loaded: no weights needed
+    assert model_licence(model) == {
+        "licence": "gemma",
+        "from": f"model card {tmp_path / 'README.md'}",
+    }
+    model.info.extra["licence"] = "mit"  # the model option wins over the card
+    assert model_licence(model)["licence"] == "mit"
 
 
 def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:

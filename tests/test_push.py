@@ -368,3 +368,14 @@ def test_without_license_the_cards_own_licence_is_checked(hub: Hub, tmp_path: Pa
     with pytest.raises(ConfigError, match="cannot push as other: "):
         push_to_hub(folder, "org/conflict")
     assert hub.requests == []
+
+
+def test_a_folder_without_provenance_is_pushed_with_a_warning(hub: Hub, folder: Path) -> None:
+    run = json.loads((folder / "run.json").read_text())
+    del run["provenance"]  # as an older datamill wrote it
+    (folder / "run.json").write_text(json.dumps(run))
+    pushed = push_to_hub(folder, "org/old", license="cc-by-4.0")
+    assert pushed.warnings == [
+        f"{folder}/run.json has no provenance (made by an older datamill): licences not checked"
+    ]
+    assert _header(hub.files["org/old"]["README.md"])["license"] == "cc-by-4.0"

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import ConfigError, InputError, MissingDependency, OutputError
-from ..provenance import push_licence
+from ..licence_card import push_licence
 
 #: what goes up, relative to the output folder
 UPLOAD_PATTERNS = [

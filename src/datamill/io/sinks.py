@@ -39,7 +39,7 @@ import yaml
 
 from .._process import pid_alive
 from ..errors import OutputError
-from ..provenance import with_provenance
+from ..licence_card import with_provenance
 from ..rows import Row
 
 if TYPE_CHECKING:
