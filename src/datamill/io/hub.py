@@ -11,6 +11,10 @@ The token comes from ``token=``, else ``$HF_TOKEN``, else the Hub's saved login
 huggingface.co. Before anything is read or hashed, the endpoint is reached with a short timeout,
 so without a network the push fails at once with one line instead of retrying for minutes.
 
+Before anything is sent, the licence pushed (``license=``, else the card's) is checked against
+the licences of the models and inputs in ``run.json`` (``licence_card.push_licence``: a refusal
+is one line unless ``accept_licence_risk`` gives a reason, recorded in the card).
+
 Deliberately not here: downloading (``io.sources`` reads Hub datasets), dataset cards (``io.sinks``).
 """
 
