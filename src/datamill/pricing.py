@@ -85,7 +85,8 @@ def default_prices_path() -> Path:
 def _parse_price(where: str, key: str, value: Any) -> Price:
     if not isinstance(value, dict) or set(value) != {"input", "output"}:
         raise ConfigError(
-            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens"
+            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens "
+            "(and optionally licence: ID)"
         )
     try:
         price = Price(float(value["input"]), float(value["output"]))
