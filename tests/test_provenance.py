@@ -296,3 +296,20 @@ def test_a_run_on_a_non_commercial_gguf_cannot_be_pushed_as_apache(
     assert yaml.safe_load(card.split("---\n")[1])["license"] == "unknown"  # inline rows: unknown
     with pytest.raises(ConfigError, match=r"cannot push as apache-2\.0: model 'default'"):
         push_to_hub(tmp_path / "out", "org/x", license="apache-2.0")
+
+
+def test_a_datamill_output_used_as_input_passes_its_licence_on(tmp_path: Path) -> None:
+    first = _recipe({"rows": [{"instruction": "q"}]}, {"spec": "fake", "licence": "cc-by-nc-4.0"})
+    _run(tmp_path, first, "--input-licence", "mit")
+    (tmp_path / "out").rename(tmp_path / "made")
+    second = _recipe({"path": "made"}, {"spec": "fake", "licence": "apache-2.0"})
+    second["steps"] = [{"text_generation": {"template": "{{ response }}", "output": "again"}}]
+    prov, card = _run(tmp_path, second)
+    assert prov["inputs"] == [
+        {
+            "name": str(tmp_path / "made" / "data"),
+            "licence": "cc-by-nc-4.0",
+            "from": f"dataset card {tmp_path / 'made' / 'README.md'}",
+        }
+    ]
+    assert prov["licence"] == "cc-by-nc-4.0"
