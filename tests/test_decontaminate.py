@@ -460,7 +460,11 @@ def test_the_report_table_reads_the_events_of_every_decontaminate_step() -> None
 # -- a built-in recipe with a decontaminate step ----------------------------------------------
 
 
-def test_a_builtin_recipe_with_decontaminate_drops_the_planted_rows(tmp_path: Path) -> None:
+def test_a_builtin_recipe_with_decontaminate_drops_the_planted_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe names its benchmark relative to itself and runs from another folder; the card
+    shows the decontamination table and the licence and provenance section."""
     recipe = yaml.safe_load(builtin_recipes()["instructions-basic"].read_text())
     plain = recipe_from_dict(recipe)
     plain.models = {k: datamill.ModelSettings(spec=FakeModel()) for k in plain.models}
@@ -478,13 +482,15 @@ def test_a_builtin_recipe_with_decontaminate_drops_the_planted_rows(tmp_path: Pa
         {
             "decontaminate": {
                 "columns": ["question"],
-                "against": [{"path": str(bench), "columns": ["prompt"], "id": "n"}],
+                "against": [{"path": bench.name, "columns": ["prompt"], "id": "n"}],
             }
         },
     )
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "out"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     main(["run", str(path), "--model", "fake", "--limit", "5", "--output", str(out), "--quiet"])
     kept = [json.loads(line) for line in _rows(out)]
     assert sorted(r["question"] for r in kept) == sorted(q for q in questions if q not in planted)
@@ -495,6 +501,11 @@ def test_a_builtin_recipe_with_decontaminate_drops_the_planted_rows(tmp_path: Pa
     ]
     card = (out / "README.md").read_text()
     assert "### Decontamination" in card and "| decontaminate | eval | 5 | 2 |" in card
+    section = card[card.index("## Licence and provenance") :]
+    assert "| model `default` | fake (fake) | unknown |" in section
+    assert "| dataset | the built-in recipe's seed rows | apache-2.0 | datamill |" in section
+    assert "- recipe: `instructions-basic` (own, sha256 " in section  # a step was added
+    assert "license: unknown" in card.split("---\n")[1]
 
 
 def _rows(out: Path) -> list[str]:

@@ -269,3 +269,113 @@ def test_a_partial_run_is_pushed_with_a_note(
     (folder / "run.json").write_text(json.dumps(run))
     main(["push", str(folder), "org/partial"])
     assert "partial" in capsys.readouterr().out
+
+
+# -- the licence pushed under (datamill.provenance.push_licence) --------------------------------
+
+
+def _licensed_folder(tmp_path: Path, model_licence: str, input_licence: str | None) -> Path:
+    model = FakeModel()
+    model.info.extra["licence"] = model_licence  # as the model option `licence:` sets it
+    p = Pipeline(
+        [TextGeneration(output="response"), FormatSFT(response="response")],
+        source=[{"instruction": f"question {i}"} for i in range(2)],
+        models={"default": model},
+    )
+    p.run(tmp_path / "licensed", progress=False, input_licence=input_licence)
+    return tmp_path / "licensed"
+
+
+def _header(card: bytes | str) -> dict[str, Any]:
+    import yaml
+
+    text = card.decode() if isinstance(card, bytes) else card
+    return dict(yaml.safe_load(text.split("---\n")[1]))
+
+
+def test_a_licence_the_inputs_forbid_is_refused_before_any_request(
+    hub: Hub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _licensed_folder(tmp_path, "cc-by-nc-4.0", "mit")
+    before = (folder / "README.md").read_text()
+    assert _header(before)["license"] == "cc-by-nc-4.0"
+    with pytest.raises(ConfigError) as info:
+        push_to_hub(folder, "org/nc", license="apache-2.0")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("cannot push as apache-2.0: model 'default' (fake) is cc-by-nc-4.0")
+    assert "--accept-licence-risk" in message and "not legal advice" in message
+    assert hub.requests == [] and (folder / "README.md").read_text() == before
+    with pytest.raises(SystemExit) as exit_info:
+        main(["push", str(folder), "org/nc", "--license", "apache-2.0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot push as apache-2.0")
+    assert hub.requests == []
+
+
+def test_an_allowed_licence_is_pushed_and_set_in_the_card(hub: Hub, tmp_path: Path) -> None:
+    folder = _licensed_folder(tmp_path, "cc-by-nc-4.0", "mit")
+    pushed = push_to_hub(folder, "org/nc-sa", license="CC-BY-NC-SA-4.0")
+    assert pushed.warnings == []
+    card = hub.files["org/nc-sa"]["README.md"]
+    assert _header(card)["license"] == "cc-by-nc-sa-4.0"
+    assert b"licence risk accepted" not in card
+
+
+def test_accepting_the_risk_pushes_and_records_the_reason_in_the_card(
+    hub: Hub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _licensed_folder(tmp_path, "cc-by-nc-4.0", "mit")
+    reason = "we licensed the model commercially from its authors"
+    for _ in range(2):  # pushing twice records the acceptance once
+        main(
+            [
+                "push",
+                str(folder),
+                "org/risk",
+                "--license",
+                "apache-2.0",
+                "--accept-licence-risk",
+                reason,
+            ]
+        )
+    assert "pushed" in capsys.readouterr().out
+    card = hub.files["org/risk"]["README.md"].decode()
+    assert _header(card)["license"] == "apache-2.0"
+    lines = [line for line in card.splitlines() if "licence risk accepted" in line]
+    assert len(lines) == 1 and reason in lines[0] and "as apache-2.0" in lines[0]
+    assert "model 'default' (fake) is cc-by-nc-4.0" in lines[0]
+    section = card[card.index("## Licence and provenance") :]
+    assert lines[0] in section
+    with pytest.raises(ConfigError, match="needs a reason"):
+        push_to_hub(folder, "org/risk", license="apache-2.0", accept_licence_risk="  ")
+
+
+def test_an_unknown_licence_is_a_warning_not_a_refusal(
+    hub: Hub, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["push", str(folder), "org/unknown", "--license", "mit"])
+    out = capsys.readouterr().out
+    assert "pushed" in out
+    assert "licence warning: model 'default' (fake) has an unknown licence" in out
+    assert _header(hub.files["org/unknown"]["README.md"])["license"] == "mit"
+
+
+def test_without_license_the_cards_own_licence_is_checked(hub: Hub, tmp_path: Path) -> None:
+    folder = _licensed_folder(tmp_path, "cc-by-nc-4.0", "cc-by-sa-4.0")  # they conflict
+    assert json.loads((folder / "run.json").read_text())["provenance"]["conflict"] is True
+    with pytest.raises(ConfigError, match="cannot push as other: "):
+        push_to_hub(folder, "org/conflict")
+    assert hub.requests == []
+
+
+def test_a_folder_without_provenance_is_pushed_with_a_warning(hub: Hub, folder: Path) -> None:
+    run = json.loads((folder / "run.json").read_text())
+    del run["provenance"]  # as an older datamill wrote it
+    (folder / "run.json").write_text(json.dumps(run))
+    pushed = push_to_hub(folder, "org/old", license="cc-by-4.0")
+    assert pushed.warnings == [
+        f"{folder}/run.json has no provenance (made by an older datamill): licences not checked"
+    ]
+    assert _header(hub.files["org/old"]["README.md"])["license"] == "cc-by-4.0"

@@ -10,6 +10,10 @@ Where a price comes from, first match wins:
        gpt-4o-mini: {input: 0.15, output: 0.60}
        openai:my-finetune: {input: 1.0, output: 2.0}   # backend:name is matched before name
        "claude-3-5-*": {input: 3.0, output: 15.0}     # shell-style wildcards
+       my-org/my-model: {input: 0.2, output: 0.2, licence: apache-2.0}  # its outputs' licence
+       local-llama: {licence: llama3.1}               # a licence alone (no price)
+
+   (``licence`` is read for the card's provenance section: ``datamill.provenance``.)
 
 2. local models cost 0: a backend that declares ``Capabilities.local`` (the embedded model,
    ``transformers``, ``vllm``, the ``fake`` model), and an OpenAI-compatible server on this
@@ -30,12 +34,14 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import yaml
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 
@@ -89,7 +95,8 @@ def default_prices_path() -> Path:
 def _parse_price(where: str, key: str, value: Any) -> Price:
     if not isinstance(value, dict) or set(value) != {"input", "output"}:
         raise ConfigError(
-            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens"
+            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens "
+            "(and optionally licence: ID)"
         )
     try:
         price = Price(float(value["input"]), float(value["output"]))
@@ -114,6 +121,7 @@ class PriceTable:
         self.user = dict(user or {})
         self.defaults = dict(DEFAULT_PRICES if defaults is None else defaults)
         self.source = source  #: the user file the table was read from, if any
+        self.licences: dict[str, str] = {}  #: model name (or pattern) → licence of its outputs
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceTable:
@@ -141,10 +149,20 @@ class PriceTable:
             raise ConfigError(
                 f"{file}: a price file maps model names to {{input: USD, output: USD}} per million tokens"
             )
-        user = {str(k): _parse_price(str(file), str(k), v) for k, v in data.items()}
-        return cls(user, source=str(file))
+        user: dict[str, Price] = {}
+        licences: dict[str, str] = {}
+        for k, v in data.items():
+            if isinstance(v, dict) and "licence" in v:
+                v = dict(v)
+                licences[str(k)] = str(v.pop("licence"))
+                if not v:  # a licence alone
+                    continue
+            user[str(k)] = _parse_price(str(file), str(k), v)
+        table = cls(user, source=str(file))
+        table.licences = licences
+        return table
 
-    def _match(self, table: dict[str, Price], names: list[str]) -> Price | None:
+    def _match(self, table: dict[str, T], names: list[str]) -> T | None:
         for name in names:
             if name in table:
                 return table[name]
@@ -161,9 +179,7 @@ class PriceTable:
 
         ``local``: the model runs on this machine (``Capabilities.local``); ``None``: what the
         registered backend ``backend`` declares (not local when no backend has that name)."""
-        names = [f"{backend}:{name}", name]
-        if "/" in name:  # provider/model (OpenRouter, HF ids): try the model part too
-            names.append(name.rsplit("/", 1)[1])
+        names = _names(backend, name)
         found = self._match(self.user, names)
         if found is not None:
             return found
@@ -174,6 +190,10 @@ class PriceTable:
         if base_url and (urlparse(base_url).hostname or "") in LOCAL_HOSTS:
             return FREE
         return self._match(self.defaults, names)
+
+    def licence(self, backend: str, name: str) -> str | None:
+        """The licence the user's table gives model ``name`` of ``backend`` (``None``: none)."""
+        return self._match(self.licences, _names(backend, name))
 
     def for_model(self, model: Any) -> Price | None:
         """The price of a :class:`~datamill.models.base.Model` object (free when its
@@ -192,6 +212,14 @@ class PriceTable:
         cls = spec_class(spec)
         name, url = cls.spec_endpoint(arg)
         return self.lookup(backend, name or backend, url, local=cls.capabilities().local)
+
+
+def _names(backend: str, name: str) -> list[str]:
+    """The names a model is looked up by, most specific first."""
+    names = [f"{backend}:{name}", name]
+    if "/" in name:  # provider/model (OpenRouter, HF ids): try the model part too
+        names.append(name.rsplit("/", 1)[1])
+    return names
 
 
 def _declared_local(backend: str) -> bool:

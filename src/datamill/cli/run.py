@@ -72,6 +72,16 @@ def run(
     old_max_tokens: OldMaxTokensOption = None,
     deadline: DeadlineOption = None,
     prices: PricesOption = None,
+    input_licence: Annotated[
+        str | None,
+        typer.Option(
+            "--input-licence",
+            "--input-license",
+            metavar="LICENCE",
+            help="Licence of the source rows (e.g. cc-by-4.0), for the card's provenance; "
+            "default: the license: of the source's dataset card, else unknown.",
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
     from ..executors import get_executor
@@ -108,6 +118,7 @@ def run(
                 on_start=lambda s: holder.update(s=s),
                 budget=budget,
                 forecast=forecast,
+                input_licence=input_licence,
             )
         )
         if quiet:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, InputError
 from ..io.sources import source_from_path
+from ..steps.paths import RecipePath, where_looked
 
 PACK_SUFFIX = ".npz"
 
@@ -28,7 +29,7 @@ class BenchmarkSpec(BaseModel):
     """One entry of ``against``: where the benchmark is and how to read it."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str
+    path: RecipePath
     columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     id: str | None = None
     name: str | None = None
@@ -92,11 +93,12 @@ def read_items(spec: BenchmarkSpec) -> list[Item]:
     return items
 
 
-def check_path(spec: BenchmarkSpec) -> None:
-    """Refuse, with one line, a benchmark that is not there or a pack given a column mapping."""
+def check_path(spec: BenchmarkSpec, recipe_dir: Path | None = None) -> None:
+    """Refuse, with one line, a benchmark that is not there or a pack given a column mapping
+    (``recipe_dir``: the folder of the recipe that names it, for the message)."""
     p = Path(spec.path)
     if not p.exists():
-        where = "" if p.is_absolute() else f" (looked in {Path.cwd()})"
+        where = where_looked(spec.path, recipe_dir)
         raise ConfigError(
             f"benchmark {spec.path!r} does not exist{where}: give a JSONL/Parquet file, a "
             "dataset folder, or a pack made by 'datamill decontam pack'"

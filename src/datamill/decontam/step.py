@@ -19,7 +19,8 @@ Counted in ``run.json`` ``events`` for the report's per-benchmark table (``repor
 ``decontamination/BENCH/checked`` per row, and per row that matches ``BENCH``:
 ``decontamination/BENCH/flagged`` and ``decontamination/BENCH/<ngram|fuzzy|embedding>``.
 
-Benchmark paths are relative to the working directory (as other steps' file parameters are).
+A relative benchmark path in a recipe is found in the recipe's folder, else the working folder
+(``steps.paths``, as every path a recipe names).
 The index is built once per process, on the first row (in a worker thread, under a lock) and
 kept for the next run with the same files; benchmarks that are missing, packs made with another
 ``n`` or normalisation, and unknown parameters are refused when the step is built.
@@ -41,6 +42,7 @@ from ..models.embeddings import embed_cached, load_embedder, normalize
 from ..rows import Row
 from ..steps.base import Context, Step
 from ..steps.embed import EmbedderSpec
+from ..steps.paths import recipe_dir
 from .benchmarks import BenchmarkSpec, check_path, read_items
 from .index import Index, Match
 from .pack import NgramTable, read_header
@@ -91,7 +93,7 @@ class Decontaminate(Step):
         names: set[str] = set()
         raw = 0
         for spec in self.against:
-            check_path(spec)
+            check_path(spec, recipe_dir())
             if spec.is_pack:
                 head = read_header(spec.path)
                 if head["n"] != self.n:

@@ -11,6 +11,10 @@ The token comes from ``token=``, else ``$HF_TOKEN``, else the Hub's saved login
 huggingface.co. Before anything is read or hashed, the endpoint is reached with a short timeout,
 so without a network the push fails at once with one line instead of retrying for minutes.
 
+Before anything is sent, the licence pushed (``license=``, else the card's) is checked against
+the licences of the models and inputs in ``run.json`` (``licence_card.push_licence``: a refusal
+is one line unless ``accept_licence_risk`` gives a reason, recorded in the card).
+
 Deliberately not here: downloading (``io.sources`` reads Hub datasets), dataset cards (``io.sinks``).
 """
 
@@ -26,6 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import ConfigError, InputError, MissingDependency, OutputError
+from ..licence_card import push_licence
 
 #: what goes up, relative to the output folder
 UPLOAD_PATTERNS = [
@@ -48,6 +53,8 @@ class Pushed:
     repo_id: str
     files: list[str] = field(default_factory=list)
     complete: bool = True  #: False when the run was stopped early (a budget cap): partial data
+    #: what the licence check warned about (inputs of unknown licence …): ``datamill.provenance``
+    warnings: list[str] = field(default_factory=list)
 
 
 def _hub() -> Any:
@@ -173,17 +180,26 @@ def push_to_hub(
     token: str | None = None,
     commit_message: str | None = None,
     timeout: float = CONNECT_TIMEOUT,
+    license: str | None = None,  # the Hub card's own word
+    accept_licence_risk: str | None = None,
 ) -> Pushed:
     """Upload a datamill output folder to the dataset repository ``repo_id`` (made if missing).
+
+    ``license``: the licence to publish under (the card's header is set to it), checked against
+    the licences of the models and inputs the folder's ``run.json`` records; one the table
+    forbids is refused (:class:`ConfigError`) unless ``accept_licence_risk`` gives a reason,
+    which the card records (``datamill.provenance.push_licence``; a guard, not legal advice).
 
     >>> from datamill import push_to_hub
     >>> push_to_hub("out/instructions-basic", "my-org/my-sft-data", private=True)  # doctest: +SKIP
     """
     repo_id = check_repo_id(repo_id)
     path, files, complete = check_folder(folder)
+    push_licence(path, license, accept_licence_risk, write=False)  # refused before any network
     endpoint = hub_endpoint()
     check_online(endpoint, timeout)
     secret = resolve_token(token)
+    warnings = push_licence(path, license, accept_licence_risk)
     hub = _hub()
     api = hub.HfApi(endpoint=endpoint, token=secret)
     message = commit_message or f"Upload dataset made with datamill ({len(files)} files)"
@@ -212,7 +228,11 @@ def push_to_hub(
             f"push to {repo_id} failed: {type(exc).__name__}: {_one_line(exc)}"
         ) from None
     return Pushed(
-        url=f"{endpoint}/datasets/{repo_id}", repo_id=repo_id, files=files, complete=complete
+        url=f"{endpoint}/datasets/{repo_id}",
+        repo_id=repo_id,
+        files=files,
+        complete=complete,
+        warnings=warnings,
     )
 
 

@@ -39,6 +39,7 @@ import yaml
 
 from .._process import pid_alive
 from ..errors import OutputError
+from ..licence_card import with_provenance
 from ..rows import Row
 
 if TYPE_CHECKING:
@@ -571,4 +572,4 @@ def dataset_card(
         parts += ["## Techniques and citations\n"]
         parts += [f"- `{t}`: {c}" for t, c in zip(techniques, citations, strict=True)]
         parts.append("")
-    return "\n".join(parts)
+    return with_provenance("\n".join(parts), summary)

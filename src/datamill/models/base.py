@@ -208,6 +208,9 @@ class Capabilities:
     reasoning: bool  #: returns a model's reasoning apart from its answer
     #: the option that sets its CPU threads (a Ray worker's share), or ``None``
     threads_option: str | None
+    #: its spec's argument may name a local file or folder (``llamacpp:PATH.gguf``): a recipe's
+    #: relative path there is found beside the recipe (``steps.paths``)
+    local_files: bool
 
 
 @dataclass

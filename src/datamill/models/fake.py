@@ -126,6 +126,7 @@ class FakeModel(Model):
         tools=False,
         reasoning=False,
         threads_option=None,
+        local_files=False,
     )
 
     class Options(BackendOptions):

@@ -191,6 +191,7 @@ class LlamaCppModel(Model):
         tools=False,
         reasoning=False,
         threads_option="n_threads",
+        local_files=True,
     )
 
     class Options(BackendOptions):

@@ -237,6 +237,7 @@ class OpenAIModel(Model):
         tools=False,
         reasoning=False,  # thinking blocks come inside the text (``split_reasoning``)
         threads_option=None,
+        local_files=False,
     )
     SPEC_KEYS = ("model", "base_url")
     Options = OpenAIOptions

@@ -62,8 +62,9 @@ def backend_class(backend: str) -> type[Model]:
     return cls
 
 
-#: model options every backend takes (handled here, not by the backend's ``Options``)
-COMMON_OPTIONS = ("think_tags",)
+#: model options every backend takes (handled here, not by the backend's ``Options``);
+#: ``licence``: the licence of the model's outputs, for the card (``datamill.provenance``)
+COMMON_OPTIONS = ("think_tags", "licence")
 
 
 def spec_class(spec: str) -> type[Model]:
@@ -104,10 +105,13 @@ def load_model(spec: str, **options: Any) -> Model:
     backend, arg = parse_spec(spec)
     cls = backend_class(backend)
     tags = _think_tags(options.pop("think_tags", None))
+    licence = options.pop("licence", None)
     from_spec = getattr(cls, "from_spec", None)
     model: Model = from_spec(arg, **options) if from_spec is not None else cls(**options)
     if tags is not None:  # read by tasks (``ModelInfo.extra``) when they split the thinking off
         model.info.extra["think_tags"] = tags
+    if licence is not None:  # read by the card's provenance section
+        model.info.extra["licence"] = str(licence)
     return model
 
 

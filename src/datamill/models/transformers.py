@@ -65,6 +65,7 @@ class TransformersModel(Model):
         tools=False,
         reasoning=False,
         threads_option=None,
+        local_files=True,
     )
     SPEC_KEYS = ("model",)
 

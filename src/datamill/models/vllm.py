@@ -53,6 +53,7 @@ class VLLMModel(Model):
         tools=False,
         reasoning=False,
         threads_option=None,
+        local_files=True,
     )
     SPEC_KEYS = ("model",)
 

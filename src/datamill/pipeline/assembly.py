@@ -59,6 +59,8 @@ def build_models(
             result[name] = (spec, s)
             continue
         options = dict(s.options)
+        if spec != s.spec:  # the recipe's licence was its own model's, not --model's
+            options.pop("licence", None)
         threads_option = spec_capabilities(spec).threads_option if threads is not None else None
         if threads_option is not None:
             options.setdefault(threads_option, threads)

@@ -31,6 +31,7 @@ from ..executors.base import Executor
 from ..io.sinks import OutputFolder
 from ..io.sources import Source, SourceScan, scan_and_check
 from ..models.embeddings import embedding_cache
+from ..provenance import collect
 from ..rows import Row
 from .assembly import BuiltModels, RunAssembly, build_models
 from .cache import CallCache
@@ -92,13 +93,15 @@ async def arun_pipeline(
     executor: Executor | str | None = None,
     progress: bool | str = False,
     forecast: Forecast | dict[str, Any] | None = None,
+    input_licence: str | None = None,
 ) -> RunResult:
     """Run ``pipeline`` and (when ``output`` is given) write the dataset folder.
 
     ``executor``: an :class:`~datamill.executors.base.Executor`, ``"local"`` (the default) or
     ``"ray"``. ``progress``: ``True`` shows a progress bar (a widget in Jupyter), ``"auto"``
     only inside Jupyter. ``forecast``: a ``datamill plan`` forecast to store in ``run.json``
-    beside the actuals.
+    beside the actuals. ``input_licence``: the licence of the source rows, for the card's
+    provenance section (``datamill.provenance``; read from the source's dataset card otherwise).
     """
     folder = OutputFolder(Path(output)) if output is not None else None
     bar: Any = None
@@ -131,6 +134,9 @@ async def arun_pipeline(
             failures.close()
             summary = run_summary(pipeline, run.models, stats, run.runner.stopped, budget)
             summary.update(topup)
+            summary["provenance"] = collect(
+                pipeline, run.models, src, input_licence, getattr(budget, "prices", None)
+            )
             if forecast is not None:
                 attach_forecast(summary, forecast)
             previous, failed_attempt = _write(folder, out_rows, summary, pipeline, run.cache)

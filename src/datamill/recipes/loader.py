@@ -18,6 +18,10 @@ A recipe::
 
 ``--set a.b=value`` overrides any field before validation: top-level keys (``source.num_rows``,
 ``models.default.temperature``) or a step by name (``text_generation_2.max_tokens``).
+
+Every relative path a recipe file names (``source.path``, benchmark files, schema files, GGUF
+tokenizers, model and embedder paths, ``module:function`` modules) is found in the recipe's
+folder first, then in the working folder (``steps.paths``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from ..errors import ConfigError
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
 from ..steps.base import ParameterError, Step
+from ..steps.paths import reading_recipe, resolve_spec
+from ..steps.paths import resolve as resolve_path
 from ..tasks.base import Task
 from .registry import STEP_KINDS, step_class
 
@@ -56,10 +62,7 @@ class SourceSpec(BaseModel):
             return RowsSource(self.rows, self.limit, self.repeat)
         if self.num_rows is not None:
             return EmptyRows(self.num_rows, self.limit, self.fields)
-        p = Path(self.path or "")
-        if base is not None and not p.is_absolute() and not p.exists():
-            p = base / p
-        return source_from_path(p, self.limit)
+        return source_from_path(resolve_path(self.path or "", base), self.limit)
 
 
 class RecipeSpec(BaseModel):
@@ -140,6 +143,24 @@ def _check_models(models: dict[str, Any], where: Any, model: str | None = None) 
             raise ConfigError(
                 f"{where(loc + (problem[0],))}: models.{name}.{problem[0]}: {problem[1]}"
             )
+
+
+def _model_paths(value: Any, base: Path | None) -> Any:
+    """A model's spec (a string, or a mapping's ``spec``) with a path beside the recipe resolved,
+    for backends whose argument may be a local file (``Capabilities.local_files``)."""
+    from ..errors import MissingDependency
+    from ..models.registry import spec_capabilities
+
+    spec = value.get("spec") if isinstance(value, dict) else value
+    if base is None or not isinstance(spec, str):
+        return value
+    try:
+        if not spec_capabilities(spec).local_files:
+            return value
+    except (ConfigError, MissingDependency):  # refused (or explained) by _check_models
+        return value
+    resolved = resolve_spec(spec, base)
+    return {**value, "spec": resolved} if isinstance(value, dict) else resolved
 
 
 def builtin_dir() -> Path:
@@ -309,7 +330,9 @@ def recipe_from_dict(
             if loc and loc[0] == "source":
                 msg = f"unknown field; allowed: {', '.join(SourceSpec.model_fields)}"
         raise ConfigError(f"{where(loc)}: {field}: {msg}") from None
-    _check_models(spec.models, where, model)
+    base = path.parent if path else None
+    models = {name: _model_paths(value, base) for name, value in spec.models.items()}
+    _check_models(models, where, model)
     steps: list[Step] = []
     for i, item in enumerate(spec.steps):
         kind, params = next(iter(item.items()))
@@ -335,7 +358,8 @@ def recipe_from_dict(
                 f"{where(loc + (problem[0],))}: step {i + 1} ({kind}): {problem[0]}: {problem[1]}"
             )
         try:
-            steps.append(cls.model_validate(params))
+            with reading_recipe(base):
+                steps.append(cls.model_validate(params))
         except (ValidationError, ParameterError) as exc:
             invalid = exc if isinstance(exc, ValidationError) else exc.validation
             if invalid is None:
@@ -359,13 +383,13 @@ def recipe_from_dict(
                     f"{where(loc + ('model',))}: step {i + 1} ({kind}): model {m!r} is not declared under models; declared: {declared}"
                 )
     try:
-        source = spec.source.build(path.parent if path else None) if spec.source else None
+        source = spec.source.build(base) if spec.source else None
     except ValueError as exc:
         raise ConfigError(f"{where(('source',))}: source: {exc}") from None
     return Pipeline(
         steps,
         source=source,
-        models=spec.models,
+        models=models,
         name=spec.name,
         description=spec.description,
         seed=spec.seed,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from ..models.embeddings import (
     DEFAULT_EMBEDDER,
@@ -36,14 +36,24 @@ from ..models.embeddings import (
 )
 from ..rows import Row
 from .base import Context, GlobalStep
+from .paths import recipe_dir, resolve_spec
 
 
 def _checked_embedder(value: str | Embedder) -> str | Embedder:
     return value if isinstance(value, Embedder) else check_embedder_spec(value)
 
 
+def _embedder_path(value: Any) -> Any:
+    """An ``st:PATH`` spec in a recipe: the folder found beside the recipe (``steps.paths``)."""
+    if isinstance(value, str) and value.strip().startswith("st:"):
+        return resolve_spec(value.strip(), recipe_dir())
+    return value
+
+
 #: a step's ``embedder`` field: a spec (see models.embeddings), checked when the step is built, or an Embedder
-EmbedderSpec = Annotated[str | Embedder, AfterValidator(_checked_embedder)]
+EmbedderSpec = Annotated[
+    str | Embedder, BeforeValidator(_embedder_path), AfterValidator(_checked_embedder)
+]
 
 
 async def unit_vectors(

@@ -36,6 +36,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from ..errors import ConfigError, Dropped
 from ..rows import Row
 from .base import Context, GlobalStep, Step
+from .paths import RecipePath
 
 # -- ROUGE-L ------------------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class LengthFilter(_ColumnFilter):
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
     unit: Literal["words", "chars", "tokens"] = "words"
-    tokenizer: str | None = None
+    tokenizer: RecipePath | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> LengthFilter:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Literal
 from ...errors import Dropped
 from ...rows import Row, why_missing
 from ..base import Context, Step
+from ..paths import recipe_dir
 
 #: the columns every verifier writes
 VERIFIED, VERIFICATION = "verified", "verification"
@@ -98,9 +99,18 @@ def clip(text: Any, limit: int = 80) -> str:
     return one if len(one) <= limit else one[: limit - 1] + "…"
 
 
+def search_recipe_dir() -> None:
+    """Let :func:`import_target` find modules beside the recipe being validated (a recipe's
+    ``module:function`` is found like its other paths: ``steps.paths``)."""
+    folder = recipe_dir()
+    if folder is not None and str(folder.resolve()) not in sys.path:
+        sys.path.append(str(folder.resolve()))
+
+
 def import_target(spec: str, what: str = "function") -> Any:
     """The object ``module:name`` names (``name`` may be dotted). The working folder is searched
-    too (as ``python -m`` would). Raises ``ValueError`` with one line saying what to fix."""
+    too (as ``python -m`` would), after the folders of recipes that named a module
+    (:func:`search_recipe_dir`). Raises ``ValueError`` with one line saying what to fix."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"expected 'module:{what}', got {spec!r}")

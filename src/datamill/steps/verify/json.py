@@ -1,7 +1,7 @@
 """``verify_json``: a column holds JSON that fits a JSON Schema or a pydantic model.
 
-- ``schema``: a JSON Schema, inline (a mapping) or a file path (``.json``; relative to the working
-  folder), checked with the ``jsonschema`` package (``pip install 'datamill[verify]'``) — the
+- ``schema``: a JSON Schema, inline (a mapping) or a file path (``.json``; in a recipe, relative
+  to the recipe's folder, else the working folder: ``steps.paths``), checked with the ``jsonschema`` package (``pip install 'datamill[verify]'``) — the
   schema itself is checked when the step is built;
 - ``pydantic_model``: ``module:Class`` (or the class, from Python) of a pydantic model.
 
@@ -30,7 +30,8 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from ...errors import MissingDependency
 from ...rows import Row
 from ..base import ParameterError
-from .base import Verdict, Verifier, clip, import_target
+from ..paths import from_recipe
+from .base import Verdict, Verifier, clip, import_target, search_recipe_dir
 
 _FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n(.*?)```", re.DOTALL)
 
@@ -106,6 +107,13 @@ class VerifyJSON(Verifier):
     _schema: dict[str, Any] | None = PrivateAttr(default=None)
     _model: Any = PrivateAttr(default=None)
 
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _schema_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("{"):
+            return from_recipe(value)
+        return value
+
     @field_validator("schema_")
     @classmethod
     def _check_schema(cls, value: dict[str, Any] | str | None) -> dict[str, Any] | str | None:
@@ -117,6 +125,7 @@ class VerifyJSON(Verifier):
     @classmethod
     def _check_model(cls, value: str | type | None) -> str | type | None:
         if value is not None:
+            search_recipe_dir()
             _model_class(value)
         return value
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pydantic import PrivateAttr, field_validator
 
 from ...rows import Row
-from .base import Verdict, Verifier, clip, import_target
+from .base import Verdict, Verifier, clip, import_target, search_recipe_dir
 
 
 def _function(value: str | Callable[..., Any]) -> Callable[..., Any]:
@@ -50,6 +50,7 @@ class VerifyPython(Verifier):
     @field_validator("fn")
     @classmethod
     def _importable(cls, value: str | Callable[..., Any]) -> str | Callable[..., Any]:
+        search_recipe_dir()
         _function(value)
         return value
 
