@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..pipeline.mix import short_line
 from ..pipeline.stats import Stats
 from .options import (
     AddressOption,
@@ -219,6 +220,9 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     topup = topup_line(getattr(result, "summary", None) or {})
     if topup:
         out.print(topup, highlight=False)
+    short = short_line(getattr(result, "summary", None) or {})
+    if short:
+        console.print(f"[yellow]{short}[/]", highlight=False)
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"

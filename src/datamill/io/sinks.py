@@ -39,6 +39,7 @@ import yaml
 
 from .._process import pid_alive
 from ..errors import OutputError
+from ..report.mix import card_section as mix_card_section
 from ..rows import Row
 
 if TYPE_CHECKING:
@@ -559,6 +560,7 @@ def dataset_card(
         from ..report import card_section
 
         parts.append(card_section(report))
+    parts.append(mix_card_section(summary))
     if pipeline.recipe is not None:
         parts += [
             "## Recipe\n",

@@ -17,6 +17,7 @@ from ..errors import ConfigError, InputError, PipelineError
 from ..io.sources import RowsSource, Source
 from ..models.base import SAMPLING_FIELDS, Model
 from ..steps.base import Step, content_identity
+from .mix import Mix
 
 if TYPE_CHECKING:
     from .forecast import Forecast
@@ -67,6 +68,7 @@ class Pipeline:
         recipe: dict[str, Any] | None = None,
         target_rows: int | None = None,
         max_attempts: int | None = None,
+        mix: Mix | dict[str, Any] | None = None,
     ) -> None:
         if not steps:
             raise PipelineError("a pipeline needs at least one step")
@@ -95,6 +97,14 @@ class Pipeline:
         ):
             raise ConfigError("target_rows and max_attempts must be at least 1")
         self.target_rows, self.max_attempts = target_rows, max_attempts
+        #: the shares of a tag column's parts in the final rows (``pipeline.mix``; needs target_rows)
+        self.mix = Mix.parse(mix) if mix is not None else None
+        if self.mix is not None:
+            if target_rows is None:
+                raise ConfigError(
+                    "mix needs target_rows: how many rows the mixture should have (e.g. target_rows: 100)"
+                )
+            self.mix.check_total(target_rows)
         self._name_steps()
 
     def _name_steps(self) -> None:
@@ -160,6 +170,12 @@ class Pipeline:
             available = s.output_columns(available)
             origin = {c: origin.get(c, f"step {i} ({s.label})") for c in available}
             flow.append(list(available))
+        if self.mix is not None and self.mix.by not in available:
+            have = ", ".join(available) or "(none)"
+            raise PipelineError(
+                f"mix.by is {self.mix.by!r}, but the final rows only have: {have}; tag rows with "
+                f"a source column or a classify step, and keep {self.mix.by!r} to the end"
+            )
         return flow
 
     def output_columns(self, columns: list[str]) -> list[str]:

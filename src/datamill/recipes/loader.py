@@ -15,6 +15,10 @@ A recipe::
       - format_sft: {}
     target_rows: 100                     # optional: top up until 100 rows survive …
     max_attempts: 400                    # … trying at most 400 source rows (pipeline/topup.py)
+    mix:                                 # optional: shares of a tag column in the final rows
+      by: category                       # (pipeline/mix.py, pipeline/mixture.py)
+      targets: {qa: 0.5, code: 0.3, chat: 0.2}
+      tolerance: 0.02
 
 ``--set a.b=value`` overrides any field before validation: top-level keys (``source.num_rows``,
 ``models.default.temperature``) or a step by name (``text_generation_2.max_tokens``).
@@ -72,6 +76,8 @@ class RecipeSpec(BaseModel):
     steps: list[dict[str, Any]] = Field(min_length=1)
     target_rows: int | None = Field(default=None, ge=1)  #: top up until this many rows survive
     max_attempts: int | None = Field(default=None, ge=1)  #: … trying at most this many source rows
+    #: shares of a tag column's parts in the final rows: {by, targets, tolerance} (pipeline/mix.py)
+    mix: dict[str, Any] | None = None
 
     @field_validator("steps")
     @classmethod
@@ -362,14 +368,19 @@ def recipe_from_dict(
         source = spec.source.build(path.parent if path else None) if spec.source else None
     except ValueError as exc:
         raise ConfigError(f"{where(('source',))}: source: {exc}") from None
-    return Pipeline(
-        steps,
-        source=source,
-        models=spec.models,
-        name=spec.name,
-        description=spec.description,
-        seed=spec.seed,
-        recipe=data,
-        target_rows=spec.target_rows,
-        max_attempts=spec.max_attempts,
-    )
+    try:
+        return Pipeline(
+            steps,
+            source=source,
+            models=spec.models,
+            name=spec.name,
+            description=spec.description,
+            seed=spec.seed,
+            recipe=data,
+            target_rows=spec.target_rows,
+            max_attempts=spec.max_attempts,
+            mix=spec.mix,
+        )
+    except ConfigError as exc:
+        field = "mix" if spec.mix is not None and "mix" in str(exc) else "target_rows"
+        raise ConfigError(f"{where((field,))}: {exc}") from None

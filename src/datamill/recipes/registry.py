@@ -41,6 +41,7 @@ STEP_KINDS: dict[str, str] = {
     "complexity_scorer": "tasks.deita:ComplexityScorer",
     "quality_scorer": "tasks.deita:QualityScorer",
     "embed": "steps.embed:Embed",
+    "classify": "tasks.classify:Classify",
     "deita_select": "steps.deita:DeitaSelect",
     "dedup_exact": "steps.dedup:ExactDedup",
     "dedup_minhash": "steps.dedup:MinHashDedup",
