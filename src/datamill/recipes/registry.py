@@ -36,6 +36,7 @@ STEP_KINDS: dict[str, str] = {
     "evol_quality": "tasks.evol_quality:EvolQuality",
     "ultrafeedback": "tasks.ultrafeedback:UltraFeedback",
     "critique": "tasks.critique:CritiqueRewrite",
+    "delta_pair": "tasks.delta:DeltaPair",
     # curation
     "evol_complexity": "tasks.evol_instruct:EvolComplexity",
     "complexity_scorer": "tasks.deita:ComplexityScorer",
