@@ -43,16 +43,26 @@ def test_two_models_make_the_pair_and_no_judge_is_asked(tmp_path: Path) -> None:
     assert len(result.rows) == 4
     for row in result.rows:
         user = {"role": "user", "content": row["prompt"]}
-        assert row["chosen"] == [user, {"role": "assistant", "content": f"A careful answer to '{row['prompt']}', in three clear steps."}]
+        assert row["chosen"] == [
+            user,
+            {
+                "role": "assistant",
+                "content": f"A careful answer to '{row['prompt']}', in three clear steps.",
+            },
+        ]
         assert row["rejected"] == [user, {"role": "assistant", "content": "Dunno, maybe."}]
         assert row["score_chosen"] is None and row["score_rejected"] is None
-        assert row["chosen_model"].startswith("strong (") and row["rejected_model"].startswith("weak (")
+        assert row["chosen_model"].startswith("strong (") and row["rejected_model"].startswith(
+            "weak ("
+        )
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["model_calls"] == 8
     assert {m for step in run["usage"].values() for m in step} == {"strong", "weak"}
 
 
-def scripted(chosen: str | Completion, rejected: str | Completion, **params: Any) -> list[dict[str, Any]]:
+def scripted(
+    chosen: str | Completion, rejected: str | Completion, **params: Any
+) -> list[dict[str, Any]]:
     """Run one prompt through delta_pair with scripted answers; the failure records."""
     p = Pipeline(
         [DeltaPair(**params)],
@@ -75,7 +85,9 @@ TEN = "one two three four five six seven eight nine ten"
         ("   ", "short", "empty completion"),
     ],
 )
-def test_the_sanity_rules_drop_a_pair_with_its_reason(chosen: Any, rejected: str, reason: str) -> None:
+def test_the_sanity_rules_drop_a_pair_with_its_reason(
+    chosen: Any, rejected: str, reason: str
+) -> None:
     assert scripted(chosen, rejected) == [{"rows": 0}, {"reason": reason}]
 
 

@@ -255,3 +255,30 @@ def test_an_answer_without_exactly_one_label_is_a_parse_error(answer: str, reaso
 
     with pytest.raises(ParseError, match=reason):
         parse_label(answer, ["qa", "code", "chat"])
+
+
+def long_code_half_the_time(request: Request, index: int) -> str:
+    """Every answer is short, except a code answer for every other seed: 150 words, which the
+    recipe's length filter drops."""
+    if "Python function" in user_text(request) and (request.seed or 0) % 2 == 0:
+        return " ".join(["def"] * 150)
+    return f"A short answer (seed {request.seed})."
+
+
+def test_the_builtin_mixture_recipe_meets_its_targets_when_code_fails_half(tmp_path: Path) -> None:
+    from datamill.pipeline.graph import ModelSettings
+    from datamill.recipes.loader import builtin_recipes, load_recipe
+
+    assert "mixture" in builtin_recipes()
+    p = load_recipe("mixture")
+    p.models = {"default": ModelSettings(spec=FakeModel(long_code_half_the_time))}
+    result = p.run(tmp_path / "out")
+    assert Counter(r["task"] for r in result.rows) == {"qa": 25, "code": 15, "poem": 10}
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["mix"]["within_tolerance"] is True
+    assert run["failures"] == {
+        "too long (> 100 words)": run["mix"]["tried"]["code"]
+        - 15
+        - run["mix"]["cut"].get("code", 0)
+    }
+    assert set(result.rows[0]) == {"messages", "prompt_id", "task"}

@@ -163,7 +163,8 @@ def print_mix(entry: dict[str, Any] | None) -> None:
         return
     from ..report.mix import headline
 
-    table = Table("part", "target", "actual", "count", title=headline(entry))
+    out.print(headline(entry), highlight=False)
+    table = Table("part", "target", "actual", "count")
     for r in entry.get("rows") or []:
         table.add_row(r["part"], f"{r['target']:.2f}", f"{r['actual']:.2f}", str(r["count"]))
     out.print(table)

@@ -18,6 +18,10 @@ rows of a round (their results are kept); the global steps and what follows them
 each round, and re-run cheaply through the call cache. Their counts and failure records in
 ``run.json``/``failures.jsonl`` are those of the last round (which saw every row).
 
+With ``mix`` (``Pipeline(mix=...)``) the rounds fill each part of a tag column to its target
+share instead (``pipeline.mixture``). The rounds themselves, the cap and the row feeding live in
+``pipeline.rounds``.
+
 Also here: the run's vector cache (``models.embeddings``) points at the run's call-cache file.
 
 Deliberately not here: the streaming itself (``pipeline.runner``).
