@@ -221,6 +221,20 @@ def test_a_tag_column_no_row_has_or_a_part_no_source_row_has_fails_before_any_ca
     assert model.calls == []
 
 
+def test_a_part_the_classifier_cannot_write_fails_before_any_call() -> None:
+    model = FakeModel()
+    p = Pipeline(
+        [Classify(labels=["cooking", "maths"], output="topic", template="{{ instruction }}")],
+        source=SEEDS,
+        models={"default": model},
+        target_rows=10,
+        mix={"by": "topic", "targets": {"cooking": 0.5, "travel": 0.5}},
+    )
+    with pytest.raises(PipelineError, match="names 'travel', which step 1 \\(classify\\) never"):
+        p.run()
+    assert model.calls == []
+
+
 def test_counts_follow_the_largest_remainder_and_sum_to_the_total() -> None:
     mix = Mix.parse({"by": "t", "targets": {"a": 0.5, "b": 0.3, "c": 0.2}})
     assert mix.counts(100) == {"a": 50, "b": 30, "c": 20}

@@ -170,13 +170,32 @@ class Pipeline:
             available = s.output_columns(available)
             origin = {c: origin.get(c, f"step {i} ({s.label})") for c in available}
             flow.append(list(available))
-        if self.mix is not None and self.mix.by not in available:
-            have = ", ".join(available) or "(none)"
-            raise PipelineError(
-                f"mix.by is {self.mix.by!r}, but the final rows only have: {have}; tag rows with "
-                f"a source column or a classify step, and keep {self.mix.by!r} to the end"
-            )
+        if self.mix is not None:
+            self._check_mix(available)
         return flow
+
+    def _check_mix(self, final: list[str]) -> None:
+        """The tag column reaches the final rows, and a step that writes it from a fixed set
+        (``classify``'s labels) can write every targeted part."""
+        assert self.mix is not None
+        by = self.mix.by
+        if by not in final:
+            have = ", ".join(final) or "(none)"
+            raise PipelineError(
+                f"mix.by is {by!r}, but the final rows only have: {have}; tag rows with "
+                f"a source column or a classify step, and keep {by!r} to the end"
+            )
+        writers = [(i, s) for i, s in enumerate(self.steps, start=1) if by in s.produces()]
+        if not writers:
+            return
+        i, last = writers[-1]
+        values = last.written_values(by)
+        never = [p for p in self.mix.targets if values is not None and p not in values]
+        if never:
+            raise PipelineError(
+                f"mix.targets names {never[0]!r}, which step {i} ({last.label}) never writes to "
+                f"{by!r}; it writes only: {', '.join(values or [])}"
+            )
 
     def output_columns(self, columns: list[str]) -> list[str]:
         return self.check(columns)[-1]

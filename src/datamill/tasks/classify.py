@@ -116,6 +116,9 @@ class Classify(TemplateTask):
     def produces(self) -> list[str]:
         return [self.output]
 
+    def written_values(self, column: str) -> list[str] | None:
+        return list(self.labels) if column == self.output else None
+
     def requests(self, row: Row, ctx: Context) -> list[Request]:
         text = render_row(self.template, row, self.label).strip()
         structured = self.structured == "json" or (
