@@ -242,6 +242,16 @@ def test_counts_follow_the_largest_remainder_and_sum_to_the_total() -> None:
     assert sum(mix.counts(37).values()) == 37
 
 
+def test_a_part_a_few_rows_short_is_made_up_within_the_tolerance() -> None:
+    mix = Mix.parse({"by": "t", "targets": {"a": 0.5, "b": 0.3, "c": 0.2}, "tolerance": 0.02})
+    assert mix.allot({"a": 60, "b": 40, "c": 30}, 100) == {"a": 50, "b": 30, "c": 20}
+    # b is 2 rows short (0.28, within 0.02): a, next in line with rows to spare, makes them up
+    assert mix.allot({"a": 55, "b": 28, "c": 22}, 100) == {"a": 52, "b": 28, "c": 20}
+    assert mix.allot({"a": 51, "b": 28, "c": 22}, 100) == {"a": 51, "b": 28, "c": 21}
+    assert mix.allot({"a": 55, "b": 27, "c": 22}, 100) is None  # 0.27: beyond the tolerance
+    assert mix.allot({"a": 50, "b": 28, "c": 20}, 100) is None  # nobody can make up b's rows
+
+
 @pytest.mark.parametrize(
     ("answer", "label"),
     [

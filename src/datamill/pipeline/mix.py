@@ -5,8 +5,11 @@
 targets *after* every filter. :class:`Mix` holds and checks the setting (before any call): the
 targets sum to 1 (±1e-6), each share is above 0, ``tolerance`` is in (0, 1), and N is large
 enough that whole row counts can come within the tolerance at all. :meth:`Mix.counts` turns the
-shares into row counts (largest remainder: they sum to N); :func:`cut` keeps, per part, the first
-rows in key order up to its count (deterministic) and leaves out rows of no targeted part.
+shares into row counts (largest remainder: they sum to N); :meth:`Mix.allot` says how many rows
+of each part to keep from what survived — the target counts when every part has them, else a part
+a few rows short (still within the tolerance) made up from parts with rows to spare, or ``None``
+when N rows within the tolerance cannot be made yet; :func:`cut` keeps, per part, the first rows
+in key order up to its count (deterministic) and leaves out rows of no targeted part.
 
 The top-up that fills the parts is ``pipeline.mixture``; ``run.json`` gets the outcome under
 ``mix`` (:func:`outcome`), and :func:`short_line` is the one line a run that fell short prints.
@@ -100,6 +103,27 @@ class Mix:
             counts[p] += 1
         return counts
 
+    def allot(self, have: dict[str, int], total: int) -> dict[str, int] | None:
+        """Rows to keep per part out of ``have`` so that ``total`` rows hold every part within
+        the tolerance, as close to :meth:`counts` as ``have`` allows (a part a few rows short is
+        made up from parts with rows to spare, in the targets' order); ``None`` when ``have``
+        cannot make ``total`` rows within the tolerance."""
+        counts = self.counts(total)
+        take = {p: min(have.get(p, 0), n) for p, n in counts.items()}
+        for p, t in self.targets.items():
+            if take[p] < math.ceil((t - self.tolerance) * total - 1e-9):
+                return None  # short beyond the tolerance
+        deficit = total - sum(take.values())
+        for p, t in self.targets.items():
+            if deficit <= 0:
+                break
+            ceiling = math.floor((t + self.tolerance) * total + 1e-9)
+            extra = min(deficit, have.get(p, 0) - take[p], ceiling - take[p])
+            if extra > 0:
+                take[p] += extra
+                deficit -= extra
+        return take if deficit <= 0 else None
+
     def within(self, shares: dict[str, float]) -> bool:
         """Whether every part's share is within the tolerance of its target."""
         return all(
@@ -153,11 +177,16 @@ def cut(
 
 
 def outcome(
-    mix: Mix, counts: dict[str, int], kept: list[KeyedRow], cut_rows: dict[str, int], stray: int
+    mix: Mix,
+    counts: dict[str, int],
+    kept: list[KeyedRow],
+    cut_rows: dict[str, int],
+    stray: int,
+    reached: bool = True,
 ) -> dict[str, Any]:
     """``run.json``'s ``mix``: targets, target counts, final rows and shares per part, whether
-    the shares are within tolerance, the parts that fell short (part → rows missing), the rows
-    cut per part and the rows of no targeted part."""
+    the shares are within tolerance, the parts that fell short when the mix was not ``reached``
+    (part → rows missing), the rows cut per part and the rows of no targeted part."""
     have = tally(kept, mix.by)
     rows = {p: have.get(p, 0) for p in mix.targets}
     actual = shares(rows)
@@ -169,7 +198,9 @@ def outcome(
         "rows": rows,
         "actual": {p: round(s, 4) for p, s in actual.items()},
         "within_tolerance": bool(sum(rows.values())) and mix.within(actual),
-        "short": {p: counts[p] - rows[p] for p in mix.targets if rows[p] < counts[p]},
+        "short": {}
+        if reached
+        else {p: counts[p] - rows[p] for p in mix.targets if rows[p] < counts[p]},
         "cut": cut_rows,
         "untargeted": stray,
     }
@@ -186,10 +217,15 @@ def short_line(summary: dict[str, Any]) -> str | None:
         for p in mix["short"]
     )
     state = "within" if mix.get("within_tolerance") else "not within"
+    why = (
+        f"the run was stopped: {summary['stopped_by']}"
+        if summary.get("stopped_by")
+        else f"the cap, max_attempts {summary.get('max_attempts')}"
+    )
     return (
         f"mix by {mix['by']} fell short after {summary.get('attempts')} source rows tried "
-        f"(the cap, max_attempts {summary.get('max_attempts')}): {parts}; the shares are {state} "
-        f"tolerance {mix['tolerance']:g}; raise max_attempts or loosen the filters that drop those parts"
+        f"({why}): {parts}; the shares are {state} tolerance {mix['tolerance']:g}; "
+        "raise max_attempts or loosen the filters that drop those parts"
     )
 
 

@@ -11,10 +11,12 @@ Two ways to get more rows of one part, chosen by where the tag comes from:
   known only once it ran, so more source rows are fed, as many as the part furthest behind needs
   at its rate so far (survivors of it per source row tried).
 
-Either way the rounds stop once every part is filled, or at the cap (``max_attempts``, default
-as ``pipeline.topup``), or when the run is stopped. Then over-filled parts are cut to their
-target counts (first rows in key order: deterministic) and rows of no targeted part are left
-out (``pipeline.mix.cut``). ``run.json`` gets the top-up keys plus ``mix``
+Either way the rounds stop once the survivors can make ``target_rows`` rows with every part
+within the tolerance (``Mix.allot``: the target counts, or a part a few rows short made up from
+parts with rows to spare), or at the cap (``max_attempts``, default as ``pipeline.topup``), or
+when the run is stopped. Then over-filled parts are cut to their counts (first rows in key
+order: deterministic) and rows of no targeted part are left out (``pipeline.mix.cut``); at the
+cap each part keeps at most its target count. ``run.json`` gets the top-up keys plus ``mix``
 (``pipeline.mix.outcome``, with ``tried``: source rows tried per part when the tag comes from the
 source).
 
@@ -95,7 +97,8 @@ async def mixed(
         tried = rounds.tried
         have = tally(final, mix.by)
         missing = {p: n - have[p] for p, n in counts.items() if have[p] < n}
-        if not missing or tried >= cap or runner.stopped:
+        kept_counts = mix.allot({p: have[p] for p in counts}, target)
+        if kept_counts is not None or tried >= cap or runner.stopped:
             break
         if pools is None:
             wanted = max(wanted_rows(n, have[p], tried) for p, n in missing.items())
@@ -109,11 +112,13 @@ async def mixed(
                 batch.append(((tried + len(batch),), dict(pool[fed[p] % len(pool)])))
                 fed[p] += 1
     rounds.finish()
-    kept, cut_rows, stray = cut(final, mix, counts)
+    reached = kept_counts is not None
+    kept, cut_rows, stray = cut(final, mix, kept_counts or counts)
     info = topup_info(target, len(kept), rounds, cap)
     if len(final) > len(kept):
         info["trimmed"] = len(final) - len(kept)
-    info["mix"] = outcome(mix, counts, kept, cut_rows, stray)
+    info["reached"] = reached
+    info["mix"] = outcome(mix, counts, kept, cut_rows, stray, reached)
     if pools is not None:
         info["mix"]["tried"] = {p: fed[p] for p in mix.targets}
     return kept, info
