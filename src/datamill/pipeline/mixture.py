@@ -83,7 +83,7 @@ async def mixed(
     target: int,
     max_attempts: int | None,
 ) -> tuple[list[KeyedRow], dict[str, Any]]:
-    """The final rows of a mixture top-up, cut to the target counts, and ``run.json``'s keys."""
+    """The final rows of a mixture top-up, cut to their counts (``Mix.allot``), and ``run.json``'s keys."""
     mix = pipeline.mix
     assert mix is not None
     counts = mix.counts(target)
