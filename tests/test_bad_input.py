@@ -192,7 +192,7 @@ CASES = [
             + "steps:\n  - text_generation: {}\n"
         },
         ["run", "r.yaml"],
-        "error: r.yaml:3: models.default: unknown model backend 'gpt5' in spec 'gpt5': use one of fake, llamacpp, openai, transformers, vllm",
+        "error: r.yaml:3: models.default: unknown model backend 'gpt5' in spec 'gpt5': use one of anthropic, fake, llamacpp, openai, transformers, vllm",
     ),
     Case(
         "model sampling out of range",
@@ -259,7 +259,7 @@ CASES = [
         "--model unknown backend",
         {"r.yaml": RECIPE, "data.jsonl": GOOD_ROWS},
         ["run", "r.yaml", "--model", "gpt5"],
-        "error: unknown model backend 'gpt5' in spec 'gpt5': use one of fake, llamacpp, openai, transformers, vllm",
+        "error: unknown model backend 'gpt5' in spec 'gpt5': use one of anthropic, fake, llamacpp, openai, transformers, vllm",
     ),
     # --- input files ----------------------------------------------------------------------------
     Case(

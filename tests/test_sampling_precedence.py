@@ -31,6 +31,8 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
     "critique": ({}, {"instruction": INSTRUCTION, "response": RESPONSE}, {256, 512}),
     "complexity_scorer": ({}, {"instruction": INSTRUCTION}, {12 + 16}),
     "quality_scorer": ({}, {"instruction": INSTRUCTION, "response": RESPONSE}, {12 + 16}),
+    "classify": ({"labels": ["poem", "code"]}, {"instruction": INSTRUCTION}, {24}),
+    "delta_pair": ({}, {"instruction": INSTRUCTION}, {512}),
 }
 
 TASK_KINDS = [k for k in STEP_KINDS if issubclass(step_class(k), Task)]
@@ -44,7 +46,8 @@ def sent(kind: str, step_options: dict[str, Any], model_settings: dict[str, Any]
     params, row, _ = CASES[kind]
     model = FakeModel()
     step = step_class(kind)(**params, **step_options)
-    pipeline = Pipeline([step], source=[row], models={"default": {"spec": model, **model_settings}})
+    settings = {"spec": model, **model_settings}  # every model the step names (delta_pair: two)
+    pipeline = Pipeline([step], source=[row], models=dict.fromkeys(step.models(), settings))
     pipeline.run(None, cache=False)
     assert model.calls, f"{kind} sent no request"
     return model.calls

@@ -64,8 +64,10 @@ from .steps.verify import (
     VerifyPython,
 )
 from .tasks.base import Task
+from .tasks.classify import Classify
 from .tasks.critique import CritiqueRewrite
 from .tasks.deita import ComplexityScorer, QualityScorer
+from .tasks.delta import DeltaPair
 from .tasks.evol_instruct import EvolComplexity, EvolInstruct
 from .tasks.evol_quality import EvolQuality
 from .tasks.magpie import Magpie
@@ -83,6 +85,7 @@ __all__ = [
     "CacheError",
     "CallCache",
     "Capabilities",
+    "Classify",
     "Completion",
     "ComplexityScorer",
     "ConfigError",
@@ -91,6 +94,7 @@ __all__ = [
     "Decontaminate",
     "DeitaScore",
     "DeitaSelect",
+    "DeltaPair",
     "Drop",
     "Embed",
     "EmbeddingDedup",

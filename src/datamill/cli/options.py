@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from ..errors import ConfigError
+
+ModelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        metavar="SPEC|NAME=SPEC",
+        help="Model spec for every model of the recipe (llamacpp, llamacpp:PATH.gguf, fake, "
+        "openai:MODEL@URL, anthropic:MODEL …), or NAME=SPEC for one named model (repeatable: "
+        "--model strong=SPEC --model weak=SPEC).",
+    ),
+]
+_NAMED = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=(.*)$")
+
+
+def split_models(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
+    """``--model`` values → (the spec for every model, or None; name → spec). ``NAME=SPEC``
+    names a model when NAME is a plain name (a spec's ``=`` comes after its ``backend:``)."""
+    plain: list[str] = []
+    named: dict[str, str] = {}
+    for value in values or []:
+        m = _NAMED.match(value)
+        if m is None:
+            plain.append(value)
+            continue
+        name, spec = m.groups()
+        if not spec.strip():
+            raise ConfigError(
+                f"--model {value}: give a spec after '=', e.g. --model {name}=llamacpp"
+            )
+        if name in named:
+            raise ConfigError(f"--model names model {name!r} twice; give it once")
+        named[name] = spec
+    if len(plain) > 1:
+        raise ConfigError(
+            f"--model {plain[0]} and --model {plain[1]}: give one spec for every model, or NAME=SPEC per model"
+        )
+    return (plain[0] if plain else None), named
+
 
 SetOption = Annotated[
     list[str] | None,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .options import CacheOption, InputOption, SetOption
+from .options import CacheOption, InputOption, ModelOption, SetOption, split_models
 
 out = Console()
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
@@ -23,12 +23,7 @@ def plan(
         int | None,
         typer.Option(help="Forecast a run on at most N source rows (as `datamill run --limit N`)."),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Model spec for every model of the recipe, as in `datamill run --model`."
-        ),
-    ] = None,
+    model_: ModelOption = None,
     preview: Annotated[
         int,
         typer.Option(
@@ -68,7 +63,9 @@ def plan(
     from ..pricing import PriceTable
     from ..recipes.loader import load_recipe
 
-    pipeline = load_recipe(recipe, set_ or [], model=model)
+    model, named = split_models(model_)
+    pipeline = load_recipe(recipe, set_ or [], model=model, models=named)
+    model = None if named else model  # with names, every model's spec is in the recipe
     table = PriceTable.load(prices)
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)

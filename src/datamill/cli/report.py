@@ -145,6 +145,7 @@ def print_report(data: dict[str, Any], where: Path) -> None:
         out.print(
             f"target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}"
         )
+    print_mix(data.get("mix"))
     first = next((f.get("first_words") for f in fields.values() if f.get("first_words")), None)
     if first:
         out.print("most common first words: " + ", ".join(f"{w} ({n})" for w, n in first[:10]))
@@ -154,6 +155,19 @@ def print_report(data: dict[str, Any], where: Path) -> None:
         out.print(f"[yellow]not computed: {key}: {err}[/]")
     if data.get("plot") and where.is_dir() and (where / data["plot"]).exists():
         out.print(f"plot: {where / data['plot']}")
+
+
+def print_mix(entry: dict[str, Any] | None) -> None:
+    """The mixture against its targets: one line, then a part / target / actual / count table."""
+    if not entry:
+        return
+    from ..report.mix import headline
+
+    out.print(headline(entry), highlight=False)
+    table = Table("part", "target", "actual", "count")
+    for r in entry.get("rows") or []:
+        table.add_row(r["part"], f"{r['target']:.2f}", f"{r['actual']:.2f}", str(r["count"]))
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

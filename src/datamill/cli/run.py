@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError, DatamillError
+from ..pipeline.mix import short_line
 from ..pipeline.stats import Stats
 from .options import (
     AddressOption,
@@ -20,10 +21,12 @@ from .options import (
     InputOption,
     MaxCostOption,
     MaxTotalTokensOption,
+    ModelOption,
     OldMaxTokensOption,
     PricesOption,
     SetOption,
     WorkersOption,
+    split_models,
 )
 
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
@@ -51,12 +54,7 @@ def run(
         Path | None, typer.Option("--output", "-o", help="Output folder (default: out/RECIPE).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use at most N source rows.")] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Model spec for every model of the recipe: llamacpp, llamacpp:PATH.gguf, fake, openai:MODEL@URL, anthropic:MODEL …"
-        ),
-    ] = None,
+    model_: ModelOption = None,
     set_: SetOption = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Neither read nor write the call cache.")
@@ -89,7 +87,9 @@ def run(
     from ..pipeline.run import arun_pipeline
     from ..recipes.loader import load_recipe
 
-    pipeline = load_recipe(recipe, set_ or [], model=model)
+    model, named = split_models(model_)
+    pipeline = load_recipe(recipe, set_ or [], model=model, models=named)
+    model = None if named else model  # with names, every model's spec is in the recipe
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     folder = output or Path("out") / pipeline.name
@@ -237,6 +237,9 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     topup = topup_line(getattr(result, "summary", None) or {})
     if topup:
         out.print(topup, highlight=False)
+    short = short_line(getattr(result, "summary", None) or {})
+    if short:
+        console.print(f"[yellow]{short}[/]", highlight=False)
     if stopped:
         out.print(
             f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"

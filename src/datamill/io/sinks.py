@@ -40,6 +40,7 @@ import yaml
 from .._process import pid_alive
 from ..errors import OutputError
 from ..licence_card import with_provenance
+from ..report.mix import card_section as mix_card_section
 from ..rows import Row
 
 if TYPE_CHECKING:
@@ -560,6 +561,7 @@ def dataset_card(
         from ..report import card_section
 
         parts.append(card_section(report))
+    parts.append(mix_card_section(summary))
     if pipeline.recipe is not None:
         parts += [
             "## Recipe\n",

@@ -137,6 +137,7 @@ class AnthropicModel(OpenAIModel):
         tools=True,  # ``tools`` / ``tool_use`` blocks
         reasoning=True,  # ``thinking`` blocks come apart from the answer
         threads_option=None,
+        local_files=False,  # the spec names a model on the API, never a file
     )
     SPEC_KEYS = ("model", "base_url")
     Options = AnthropicOptions  # type: ignore[assignment]  # its own options, not the base's

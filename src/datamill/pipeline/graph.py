@@ -17,6 +17,7 @@ from ..errors import ConfigError, InputError, PipelineError
 from ..io.sources import RowsSource, Source
 from ..models.base import SAMPLING_FIELDS, Model
 from ..steps.base import Step, content_identity
+from .mix import Mix
 
 if TYPE_CHECKING:
     from .forecast import Forecast
@@ -67,6 +68,7 @@ class Pipeline:
         recipe: dict[str, Any] | None = None,
         target_rows: int | None = None,
         max_attempts: int | None = None,
+        mix: Mix | dict[str, Any] | None = None,
     ) -> None:
         if not steps:
             raise PipelineError("a pipeline needs at least one step")
@@ -95,6 +97,14 @@ class Pipeline:
         ):
             raise ConfigError("target_rows and max_attempts must be at least 1")
         self.target_rows, self.max_attempts = target_rows, max_attempts
+        #: the shares of a tag column's parts in the final rows (``pipeline.mix``; needs target_rows)
+        self.mix = Mix.parse(mix) if mix is not None else None
+        if self.mix is not None:
+            if target_rows is None:
+                raise ConfigError(
+                    "mix needs target_rows: how many rows the mixture should have (e.g. target_rows: 100)"
+                )
+            self.mix.check_total(target_rows)
         self._name_steps()
 
     def _name_steps(self) -> None:
@@ -160,7 +170,32 @@ class Pipeline:
             available = s.output_columns(available)
             origin = {c: origin.get(c, f"step {i} ({s.label})") for c in available}
             flow.append(list(available))
+        if self.mix is not None:
+            self._check_mix(available)
         return flow
+
+    def _check_mix(self, final: list[str]) -> None:
+        """The tag column reaches the final rows, and a step that writes it from a fixed set
+        (``classify``'s labels) can write every targeted part."""
+        assert self.mix is not None
+        by = self.mix.by
+        if by not in final:
+            have = ", ".join(final) or "(none)"
+            raise PipelineError(
+                f"mix.by is {by!r}, but the final rows only have: {have}; tag rows with "
+                f"a source column or a classify step, and keep {by!r} to the end"
+            )
+        writers = [(i, s) for i, s in enumerate(self.steps, start=1) if by in s.produces()]
+        if not writers:
+            return
+        i, last = writers[-1]
+        values = last.written_values(by)
+        never = [p for p in self.mix.targets if values is not None and p not in values]
+        if never:
+            raise PipelineError(
+                f"mix.targets names {never[0]!r}, which step {i} ({last.label}) never writes to "
+                f"{by!r}; it writes only: {', '.join(values or [])}"
+            )
 
     def output_columns(self, columns: list[str]) -> list[str]:
         return self.check(columns)[-1]

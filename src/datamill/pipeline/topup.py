@@ -18,6 +18,10 @@ rows of a round (their results are kept); the global steps and what follows them
 each round, and re-run cheaply through the call cache. Their counts and failure records in
 ``run.json``/``failures.jsonl`` are those of the last round (which saw every row).
 
+With ``mix`` (``Pipeline(mix=...)``) the rounds fill each part of a tag column to its target
+share instead (``pipeline.mixture``). The rounds themselves, the cap and the row feeding live in
+``pipeline.rounds``.
+
 Also here: the run's vector cache (``models.embeddings``) points at the run's call-cache file.
 
 Deliberately not here: the streaming itself (``pipeline.runner``).
@@ -25,30 +29,27 @@ Deliberately not here: the streaming itself (``pipeline.runner``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..io.sources import EmptyRows, Source
+from ..io.sources import Source
 from ..models.embeddings import embedding_cache
 from ..rows import KeyedRow, Row
-from ..steps.base import GlobalStep
-from .runner import FailureLog, Runner
+from .mixture import mixed
+from .rounds import (
+    DEFAULT_ATTEMPTS_FACTOR,
+    Rounds,
+    attempts_cap,
+    more_rows,
+    topup_info,
+    wanted_rows,
+)
+from .runner import Runner
 from .spool import RowSpool
-from .stats import Stats
 
 if TYPE_CHECKING:
     from .cache import CallCache
     from .graph import Pipeline
-
-#: without ``max_attempts``, try at most this many times the target (or the source size)
-DEFAULT_ATTEMPTS_FACTOR = 4
-
-
-def attempts_cap(source_rows: int, target: int, max_attempts: int | None = None) -> int:
-    """The most source rows a top-up to ``target`` rows tries: ``max_attempts`` when set, else
-    the source's rows or ``DEFAULT_ATTEMPTS_FACTOR`` × ``target``, whichever is more."""
-    return max_attempts or max(source_rows, DEFAULT_ATTEMPTS_FACTOR * target)
 
 
 async def run_rows(
@@ -79,13 +80,6 @@ async def run_rows(
         return RowSpool.of(final, **runner.spool_options), info
 
 
-def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
-    """``count`` new source rows keyed ``start, start+1, …`` (new keys → new seeds)."""
-    if isinstance(source, EmptyRows):
-        return [((i,), {"row": i, **source.fields}) for i in range(start, start + count)]
-    return [((i,), dict(rows[i % len(rows)])) for i in range(start, start + count)]
-
-
 async def _topped_up(
     runner: Runner,
     pipeline: Pipeline,
@@ -94,62 +88,20 @@ async def _topped_up(
     target: int,
     max_attempts: int | None,
 ) -> tuple[list[KeyedRow], dict[str, Any]]:
-    steps = pipeline.steps
-    cut = next((i for i, s in enumerate(steps) if isinstance(s, GlobalStep)), len(steps))
-    head, tail = steps[:cut], steps[cut:]
+    if pipeline.mix is not None:
+        return await mixed(runner, pipeline, rows, source, target, max_attempts)
+    rounds = Rounds(runner, pipeline)
     cap = attempts_cap(len(rows), target, max_attempts)
     batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
-    kept: list[KeyedRow] = []
-    tried, rounds = 0, 0
-    final: list[KeyedRow] = []
-    last_tail: tuple[Stats, FailureLog] | None = None
     while True:
-        rounds += 1
-        tried += len(batch)
-        runner.stats.rows_total = tried
-        kept.extend(await runner.run(head, batch) if head else batch)
-        kept.sort(key=lambda kr: kr[0])
-        if tail:
-            if last_tail is not None:  # an earlier round's calls were real: keep their usage
-                runner.stats.add({"usage": last_tail[0].counters().get("usage", {})})
-            scratch = Runner(
-                runner.handles,
-                Stats(),
-                FailureLog(None),
-                seed=runner.seed,
-                executor=runner.executor,
-                cache=runner.cache,
-            )
-            final = list(await scratch.run(tail, list(kept)))
-            last_tail = (scratch.stats, scratch.failures)
-            if scratch.stopped and not runner.stopped:
-                runner.stopped = scratch.stopped
-        else:
-            final = list(kept)
+        final = await rounds.run(batch)
+        tried = rounds.tried
         if len(final) >= target or tried >= cap or runner.stopped:
             break
-        rate = len(final) / tried
-        # enough for the rate so far, with a 20% margin unless every row has survived; none yet: double
-        wanted = (
-            math.ceil((target - len(final)) / rate * (1.0 if rate >= 1 else 1.2))
-            if rate > 0
-            else tried
-        )
-        batch = more_rows(source, rows, tried, max(1, min(wanted, cap - tried)))
-    if last_tail is not None:
-        stats, failures = last_tail
-        runner.stats.add(stats.counters())
-        for record in failures.records:
-            runner.failures.add(record)
-    reached = len(final) >= target
-    info = {
-        "target_rows": target,
-        "reached": reached,
-        "attempts": tried,
-        "max_attempts": cap,
-        "rounds": rounds,
-        "yield": round(len(final) / tried, 4) if tried else None,
-    }
+        wanted = wanted_rows(target - len(final), len(final), tried)
+        batch = more_rows(source, rows, tried, min(wanted, cap - tried))
+    rounds.finish()
+    info = topup_info(target, len(final), rounds, cap)
     if len(final) > target:
         info["trimmed"] = len(final) - target
         final = final[:target]

@@ -15,6 +15,10 @@ A recipe::
       - format_sft: {}
     target_rows: 100                     # optional: top up until 100 rows survive …
     max_attempts: 400                    # … trying at most 400 source rows (pipeline/topup.py)
+    mix:                                 # optional: shares of a tag column in the final rows
+      by: category                       # (pipeline/mix.py, pipeline/mixture.py)
+      targets: {qa: 0.5, code: 0.3, chat: 0.2}
+      tolerance: 0.02
 
 ``--set a.b=value`` overrides any field before validation: top-level keys (``source.num_rows``,
 ``models.default.temperature``) or a step by name (``text_generation_2.max_tokens``).
@@ -75,6 +79,8 @@ class RecipeSpec(BaseModel):
     steps: list[dict[str, Any]] = Field(min_length=1)
     target_rows: int | None = Field(default=None, ge=1)  #: top up until this many rows survive
     max_attempts: int | None = Field(default=None, ge=1)  #: … trying at most this many source rows
+    #: shares of a tag column's parts in the final rows: {by, targets, tolerance} (pipeline/mix.py)
+    mix: dict[str, Any] | None = None
 
     @field_validator("steps")
     @classmethod
@@ -276,11 +282,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             target[rest[-1]] = value
 
 
+def apply_named_models(data: dict[str, Any], named: dict[str, str], rest: str | None) -> None:
+    """Give each named model of the recipe ``data`` the spec ``named[name]`` (its options and
+    sampling stay), and every other model ``rest`` when given (``--model SPEC`` beside
+    ``--model NAME=SPEC``). A name the recipe does not declare is a ``ConfigError``."""
+    declared = dict(data.get("models") or {"default": "llamacpp"})
+    unknown = [n for n in named if n not in declared]
+    if unknown:
+        raise ConfigError(
+            f"--model {unknown[0]}=...: the recipe declares no model {unknown[0]!r}; "
+            f"its models: {', '.join(declared)}"
+        )
+    specs = {n: rest for n in declared if rest is not None} | named
+    for name, spec in specs.items():
+        value = declared[name]
+        declared[name] = {**value, "spec": spec} if isinstance(value, dict) else spec
+    data["models"] = declared
+
+
 def load_recipe(
-    name_or_path: str, overrides: list[str] | None = None, *, model: str | None = None
+    name_or_path: str,
+    overrides: list[str] | None = None,
+    *,
+    model: str | None = None,
+    models: dict[str, str] | None = None,
 ) -> Pipeline:
     """Read, validate and build a recipe. Every problem is one ``ConfigError`` line. ``model``:
-    the spec that will replace every model's (``--model``), whose options are checked then."""
+    the spec that will replace every model's (``--model SPEC``), whose options are checked then;
+    ``models``: name → spec for named models (``--model strong=SPEC``), see
+    :func:`apply_named_models`."""
     path = resolve(name_or_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -295,7 +325,9 @@ def load_recipe(
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping with name, source and steps")
-    return recipe_from_dict(data, overrides=overrides, path=path, text=text, model=model)
+    return recipe_from_dict(
+        data, overrides=overrides, path=path, text=text, model=model, models=models
+    )
 
 
 def recipe_from_dict(
@@ -305,6 +337,7 @@ def recipe_from_dict(
     text: str | None = None,
     *,
     model: str | None = None,
+    models: dict[str, str] | None = None,
 ) -> Pipeline:
     lines = _line_index(text) if text else {}
     where_file = str(path) if path else "recipe"
@@ -318,6 +351,9 @@ def recipe_from_dict(
     data = dict(data)
     if overrides:
         apply_overrides(data, overrides)
+    if models:
+        apply_named_models(data, models, model)
+        model = None  # baked into the recipe: every model now has its spec
     try:
         spec = RecipeSpec.model_validate(data)
     except ValidationError as exc:
@@ -386,14 +422,19 @@ def recipe_from_dict(
         source = spec.source.build(base) if spec.source else None
     except ValueError as exc:
         raise ConfigError(f"{where(('source',))}: source: {exc}") from None
-    return Pipeline(
-        steps,
-        source=source,
-        models=models,
-        name=spec.name,
-        description=spec.description,
-        seed=spec.seed,
-        recipe=data,
-        target_rows=spec.target_rows,
-        max_attempts=spec.max_attempts,
-    )
+    try:
+        return Pipeline(
+            steps,
+            source=source,
+            models=models,
+            name=spec.name,
+            description=spec.description,
+            seed=spec.seed,
+            recipe=data,
+            target_rows=spec.target_rows,
+            max_attempts=spec.max_attempts,
+            mix=spec.mix,
+        )
+    except ConfigError as exc:
+        field = "mix" if spec.mix is not None and "mix" in str(exc) else "target_rows"
+        raise ConfigError(f"{where((field,))}: {exc}") from None

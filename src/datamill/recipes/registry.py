@@ -36,11 +36,13 @@ STEP_KINDS: dict[str, str] = {
     "evol_quality": "tasks.evol_quality:EvolQuality",
     "ultrafeedback": "tasks.ultrafeedback:UltraFeedback",
     "critique": "tasks.critique:CritiqueRewrite",
+    "delta_pair": "tasks.delta:DeltaPair",
     # curation
     "evol_complexity": "tasks.evol_instruct:EvolComplexity",
     "complexity_scorer": "tasks.deita:ComplexityScorer",
     "quality_scorer": "tasks.deita:QualityScorer",
     "embed": "steps.embed:Embed",
+    "classify": "tasks.classify:Classify",
     "deita_select": "steps.deita:DeitaSelect",
     "dedup_exact": "steps.dedup:ExactDedup",
     "dedup_minhash": "steps.dedup:MinHashDedup",

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..rows import Row
 from . import metrics
+from .mix import mix_report
 
 VERSION = 1
 #: texts sampled per field for each metric
@@ -180,6 +181,7 @@ def build_report(
     for key in ("target_rows", "reached", "attempts", "max_attempts", "trimmed", "yield"):
         if key in summary:
             report.setdefault("topup", {})[key] = summary[key]
+    attempt("mix", lambda: report.update({"mix": mix_report(summary)} if "mix" in summary else {}))
     if summary.get("verification"):  # verifier → passed, failed, yield, reasons
         report["verification"] = {
             step: {k: v.get(k) for k in ("passed", "failed", "yield", "reasons")}

@@ -151,6 +151,11 @@ class Step(BaseModel):
         already have unless it is listed here."""
         return self.required_columns()
 
+    def written_values(self, column: str) -> list[str] | None:
+        """Every value this step may write to ``column`` when that is a fixed set (a classifier's
+        labels), else ``None``; ``Pipeline.check`` holds a mixture's targets to it."""
+        return None
+
     def models(self) -> list[str]:
         """Names of the models this step calls (empty for plain steps)."""
         return []

@@ -1,0 +1,127 @@
+"""Topping up a mixture: generate more of the parts the filters left short until every part of
+the final, filtered dataset has its target count (``pipeline.mix``), or the attempt cap is hit.
+
+Two ways to get more rows of one part, chosen by where the tag comes from:
+
+- **from the source** (``mix.by`` is a source column no step writes: inline rows, a file, a
+  sampler's rows): more source rows *of that part* are fed, each part sized by its own survival
+  rate (its survivors per source row of it tried). Each part's rows are cycled through under new
+  keys, so each pass samples anew. A targeted part with no source row is refused before any call.
+- **from a step** (a ``classify`` step or any step that writes ``mix.by``): the part of a row is
+  known only once it ran, so more source rows are fed, as many as the part furthest behind needs
+  at its rate so far (survivors of it per source row tried).
+
+Either way the rounds stop once the survivors can make ``target_rows`` rows with every part
+within the tolerance (``Mix.allot``: the target counts, or a part a few rows short made up from
+parts with rows to spare), or at the cap (``max_attempts``, default as ``pipeline.topup``), or
+when the run is stopped. Then over-filled parts are cut to their counts (first rows in key
+order: deterministic) and rows of no targeted part are left out (``pipeline.mix.cut``); at the
+cap each part keeps at most its target count. ``run.json`` gets the top-up keys plus ``mix``
+(``pipeline.mix.outcome``, with ``tried``: source rows tried per part when the tag comes from the
+source).
+
+Deliberately not here: the setting and its checks (``pipeline.mix``), the report (``report.mix``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from ..io.sources import Source
+from ..rows import KeyedRow, Row
+from .mix import Mix, cut, outcome, part_of, tally
+from .rounds import Rounds, attempts_cap, more_rows, topup_info, wanted_rows
+from .runner import Runner
+
+if TYPE_CHECKING:
+    from .graph import Pipeline
+
+
+def source_pools(mix: Mix, pipeline: Pipeline, rows: list[Row]) -> dict[str, list[Row]] | None:
+    """The source rows of each targeted part when the tag comes from the source, else ``None``.
+    ``ConfigError`` when a targeted part has no source row (before any call)."""
+    if any(mix.by in s.produces() for s in pipeline.steps):
+        return None
+    if not rows or not all(mix.by in r for r in rows):
+        return None
+    pools: dict[str, list[Row]] = {p: [] for p in mix.targets}
+    for r in rows:
+        part = part_of(r, mix.by)
+        if part in pools:
+            pools[part].append(r)
+    empty = [p for p, rs in pools.items() if not rs]
+    if empty:
+        seen = sorted({str(part_of(r, mix.by)) for r in rows})
+        raise ConfigError(
+            f"mix: no source row has {mix.by} = {empty[0]!r}, so that part can never be filled; "
+            f"the source's {mix.by} values are: {', '.join(seen[:10])}; fix mix.targets or the source"
+        )
+    return pools
+
+
+def share_out(wanted: dict[str, int], room: int) -> dict[str, int]:
+    """``wanted`` rows per part, scaled down to ``room`` in all when they do not fit (each part
+    keeps at least one row while room lasts)."""
+    total = sum(wanted.values())
+    if total <= room:
+        return wanted
+    out: dict[str, int] = {}
+    for p, n in wanted.items():
+        take = min(max(1, n * room // total), room - sum(out.values()))
+        if take > 0:
+            out[p] = take
+    return out
+
+
+async def mixed(
+    runner: Runner,
+    pipeline: Pipeline,
+    rows: list[Row],
+    source: Source | None,
+    target: int,
+    max_attempts: int | None,
+) -> tuple[list[KeyedRow], dict[str, Any]]:
+    """The final rows of a mixture top-up, cut to their counts (``Mix.allot``), and ``run.json``'s keys."""
+    mix = pipeline.mix
+    assert mix is not None
+    counts = mix.counts(target)
+    pools = source_pools(mix, pipeline, rows)
+    cap = attempts_cap(len(rows), target, max_attempts)
+    batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
+    fed: Counter[str] = Counter(str(part_of(r, mix.by)) for _, r in batch)
+    rounds = Rounds(runner, pipeline)
+    while True:
+        final = await rounds.run(batch)
+        tried = rounds.tried
+        have = tally(final, mix.by)
+        missing = {p: n - have[p] for p, n in counts.items() if have[p] < n}
+        kept_counts = mix.allot({p: have[p] for p in counts}, target)
+        if kept_counts is not None or tried >= cap or runner.stopped:
+            break
+        if pools is None:
+            wanted = max(wanted_rows(n, have[p], tried) for p, n in missing.items())
+            batch = more_rows(source, rows, tried, min(wanted, cap - tried))
+            continue
+        per_part = {p: wanted_rows(n, have[p], fed[p]) for p, n in missing.items()}
+        batch = []
+        for p, n in share_out(per_part, cap - tried).items():
+            pool = pools[p]
+            for _ in range(n):
+                batch.append(((tried + len(batch),), dict(pool[fed[p] % len(pool)])))
+                fed[p] += 1
+    rounds.finish()
+    reached = kept_counts is not None
+    kept, cut_rows, stray = cut(final, mix, kept_counts or counts)
+    info = topup_info(target, len(kept), rounds, cap)
+    if len(final) > len(kept):
+        info["trimmed"] = len(final) - len(kept)
+    info["reached"] = reached
+    info["mix"] = outcome(mix, counts, kept, cut_rows, stray, reached)
+    if pools is not None:
+        info["mix"]["tried"] = {p: fed[p] for p in mix.targets}
+    return kept, info
+
+
+__all__ = ["mixed", "share_out", "source_pools"]
