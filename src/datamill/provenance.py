@@ -77,11 +77,11 @@ def model_licence(model: Any, prices: Any = None) -> dict[str, str]:
         return _entry(str(extra["licence"]), "model option licence")
     path = getattr(model, "path", None)
     if path is not None and str(path).endswith(".gguf"):
-        from .models.gguf_meta import gguf_metadata
-
         try:
+            from .models.llamacpp_gguf import gguf_metadata
+
             value = gguf_metadata(path, ["general.license"]).get("general.license")
-        except (OSError, ValueError):
+        except (ImportError, OSError, ValueError):  # no llama.cpp here, or not a GGUF file
             value = None
         if value:
             return _entry(str(value), "GGUF general.license")
