@@ -151,7 +151,9 @@ class Integer(Sampler):
         return rng.randint(self.low, self.high)
 
     def values(self) -> set[str] | None:
-        return {str(v) for v in range(self.low, self.high + 1)} if self.high - self.low < 100 else None
+        return (
+            {str(v) for v in range(self.low, self.high + 1)} if self.high - self.low < 100 else None
+        )
 
 
 @dataclass
@@ -252,7 +254,7 @@ def _only(column: str, kind: str, params: Mapping[str, Any], allowed: tuple[str,
 
 
 def _digits(column: str, params: Mapping[str, Any]) -> int | None:
-    digits = _optional(column, params, "round", whole=True)
+    digits: int | None = _optional(column, params, "round", whole=True)
     if digits is not None and digits < 0:
         raise SamplerError(column, f"round must be 0 or more digits, got {digits}")
     return digits
@@ -278,7 +280,8 @@ def _category(column: str, params: Any, where: str = "") -> Category:
     bad = [w for w in weights if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0]
     if bad or not sum(weights) > 0:
         raise SamplerError(
-            column, f"category{where}: weights must be numbers ≥ 0 with a positive sum, got {weights}"
+            column,
+            f"category{where}: weights must be numbers ≥ 0 with a positive sum, got {weights}",
         )
     return Category(values, [float(w) for w in weights])
 
@@ -292,7 +295,8 @@ def build_sampler(column: str, spec: Any) -> Sampler:
     """One column's sampler from ``{kind: params}``; :class:`SamplerError` naming ``column``."""
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise SamplerError(
-            column, f"give exactly one sampler kind, e.g. {{category: {{values: [...]}}}}; kinds: {', '.join(KINDS)}"
+            column,
+            f"give exactly one sampler kind, e.g. {{category: {{values: [...]}}}}; kinds: {', '.join(KINDS)}",
         )
     kind, params = next(iter(spec.items()))
     if kind not in KINDS:
@@ -347,7 +351,9 @@ def build_sampler(column: str, spec: Any) -> Sampler:
         _only(column, kind, params, ("locale", "fields", "age"))
         return _person(column, params)
     _only(column, kind, params, ("locale", "age"))
-    person = _person(column, {**params, "fields": ["name", "city"]}) if params.get("locale") else None
+    person = (
+        _person(column, {**params, "fields": ["name", "city"]}) if params.get("locale") else None
+    )
     return Persona(_ages(column, params, (18, 80)), person)
 
 
@@ -396,14 +402,18 @@ def _person(column: str, params: Mapping[str, Any]) -> Person:
     return Person(str(locale), list(fields), _ages(column, params, (18, 85)), faker)
 
 
-def build_samplers(specs: Mapping[str, Any], fields: Mapping[str, Any] | None = None) -> dict[str, Sampler]:
+def build_samplers(
+    specs: Mapping[str, Any], fields: Mapping[str, Any] | None = None
+) -> dict[str, Sampler]:
     """Every column's sampler, in an order where each comes after the column it depends on.
 
     A dependency must be another sampler column or a constant ``fields`` column; every value its
     parent can give (when known) needs an entry (``values`` of a subcategory, ``cases`` or a
     ``default`` of a conditional). :class:`SamplerError` names the column otherwise."""
     if not isinstance(specs, Mapping) or not specs:
-        raise ConfigError("samplers: declare at least one column, e.g. topic: {category: {values: [...]}}")
+        raise ConfigError(
+            "samplers: declare at least one column, e.g. topic: {category: {values: [...]}}"
+        )
     fields = fields or {}
     built = {str(c): build_sampler(str(c), s) for c, s in specs.items()}
     for column, sampler in built.items():
@@ -411,20 +421,24 @@ def build_samplers(specs: Mapping[str, Any], fields: Mapping[str, Any] | None = 
             continue
         if sampler.parent not in built and sampler.parent not in fields:
             raise SamplerError(
-                column, f"{sampler.kind} depends on column {sampler.parent!r}, which is not declared; declare it under samplers"
+                column,
+                f"{sampler.kind} depends on column {sampler.parent!r}, which is not declared; declare it under samplers",
             )
         parent_values = (
             built[sampler.parent].values()
             if sampler.parent in built
             else {_key(fields[sampler.parent])}
         )
-        known = sampler.options if isinstance(sampler, Subcategory) else getattr(sampler, "cases", {})
+        known = (
+            sampler.options if isinstance(sampler, Subcategory) else getattr(sampler, "cases", {})
+        )
         if parent_values is not None and not getattr(sampler, "default", None):
             missing = sorted(parent_values - set(known))
             if missing:
                 where = "values" if isinstance(sampler, Subcategory) else "cases (or a default)"
                 raise SamplerError(
-                    column, f"{sampler.kind}: no entry in {where} for {sampler.parent}={missing[0]!r}"
+                    column,
+                    f"{sampler.kind}: no entry in {where} for {sampler.parent}={missing[0]!r}",
                 )
     order: list[str] = []
     visiting: set[str] = set()
@@ -474,4 +488,11 @@ class SamplerSource(EmptyRows):
         return {"row": index, **self.fields, **{c: drawn[c] for c in self.order}}
 
 
-__all__ = ["KINDS", "PERSON_FIELDS", "SamplerError", "SamplerSource", "build_sampler", "build_samplers"]
+__all__ = [
+    "KINDS",
+    "PERSON_FIELDS",
+    "SamplerError",
+    "SamplerSource",
+    "build_sampler",
+    "build_samplers",
+]

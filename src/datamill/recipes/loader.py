@@ -54,11 +54,11 @@ class SourceSpec(BaseModel):
     limit: int | None = Field(default=None, ge=1)
 
     def build(self, base: Path | None, seed: int = 0) -> Source:
+        if self.samplers is not None and self.num_rows is None:
+            raise ValueError("samplers need num_rows: how many rows to sample")
         given = [k for k in ("rows", "path", "num_rows") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("source needs exactly one of rows, path, num_rows")
-        if self.samplers is not None and self.num_rows is None:
-            raise ValueError("samplers need num_rows: how many rows to sample")
         if self.rows is not None:
             return RowsSource(self.rows, self.limit, self.repeat)
         if self.num_rows is not None and self.samplers is not None:

@@ -120,7 +120,12 @@ class SimulatedChat(TemplateTask):
             head = [{"role": "system", "content": system}] if system else []
             request = Request(messages=tuple(head + turns), **self.request_defaults("response"))
             answer = await self._message(
-                ctx, request, f"assistant#{i}", {"max_tokens": self.response_max_tokens}, turns, system
+                ctx,
+                request,
+                f"assistant#{i}",
+                {"max_tokens": self.response_max_tokens},
+                turns,
+                system,
             )
             turns.append({"role": "assistant", "content": answer})
         conversation = ([{"role": "system", "content": system}] if system else []) + turns

@@ -31,7 +31,9 @@ from ..steps.dedup import normalize_text
 from .base import Task, template
 from .self_instruct import _LEAD_IN, clean_line
 
-_LABEL = re.compile(r"^\s*(?:\**\s*)?(?:persona(?:\s+description)?|description)\s*\**\s*:\s*\**\s*", re.I)
+_LABEL = re.compile(
+    r"^\s*(?:\**\s*)?(?:persona(?:\s+description)?|description)\s*\**\s*:\s*\**\s*", re.I
+)
 
 
 def clean_persona(text: str) -> str:

@@ -105,7 +105,9 @@ class TextTask(TemplateTask):
         )[0]
         text = clean_answer(completion.text)
         if len(text.split()) < self.min_text_words:
-            raise ParseError(f"written text too short (< {self.min_text_words} words)", completion.text)
+            raise ParseError(
+                f"written text too short (< {self.min_text_words} words)", completion.text
+            )
         return text
 
     async def process(self, row: Row, ctx: Context) -> list[Row]:
@@ -114,7 +116,9 @@ class TextTask(TemplateTask):
         completion = (
             await self.call(ctx, Request.chat(prompt, **self.request_defaults("task")), "task")
         )[0]
-        out = {self.output_column(): self.check(clean_answer(completion.text), text, completion.text)}
+        out = {
+            self.output_column(): self.check(clean_answer(completion.text), text, completion.text)
+        }
         if self.write is not None:
             out[self.text] = text
         if self.instruction:
@@ -175,7 +179,11 @@ class Summarize(TextTask):
 
     def prompt(self, text: str, row: Row) -> str:
         focus = render_row(self.focus, row, self.label).strip() if self.focus else ""
-        return template("summarize-text.jinja2").render(text=text, length=self.length, focus=focus).strip()
+        return (
+            template("summarize-text.jinja2")
+            .render(text=text, length=self.length, focus=focus)
+            .strip()
+        )
 
     def check(self, answer: str, text: str, raw: str) -> str:
         if not answer:
