@@ -92,18 +92,31 @@ def test_summarize_recipe_keeps_only_summaries_shorter_than_their_text(tmp_path:
             return "Summary: " + LONG  # as long as the text
         return "Summary: The library reopened with new rooms, a café and a repair workshop."
 
-    model = FakeModel(answer)
-    result = on_model(load_recipe("summarize"), model).run(tmp_path / "out", limit=8)
+    written = ["summarize.write=Write a news article about {{ topic }}.", "summarize.text=written"]
+    result = on_model(load_recipe("summarize", written), FakeModel(answer)).run(
+        tmp_path / "out", limit=6
+    )
     lost = failures(tmp_path / "out")
     assert set(lost) <= {"summary identical to the text", "summary not shorter than its text"}
-    assert len(result.rows) + sum(lost.values()) == 8 and lost and result.rows
+    assert len(result.rows) + sum(lost.values()) == 6 and lost and result.rows
     for r in result.rows:
         assert r["summary"] == "The library reopened with new rooms, a café and a repair workshop."
-        assert r["messages"][1]["content"] == r["summary"] and r["text"] == LONG
+        assert r["messages"][1]["content"] == r["summary"]
+        # the summary is of the written text; the seed text stays in its column
+        assert r["messages"][0]["content"].startswith(f"Text:\n{LONG}\n") and r["text"] != LONG
         assert "Summarize the text above in two sentences" in r["messages"][0]["content"]
 
 
-def test_summarize_seed_texts_and_a_too_long_summary() -> None:
+def test_summarize_recipe_reads_its_seed_texts(tmp_path: Path) -> None:
+    model = FakeModel()
+    result = on_model(load_recipe("summarize"), model).run(tmp_path / "out", limit=3)
+    assert len(result.rows) == 3 and len(model.calls) == 3  # no text written: seed texts
+    for r in result.rows:
+        assert r["messages"][0]["content"].startswith("Text:\n" + r["text"].strip())
+        assert len(r["summary"].split()) < 0.7 * len(r["text"].split())
+
+
+def test_summarize_checks_and_columns() -> None:
     step = Summarize(max_ratio=0.5)
     with pytest.raises(ParseError, match="summary not shorter than its text"):
         step.check(" ".join(LONG.split()[:30]), LONG, "raw")
