@@ -113,6 +113,8 @@ def test_people_from_faker_by_locale_and_offline_personas() -> None:
     assert len({r["person"]["name"] for r in rows}) > 150
     us = sampled({"person": {"person": {"locale": "en_US", "fields": ["name"]}}}, n=200)
     assert {r["person"]["name"] for r in us}.isdisjoint({r["person"]["name"] for r in rows})
+    fr = sampled({"p": {"person": {"locale": "fr_FR", "fields": ["country", "email"]}}}, n=5)
+    assert all(r["p"]["country"] == "France" and "@" in r["p"]["email"] for r in fr)
     personas = [r["persona"] for r in sampled({"persona": {"persona": {}}}, n=300)]
     assert len(set(personas)) == 300
     assert all(p.endswith(".") and "-year-old" in p and len(p.split()) >= 12 for p in personas)
@@ -205,9 +207,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"y": {"category": ["a", "b"]}, "x": {"subcategory": {"of": "y", "values": {"a": ["z"]}}}}, "samplers.x: subcategory: no entry in values for y='b'"),
     ({"y": {"category": ["a", "b"]}, "x": {"conditional": {"on": "y", "cases": {"a": {"integer": {"low": 1, "high": 2}}}}}}, "samplers.x: conditional: no entry in cases (or a default) for y='b'"),
     ({"x": {"uniform": {"low": 3, "high": 3}}}, "samplers.x: uniform: low (3) must be below high (3)"),
-    ({"x": {"integer": {"low": 5, "high": 1}}}, "samplers.x: integer: low (5) must be below high (1)"),
+    ({"x": {"integer": {"low": 5, "high": 1}}}, "samplers.x: integer: low (5) must be at most high (1)"),
     ({"x": {"integer": {"low": 1.5, "high": 3}}}, "samplers.x: low must be a whole number"),
     ({"x": {"normal": {"mean": 0, "std": 0}}}, "samplers.x: normal: std must be above 0"),
+    ({"x": {"normal": {"mean": 0, "std": 1, "low": 2, "high": 1}}}, "samplers.x: normal: low (2) must be at most high (1)"),
     ({"x": {"uniform": {"low": 0, "high": 1, "round": -1}}}, "samplers.x: round must be 0 or more"),
     ({"x": {"uniform": {"low": 0, "hi": 1}}}, "samplers.x: uniform: unknown parameter 'hi'"),
     ({"x": {"person": {"fields": ["name", "shoe_size"]}}}, "samplers.x: person: unknown field 'shoe_size'"),

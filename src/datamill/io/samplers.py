@@ -207,7 +207,7 @@ class Person(Sampler):
         providers = {
             "occupation": fake.job,
             "city": fake.city,
-            "country": fake.current_country if self.locale != "en_US" else lambda: "United States",
+            "country": fake.current_country,
             "email": fake.email,
             "company": fake.company,
         }
@@ -287,8 +287,11 @@ def _category(column: str, params: Any, where: str = "") -> Category:
 
 
 def _range(column: str, kind: str, low: float, high: float) -> None:
-    if not low < high if kind == "uniform" else not low <= high:
+    """A uniform range needs ``low < high``; an integer or a clipped normal ``low <= high``."""
+    if kind == "uniform" and not low < high:
         raise SamplerError(column, f"{kind}: low ({low}) must be below high ({high})")
+    if not low <= high:
+        raise SamplerError(column, f"{kind}: low ({low}) must be at most high ({high})")
 
 
 def build_sampler(column: str, spec: Any) -> Sampler:
