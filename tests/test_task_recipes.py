@@ -13,11 +13,11 @@ import pytest
 
 from datamill import FakeModel, ModelSettings
 from datamill.errors import ParseError
-from datamill.models.base import Request
+from datamill.models.base import Completion, Request
 from datamill.pipeline.graph import Pipeline
 from datamill.recipes.loader import load_recipe
 from datamill.tasks.chat import SimulatedChat, check_turns, clean_message
-from datamill.tasks.transform import RewriteText, Summarize
+from datamill.tasks.transform import RewriteText, Summarize, full_sentences
 
 LONG = (
     "The city library reopened on Monday after a year of building work. It now has a larger "
@@ -116,6 +116,25 @@ def test_summarize_recipe_reads_its_seed_texts(tmp_path: Path) -> None:
         assert len(r["summary"].split()) < 0.7 * len(r["text"].split())
 
 
+def test_a_written_text_cut_at_max_tokens_keeps_its_full_sentences(tmp_path: Path) -> None:
+    assert full_sentences('One. Two "quoted!" Three is cut') == 'One. Two "quoted!"'
+    assert full_sentences("no end at all") == ""
+    cut = LONG + " And then the mayor said that"
+
+    def answer(request: Request, index: int) -> str | Completion:
+        if last(request).startswith("Write about"):
+            return Completion(cut if "library" in last(request) else "Short. And", "length")
+        return "A library reopened after a year, with more rooms and a repair workshop."
+
+    step = Summarize(write="Write about {{ topic }}.", write_max_tokens=50)
+    source = [{"topic": "the library"}, {"topic": "rain"}]
+    model = FakeModel(answer)
+    result = on_model(Pipeline([step], source=source), model).run(tmp_path / "o")
+    assert [r["text"] for r in result.rows] == [LONG]
+    assert failures(tmp_path / "o") == {"written text too short (< 20 words)": 1}
+    assert {c.max_tokens for c in model.calls if last(c).startswith("Write about")} == {50}
+
+
 def test_summarize_checks_and_columns() -> None:
     step = Summarize(max_ratio=0.5)
     with pytest.raises(ParseError, match="summary not shorter than its text"):
@@ -185,7 +204,8 @@ def test_everyday_chats_are_short_small_talk(tmp_path: Path) -> None:
 @pytest.mark.real
 @pytest.mark.timeout(900)
 def test_rewrite_on_the_embedded_model(embedded_model: Any, tmp_path: Path) -> None:
-    p = on_model(load_recipe("rewrite", ["rewrite_text.max_tokens=160"]), embedded_model)
+    overrides = ["rewrite_text.write_max_tokens=120", "rewrite_text.max_tokens=200"]
+    p = on_model(load_recipe("rewrite", overrides), embedded_model)
     began = time.monotonic()
     result = p.run(tmp_path / "out", limit=2)
     run = json.loads((tmp_path / "out" / "run.json").read_text())

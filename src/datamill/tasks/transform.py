@@ -9,7 +9,8 @@ Each writes ``instruction`` (the request as the model saw it: the SFT row's user
 reads the text from column ``text`` (seed texts), or, with ``write`` (a template: "Write a
 short {{ genre }} about {{ topic }}."), first asks the model for it and stores it in ``text``.
 Their own checks (:class:`ParseError`, the raw answer kept): a generated text under
-``min_text_words``; a summary not shorter than ``max_ratio`` of its text or identical to it; a
+``min_text_words`` (one cut at ``max_tokens``, or ``write_max_tokens``, is first trimmed to its
+last full sentence); a summary not shorter than ``max_ratio`` of its text or identical to it; a
 rewrite identical to its text, barely changed (``difflib`` ratio ≥ ``max_similarity``) or more
 than three times as long. A seed text under ``min_text_words`` is dropped (``text too short``).
 
@@ -38,6 +39,15 @@ _LABEL = re.compile(
 )
 
 
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
+
+
+def full_sentences(text: str) -> str:
+    """``text`` up to the end of its last full sentence ('' when it has none)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
 def clean_answer(text: str) -> str:
     """An answer without a leading "Summary:" / "Here is the rewritten text:" label, stripped."""
     return _LABEL.sub("", text.strip(), count=1).strip()
@@ -51,6 +61,8 @@ class TextTask(TemplateTask):
     #: a template: when set, the model first writes the text from it (stored in ``text``)
     write: str | None = None
     min_text_words: int = Field(default=20, ge=1)
+    #: max_tokens of the call that writes the text (default: the step's)
+    write_max_tokens: int | None = Field(default=None, ge=1)
     #: a column for the request as the model saw it (the SFT row's user message); none: not kept
     instruction: str | None = "instruction"
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
@@ -100,10 +112,12 @@ class TextTask(TemplateTask):
         asked = render_row(self.write, row, self.label).strip()
         if not asked:
             raise Dropped("empty prompt", f"write template {self.write!r} rendered to nothing")
-        completion = (
-            await self.call(ctx, Request.chat(asked, **self.request_defaults("write")), "write")
-        )[0]
+        request = Request.chat(asked, **self.request_defaults("write"))
+        options = {"max_tokens": self.write_max_tokens}
+        completion = (await self.call(ctx, request, "write", options=options, keep_cut=True))[0]
         text = clean_answer(completion.text)
+        if completion.finish_reason == "length":  # cut at max_tokens: keep the full sentences
+            text = full_sentences(text)
         if len(text.split()) < self.min_text_words:
             raise ParseError(
                 f"written text too short (< {self.min_text_words} words)", completion.text
@@ -195,4 +209,4 @@ class Summarize(TextTask):
         return answer
 
 
-__all__ = ["RewriteText", "Summarize", "TextTask", "clean_answer"]
+__all__ = ["RewriteText", "Summarize", "TextTask", "clean_answer", "full_sentences"]
