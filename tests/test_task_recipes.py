@@ -180,6 +180,23 @@ def test_chat_messages_are_cleaned_and_checked(tmp_path: Path) -> None:
     assert failures(tmp_path / "o") == {"turn repeats an earlier one": 1}
 
 
+def test_a_chat_message_cut_at_max_tokens_keeps_its_full_sentences(tmp_path: Path) -> None:
+    def answer(request: Request, index: int) -> Completion:
+        if "You are playing the user" in last(request):
+            return Completion("Hi there, how are you? I wanted to ask about the", "length")
+        return Completion("Doing well, thanks! And you", "length")
+
+    trimmed = SimulatedChat(n_turns=1, trim_cut=True)
+    rows = on_model(Pipeline([trimmed], source=[{"x": 1}]), FakeModel(answer)).run(tmp_path / "a")
+    assert rows.rows[0]["conversation"] == [
+        {"role": "user", "content": "Hi there, how are you?"},
+        {"role": "assistant", "content": "Doing well, thanks!"},
+    ]
+    strict = SimulatedChat(n_turns=1)
+    on_model(Pipeline([strict], source=[{"x": 1}]), FakeModel(answer)).run(tmp_path / "b")
+    assert failures(tmp_path / "b") == {"truncated at max_tokens": 1}
+
+
 def test_everyday_chats_are_short_small_talk(tmp_path: Path) -> None:
     def answer(request: Request, index: int) -> str:
         if request.messages[0]["role"] == "system":

@@ -11,7 +11,8 @@ reads.
 
 Each message is checked as it comes (:class:`ParseError`, raw text kept): a role label the model
 wrote ("User:", "Assistant:") is cut off, and a second speaker's line cuts the message there;
-then an empty message, one over ``max_words``, one repeating an earlier message or the system
+with ``trim_cut`` a message cut at ``max_tokens`` keeps its full sentences (else the row fails:
+``truncated``); then an empty message, one over ``max_words``, one repeating an earlier message or the system
 prompt is refused. Roles alternate by construction and are checked again at the end.
 
 Deliberately not here: Magpie's template-prefix conversations (``tasks.magpie``).
@@ -30,6 +31,7 @@ from ..rows import Row
 from ..steps.base import Context
 from ..steps.dedup import normalize_text
 from .base import TemplateTask, check_template, render_row, template
+from .transform import full_sentences
 
 _SPEAKER = re.compile(r"^\s*\**\s*(user|assistant|ai|human|me|you)\s*\**\s*:\s*", re.IGNORECASE)
 _QUOTES = "\"'“”"
@@ -76,6 +78,8 @@ class SimulatedChat(TemplateTask):
     #: at most this many words per message (everyday small talk is short); none: no limit
     max_words: int | None = Field(default=None, ge=1)
     output: str = "conversation"
+    #: a message cut at max_tokens keeps its full sentences (else the row fails, ``truncated``)
+    trim_cut: bool = False
     user_max_tokens: int | None = Field(default=None, ge=1)
     response_max_tokens: int | None = Field(default=None, ge=1)
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
@@ -141,8 +145,13 @@ class SimulatedChat(TemplateTask):
         turns: list[dict[str, str]],
         system: str,
     ) -> str:
-        raw = (await self.call(ctx, request, salt, options=options))[0].text
+        completion = (await self.call(ctx, request, salt, options=options, keep_cut=self.trim_cut))[
+            0
+        ]
+        raw = completion.text
         message = clean_message(raw)
+        if completion.finish_reason == "length" and self.trim_cut:
+            message = full_sentences(message)
         if not message:
             raise ParseError("empty turn", raw)
         if self.max_words is not None and len(message.split()) > self.max_words:
