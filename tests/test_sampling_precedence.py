@@ -13,6 +13,10 @@ from datamill.tasks.base import Task
 
 INSTRUCTION = "Write a short poem about a river in spring."
 RESPONSE = "The river wakes and runs with melted snow past the green banks."
+TEXT = (
+    "The town library opened a repair cafe on Saturdays. Volunteers fix lamps, toasters and "
+    "bicycles while visitors learn to mend things themselves, and nothing repaired goes to waste."
+)
 
 #: kind → (parameters, source row, max_tokens of its requests when nothing else is set)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
@@ -33,6 +37,11 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
     "quality_scorer": ({}, {"instruction": INSTRUCTION, "response": RESPONSE}, {12 + 16}),
     "classify": ({"labels": ["poem", "code"]}, {"instruction": INSTRUCTION}, {24}),
     "delta_pair": ({}, {"instruction": INSTRUCTION}, {512}),
+    "text_to_persona": ({}, {"text": TEXT}, {96}),
+    "persona_to_persona": ({}, {"persona": "A retired teacher who restores bicycles."}, {256}),
+    "rewrite_text": ({}, {"text": TEXT, "style": "a limerick"}, {384}),
+    "summarize": ({}, {"text": TEXT}, {384}),
+    "simulated_chat": ({"n_turns": 1}, {"persona": "a student"}, {96, 256}),
 }
 
 TASK_KINDS = [k for k in STEP_KINDS if issubclass(step_class(k), Task)]

@@ -4,6 +4,7 @@
 - ``JsonlSource`` / ``ParquetSource`` — local files
 - ``HFSource`` — a ``datasets`` dataset or a dataset already on disk (``datasets`` extra)
 - ``EmptyRows`` — N empty rows, for techniques that generate from nothing (Magpie)
+- ``SamplerSource`` (``io.samplers``) — N rows of sampled columns (categories, ranges, people)
 
 Bad input fails here with one line naming the file, line and problem: unreadable files, bad JSON,
 non-UTF-8 lines, NaN, no rows, oversized lines. :func:`check_rows` checks the *values* of the
@@ -145,10 +146,14 @@ class EmptyRows(Source):
     def rows(self) -> list[Row]:
         return list(self.iter_rows())
 
+    def row(self, index: int) -> Row:
+        """Row ``index`` (0-based; past ``n`` too: the top-up's new rows)."""
+        return {"row": index, **self.fields}
+
     def iter_rows(self) -> Iterator[Row]:
         n = min(self.n, self.limit) if self.limit is not None else self.n
         for i in range(n):
-            yield {"row": i, **self.fields}
+            yield self.row(i)
 
 
 class JsonlSource(Source):

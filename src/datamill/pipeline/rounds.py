@@ -31,7 +31,7 @@ def attempts_cap(source_rows: int, target: int, max_attempts: int | None = None)
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
     """``count`` new source rows keyed ``start, start+1, …`` (new keys → new seeds)."""
     if isinstance(source, EmptyRows):
-        return [((i,), {"row": i, **source.fields}) for i in range(start, start + count)]
+        return [((i,), source.row(i)) for i in range(start, start + count)]
     return [((i,), dict(rows[i % len(rows)])) for i in range(start, start + count)]
 
 

@@ -10,8 +10,9 @@ survivors are cut to N. With rejection sampling (``samples: K`` then ``select_ve
 source row counts once however many samples it took.
 
 New source rows continue the row index, so every new row has its own key and therefore its own
-seed: ``num_rows`` sources get rows numbered on from the last one; fixed sources (inline rows, a
-file) are cycled through again under new keys, so each pass samples anew.
+seed: ``num_rows`` sources get rows numbered on from the last one (a sampler source draws each
+new row from its seed and index: ``io.samplers``); fixed sources (inline rows, a file) are
+cycled through again under new keys, so each pass samples anew.
 
 Nothing is paid for twice: the per-row steps before the first global step run only on the new
 rows of a round (their results are kept); the global steps and what follows them see all rows

@@ -8,6 +8,7 @@ A recipe::
       default: llamacpp                  # a spec, or {spec: ..., temperature: ..., ...}
     source:
       rows: [{instruction: "..."}]       # or  path: seeds.jsonl  |  num_rows: 20
+                                         # (+ samplers: {topic: {category: …}}: io/samplers.py)
       repeat: 4
     steps:
       - text_generation: {output: instruction, temperature: 1.0}
@@ -40,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
+from ..io.samplers import SamplerError, SamplerSource
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
 from ..steps.base import ParameterError, Step
@@ -54,16 +56,24 @@ class SourceSpec(BaseModel):
     rows: list[dict[str, Any]] | None = None
     path: str | None = None
     num_rows: int | None = Field(default=None, ge=1)
+    #: sampled columns of ``num_rows`` rows (``io.samplers``), drawn with ``seed``
+    samplers: dict[str, Any] | None = None
+    seed: int | None = None  #: the samplers' seed (default the recipe's)
     fields: dict[str, Any] = {}
     repeat: int = Field(default=1, ge=1)
     limit: int | None = Field(default=None, ge=1)
 
-    def build(self, base: Path | None) -> Source:
+    def build(self, base: Path | None, seed: int = 0) -> Source:
+        if self.samplers is not None and self.num_rows is None:
+            raise ValueError("samplers need num_rows: how many rows to sample")
         given = [k for k in ("rows", "path", "num_rows") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("source needs exactly one of rows, path, num_rows")
         if self.rows is not None:
             return RowsSource(self.rows, self.limit, self.repeat)
+        if self.num_rows is not None and self.samplers is not None:
+            seed = self.seed if self.seed is not None else seed
+            return SamplerSource(self.samplers, self.num_rows, seed, self.limit, self.fields)
         if self.num_rows is not None:
             return EmptyRows(self.num_rows, self.limit, self.fields)
         return source_from_path(resolve_path(self.path or "", base), self.limit)
@@ -419,7 +429,9 @@ def recipe_from_dict(
                     f"{where(loc + ('model',))}: step {i + 1} ({kind}): model {m!r} is not declared under models; declared: {declared}"
                 )
     try:
-        source = spec.source.build(base) if spec.source else None
+        source = spec.source.build(base, spec.seed) if spec.source else None
+    except SamplerError as exc:
+        raise ConfigError(f"{where(('source', 'samplers', exc.column))}: source.{exc}") from None
     except ValueError as exc:
         raise ConfigError(f"{where(('source',))}: source: {exc}") from None
     try:

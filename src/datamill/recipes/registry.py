@@ -31,6 +31,12 @@ STEP_KINDS: dict[str, str] = {
     "self_instruct": "tasks.self_instruct:SelfInstruct",
     "magpie": "tasks.magpie:Magpie",
     "evol_instruct": "tasks.evol_instruct:EvolInstruct",
+    # personas (PersonaHub) and SmolTalk-style tasks
+    "text_to_persona": "tasks.personas:TextToPersona",
+    "persona_to_persona": "tasks.personas:PersonaToPersona",
+    "rewrite_text": "tasks.transform:RewriteText",
+    "summarize": "tasks.transform:Summarize",
+    "simulated_chat": "tasks.chat:SimulatedChat",
     # preference techniques
     "response_pool": "tasks.response_pool:ResponsePool",
     "evol_quality": "tasks.evol_quality:EvolQuality",
