@@ -136,14 +136,6 @@ def test_a_task_that_offered_tools_accepts_a_tool_calls_finish() -> None:
         Request.chat("x", tool_choice="auto")
 
 
-def test_the_embedded_backend_refuses_tools_in_one_line() -> None:
-    from datamill.models.llamacpp import LlamaCppModel
-
-    with pytest.raises(ModelError, match="cannot call tools") as err:
-        asyncio.run(LlamaCppModel().generate(Request.chat("x", tools=[TOOL])))
-    assert err.value.reason == "tools not supported"
-
-
 # -- splitting the thinking on every backend ------------------------------------------------------
 def test_think_block_is_split_on_the_fake_model_and_written_where_asked(tmp_path: Path) -> None:
     step = TextGeneration(template="{{ q }}", output="answer", reasoning_output="thinking")
