@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from datamill import FakeModel, ModelSettings, Pipeline, Request, TextGeneration
-from datamill.errors import ConfigError, ModelError, ParseError
+from datamill.errors import ConfigError, ParseError
 from datamill.models.base import Completion
 from datamill.models.openai import OpenAIModel
 from datamill.models.registry import load_model
