@@ -394,7 +394,7 @@ def test_tool_calls_recipe_runs_on_the_embedded_model(
     print(
         f"\ntool-calls (embedded): exit {code}, rows {run['rows']}, steps {steps}, losses {run['failures']}"
     )
-    assert run["model_calls"] >= 2 and run["steps"]["tool_calls"]["rows_in"] == 2
+    assert run["model_calls"] >= 2 and run["steps"]["tool_queries"]["rows_in"] == 2
     if run["rows"] == 0:  # a 135M model rarely writes a fitting call: allowed, with reasons shown
         assert code != 0 and run["failures"]
         assert any(r in printed.out + printed.err for r in run["failures"])

@@ -68,9 +68,9 @@ from .base import (
     finish_reason_of,
 )
 from .toolcalls import (
+    answer_messages,
     calls_schema,
     parse_answer,
-    plain_messages,
     renders_tools,
     with_tools_prompt,
 )
@@ -314,7 +314,7 @@ class LlamaCppModel(Model):
         if renders_tools(self._info.chat_template):
             return self._template.render(messages, list(request.tools))
         if request.tool_choice == "none":
-            return self._template.render(list(plain_messages(messages)))
+            return self._template.render(list(answer_messages(messages)))
         return self._template.render(
             list(with_tools_prompt(messages, request.tools, request.tool_choice))
         )

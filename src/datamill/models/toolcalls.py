@@ -21,6 +21,8 @@ from typing import Any
 from .base import Message, ToolCall
 
 __all__ = [
+    "ANSWER_PROMPT",
+    "answer_messages",
     "calls_schema",
     "parse_answer",
     "plain_messages",
@@ -140,10 +142,13 @@ def wire_calls(calls: tuple[ToolCall, ...] | list[ToolCall]) -> list[dict[str, A
     ]
 
 
-def plain_messages(messages: tuple[Message, ...] | list[dict[str, Any]]) -> list[Message]:
+def plain_messages(
+    messages: tuple[Message, ...] | list[dict[str, Any]], calls_as_json: bool = True
+) -> list[Message]:
     """A conversation with tool turns written as text, for a model or template that knows only
     ``system``/``user``/``assistant`` with text content: an assistant turn's ``tool_calls``
-    become its JSON answer, a ``tool`` turn becomes a user turn ``Result of NAME: JSON``."""
+    become its JSON answer (``calls_as_json``; else a sentence ``I called NAME with ARGS.``, which
+    a small model is less tempted to copy), a ``tool`` turn a user turn ``Result of NAME: JSON``."""
     out: list[Message] = []
     for m in messages:
         role = m.get("role")
@@ -153,13 +158,38 @@ def plain_messages(messages: tuple[Message, ...] | list[dict[str, Any]]) -> list
                 {"name": c["function"]["name"], "arguments": _loads(c["function"]["arguments"])}
                 for c in calls
             ]
-            out.append({"role": "assistant", "content": json.dumps({"tool_calls": listed})})
+            text = json.dumps({"tool_calls": listed})
+            if not calls_as_json:
+                text = " ".join(
+                    f"I called {c['name']} with {json.dumps(c['arguments'])}." for c in listed
+                )
+            out.append({"role": "assistant", "content": text})
         elif role == "tool":
             name = m.get("name") or "the tool"
             out.append({"role": "user", "content": f"Result of {name}: {m.get('content', '')}"})
         else:
             out.append({"role": str(role), "content": str(m.get("content") or "")})
     return out
+
+
+#: the system message of the final answer on the text path (``tool_choice: none``)
+ANSWER_PROMPT = (
+    "Answer the user's request in plain words, using the tool results in this conversation. "
+    "Do not write JSON and do not call any tool."
+)
+
+
+def answer_messages(messages: tuple[Message, ...] | list[dict[str, Any]]) -> list[Message]:
+    """:func:`plain_messages` with :data:`ANSWER_PROMPT` as the system message (before the
+    conversation's own one) and the calls as sentences: the final answer after the tool
+    results, on the text path."""
+    plain = plain_messages(messages, calls_as_json=False)
+    if plain and plain[0]["role"] == "system":
+        return [
+            {"role": "system", "content": f"{ANSWER_PROMPT}\n\n{plain[0]['content']}"},
+            *plain[1:],
+        ]
+    return [{"role": "system", "content": ANSWER_PROMPT}, *plain]
 
 
 def with_tools_prompt(

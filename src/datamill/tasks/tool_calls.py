@@ -40,9 +40,9 @@ from pydantic import Field, PrivateAttr
 from ..errors import Dropped, ParseError
 from ..models.base import Completion, Request, ToolCall
 from ..models.toolcalls import (
+    answer_messages,
     calls_schema,
     parse_answer,
-    plain_messages,
     wire_calls,
     with_tools_prompt,
 )
@@ -185,6 +185,8 @@ class ToolCalls(_WithTools):
             rounds.append(len(calls))
         if not answer:
             raise Dropped("empty completion", "no final answer after the tool results")
+        if rounds and parse_answer(answer)[0]:
+            raise Dropped("call count", f"the final answer is one more call: {answer[:120]}")
         self._check_count(kind, rounds)
         messages.append({"role": "assistant", "content": answer})
         return [{**row, self.output: messages, self.tools_output: json.dumps(list(self.schemas))}]
@@ -218,7 +220,7 @@ class ToolCalls(_WithTools):
             completion = (await self.call(ctx, request, salt=f"#round{n}"))[0]
             return completion.tool_calls, completion.text
         if choice == "none":
-            request = Request(messages=tuple(plain_messages(messages)), **defaults)
+            request = Request(messages=tuple(answer_messages(messages)), **defaults)
             return (), (await self.call(ctx, request, salt=f"#round{n}"))[0].text
         schema = calls_schema(self.schemas, choice) if info.json_schema else None
         request = Request(
