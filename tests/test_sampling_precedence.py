@@ -14,6 +14,24 @@ from datamill.tasks.base import Task
 INSTRUCTION = "Write a short poem about a river in spring."
 RESPONSE = "The river wakes and runs with melted snow past the green banks."
 
+WEEKDAY = "datamill.tools.examples:weekday"
+TOOL_TURNS = [
+    {"role": "user", "content": "Which weekday was 2024-01-01?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": "weekday", "arguments": '{"date": "2024-01-01"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_0", "name": "weekday", "content": '"Monday"'},
+    {"role": "assistant", "content": "It was a Monday."},
+]
+
 #: kind → (parameters, source row, max_tokens of its requests when nothing else is set)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
     "text_generation": ({}, {"instruction": INSTRUCTION}, {512}),
@@ -31,6 +49,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
     "critique": ({}, {"instruction": INSTRUCTION, "response": RESPONSE}, {256, 512}),
     "complexity_scorer": ({}, {"instruction": INSTRUCTION}, {12 + 16}),
     "quality_scorer": ({}, {"instruction": INSTRUCTION, "response": RESPONSE}, {12 + 16}),
+    "tool_queries": ({"tools": [WEEKDAY]}, {"kind": "single"}, {128}),
+    # the fake's date is no date: the call fails execution, so only the calls round is sent
+    "tool_calls": ({"tools": [WEEKDAY]}, {"kind": "single", "query": INSTRUCTION}, {256}),
+    "verify_tool_semantics": ({}, {"messages": TOOL_TURNS}, {128}),
 }
 
 TASK_KINDS = [k for k in STEP_KINDS if issubclass(step_class(k), Task)]

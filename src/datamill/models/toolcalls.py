@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import Message, ToolCall
@@ -143,7 +144,7 @@ def wire_calls(calls: tuple[ToolCall, ...] | list[ToolCall]) -> list[dict[str, A
 
 
 def plain_messages(
-    messages: tuple[Message, ...] | list[dict[str, Any]], calls_as_json: bool = True
+    messages: Sequence[Mapping[str, Any]], calls_as_json: bool = True
 ) -> list[Message]:
     """A conversation with tool turns written as text, for a model or template that knows only
     ``system``/``user``/``assistant`` with text content: an assistant turn's ``tool_calls``
@@ -179,7 +180,7 @@ ANSWER_PROMPT = (
 )
 
 
-def answer_messages(messages: tuple[Message, ...] | list[dict[str, Any]]) -> list[Message]:
+def answer_messages(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
     """:func:`plain_messages` with :data:`ANSWER_PROMPT` as the system message (before the
     conversation's own one) and the calls as sentences: the final answer after the tool
     results, on the text path."""
@@ -193,7 +194,7 @@ def answer_messages(messages: tuple[Message, ...] | list[dict[str, Any]]) -> lis
 
 
 def with_tools_prompt(
-    messages: tuple[Message, ...] | list[dict[str, Any]],
+    messages: Sequence[Mapping[str, Any]],
     tools: tuple[dict[str, Any], ...] | list[dict[str, Any]],
     tool_choice: Any = "auto",
 ) -> list[Message]:

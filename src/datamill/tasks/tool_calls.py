@@ -35,7 +35,7 @@ import json
 import re
 from typing import Any, ClassVar
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from ..errors import Dropped, ParseError
 from ..models.base import Completion, Request, ToolCall
@@ -63,12 +63,22 @@ class _WithTools(Task):
     tools: list[str]
     _loaded: list[Tool] = PrivateAttr(default_factory=list)
 
-    def model_post_init(self, __context: object) -> None:
-        self._loaded = load_tools(self.tools)  # one ConfigError line, before any model call
+    @field_validator("tools")
+    @classmethod
+    def _loadable(cls, value: list[str]) -> list[str]:
+        load_tools(value)  # one ConfigError line when the step is built, before any model call
+        return value
+
+    @property
+    def loaded(self) -> list[Tool]:
+        """The tools, imported and with their schemas (loaded once)."""
+        if not self._loaded:
+            self._loaded = load_tools(self.tools)
+        return self._loaded
 
     @property
     def schemas(self) -> tuple[dict[str, Any], ...]:
-        return tuple(t.schema for t in self._loaded)
+        return tuple(t.schema for t in self.loaded)
 
 
 def _kind(row: Row, column: str) -> str:
@@ -95,7 +105,7 @@ class ToolQueries(_WithTools):
         return [self.output]
 
     def requests(self, row: Row, ctx: Context) -> list[Request]:
-        tools = [t.schema["function"] for t in self._loaded]
+        tools = [t.schema["function"] for t in self.loaded]
         prompt = template("tool-query.jinja2").render(
             tools=tools, kind=_kind(row, self.kind_column)
         )
@@ -139,7 +149,7 @@ class ToolCalls(_WithTools):
     async def process(self, row: Row, ctx: Context) -> list[Row]:
         kind = _kind(row, self.kind_column)
         query = str(self.need_text(row, self.query))
-        by_name = {t.name: t for t in self._loaded}
+        by_name = {t.name: t for t in self.loaded}
         messages: list[dict[str, Any]] = [{"role": "user", "content": query}]
         rounds: list[int] = []  # calls made per round
         answer = ""

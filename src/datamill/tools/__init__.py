@@ -60,7 +60,7 @@ def tool_schema(function: Callable[..., Any], spec: str) -> dict[str, Any]:
     """The JSON schema of ``function`` in OpenAI's function format (without the ``return``
     entry transformers adds), or ``ConfigError`` naming ``spec`` and what the function lacks."""
     try:
-        from transformers.utils import get_json_schema
+        from transformers.utils.chat_template_utils import get_json_schema
     except ImportError:  # pragma: no cover - transformers is a dependency of the [tools] extra
         raise ConfigError(
             "tool schemas are built with transformers: pip install 'datamill[tools]'"
