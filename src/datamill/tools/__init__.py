@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependency
 
 __all__ = ["Tool", "load_tools", "tool_schema"]
 
@@ -60,11 +60,10 @@ def tool_schema(function: Callable[..., Any], spec: str) -> dict[str, Any]:
     """The JSON schema of ``function`` in OpenAI's function format (without the ``return``
     entry transformers adds), or ``ConfigError`` naming ``spec`` and what the function lacks."""
     try:
+        import jsonschema  # noqa: F401  # the format check needs it: refuse now, not mid-run
         from transformers.utils.chat_template_utils import get_json_schema
-    except ImportError:  # pragma: no cover - transformers is a dependency of the [tools] extra
-        raise ConfigError(
-            "tool schemas are built with transformers: pip install 'datamill[tools]'"
-        ) from None
+    except ImportError:
+        raise MissingDependency("tool schemas and their checks", "tools") from None
     try:
         schema = get_json_schema(function)
     except Exception as exc:
