@@ -408,3 +408,22 @@ def test_tool_calls_recipe_runs_on_the_embedded_model(
             if any(m.get("tool_calls") for m in row["messages"]):
                 results = replay(row, load_tools(EXAMPLES))
                 assert all(ok and now == stored for _, stored, ok, now in results)
+
+
+def test_a_query_cut_after_its_first_line_is_kept_and_one_cut_inside_it_is_lost(
+    tmp_path: Path,
+) -> None:
+    from datamill.models.base import Completion
+    from datamill.tasks.tool_calls import ToolQueries
+
+    def writer(request: Request, i: int) -> Completion:
+        kind_cue = "exactly one call" in str((request.messages or ())[-1]["content"])
+        text = "How many feet is 3 m?\nAlso, here is why" if kind_cue else "How many feet is"
+        return Completion(text=text, finish_reason="length")
+
+    rows = [{"kind": "single"}, {"kind": "parallel"}]
+    p = Pipeline([ToolQueries(tools=EXAMPLES)], source=rows, models={"default": FakeModel(writer)})
+    result = p.run(tmp_path / "out")
+    assert [r["query"] for r in result.rows] == ["How many feet is 3 m?"]
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["failures"] == {"truncated at max_tokens": 1}

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -94,6 +94,9 @@ class ToolQueries(_WithTools):
     kind: ClassVar[str] = "tool_queries"
     kind_column: str = "kind"
     output: str = "query"
+    #: a query is the answer's first line: an answer cut after it keeps it (a cut first line
+    #: is still lost as ``truncated at max_tokens``)
+    truncated: Literal["drop", "keep"] = "keep"
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "query": {"max_tokens": 128, "temperature": 0.9}
     }
@@ -112,8 +115,11 @@ class ToolQueries(_WithTools):
         return [Request.chat(prompt, **self.request_defaults("query"))]
 
     def parse(self, completions: list[list[Completion]], row: Row) -> Row:
-        text = completions[0][0].text
+        completion = completions[0][0]
+        text = completion.text
         lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if completion.finish_reason == "length" and len(lines) <= 1:
+            raise ParseError("truncated at max_tokens", text)
         query = re.sub(r"^(request|query|user)\s*:\s*", "", lines[0], flags=re.I) if lines else ""
         query = query.strip().strip("\"'“”").strip()
         if len(query.split()) < 3:
@@ -285,7 +291,10 @@ class VerifyToolSemantics(Task):
         if ctx.model_info(self.model).json_schema:
             schema = {
                 "type": "object",
-                "properties": {"passed": {"type": "boolean"}, "reason": {"type": "string"}},
+                "properties": {
+                    "passed": {"type": "boolean"},
+                    "reason": {"type": "string", "maxLength": 160},  # fits max_tokens
+                },
                 "required": ["passed", "reason"],
             }
         request = Request.chat(prompt, json_schema=schema, **self.request_defaults("judge"))
