@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from datamill import FakeModel, ModelSettings, Pipeline, Request, TextGeneration
-from datamill.errors import ConfigError, ModelError, ParseError
+from datamill.errors import ConfigError, ParseError
 from datamill.models.base import Completion
 from datamill.models.openai import OpenAIModel
 from datamill.models.registry import load_model
@@ -134,14 +134,6 @@ def test_a_task_that_offered_tools_accepts_a_tool_calls_finish() -> None:
     assert err.value.reason == "tool call instead of an answer"
     with pytest.raises(ValueError, match="tool_choice needs tools"):
         Request.chat("x", tool_choice="auto")
-
-
-def test_the_embedded_backend_refuses_tools_in_one_line() -> None:
-    from datamill.models.llamacpp import LlamaCppModel
-
-    with pytest.raises(ModelError, match="cannot call tools") as err:
-        asyncio.run(LlamaCppModel().generate(Request.chat("x", tools=[TOOL])))
-    assert err.value.reason == "tools not supported"
 
 
 # -- splitting the thinking on every backend ------------------------------------------------------

@@ -18,6 +18,24 @@ TEXT = (
     "bicycles while visitors learn to mend things themselves, and nothing repaired goes to waste."
 )
 
+WEEKDAY = "datamill.tools.examples:weekday"
+TOOL_TURNS = [
+    {"role": "user", "content": "Which weekday was 2024-01-01?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": "weekday", "arguments": '{"date": "2024-01-01"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_0", "name": "weekday", "content": '"Monday"'},
+    {"role": "assistant", "content": "It was a Monday."},
+]
+
 #: kind → (parameters, source row, max_tokens of its requests when nothing else is set)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
     "text_generation": ({}, {"instruction": INSTRUCTION}, {512}),
@@ -42,6 +60,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], set[int]]] = {
     "rewrite_text": ({}, {"text": TEXT, "style": "a limerick"}, {384}),
     "summarize": ({}, {"text": TEXT}, {384}),
     "simulated_chat": ({"n_turns": 1}, {"persona": "a student"}, {96, 256}),
+    "tool_queries": ({"tools": [WEEKDAY]}, {"kind": "single"}, {128}),
+    # the fake's date is no date: the call fails execution, so only the calls round is sent
+    "tool_calls": ({"tools": [WEEKDAY]}, {"kind": "single", "query": INSTRUCTION}, {256}),
+    "verify_tool_semantics": ({}, {"messages": TOOL_TURNS}, {128}),
 }
 
 TASK_KINDS = [k for k in STEP_KINDS if issubclass(step_class(k), Task)]

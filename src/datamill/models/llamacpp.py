@@ -50,6 +50,7 @@ import itertools
 import json
 import os
 import threading
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +66,13 @@ from .base import (
     ModelInfo,
     Request,
     finish_reason_of,
+)
+from .tool_answer import (
+    answer_messages,
+    calls_schema,
+    parse_answer,
+    renders_tools,
+    with_tools_prompt,
 )
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -151,12 +159,15 @@ class ChatTemplate:
             f"the chat template refused the messages: {message}", reason="chat template"
         )
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
         import jinja2
 
         try:
             return self.template.render(
                 messages=messages,
+                tools=tools,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
                 add_generation_prompt=True,
@@ -188,7 +199,7 @@ class LlamaCppModel(Model):
         structured=("json_schema",),  # a GBNF grammar from the schema
         n=False,  # n samples decode as n sequences, each reporting its prompt
         embeddings=False,
-        tools=False,
+        tools=True,  # a grammar from the tools' schemas (``models.tool_answer``)
         reasoning=False,
         threads_option="n_threads",
         local_files=True,
@@ -298,7 +309,16 @@ class LlamaCppModel(Model):
             raise ModelUnavailable(
                 f"{self.path.name} has no chat template (tokenizer.chat_template): use a chat model, or raw prompts"
             )
-        return self._template.render([dict(m) for m in request.messages or ()])
+        messages: list[dict[str, Any]] = [dict(m) for m in request.messages or ()]
+        if not request.tools:
+            return self._template.render(messages)
+        if renders_tools(self._info.chat_template):
+            return self._template.render(messages, list(request.tools))
+        if request.tool_choice == "none":
+            return self._template.render(list(answer_messages(messages)))
+        return self._template.render(
+            list(with_tools_prompt(messages, request.tools, request.tool_choice))
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -365,10 +385,13 @@ class LlamaCppModel(Model):
         from .llamacpp_batch import Job
 
         grammar = None
-        if request.json_schema is not None:
+        schema = request.json_schema
+        if _calls_tools(request):
+            schema = calls_schema(request.tools or (), request.tool_choice)
+        if schema is not None:
             try:
                 # key order kept: the grammar writes properties in the schema's order
-                grammar = schema_grammar(json.dumps(request.json_schema))
+                grammar = schema_grammar(json.dumps(schema))
             except Exception as exc:
                 raise ModelError(
                     f"cannot turn the JSON schema into a grammar: {exc}", reason="bad schema"
@@ -388,12 +411,7 @@ class LlamaCppModel(Model):
         )
 
     async def generate(self, request: Request) -> list[Completion]:
-        if request.tools:  # ``enable_thinking``/``reasoning_effort`` are ignored: no switch here
-            raise ModelError(
-                "the embedded llama.cpp backend cannot call tools yet (Request.tools); use an "
-                "OpenAI-compatible server (openai:MODEL@URL) for tool-calling steps",
-                reason="tools not supported",
-            )
+        # ``enable_thinking``/``reasoning_effort`` are ignored: no switch here
         hosts = self._hosts or await asyncio.to_thread(self._start_hosts)
         job = self.job(request)
         host = min(hosts, key=lambda h: h.load)
@@ -405,7 +423,7 @@ class LlamaCppModel(Model):
         if result.error is not None:
             error = ModelUnavailable if result.fatal else ModelError
             raise error(f"llama.cpp: {result.error}", reason=result.reason)
-        return [
+        out = [
             Completion(
                 text=s.text,
                 finish_reason=finish_reason_of(s.finish_reason),  # the engine: stop | length
@@ -414,3 +432,20 @@ class LlamaCppModel(Model):
             )
             for s in result.samples
         ]
+        return [_as_tool_calls(c) for c in out] if _calls_tools(request) else out
+
+
+def _calls_tools(request: Request) -> bool:
+    """Whether the answer is held to tool calls (tools offered, ``tool_choice`` not ``none``)."""
+    return bool(request.tools) and request.tool_choice != "none"
+
+
+def _as_tool_calls(completion: Completion) -> Completion:
+    """A grammar-held answer read as tool calls (finish ``tool_calls``) or as the plain answer
+    it holds; an answer cut short or not parsed stays as it came."""
+    if completion.finish_reason != "stop":
+        return completion
+    calls, answer = parse_answer(completion.text)
+    if calls:
+        return replace(completion, text="", finish_reason="tool_calls", tool_calls=calls)
+    return replace(completion, text=answer) if answer is not None else completion

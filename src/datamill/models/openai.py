@@ -34,7 +34,7 @@ The API key is read from ``$OPENAI_API_KEY`` (or the variable ``api_key_env`` na
 model starts. It lives only in the session's request headers: never in the identity, the
 ``ModelInfo``, the repr, an error message or the cache.
 
-Deliberately not here: streaming (datamill wants whole completions), tool calls, caching.
+Deliberately not here: streaming (datamill wants whole completions), running tools, caching.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class OpenAIModel(Model):
         structured=tuple(f for f in FORMS if f != "none"),  # negotiated (``models.structured``)
         n=True,  # ``n=`` in one call, the prompt billed once
         embeddings=True,  # :meth:`embed`
-        tools=False,
+        tools=True,  # ``tools``/``tool_choice`` sent as they are; ``tool_calls`` read back
         reasoning=False,  # thinking blocks come inside the text (``split_reasoning``)
         threads_option=None,
         local_files=False,

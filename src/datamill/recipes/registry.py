@@ -68,6 +68,10 @@ STEP_KINDS: dict[str, str] = {
     "math_problems": "steps.problems:MathProblems",
     "sample_constraints": "steps.problems:SampleConstraints",
     "split_tests": "steps.problems:SplitTests",
+    # tool-calling data
+    "tool_queries": "tasks.tool_calls:ToolQueries",
+    "tool_calls": "tasks.tool_calls:ToolCalls",
+    "verify_tool_semantics": "tasks.tool_calls:VerifyToolSemantics",
 }
 
 
