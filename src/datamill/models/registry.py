@@ -61,7 +61,7 @@ def backend_class(backend: str) -> type[Model]:
 
 
 #: model options every backend takes (handled here, not by the backend's ``Options``)
-COMMON_OPTIONS = ("think_tags",)
+COMMON_OPTIONS = ("think_tags", "batch")
 
 
 def spec_class(spec: str) -> type[Model]:
@@ -85,6 +85,10 @@ def check_options(spec: str, options: dict[str, Any], label: str | None = None) 
     except MissingDependency:
         return
     _think_tags(options.get("think_tags"))
+    if "batch" in options:
+        from .batch_api import batch_settings
+
+        batch_settings(options["batch"], label or cls.backend)
     backend_options = {
         k: v
         for k, v in options.items()

@@ -92,13 +92,15 @@ async def arun_pipeline(
     executor: Executor | str | None = None,
     progress: bool | str = False,
     forecast: Forecast | dict[str, Any] | None = None,
+    batch: bool = False,
 ) -> RunResult:
     """Run ``pipeline`` and (when ``output`` is given) write the dataset folder.
 
     ``executor``: an :class:`~datamill.executors.base.Executor`, ``"local"`` (the default) or
     ``"ray"``. ``progress``: ``True`` shows a progress bar (a widget in Jupyter), ``"auto"``
     only inside Jupyter. ``forecast``: a ``datamill plan`` forecast to store in ``run.json``
-    beside the actuals.
+    beside the actuals. ``batch``: every model whose provider has a batch API calls it
+    (``pipeline.batch``), as ``batch: true`` on a model does.
     """
     folder = OutputFolder(Path(output)) if output is not None else None
     bar: Any = None
@@ -123,6 +125,7 @@ async def arun_pipeline(
             executor=get_executor(executor) if isinstance(executor, str) else executor,
             stats=stats,
             failures=failures,
+            batch=batch,
         ) as run:
             with contextlib.closing(src.stream()) as source_rows:  # closed on any exit, not by gc
                 keyed, topup = await run_rows(run.runner, pipeline, source_rows, src, run.cache)
