@@ -5,6 +5,7 @@ A spec is ``BACKEND`` or ``BACKEND:ARGUMENT``:
 - ``llamacpp`` — the embedded SmolLM2-135M-Instruct; ``llamacpp:PATH`` — any GGUF file
 - ``fake`` — the scripted test model; ``fake:NAME`` — the same under another name
 - ``openai:MODEL@URL`` — an OpenAI-compatible endpoint (see ``models/openai.py``)
+- ``anthropic:MODEL`` (``@URL`` optional) — the Anthropic Messages API (``models/anthropic.py``)
 - ``transformers:PATH_OR_ID``, ``vllm:PATH_OR_ID`` — in-process engines (extras)
 """
 
@@ -20,6 +21,7 @@ from .base import Capabilities, Model, options_problem
 
 #: backend name → (module, class, extra that provides its dependencies or None)
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "anthropic": ("datamill.models.anthropic", "AnthropicModel", "anthropic"),
     "fake": ("datamill.models.fake", "FakeModel", None),
     "llamacpp": ("datamill.models.llamacpp", "LlamaCppModel", None),
     "openai": ("datamill.models.openai", "OpenAIModel", "openai"),
