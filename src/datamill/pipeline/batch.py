@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, ModelUnavailable
 from ..models.base import Completion, Model, ModelInfo, Request
 from ..models.batch_api import BatchAPI, Line, Outcome, batch_api_for
 from .batches import BatchStore, Entry
@@ -157,9 +157,14 @@ class BatchModel(Model):
         key = call_key(self.info.identity, request)
         call = self._call(key, request.n)
         if call.request is None:
+            try:
+                lines = self.api.lines(key, request)
+            except ConfigError as exc:  # every call of this kind would be refused alike: stop
+                self._calls.pop((key, request.n), None)
+                raise ModelUnavailable(f"{self.info.name}: {exc}") from None
             call.request = request
             if not call.out and not call.future.done():
-                self._enqueue(call, self.api.lines(key, request))
+                self._enqueue(call, lines)
         return await asyncio.shield(call.future)
 
     def _call(self, key: str, n: int) -> _Call:

@@ -4,10 +4,10 @@
 from the server's model as its online routes' do, so a batch run and an online run on one server
 give the same rows. Routes:
 
-- OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files/{id}/content``,
+- OpenAI (on an :class:`OpenAIServer`): ``POST /v1/files`` (multipart, ``purpose=batch``), ``GET /v1/files/{id}/content``,
   ``POST /v1/batches``, ``GET /v1/batches`` (newest first, ``limit``/``after``),
   ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``;
-- Anthropic: ``POST /v1/messages/batches``, ``GET /v1/messages/batches`` (``limit``/
+- Anthropic (on a ``testing.anthropic.AnthropicServer``): ``POST /v1/messages/batches``, ``GET /v1/messages/batches`` (``limit``/
   ``after_id``), ``GET /v1/messages/batches/{id}``, ``POST …/{id}/cancel``, and the
   ``results_url`` ``GET /v1/messages/batches/{id}/results``.
 
@@ -31,13 +31,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..errors import ModelError
-from ..models.base import Completion, Request
 from .server import OpenAIServer, _to_request
+
+if TYPE_CHECKING:
+    from .anthropic import AnthropicServer
 
 
 @dataclass
@@ -90,29 +92,35 @@ class _Batch:
 class BatchEndpoints:
     """The batch routes of one :class:`OpenAIServer` and their state."""
 
-    def __init__(self, server: OpenAIServer, behaviour: BatchBehaviour | None = None) -> None:
+    def __init__(
+        self, server: OpenAIServer | AnthropicServer, behaviour: BatchBehaviour | None = None
+    ) -> None:
         self.server = server
+        self.provider = "openai" if isinstance(server, OpenAIServer) else "anthropic"
         self.behaviour = behaviour or BatchBehaviour()
         self.stats = BatchStats()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, _Batch] = {}
         self._rng = random.Random(self.behaviour.seed)
         self._ids = 0
-        server.app.add_routes(
-            [
+        if self.provider == "openai":
+            routes = [
                 web.post("/v1/files", self._upload),
                 web.get("/v1/files/{id}/content", self._file),
                 web.post("/v1/batches", self._create_openai),
                 web.get("/v1/batches", self._list_openai),
                 web.get("/v1/batches/{id}", self._get_openai),
                 web.post("/v1/batches/{id}/cancel", self._cancel),
+            ]
+        else:
+            routes = [
                 web.post("/v1/messages/batches", self._create_anthropic),
                 web.get("/v1/messages/batches", self._list_anthropic),
                 web.get("/v1/messages/batches/{id}", self._get_anthropic),
                 web.post("/v1/messages/batches/{id}/cancel", self._cancel),
                 web.get("/v1/messages/batches/{id}/results", self._anthropic_results),
             ]
-        )
+        server.app.add_routes(routes)
 
     def _next(self, prefix: str) -> str:
         self._ids += 1
@@ -123,40 +131,40 @@ class BatchEndpoints:
         form = await request.post()
         upload = form.get("file")
         if form.get("purpose") != "batch" or upload is None or not hasattr(upload, "file"):
-            return self.server._error(400, "send purpose=batch and a file")
+            return _error(400, "send purpose=batch and a file")
         data = upload.file.read()
         file_id = self._next("file-")
         self.files[file_id] = data
         self.stats.files += 1
-        return self.server._json({"id": file_id, "object": "file", "bytes": len(data), "purpose": "batch"})
+        return _json({"id": file_id, "object": "file", "bytes": len(data), "purpose": "batch"})
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         data = self.files.get(request.match_info["id"])
         if data is None:
-            return self.server._error(404, "no such file")
+            return _error(404, "no such file")
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def _create_openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         data = self.files.get(str(body.get("input_file_id")))
         if data is None:
-            return self.server._error(400, "input_file_id names no uploaded file")
+            return _error(400, "input_file_id names no uploaded file")
         lines = [json.loads(t) for t in data.decode().splitlines() if t.strip()]
         if any(line.get("url") != body.get("endpoint") for line in lines):
-            return self.server._error(400, "every line's url must be the batch's endpoint")
+            return _error(400, "every line's url must be the batch's endpoint")
         batch = self._add("openai", lines, str(body.get("endpoint")), body.get("metadata") or {})
         batch.input_file_id = str(body["input_file_id"])
-        return self.server._json(self._openai_view(batch))
+        return _json(self._openai_view(batch))
 
     async def _list_openai(self, request: web.Request) -> web.StreamResponse:
-        return self.server._json(self._page("openai", request, "after"))
+        return _json(self._page("openai", request, "after"))
 
     async def _get_openai(self, request: web.Request) -> web.StreamResponse:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return self.server._error(404, "no such batch")
+            return _error(404, "no such batch")
         await self._poll(batch)
-        return self.server._json(self._openai_view(batch))
+        return _json(self._openai_view(batch))
 
     def _openai_view(self, batch: _Batch) -> dict[str, Any]:
         view: dict[str, Any] = {
@@ -188,27 +196,29 @@ class BatchEndpoints:
 
     # -- Anthropic ------------------------------------------------------------------------
     async def _create_anthropic(self, request: web.Request) -> web.StreamResponse:
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required")
         body = await request.json()
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
-            return self.server._error(400, "requests must be a non-empty list")
+            return _error(400, "requests must be a non-empty list")
         ids = [r.get("custom_id") for r in requests]
         if len(set(ids)) != len(ids):
-            return self.server._error(400, "custom_id values must be unique within a batch")
+            return _error(400, "custom_id values must be unique within a batch")
         batch = self._add("anthropic", requests, "/v1/messages", {})
-        return self.server._json(self._anthropic_view(batch, request))
+        return _json(self._anthropic_view(batch, request))
 
     async def _list_anthropic(self, request: web.Request) -> web.StreamResponse:
         page = self._page("anthropic", request, "after_id")
         page["data"] = [self._anthropic_view(self.batches[b["id"]], request) for b in page["data"]]
-        return self.server._json(page)
+        return _json(page)
 
     async def _get_anthropic(self, request: web.Request) -> web.StreamResponse:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return self.server._error(404, "no such batch")
+            return _error(404, "no such batch")
         await self._poll(batch)
-        return self.server._json(self._anthropic_view(batch, request))
+        return _json(self._anthropic_view(batch, request))
 
     def _anthropic_view(self, batch: _Batch, request: web.Request) -> dict[str, Any]:
         ended = batch.state in ("completed", "expired", "cancelled")
@@ -232,7 +242,7 @@ class BatchEndpoints:
     async def _anthropic_results(self, request: web.Request) -> web.StreamResponse:
         batch = self.batches.get(request.match_info["id"])
         if batch is None or batch.state == "in_progress":
-            return self.server._error(404, "no results for this batch (yet)")
+            return _error(404, "no results for this batch (yet)")
         text = "".join(json.dumps(r) + "\n" for r in batch.results)
         return web.Response(body=text.encode(), content_type="application/binary")
 
@@ -273,12 +283,12 @@ class BatchEndpoints:
     async def _cancel(self, request: web.Request) -> web.StreamResponse:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return self.server._error(404, "no such batch")
+            return _error(404, "no such batch")
         if batch.state == "in_progress":
             batch.state = "cancelled"
             batch.results = [self._not_run(batch, line, "cancelled") for line in batch.lines]
         view = self._openai_view(batch) if batch.kind == "openai" else self._anthropic_view(batch, request)
-        return self.server._json(view)
+        return _json(view)
 
     async def _poll(self, batch: _Batch) -> None:
         self.stats.polls += 1
@@ -305,23 +315,34 @@ class BatchEndpoints:
             return self._error_line(batch, cid, 500, "api_error", "Internal server error.")
         try:
             if batch.kind == "openai":
-                chat = batch.endpoint.endswith("/chat/completions")
-                req = _to_request(body, chat)
-            else:
-                req = anthropic_request(body)
-            completions = await self.server.model.generate(req)
+                return await self._answer_openai(batch, cid, body)
+            return await self._answer_anthropic(cid, body)
         except (ValueError, TypeError, KeyError, ModelError) as exc:
             return self._error_line(batch, cid, 400, "invalid_request_error", str(exc))
+
+    async def _answer_openai(self, batch: _Batch, cid: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert isinstance(self.server, OpenAIServer)
+        chat = batch.endpoint.endswith("/chat/completions")
+        completions = await self.server.model.generate(_to_request(body, chat))
         self.stats.answered += 1
-        if batch.kind == "openai":
-            answer = self.server._completion_body(completions, chat)
-            return {
-                "id": self._next("batch_req_"),
-                "custom_id": cid,
-                "response": {"status_code": 200, "request_id": self._next("req_"), "body": answer},
-                "error": None,
-            }
-        message = anthropic_message(completions[0], str(body.get("model", "")), self._next("msg_"))
+        answer = self.server._completion_body(completions, chat)
+        return {
+            "id": self._next("batch_req_"),
+            "custom_id": cid,
+            "response": {"status_code": 200, "request_id": self._next("req_"), "body": answer},
+            "error": None,
+        }
+
+    async def _answer_anthropic(self, cid: str, params: dict[str, Any]) -> dict[str, Any]:
+        from .anthropic import check_body, message_body, to_request
+
+        problem = check_body(params)
+        if problem is not None:
+            raise ValueError(problem)
+        req, forced = to_request(params)  # as the fake Messages API answers online
+        completion = (await self.server.model.generate(req))[0]
+        self.stats.answered += 1
+        message = message_body(completion, str(params["model"]), forced, self._next("msg_"))
         return {"custom_id": cid, "result": {"type": "succeeded", "message": message}}
 
     def _error_line(self, batch: _Batch, cid: str, status: int, kind: str, message: str) -> dict[str, Any]:
@@ -349,57 +370,21 @@ class BatchEndpoints:
         return {"custom_id": cid, "result": {"type": "expired" if why == "expired" else "canceled"}}
 
 
-def anthropic_request(params: dict[str, Any]) -> Request:
-    """An Anthropic Messages body → the :class:`Request` the fake's model answers: ``system``
-    (text or text blocks) first, then the messages' text, ``max_tokens``, ``temperature``,
-    ``top_p``, ``stop_sequences``."""
-    messages: list[dict[str, str]] = []
-    system = params.get("system")
-    if system:
-        messages.append({"role": "system", "content": _blocks_text(system)})
-    for m in params["messages"]:
-        messages.append({"role": str(m["role"]), "content": _blocks_text(m.get("content"))})
-    return Request(
-        messages=tuple(messages),
-        max_tokens=int(params["max_tokens"]),
-        temperature=float(params.get("temperature", 1.0)),
-        top_p=float(params.get("top_p", 1.0)),
-        stop=tuple(params.get("stop_sequences") or ()),
-    )
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
 
-def anthropic_message(completion: Completion, model: str, message_id: str) -> dict[str, Any]:
-    """A :class:`Completion` as an Anthropic Messages answer (thinking, then text blocks)."""
-    blocks: list[dict[str, Any]] = []
-    if completion.reasoning:
-        blocks.append({"type": "thinking", "thinking": completion.reasoning, "signature": "fake"})
-    blocks.append({"type": "text", "text": completion.text})
-    stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": blocks,
-        "stop_reason": stop.get(completion.finish_reason, completion.finish_reason),
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": completion.prompt_tokens,
-            "output_tokens": completion.completion_tokens,
-        },
-    }
+def _error(status: int, message: str) -> web.Response:
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    return _json({"error": {"message": message, "type": kind, "code": None}}, status)
 
 
-def _blocks_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
-    return ""
-
-
-def add_batch_routes(server: OpenAIServer, behaviour: BatchBehaviour | None = None) -> BatchEndpoints:
-    """Add the fake batch endpoints to ``server`` (before it starts); their state and counters."""
+def add_batch_routes(
+    server: OpenAIServer | AnthropicServer, behaviour: BatchBehaviour | None = None
+) -> BatchEndpoints:
+    """Add the fake batch endpoints of ``server``'s provider to it (before it starts): OpenAI's
+    to an :class:`OpenAIServer`, Anthropic's to a ``testing.anthropic.AnthropicServer`` (answered
+    as its online ``/v1/messages`` answers). Returns their state and counters."""
     return BatchEndpoints(server, behaviour)
 
 
@@ -408,6 +393,4 @@ __all__ = [
     "BatchEndpoints",
     "BatchStats",
     "add_batch_routes",
-    "anthropic_message",
-    "anthropic_request",
 ]
