@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .options import CacheOption, InputOption, SetOption
+from .options import BatchOption, CacheOption, InputOption, SetOption
 
 out = Console()
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
@@ -55,6 +55,7 @@ def plan(
     ] = False,
     cache: CacheOption = None,
     input_: InputOption = None,
+    batch: BatchOption = False,
 ) -> None:
     """Forecast a run's model calls, tokens, time and cost before paying for it.
 
@@ -82,6 +83,7 @@ def plan(
                 prices=table,
                 cache=cache_arg,
                 source=source,
+                batch=batch,
             )
         )
     out.print(forecast.table())

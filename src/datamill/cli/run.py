@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..pipeline.stats import Stats
 from .options import (
     AddressOption,
+    BatchOption,
     CacheOption,
     DeadlineOption,
     ExecutorOption,
@@ -72,6 +73,7 @@ def run(
     old_max_tokens: OldMaxTokensOption = None,
     deadline: DeadlineOption = None,
     prices: PricesOption = None,
+    batch: BatchOption = False,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
     from ..executors import get_executor
@@ -108,6 +110,7 @@ def run(
                 on_start=lambda s: holder.update(s=s),
                 budget=budget,
                 forecast=forecast,
+                batch=batch,
             )
         )
         if quiet:

@@ -39,6 +39,7 @@ import yaml
 
 from .._process import pid_alive
 from ..errors import OutputError
+from ..models.batch_api import batch_card_lines
 from ..rows import Row
 
 if TYPE_CHECKING:
@@ -543,6 +544,7 @@ def dataset_card(
         "## Models\n",
         *model_lines,
         "",
+        *batch_card_lines(summary),
         "## Run\n",
         f"- model calls: {summary.get('model_calls', 0)} (cache hits: {summary.get('cache_hits', 0)})",
         f"- tokens: {summary.get('tokens', {}).get('prompt', 0)} prompt, {summary.get('tokens', {}).get('completion', 0)} completion",

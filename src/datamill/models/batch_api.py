@@ -159,6 +159,25 @@ def batch_settings(value: Any, label: str = "model") -> dict[str, Any] | None:
     )
 
 
+def batch_card_lines(summary: dict[str, Any]) -> list[str]:
+    """The dataset card's lines about calls made through a batch API (``run.json``'s
+    ``batch`` key, ``pipeline.batch.batch_summary``); none when no call was."""
+    batched = {n: b for n, b in (summary.get("batch") or {}).items() if "calls" in b}
+    if not batched:
+        return []
+    lines = ["## Batch API\n"]
+    for name, b in batched.items():
+        cost = "unknown" if b.get("cost_usd") is None else f"${b['cost_usd']:,.4f}"
+        online = "" if b.get("online_cost_usd") is None else f" (online: ${b['online_cost_usd']:,.4f})"
+        lines.append(
+            f"- `{name}`: {b['calls']} calls through the {b['provider']} batch API in "
+            f"{b['batches']} batches ({b['resubmitted']} requests sent again, {b['failed']} "
+            f"failed), {b['prompt_tokens']} prompt + {b['completion_tokens']} completion tokens, "
+            f"cost {cost}{online}"
+        )
+    return [*lines, ""]
+
+
 # -- HTTP for the control calls (few: upload, create, poll, download) ---------------------------
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529}
 
@@ -220,7 +239,8 @@ def _message(body: bytes) -> str:
 __all__ = [
     "ADAPTERS",
     "BATCH_SETTINGS",
-    "BatchAPI", "Line", "Outcome", "Status", "batch_api_for",
+    "BatchAPI",
+    "batch_card_lines", "Line", "Outcome", "Status", "batch_api_for",
     "batch_settings",
     "http",
 ]

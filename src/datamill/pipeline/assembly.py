@@ -50,6 +50,7 @@ def build_models(
     override: str | None = None,
     threads: int | None = None,
     batch: bool = False,
+    online: bool = False,
 ) -> BuiltModels:
     """One model object per distinct (spec, options); named settings share it.
 
@@ -57,7 +58,8 @@ def build_models(
     threads for a backend that declares a threads option (``Capabilities.threads_option``,
     e.g. llamacpp's ``n_threads``) and does not set it (a Ray worker's share). A model whose
     options say ``batch`` (or every model, ``batch=True``: ``--batch``) is wrapped in a
-    :class:`~datamill.pipeline.batch.BatchModel`, one per distinct model."""
+    :class:`~datamill.pipeline.batch.BatchModel`, one per distinct model, unless ``online``
+    (``datamill plan``'s preview measures the online model)."""
     built: dict[str, Model] = {}
     result: BuiltModels = {}
     wrapped: dict[int, Model] = {}
@@ -67,6 +69,8 @@ def build_models(
         wanted = batch_settings(options.pop("batch", None), f"model {name!r}")
         if batch and wanted is None and has_batch_api(spec):
             wanted = {}  # --batch: every model whose provider has a batch API
+        if online:
+            wanted = None
         if isinstance(spec, Model):
             result[name] = (_batched(spec, wanted, wrapped, name), s)
             continue
@@ -81,13 +85,22 @@ def build_models(
             _batched(built[key], wanted, wrapped, name),
             ModelSettings(spec=spec, options=s.options, sampling=s.sampling),
         )
-    if batch and not any(isinstance(m, BatchModel) for m, _ in result.values()):
+    if batch and not online and not any(isinstance(m, BatchModel) for m, _ in result.values()):
         shown = ", ".join(sorted({m.backend or type(m).__name__ for m, _ in result.values()}))
         raise ConfigError(
             f"--batch: no model of this run has a batch API (backends: {shown}; batch APIs: "
             f"{', '.join(sorted(ADAPTERS))}); run without --batch"
         )
     return result
+
+
+def batched(settings: ModelSettings, batch: bool = False, override: str | None = None) -> bool:
+    """Whether a named model calls its provider's batch API in a run: its ``batch`` option, or
+    ``batch`` (``--batch``) and a backend with a batch API (``override``: ``--model``)."""
+    if batch_settings(settings.options.get("batch"), "model") is not None:
+        return True
+    spec = override if override is not None and not isinstance(settings.spec, Model) else settings.spec
+    return batch and has_batch_api(spec)
 
 
 def has_batch_api(spec: str | Model) -> bool:
@@ -125,7 +138,8 @@ class RunAssembly:
     :func:`open_cache` (a :class:`CallCache` given is not closed here); ``executor``: where
     segments stream (default: this process); ``threads``: see :func:`build_models`;
     ``defer_unavailable``: with a cache, a model that cannot start fails at its first call
-    instead of here; ``batch``: every model through its provider's batch API (``--batch``). After entering: ``models`` (name → (model, settings)), ``cache``,
+    instead of here; ``batch``: every model through its provider's batch API (``--batch``);
+    ``online``: no model through it, whatever its options say (a preview). After entering: ``models`` (name → (model, settings)), ``cache``,
     ``handles``, ``runner``, ``started`` (each started model once) and ``load_seconds``."""
 
     def __init__(
@@ -142,9 +156,11 @@ class RunAssembly:
         threads: int | None = None,
         defer_unavailable: bool = True,
         batch: bool = False,
+        online: bool = False,
     ) -> None:
         self.settings = models
         self.batch = batch
+        self.online = online
         self.seed = seed
         self.override = override
         self._cache_arg = cache
@@ -187,7 +203,9 @@ class RunAssembly:
     async def _assemble(self) -> None:
         began = time.monotonic()
         self.cache = open_cache(self._cache_arg)
-        self.models = build_models(self.settings, self.override, self.threads, self.batch)
+        self.models = build_models(
+            self.settings, self.override, self.threads, self.batch, self.online
+        )
         for m, _ in self.models.values():
             if isinstance(m, BatchModel) and m.cache is None:
                 m.bind(self.cache)  # before it starts: it resumes the batches recorded there
@@ -309,4 +327,12 @@ class ShardJob:
         return asyncio.run(shard())
 
 
-__all__ = ["BuiltModels", "RunAssembly", "ShardJob", "build_models", "open_cache"]
+__all__ = [
+    "BuiltModels",
+    "RunAssembly",
+    "ShardJob",
+    "batched",
+    "build_models",
+    "has_batch_api",
+    "open_cache",
+]

@@ -370,9 +370,38 @@ class BatchModel(Model):
         return self.inner.count_tokens(text)
 
 
-def batch_models(models: dict[str, Any]) -> dict[str, BatchModel]:
-    """The batched models among a run's built models (name → model), by name."""
-    return {name: m for name, (m, _) in models.items() if isinstance(m, BatchModel)}
+def batch_summary(models: dict[str, Any], prices: Any = None) -> dict[str, Any]:
+    """``run.json``'s ``batch`` key: per named model that went through a batch API, what it
+    sent and got and what that cost at the batch price (and would have online); ``{}`` when
+    no model was batched. ``models``: name → (model, settings); ``prices``: a
+    :class:`~datamill.pricing.PriceTable` (default: :meth:`PriceTable.load`)."""
+    from ..pricing import PriceTable
+
+    seen: dict[int, str] = {}
+    out: dict[str, Any] = {}
+    for name, (m, _) in models.items():
+        if not isinstance(m, BatchModel):
+            continue
+        if id(m) in seen:  # named settings sharing one model: its counters once
+            out[name] = {"same_as": seen[id(m)]}
+            continue
+        seen[id(m)] = name
+        if prices is None:
+            prices = PriceTable.load()
+        c = m.counters
+        price, online = prices.for_model(m), prices.for_model(m.inner)
+        tokens = (c["prompt_tokens"], c["completion_tokens"])
+        out[name] = {
+            "provider": m.api.provider,
+            "calls": c["answered"],
+            **{k: c[k] for k in ("batches", "resumed_batches", "requests", "resubmitted", "failed")},
+            "prompt_tokens": tokens[0],
+            "completion_tokens": tokens[1],
+            "price": None if price is None else dataclasses.asdict(price),
+            "cost_usd": None if price is None else round(price.cost(*tokens), 6),
+            "online_cost_usd": None if online is None else round(online.cost(*tokens), 6),
+        }
+    return {"batch": out} if out else {}
 
 
-__all__ = ["BatchModel", "batch_models"]
+__all__ = ["BatchModel", "batch_summary"]

@@ -33,6 +33,7 @@ from ..io.sources import Source, SourceScan, scan_and_check
 from ..models.embeddings import embedding_cache
 from ..rows import Row
 from .assembly import BuiltModels, RunAssembly, build_models
+from .batch import batch_summary
 from .cache import CallCache
 from .forecast import Forecast, attach_forecast
 from .graph import Pipeline
@@ -234,6 +235,7 @@ def run_summary(
         data["stopped_by"] = stopped
     if budget is not None and hasattr(budget, "as_dict"):
         data["budget"] = budget.as_dict()
+    data.update(batch_summary(models, getattr(budget, "prices", None)))
     return data
 
 
