@@ -161,7 +161,9 @@ class AnthropicBatch(BatchAPI):
         for text in raw.decode("utf-8").splitlines():
             if text.strip():
                 record = json.loads(text)
-                out.append((str(record.get("custom_id")), outcome_of(record.get("result"), parse_message)))
+                out.append(
+                    (str(record.get("custom_id")), outcome_of(record.get("result"), parse_message))
+                )
         return out
 
     async def cancel(self, remote_id: str) -> None:

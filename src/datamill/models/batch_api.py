@@ -83,9 +83,7 @@ class BatchAPI(ABC):
         """Close connections."""
 
     @abstractmethod
-    async def create(
-        self, batch_id: str, endpoint: str, data: list[bytes], on_file: Any
-    ) -> str:
+    async def create(self, batch_id: str, endpoint: str, data: list[bytes], on_file: Any) -> str:
         """Send a batch of encoded lines; the provider's batch id. ``on_file(file_id)`` is
         called (to be recorded) once an input file is uploaded, before the batch is created."""
 
@@ -134,7 +132,14 @@ def batch_api_for(model: Model, label: str = "") -> BatchAPI:
 
 
 #: settings a model's ``batch`` option may give besides ``true`` (``pipeline.batch.BatchModel``)
-BATCH_SETTINGS = ("poll_seconds", "flush_seconds", "max_requests", "max_bytes", "resubmits")
+BATCH_SETTINGS = (
+    "poll_seconds",
+    "flush_seconds",
+    "max_requests",
+    "max_bytes",
+    "resubmits",
+    "max_poll_failures",
+)
 
 
 def batch_settings(value: Any, label: str = "model") -> dict[str, Any] | None:
@@ -168,7 +173,9 @@ def batch_card_lines(summary: dict[str, Any]) -> list[str]:
     lines = ["## Batch API\n"]
     for name, b in batched.items():
         cost = "unknown" if b.get("cost_usd") is None else f"${b['cost_usd']:,.4f}"
-        online = "" if b.get("online_cost_usd") is None else f" (online: ${b['online_cost_usd']:,.4f})"
+        online = (
+            "" if b.get("online_cost_usd") is None else f" (online: ${b['online_cost_usd']:,.4f})"
+        )
         lines.append(
             f"- `{name}`: {b['calls']} calls through the {b['provider']} batch API in "
             f"{b['batches']} batches ({b['resubmitted']} requests sent again, {b['failed']} "
@@ -240,7 +247,11 @@ __all__ = [
     "ADAPTERS",
     "BATCH_SETTINGS",
     "BatchAPI",
-    "batch_card_lines", "Line", "Outcome", "Status", "batch_api_for",
+    "batch_card_lines",
+    "Line",
+    "Outcome",
+    "Status",
+    "batch_api_for",
     "batch_settings",
     "http",
 ]

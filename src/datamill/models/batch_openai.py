@@ -46,6 +46,8 @@ def outcome_of(record: dict[str, Any], parse: Any) -> Outcome:
     response = record.get("response") if isinstance(record.get("response"), dict) else {}
     status = response.get("status_code") if isinstance(response, dict) else None
     body = response.get("body") if isinstance(response, dict) else None
+    if isinstance(error, str) and error:  # vLLM's run_batch writes the message alone
+        return ("fail", f"batch request failed: {error}"[:300])
     if isinstance(error, dict) and error:
         code = str(error.get("code") or "")
         message = str(error.get("message") or code or error)
@@ -85,7 +87,12 @@ class OpenAIBatch(BatchAPI):
         return [Line(custom_id(key, request.n), "/v1" + path, body, 0, request.n)]
 
     def wire(self, line: Line) -> dict[str, Any]:
-        return {"custom_id": line.custom_id, "method": "POST", "url": line.endpoint, "body": line.body}
+        return {
+            "custom_id": line.custom_id,
+            "method": "POST",
+            "url": line.endpoint,
+            "body": line.body,
+        }
 
     async def open(self) -> None:
         import aiohttp

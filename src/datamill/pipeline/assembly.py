@@ -99,7 +99,9 @@ def batched(settings: ModelSettings, batch: bool = False, override: str | None =
     ``batch`` (``--batch``) and a backend with a batch API (``override``: ``--model``)."""
     if batch_settings(settings.options.get("batch"), "model") is not None:
         return True
-    spec = override if override is not None and not isinstance(settings.spec, Model) else settings.spec
+    spec = (
+        override if override is not None and not isinstance(settings.spec, Model) else settings.spec
+    )
     return batch and has_batch_api(spec)
 
 

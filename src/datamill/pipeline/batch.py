@@ -66,6 +66,7 @@ class BatchModel(Model):
         max_requests: int | None = None,
         max_bytes: int | None = None,
         resubmits: int = 2,
+        max_poll_failures: int = 10,
         label: str = "",
     ) -> None:
         self.inner = inner
@@ -77,6 +78,7 @@ class BatchModel(Model):
         self.max_requests = min(max_requests or self.api.max_requests, self.api.max_requests)
         self.max_bytes = min(max_bytes or self.api.max_bytes, self.api.max_bytes)
         self.resubmits = resubmits
+        self.max_poll_failures = max_poll_failures
         info = inner.info
         self._info: ModelInfo = dataclasses.replace(
             info, max_concurrency=self.max_requests, extra={**info.extra, "batch": True}
@@ -137,7 +139,7 @@ class BatchModel(Model):
                 self._by_id[entry.custom_id] = (call, entry)
                 calls.append(call)
             self.counters["resumed_batches"] += 1
-            self._spawn(self._resume(record.id, record, calls))
+            self._spawn(self._resume(record.id, record, calls), calls)
 
     async def close(self) -> None:
         """Stop polling (batches still running are resumed by the next run) and close."""
@@ -199,7 +201,7 @@ class BatchModel(Model):
                     await asyncio.wait_for(self._full.wait(), wait)
                 continue
             for endpoint, chunk in self._chunks():
-                self._spawn(self._submit(endpoint, chunk))
+                self._spawn(self._submit(endpoint, chunk), [call for call, _, _ in chunk])
 
     def _chunks(self) -> list[tuple[str, list[tuple[_Call, Line, bytes]]]]:
         """Take a batch's worth of the queue (all of it when it fits), split by endpoint and
@@ -222,8 +224,20 @@ class BatchModel(Model):
             sizes[line.endpoint] = sizes.get(line.endpoint, 0) + len(data)
         return [(e, c) for e, chunks in by_endpoint.items() for c in chunks if c]
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.create_task(work)
+    def _spawn(self, work: Any, calls: list[_Call]) -> None:
+        """Run one batch's work; a bug or an unexpected error in it fails its calls (with that
+        error) instead of leaving their rows waiting for ever."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                for call in calls:
+                    self._fail(call, f"{type(exc).__name__}: {exc}", exc)
+
+        task = asyncio.create_task(guarded())
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -286,22 +300,39 @@ class BatchModel(Model):
         await self._follow(batch_id, remote, record.entries)
 
     async def _follow(self, batch_id: str, remote: str, entries: list[Entry]) -> None:
-        """Poll until the batch ends, then deliver every line's outcome."""
+        """Poll until the batch ends, then deliver every line's outcome. When the provider
+        cannot be asked (``max_poll_failures`` polls in a row failed, or the results cannot be
+        read), the calls fail with a line saying so and the batch stays recorded: the next run
+        resumes it."""
         assert self.store is not None
-        while True:
-            try:
-                status = await self.api.status(remote)
-            except ModelError as exc:
-                if exc.retryable:  # the provider is busy: poll again later
-                    await asyncio.sleep(self.poll_seconds)
-                    continue
-                raise
-            if status.ended:
-                break
-            await asyncio.sleep(self.poll_seconds)
-        outcomes: dict[str, Outcome] = {}
-        if status.failed is None:
-            outcomes = dict(await self.api.results(status))
+        failures = 0
+        try:
+            while True:
+                try:
+                    status = await self.api.status(remote)
+                except ModelError as exc:
+                    failures += 1
+                    if exc.retryable and failures < self.max_poll_failures:
+                        await asyncio.sleep(self.poll_seconds)  # busy: poll again later
+                        continue
+                    raise
+                failures = 0
+                if status.ended:
+                    break
+                await asyncio.sleep(self.poll_seconds)
+            outcomes: dict[str, Outcome] = {}
+            if status.failed is None:
+                outcomes = dict(await self.api.results(status))
+        except ModelError as exc:
+            why = (
+                f"lost touch with {self.api.provider} batch {remote} ({exc}); it stays recorded "
+                "in the cache: run the same command again to resume it"
+            )
+            for entry in entries:
+                hit = self._by_id.pop(entry.custom_id, None)
+                if hit is not None:
+                    self._fail(hit[0], why, ModelError(why, reason="batch unreachable"))
+            return
         for entry in entries:
             outcome = outcomes.get(entry.custom_id)
             if outcome is None:
@@ -394,7 +425,9 @@ def batch_summary(models: dict[str, Any], prices: Any = None) -> dict[str, Any]:
         out[name] = {
             "provider": m.api.provider,
             "calls": c["answered"],
-            **{k: c[k] for k in ("batches", "resumed_batches", "requests", "resubmitted", "failed")},
+            **{
+                k: c[k] for k in ("batches", "resumed_batches", "requests", "resubmitted", "failed")
+            },
             "prompt_tokens": tokens[0],
             "completion_tokens": tokens[1],
             "price": None if price is None else dataclasses.asdict(price),

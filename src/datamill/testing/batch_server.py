@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -181,13 +182,17 @@ class BatchEndpoints:
             "request_counts": {"total": len(batch.lines), "completed": 0, "failed": 0},
         }
         if batch.state in ("completed", "expired", "cancelled"):
-            ok = [r for r in batch.results if r.get("response", {}).get("status_code") == 200]
+            ok = [r for r in batch.results if (r.get("response") or {}).get("status_code") == 200]
             bad = [r for r in batch.results if r not in ok]
             if ok:
                 view["output_file_id"] = self._store_file(batch.id + "-out", ok)
             if bad:
                 view["error_file_id"] = self._store_file(batch.id + "-err", bad)
-            view["request_counts"] = {"total": len(batch.lines), "completed": len(ok), "failed": len(bad)}
+            view["request_counts"] = {
+                "total": len(batch.lines),
+                "completed": len(ok),
+                "failed": len(bad),
+            }
         return view
 
     def _store_file(self, file_id: str, records: list[dict[str, Any]]) -> str:
@@ -247,7 +252,9 @@ class BatchEndpoints:
         return web.Response(body=text.encode(), content_type="application/binary")
 
     # -- shared ---------------------------------------------------------------------------
-    def _add(self, kind: str, lines: list[dict[str, Any]], endpoint: str, meta: dict[str, Any]) -> _Batch:
+    def _add(
+        self, kind: str, lines: list[dict[str, Any]], endpoint: str, meta: dict[str, Any]
+    ) -> _Batch:
         batch = _Batch(
             self._next("batch_" if kind == "openai" else "msgbatch_"),
             kind,
@@ -287,7 +294,11 @@ class BatchEndpoints:
         if batch.state == "in_progress":
             batch.state = "cancelled"
             batch.results = [self._not_run(batch, line, "cancelled") for line in batch.lines]
-        view = self._openai_view(batch) if batch.kind == "openai" else self._anthropic_view(batch, request)
+        view = (
+            self._openai_view(batch)
+            if batch.kind == "openai"
+            else self._anthropic_view(batch, request)
+        )
         return _json(view)
 
     async def _poll(self, batch: _Batch) -> None:
@@ -345,13 +356,19 @@ class BatchEndpoints:
         message = message_body(completion, str(params["model"]), forced, self._next("msg_"))
         return {"custom_id": cid, "result": {"type": "succeeded", "message": message}}
 
-    def _error_line(self, batch: _Batch, cid: str, status: int, kind: str, message: str) -> dict[str, Any]:
+    def _error_line(
+        self, batch: _Batch, cid: str, status: int, kind: str, message: str
+    ) -> dict[str, Any]:
         if batch.kind == "openai":
             error = {"error": {"message": message, "type": kind, "code": None}}
             return {
                 "id": self._next("batch_req_"),
                 "custom_id": cid,
-                "response": {"status_code": status, "request_id": self._next("req_"), "body": error},
+                "response": {
+                    "status_code": status,
+                    "request_id": self._next("req_"),
+                    "body": error,
+                },
                 "error": None,
             }
         inner = {"type": "error", "error": {"type": kind, "message": message}}
@@ -368,6 +385,41 @@ class BatchEndpoints:
                 "error": {"code": code, "message": f"This request was {why} before it ran."},
             }
         return {"custom_id": cid, "result": {"type": "expired" if why == "expired" else "canceled"}}
+
+
+def run_batch_file(model: Any, source: str | Path, target: str | Path) -> int:
+    """A stand-in for vLLM's ``run_batch`` (``-i source -o target``): answer each request line
+    of ``source`` with ``model`` and write vLLM's output lines (``{"id", "custom_id",
+    "response": {"status_code", "request_id", "body"}, "error"}``); the lines answered."""
+    server = OpenAIServer(model, any_model=True)
+
+    async def answer_all() -> list[dict[str, Any]]:
+        await model.start()
+        try:
+            out = []
+            for text in Path(source).read_text(encoding="utf-8").splitlines():
+                if not text.strip():
+                    continue
+                line = json.loads(text)
+                chat = str(line["url"]).endswith("/chat/completions")
+                completions = await model.generate(_to_request(line["body"], chat))
+                body = server._completion_body(completions, chat)
+                response = {"status_code": 200, "request_id": f"vllm-{len(out)}", "body": body}
+                out.append(
+                    {
+                        "id": f"vllm-{len(out)}",
+                        "custom_id": line["custom_id"],
+                        "response": response,
+                        "error": None,
+                    }
+                )
+            return out
+        finally:
+            await model.close()
+
+    records = asyncio.run(answer_all())
+    Path(target).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return len(records)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -393,4 +445,5 @@ __all__ = [
     "BatchEndpoints",
     "BatchStats",
     "add_batch_routes",
+    "run_batch_file",
 ]
