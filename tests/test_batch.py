@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import cli, cli_run, parquet_rows, wait_until
 
 from datamill import ConfigError, FakeModel, Pipeline, Request, TextGeneration
 from datamill.pipeline.batch import BatchModel
@@ -30,6 +29,7 @@ from datamill.testing.batch_server import (
     run_batch_file,
 )
 from datamill.testing.server import OpenAIServer, ServerThread
+from reliability_helpers import cli, cli_run, parquet_rows, wait_until
 
 ROWS = 200
 FAST = {"poll_seconds": 0.02, "flush_seconds": 0.05}

@@ -64,6 +64,15 @@ class Price:
         """USD for this many tokens."""
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
+    def as_dict(self) -> dict[str, float]:
+        """``{input, output}``, plus ``batch_input``/``batch_output`` when set (for JSON)."""
+        data = {"input": self.input, "output": self.output}
+        if self.batch_input is not None:
+            data["batch_input"] = self.batch_input
+        if self.batch_output is not None:
+            data["batch_output"] = self.batch_output
+        return data
+
     def batch(self) -> Price:
         """The price of the same tokens through the provider's batch API."""
         return Price(

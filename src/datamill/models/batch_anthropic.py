@@ -64,6 +64,7 @@ class AnthropicBatch(BatchAPI):
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
+        self.online: Any = model  #: the online model, with its backend's own helpers
         base = str(model.base_url).rstrip("/")
         self.root = base[: -len("/v1")] if base.endswith("/v1") else base
         self._session: Any = None
@@ -71,7 +72,7 @@ class AnthropicBatch(BatchAPI):
     def lines(self, key: str, request: Request) -> list[Line]:
         from .anthropic import messages_body
 
-        body = messages_body(request.with_options(n=1), self.model.body_options)
+        body = messages_body(request.with_options(n=1), self.online.body_options)
         ids = custom_ids(key, request.n)
         return [Line(cid, "/v1/messages", body, i, 1) for i, cid in enumerate(ids)]
 

@@ -79,11 +79,12 @@ class OpenAIBatch(BatchAPI):
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
+        self.online: Any = model  #: the online model, with its backend's own helpers
         self.base = str(model.base_url)
         self._session: Any = None
 
     def lines(self, key: str, request: Request) -> list[Line]:
-        path, body = self.model.request_body(request)
+        path, body = self.online.request_body(request)
         return [Line(custom_id(key, request.n), "/v1" + path, body, 0, request.n)]
 
     def wire(self, line: Line) -> dict[str, Any]:
@@ -200,7 +201,7 @@ class OpenAIBatch(BatchAPI):
         return out
 
     def _parse(self, body: Any, chat: bool, want: int) -> list[Completion]:
-        parsed: list[Completion] = self.model.parse_answer(body, chat, want)
+        parsed: list[Completion] = self.online.parse_answer(body, chat, want)
         return parsed
 
     async def cancel(self, remote_id: str) -> None:

@@ -333,12 +333,10 @@ class BatchModel(Model):
                 if hit is not None:
                     self._fail(hit[0], why, ModelError(why, reason="batch unreachable"))
             return
+        why = f"the batch {status.state}" + (f": {status.failed}" if status.failed else "")
+        missing: Outcome = ("fail" if status.failed else "retry", why)
         for entry in entries:
-            outcome = outcomes.get(entry.custom_id)
-            if outcome is None:
-                why = f"the batch {status.state}" + (f": {status.failed}" if status.failed else "")
-                outcome = ("fail" if status.failed else "retry", why)
-            self._deliver(entry, outcome)
+            self._deliver(entry, outcomes.get(entry.custom_id, missing))
         self.store.finish(batch_id)
 
     def _deliver(self, entry: Entry, outcome: Outcome) -> None:
@@ -430,7 +428,7 @@ def batch_summary(models: dict[str, Any], prices: Any = None) -> dict[str, Any]:
             },
             "prompt_tokens": tokens[0],
             "completion_tokens": tokens[1],
-            "price": None if price is None else dataclasses.asdict(price),
+            "price": None if price is None else price.as_dict(),
             "cost_usd": None if price is None else round(price.cost(*tokens), 6),
             "online_cost_usd": None if online is None else round(online.cost(*tokens), 6),
         }

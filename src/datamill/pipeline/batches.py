@@ -169,7 +169,21 @@ class BatchStore:
                             (row[0],),
                         )
                     ]
-                    out.append(BatchRecord(*row, entries=entries))
+                    batch_id, identity, provider, endpoint, state, file_id, remote_id = row[:7]
+                    out.append(
+                        BatchRecord(
+                            str(batch_id),
+                            str(identity),
+                            str(provider),
+                            str(endpoint),
+                            str(state),
+                            file_id,
+                            remote_id,
+                            int(row[7]),
+                            float(row[8]),
+                            entries,
+                        )
+                    )
         except sqlite3.Error as exc:
             raise CacheError(f"cannot read the batches in {self.path} ({exc})") from None
         return out

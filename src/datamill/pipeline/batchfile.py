@@ -10,9 +10,9 @@ run is complete). :func:`import_results` reads ``run_batch``'s output (the same 
 batch output: ``{"custom_id", "response": {"status_code", "body"}, "error"}``) into the cache,
 so ``datamill run`` finishes from it.
 
-The body of a line is what the model would send online when it is an ``openai`` model
-(:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body under its
-name. Deliberately not here: running vLLM.
+The body of a line is what the model would send online when it talks to an OpenAI-compatible
+server (:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body
+under its name. Deliberately not here: running vLLM.
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ class ExportModel(Model):
         raise ModelError("written to the batch file", reason="exported for a batch")
 
     def _body(self, request: Request) -> tuple[str, dict[str, Any]]:
-        build = getattr(self.inner, "request_body", None)
-        if callable(build):
-            path, body = build(request)
-            return str(path), dict(body)
+        from ..models.openai import OpenAIModel
+
+        if isinstance(self.inner, OpenAIModel) and self.inner.forms:  # an OpenAI-compatible server
+            path, sent = self.inner.request_body(request)
+            return path, sent
         chat = request.messages is not None
         body: dict[str, Any] = {"model": self.info.name}
         if chat:

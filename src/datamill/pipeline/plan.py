@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +225,7 @@ def _step_forecast(
 
 
 def _price_dict(price: Price | None) -> dict[str, float] | None:
-    return None if price is None else asdict(price)
+    return None if price is None else price.as_dict()
 
 
 def _loss_notes(stats: Stats) -> list[str]:

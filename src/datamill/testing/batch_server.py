@@ -79,7 +79,7 @@ class BatchStats:
 @dataclass
 class _Batch:
     id: str
-    kind: str  #: "openai" | "anthropic"
+    openai: bool  #: OpenAI's shapes (else Anthropic's)
     lines: list[dict[str, Any]]
     endpoint: str
     created: float
@@ -97,14 +97,14 @@ class BatchEndpoints:
         self, server: OpenAIServer | AnthropicServer, behaviour: BatchBehaviour | None = None
     ) -> None:
         self.server = server
-        self.provider = "openai" if isinstance(server, OpenAIServer) else "anthropic"
+        self.openai = isinstance(server, OpenAIServer)  #: OpenAI's routes, else Anthropic's
         self.behaviour = behaviour or BatchBehaviour()
         self.stats = BatchStats()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, _Batch] = {}
         self._rng = random.Random(self.behaviour.seed)
         self._ids = 0
-        if self.provider == "openai":
+        if self.openai:
             routes = [
                 web.post("/v1/files", self._upload),
                 web.get("/v1/files/{id}/content", self._file),
@@ -153,12 +153,12 @@ class BatchEndpoints:
         lines = [json.loads(t) for t in data.decode().splitlines() if t.strip()]
         if any(line.get("url") != body.get("endpoint") for line in lines):
             return _error(400, "every line's url must be the batch's endpoint")
-        batch = self._add("openai", lines, str(body.get("endpoint")), body.get("metadata") or {})
+        batch = self._add(True, lines, str(body.get("endpoint")), body.get("metadata") or {})
         batch.input_file_id = str(body["input_file_id"])
         return _json(self._openai_view(batch))
 
     async def _list_openai(self, request: web.Request) -> web.StreamResponse:
-        return _json(self._page("openai", request, "after"))
+        return _json(self._page(True, request, "after"))
 
     async def _get_openai(self, request: web.Request) -> web.StreamResponse:
         batch = self.batches.get(request.match_info["id"])
@@ -210,11 +210,11 @@ class BatchEndpoints:
         ids = [r.get("custom_id") for r in requests]
         if len(set(ids)) != len(ids):
             return _error(400, "custom_id values must be unique within a batch")
-        batch = self._add("anthropic", requests, "/v1/messages", {})
+        batch = self._add(False, requests, "/v1/messages", {})
         return _json(self._anthropic_view(batch, request))
 
     async def _list_anthropic(self, request: web.Request) -> web.StreamResponse:
-        page = self._page("anthropic", request, "after_id")
+        page = self._page(False, request, "after_id")
         page["data"] = [self._anthropic_view(self.batches[b["id"]], request) for b in page["data"]]
         return _json(page)
 
@@ -253,11 +253,11 @@ class BatchEndpoints:
 
     # -- shared ---------------------------------------------------------------------------
     def _add(
-        self, kind: str, lines: list[dict[str, Any]], endpoint: str, meta: dict[str, Any]
+        self, openai: bool, lines: list[dict[str, Any]], endpoint: str, meta: dict[str, Any]
     ) -> _Batch:
         batch = _Batch(
-            self._next("batch_" if kind == "openai" else "msgbatch_"),
-            kind,
+            self._next("batch_" if openai else "msgbatch_"),
+            openai,
             lines,
             endpoint,
             time.time(),
@@ -270,15 +270,15 @@ class BatchEndpoints:
             self.stats.per_id[str(line.get("custom_id"))] += 1
         return batch
 
-    def _page(self, kind: str, request: web.Request, after_key: str) -> dict[str, Any]:
-        mine = [b for b in reversed(list(self.batches.values())) if b.kind == kind]
+    def _page(self, openai: bool, request: web.Request, after_key: str) -> dict[str, Any]:
+        mine = [b for b in reversed(list(self.batches.values())) if b.openai == openai]
         after = request.query.get(after_key)
         if after:
             ids = [b.id for b in mine]
             mine = mine[ids.index(after) + 1 :] if after in ids else []
         limit = int(request.query.get("limit", "20"))
         page = mine[:limit]
-        data = [self._openai_view(b) if kind == "openai" else {"id": b.id} for b in page]
+        data = [self._openai_view(b) if openai else {"id": b.id} for b in page]
         return {
             "object": "list",
             "data": data,
@@ -294,11 +294,7 @@ class BatchEndpoints:
         if batch.state == "in_progress":
             batch.state = "cancelled"
             batch.results = [self._not_run(batch, line, "cancelled") for line in batch.lines]
-        view = (
-            self._openai_view(batch)
-            if batch.kind == "openai"
-            else self._anthropic_view(batch, request)
-        )
+        view = self._openai_view(batch) if batch.openai else self._anthropic_view(batch, request)
         return _json(view)
 
     async def _poll(self, batch: _Batch) -> None:
@@ -318,14 +314,14 @@ class BatchEndpoints:
 
     async def _answer(self, batch: _Batch, line: dict[str, Any]) -> dict[str, Any]:
         cid = str(line.get("custom_id"))
-        body = line.get("body") if batch.kind == "openai" else line.get("params")
+        body = line.get("body") if batch.openai else line.get("params")
         body = body if isinstance(body, dict) else {}
         if self.behaviour.refuse is not None and self.behaviour.refuse(body):
             return self._error_line(batch, cid, 400, "invalid_request_error", "refused by the fake")
         if self.stats.per_id[cid] == 1 and self._rng.random() < self.behaviour.fail_rate:
             return self._error_line(batch, cid, 500, "api_error", "Internal server error.")
         try:
-            if batch.kind == "openai":
+            if batch.openai:
                 return await self._answer_openai(batch, cid, body)
             return await self._answer_anthropic(cid, body)
         except (ValueError, TypeError, KeyError, ModelError) as exc:
@@ -359,7 +355,7 @@ class BatchEndpoints:
     def _error_line(
         self, batch: _Batch, cid: str, status: int, kind: str, message: str
     ) -> dict[str, Any]:
-        if batch.kind == "openai":
+        if batch.openai:
             error = {"error": {"message": message, "type": kind, "code": None}}
             return {
                 "id": self._next("batch_req_"),
@@ -376,7 +372,7 @@ class BatchEndpoints:
 
     def _not_run(self, batch: _Batch, line: dict[str, Any], why: str) -> dict[str, Any]:
         cid = str(line.get("custom_id"))
-        if batch.kind == "openai":
+        if batch.openai:
             code = "batch_expired" if why == "expired" else "batch_cancelled"
             return {
                 "id": self._next("batch_req_"),
@@ -396,7 +392,7 @@ def run_batch_file(model: Any, source: str | Path, target: str | Path) -> int:
     async def answer_all() -> list[dict[str, Any]]:
         await model.start()
         try:
-            out = []
+            out: list[dict[str, Any]] = []
             for text in Path(source).read_text(encoding="utf-8").splitlines():
                 if not text.strip():
                     continue
