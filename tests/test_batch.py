@@ -446,3 +446,23 @@ def test_import_refuses_a_file_that_is_not_json(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"error: {bad}:1: not JSON; give the output file of run_batch (-o)"
     ]
+
+
+def test_the_batch_flag_batches_every_model_with_a_batch_api(tmp_path: Path) -> None:
+    fake = Fake("openai", BatchBehaviour(polls=1))  # done at the first poll: no 30 s poll wait
+    try:
+        rows = 20
+        recipe = write_recipe(tmp_path, fake.spec, rows)
+        text = recipe.read_text(encoding="utf-8")
+        recipe.write_text(
+            text.replace(", batch: {poll_seconds: 0.05, flush_seconds: 0.1}", ""), encoding="utf-8"
+        )
+        done = cli_run(
+            ["run", str(recipe), "-o", "out", "-q", "--cache", "c.sqlite", "--batch"], cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        assert fake.endpoints.stats.lines == 2 * rows and fake.online_requests == 0
+        summary = json.loads((tmp_path / "out" / "run.json").read_text())
+        assert summary["batch"]["default"]["calls"] == 2 * rows
+    finally:
+        fake.stop()
