@@ -112,8 +112,13 @@ def test_batch_rows_equal_online_rows_and_each_call_is_sent_once(
     assert facts["requests"] == 2 * ROWS and facts["answered"] == 2 * ROWS
     summary = json.loads((tmp_path / "out" / "run.json").read_text())
     assert summary["batch"]["default"]["calls"] == 2 * ROWS
+    steps = summary["batch"]["default"]["steps"]
+    assert steps == {"text_generation": ROWS, "text_generation_2": ROWS}
     card = (tmp_path / "out" / "README.md").read_text()
-    assert f"{2 * ROWS} calls through the {fake.provider} batch API in 2 batches" in card
+    assert (
+        f"{2 * ROWS} calls of text_generation ({ROWS}), text_generation_2 ({ROWS}) through the "
+        f"{fake.provider} batch API in 2 batches"
+    ) in card
 
     # a re-run is served from the cache: no batch, no request
     again = run_pipeline(pipeline(fake.spec, batch=FAST), None, cache=tmp_path / "b.sqlite")

@@ -176,8 +176,11 @@ def batch_card_lines(summary: dict[str, Any]) -> list[str]:
         online = (
             "" if b.get("online_cost_usd") is None else f" (online: ${b['online_cost_usd']:,.4f})"
         )
+        steps = ", ".join(f"{step} ({n})" for step, n in (b.get("steps") or {}).items())
         lines.append(
-            f"- `{name}`: {b['calls']} calls through the {b['provider']} batch API in "
+            f"- `{name}`: {b['calls']} calls"
+            + (f" of {steps}" if steps else "")
+            + f" through the {b['provider']} batch API in "
             f"{b['batches']} batches ({b['resubmitted']} requests sent again, {b['failed']} "
             f"failed), {b['prompt_tokens']} prompt + {b['completion_tokens']} completion tokens, "
             f"cost {cost}{online}"

@@ -399,10 +399,13 @@ class BatchModel(Model):
         return self.inner.count_tokens(text)
 
 
-def batch_summary(models: dict[str, Any], prices: Any = None) -> dict[str, Any]:
-    """``run.json``'s ``batch`` key: per named model that went through a batch API, what it
-    sent and got and what that cost at the batch price (and would have online); ``{}`` when
-    no model was batched. ``models``: name → (model, settings); ``prices``: a
+def batch_summary(
+    models: dict[str, Any], prices: Any = None, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``run.json``'s ``batch`` key: per named model that went through a batch API, the steps
+    whose calls it batched (calls sent per step, from ``usage``: ``run.json``'s), what it sent
+    and got and what that cost at the batch price (and would have online); ``{}`` when no model
+    was batched. ``models``: name → (model, settings); ``prices``: a
     :class:`~datamill.pricing.PriceTable` (default: :meth:`PriceTable.load`)."""
     from ..pricing import PriceTable
 
@@ -420,8 +423,14 @@ def batch_summary(models: dict[str, Any], prices: Any = None) -> dict[str, Any]:
         c = m.counters
         price, online = prices.for_model(m), prices.for_model(m.inner)
         tokens = (c["prompt_tokens"], c["completion_tokens"])
+        steps = {
+            step: int(per[name]["calls"])
+            for step, per in (usage or {}).items()
+            if name in per and per[name].get("calls")
+        }
         out[name] = {
             "provider": m.api.provider,
+            "steps": steps,
             "calls": c["answered"],
             **{
                 k: c[k] for k in ("batches", "resumed_batches", "requests", "resubmitted", "failed")

@@ -235,7 +235,7 @@ def run_summary(
         data["stopped_by"] = stopped
     if budget is not None and hasattr(budget, "as_dict"):
         data["budget"] = budget.as_dict()
-    data.update(batch_summary(models, getattr(budget, "prices", None)))
+    data.update(batch_summary(models, getattr(budget, "prices", None), data.get("usage")))
     return data
 
 
