@@ -191,7 +191,7 @@ def test_each_backend_refuses_an_unknown_option_in_one_line(backend: str) -> Non
     allowed = message.split("allowed: ", 1)[1].split(", ")
     cls = backend_class(backend)
     # the backend's own options, the spec's keys, the sampling settings a model may carry
-    # (max_tokens … the thinking switch) and the options every backend takes (think_tags,
+    # (max_tokens … the thinking switch) and the options every backend takes (think_tags, batch,
     # licence: the licence of its outputs, for the card's provenance)
     assert set(allowed) == {*cls.Options.model_fields, *cls.SPEC_KEYS} | {
         "max_tokens",
@@ -203,6 +203,7 @@ def test_each_backend_refuses_an_unknown_option_in_one_line(backend: str) -> Non
         "reasoning_effort",
         "think_tags",
         "licence",
+        "batch",
     }
     # the keyword constructors validate through the same Options
     with pytest.raises(ConfigError, match=rf"^{backend}: unknown option 'colour'; allowed: "):

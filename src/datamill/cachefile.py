@@ -21,7 +21,7 @@ FORMAT = 1
 _META = "CREATE TABLE IF NOT EXISTS datamill_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 
 #: tables any datamill cache file may hold (the call cache's and ``models.embeddings``')
-_OURS = {"calls", "claims", "results", "embeddings", "datamill_meta"}
+_OURS = {"calls", "claims", "results", "embeddings", "datamill_meta", "batches", "batch_calls"}
 
 #: nullable columns added to a table after its first layout: (table, column) → SQL type. A file
 #: whose table lacks only some of these, at its end, gets them when opened (``ALTER TABLE``);

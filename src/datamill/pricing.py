@@ -10,6 +10,7 @@ Where a price comes from, first match wins:
        gpt-4o-mini: {input: 0.15, output: 0.60}
        openai:my-finetune: {input: 1.0, output: 2.0}   # backend:name is matched before name
        "claude-3-5-*": {input: 3.0, output: 15.0}     # shell-style wildcards
+       gpt-4.1: {input: 2.0, output: 8.0, batch_input: 1.0, batch_output: 4.0}  # batch API price
        my-org/my-model: {input: 0.2, output: 0.2, licence: apache-2.0}  # its outputs' licence
        local-llama: {licence: llama3.1}               # a licence alone (no price)
 
@@ -24,6 +25,9 @@ Where a price comes from, first match wins:
 
 The built-in prices are the providers' list prices as of early 2025; providers change them, so
 set your own in the user file when it matters.
+
+Through a provider's batch API (``batch: true``, ``--batch``) a price's ``batch_input``/
+``batch_output`` apply, else :data:`BATCH_DISCOUNT` (half) of the online price.
 
 Deliberately not here: counting tokens (the models do that) or enforcing caps (``pipeline.budget``).
 """
@@ -46,16 +50,41 @@ T = TypeVar("T")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
 
 
+#: what a provider's batch API charges, as a share of its online price (OpenAI's and
+#: Anthropic's batch APIs: half); a price's own ``batch_input``/``batch_output`` win over it
+BATCH_DISCOUNT = 0.5
+
+
 @dataclass(frozen=True)
 class Price:
-    """USD per million input (prompt) tokens and per million output (completion) tokens."""
+    """USD per million input (prompt) tokens and per million output (completion) tokens;
+    ``batch_input``/``batch_output``: the same through the provider's batch API (``None``:
+    :data:`BATCH_DISCOUNT` of the online price)."""
 
     input: float
     output: float
+    batch_input: float | None = None
+    batch_output: float | None = None
 
     def cost(self, prompt_tokens: float, completion_tokens: float) -> float:
         """USD for this many tokens."""
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+    def as_dict(self) -> dict[str, float]:
+        """``{input, output}``, plus ``batch_input``/``batch_output`` when set (for JSON)."""
+        data = {"input": self.input, "output": self.output}
+        if self.batch_input is not None:
+            data["batch_input"] = self.batch_input
+        if self.batch_output is not None:
+            data["batch_output"] = self.batch_output
+        return data
+
+    def batch(self) -> Price:
+        """The price of the same tokens through the provider's batch API."""
+        return Price(
+            self.input * BATCH_DISCOUNT if self.batch_input is None else self.batch_input,
+            self.output * BATCH_DISCOUNT if self.batch_output is None else self.batch_output,
+        )
 
 
 FREE = Price(0.0, 0.0)
@@ -92,19 +121,34 @@ def default_prices_path() -> Path:
     return base / "datamill" / "prices.yaml"
 
 
+_PRICE_KEYS = {"input", "output", "batch_input", "batch_output"}
+
+
 def _parse_price(where: str, key: str, value: Any) -> Price:
-    if not isinstance(value, dict) or set(value) != {"input", "output"}:
+    if (
+        not isinstance(value, dict)
+        or not {"input", "output"} <= set(value)
+        or not set(value) <= _PRICE_KEYS
+    ):
         raise ConfigError(
-            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million tokens "
-            "(and optionally licence: ID)"
+            f"{where}: price of {key!r} must be a mapping {{input: USD, output: USD}} per million "
+            "tokens (optionally batch_input and batch_output: the batch API's price; licence: ID)"
         )
     try:
-        price = Price(float(value["input"]), float(value["output"]))
+        batch = [
+            None if value.get(k) is None else float(value[k])
+            for k in ("batch_input", "batch_output")
+        ]
+        price = Price(float(value["input"]), float(value["output"]), *batch)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{where}: price of {key!r}: input and output must be numbers (USD per million tokens)"
+            f"{where}: price of {key!r}: input, output, batch_input and batch_output must be "
+            "numbers (USD per million tokens)"
         ) from None
-    if price.input < 0 or price.output < 0:
+    if any(
+        v is not None and v < 0
+        for v in (price.input, price.output, price.batch_input, price.batch_output)
+    ):
         raise ConfigError(f"{where}: price of {key!r} is negative")
     return price
 
@@ -173,12 +217,25 @@ class PriceTable:
         return None
 
     def lookup(
-        self, backend: str, name: str, base_url: str | None = None, *, local: bool | None = None
+        self,
+        backend: str,
+        name: str,
+        base_url: str | None = None,
+        *,
+        local: bool | None = None,
+        batch: bool = False,
     ) -> Price | None:
-        """The price of model ``name`` served by ``backend`` (``None`` when unknown).
+        """The price of model ``name`` served by ``backend`` (``None`` when unknown); through
+        its provider's batch API with ``batch`` (:meth:`Price.batch`).
 
         ``local``: the model runs on this machine (``Capabilities.local``); ``None``: what the
         registered backend ``backend`` declares (not local when no backend has that name)."""
+        price = self._lookup(backend, name, base_url, local)
+        return price.batch() if batch and price is not None else price
+
+    def _lookup(
+        self, backend: str, name: str, base_url: str | None, local: bool | None
+    ) -> Price | None:
         names = _names(backend, name)
         found = self._match(self.user, names)
         if found is not None:
@@ -195,13 +252,16 @@ class PriceTable:
         """The licence the user's table gives model ``name`` of ``backend`` (``None``: none)."""
         return self._match(self.licences, _names(backend, name))
 
-    def for_model(self, model: Any) -> Price | None:
+    def for_model(self, model: Any, *, batch: bool = False) -> Price | None:
         """The price of a :class:`~datamill.models.base.Model` object (free when its
-        capabilities say it is local)."""
+        capabilities say it is local); the batch price when it calls its provider's batch API
+        (``ModelInfo.extra["batch"]``, set by ``pipeline.batch.BatchModel``) or ``batch``."""
+        extra = model.info.extra if isinstance(model.info.extra, dict) else {}
         name = getattr(model, "model", None) or model.info.name
-        base_url = model.info.extra.get("base_url") if isinstance(model.info.extra, dict) else None
+        base_url = extra.get("base_url")
         local = model.info.capabilities.local
-        return self.lookup(model.backend, str(name), base_url, local=local)
+        batched = batch or bool(extra.get("batch"))
+        return self.lookup(model.backend, str(name), base_url, local=local, batch=batched)
 
     def for_spec(self, spec: str) -> Price | None:
         """The price of a model spec (``llamacpp``, ``openai:MODEL@URL``…) without building it:

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError, DatamillError, InputError
+from . import batch as _batch
 from . import decontam as _decontam
 from . import plan as _plan
 from . import push as _push
@@ -33,6 +34,7 @@ _push.register(app)
 _ui.register(app)
 _report.register(app)
 _decontam.register(app)
+_batch.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -113,3 +113,11 @@ PricesOption = Annotated[
         help="Price table for --max-cost (YAML, USD per million tokens; default ~/.config/datamill/prices.yaml)."
     ),
 ]
+BatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="Call every model whose provider has a batch API (OpenAI, Anthropic) through it, "
+        "at its batch price (half); as `batch: true` on a model.",
+    ),
+]

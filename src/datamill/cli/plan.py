@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .options import CacheOption, InputOption, ModelOption, SetOption, split_models
+from .options import BatchOption, CacheOption, InputOption, ModelOption, SetOption, split_models
 
 out = Console()
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
@@ -50,6 +50,7 @@ def plan(
     ] = False,
     cache: CacheOption = None,
     input_: InputOption = None,
+    batch: BatchOption = False,
 ) -> None:
     """Forecast a run's model calls, tokens, time and cost before paying for it.
 
@@ -79,6 +80,7 @@ def plan(
                 prices=table,
                 cache=cache_arg,
                 source=source,
+                batch=batch,
             )
         )
     out.print(forecast.table())

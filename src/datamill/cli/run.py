@@ -15,6 +15,7 @@ from ..pipeline.mix import short_line
 from ..pipeline.stats import Stats
 from .options import (
     AddressOption,
+    BatchOption,
     CacheOption,
     DeadlineOption,
     ExecutorOption,
@@ -80,6 +81,7 @@ def run(
             "default: the license: of the source's dataset card, else unknown.",
         ),
     ] = None,
+    batch: BatchOption = False,
 ) -> None:
     """Run a recipe and write a dataset folder (parquet, card, run.json, failures.jsonl)."""
     from ..executors import get_executor
@@ -119,6 +121,7 @@ def run(
                 budget=budget,
                 forecast=forecast,
                 input_licence=input_licence,
+                batch=batch,
             )
         )
         if quiet:

@@ -40,6 +40,7 @@ import yaml
 from .._process import pid_alive
 from ..errors import OutputError
 from ..licence_card import with_provenance
+from ..models.batch_api import batch_card_lines
 from ..report.mix import card_section as mix_card_section
 from ..rows import Row
 
@@ -545,6 +546,7 @@ def dataset_card(
         "## Models\n",
         *model_lines,
         "",
+        *batch_card_lines(summary),
         "## Run\n",
         f"- model calls: {summary.get('model_calls', 0)} (cache hits: {summary.get('cache_hits', 0)})",
         f"- tokens: {summary.get('tokens', {}).get('prompt', 0)} prompt, {summary.get('tokens', {}).get('completion', 0)} completion",

@@ -524,6 +524,23 @@ class OpenAIModel(Model):
                 payload["chat_template_kwargs"] = {**kwargs, **payload["chat_template_kwargs"]}
         return payload
 
+    def request_body(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """The path (``/chat/completions`` or ``/completions``) and JSON body of one call asking
+        for all ``request.n`` samples, as it would be sent online (a schema in the path's
+        current structured-output form): the body of a batch line (``models.batch_openai``)."""
+        chat = request.messages is not None
+        path = "/chat/completions" if chat else "/completions"
+        payload = self._payload(request, chat, request.n, request.seed)
+        form = self.forms[path]
+        if request.json_schema is not None and form != "none":
+            fields = schema_fields(form, request.json_schema, chat, self.schema_strict)
+            payload = {**payload, **fields, **self.extra_body}
+        return path, payload
+
+    def parse_answer(self, body: Any, chat: bool, want: int) -> list[Completion]:
+        """The completions of one answer body (a batch result line's ``response.body``)."""
+        return self._completions(body, chat, want)
+
     def _completions(self, body: Any, chat: bool, want: int) -> list[Completion]:
         """The texts of an answer; odd bookkeeping (usage, index, finish_reason) reads as unknown."""
         choices = body.get("choices") if isinstance(body, dict) else None

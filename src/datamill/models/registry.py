@@ -63,8 +63,9 @@ def backend_class(backend: str) -> type[Model]:
 
 
 #: model options every backend takes (handled here, not by the backend's ``Options``);
-#: ``licence``: the licence of the model's outputs, for the card (``datamill.provenance``)
-COMMON_OPTIONS = ("think_tags", "licence")
+#: ``licence``: the licence of the model's outputs, for the card (``datamill.provenance``);
+#: ``batch``: send the model's calls through its provider's batch API (``pipeline.batch``)
+COMMON_OPTIONS = ("think_tags", "licence", "batch")
 
 
 def spec_class(spec: str) -> type[Model]:
@@ -88,6 +89,10 @@ def check_options(spec: str, options: dict[str, Any], label: str | None = None) 
     except MissingDependency:
         return
     _think_tags(options.get("think_tags"))
+    if "batch" in options:
+        from .batch_api import batch_settings
+
+        batch_settings(options["batch"], label or cls.backend)
     backend_options = {
         k: v
         for k, v in options.items()

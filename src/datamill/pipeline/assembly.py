@@ -25,11 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelUnavailable
+from ..errors import ConfigError, ModelUnavailable
 from ..executors.base import Executor, LocalExecutor, ShardResult
 from ..models.base import Model
+from ..models.batch_api import ADAPTERS, batch_settings
 from ..models.registry import check_options, load_model, parse_spec, spec_capabilities
 from ..rows import KeyedRow
+from .batch import BatchModel
 from .cache import CallCache
 from .graph import ModelSettings
 from .runner import Budget, FailureLog, ModelHandle, Runner
@@ -44,21 +46,34 @@ BuiltModels = dict[str, tuple[Model, ModelSettings]]
 
 
 def build_models(
-    settings: dict[str, ModelSettings], override: str | None = None, threads: int | None = None
+    settings: dict[str, ModelSettings],
+    override: str | None = None,
+    threads: int | None = None,
+    batch: bool = False,
+    online: bool = False,
 ) -> BuiltModels:
     """One model object per distinct (spec, options); named settings share it.
 
     ``override``: a spec that replaces every named spec (not model objects); ``threads``: CPU
     threads for a backend that declares a threads option (``Capabilities.threads_option``,
-    e.g. llamacpp's ``n_threads``) and does not set it (a Ray worker's share)."""
+    e.g. llamacpp's ``n_threads``) and does not set it (a Ray worker's share). A model whose
+    options say ``batch`` (or every model, ``batch=True``: ``--batch``) is wrapped in a
+    :class:`~datamill.pipeline.batch.BatchModel`, one per distinct model, unless ``online``
+    (``datamill plan``'s preview measures the online model)."""
     built: dict[str, Model] = {}
     result: BuiltModels = {}
+    wrapped: dict[int, Model] = {}
     for name, s in settings.items():
         spec = override if override is not None and not isinstance(s.spec, Model) else s.spec
-        if isinstance(spec, Model):
-            result[name] = (spec, s)
-            continue
         options = dict(s.options)
+        wanted = batch_settings(options.pop("batch", None), f"model {name!r}")
+        if batch and wanted is None and has_batch_api(spec):
+            wanted = {}  # --batch: every model whose provider has a batch API
+        if online:
+            wanted = None
+        if isinstance(spec, Model):
+            result[name] = (_batched(spec, wanted, wrapped, name), s)
+            continue
         if spec != s.spec:  # the recipe's licence was its own model's, not --model's
             options.pop("licence", None)
         threads_option = spec_capabilities(spec).threads_option if threads is not None else None
@@ -69,10 +84,45 @@ def build_models(
             check_options(spec, options, f"model {name!r} ({parse_spec(spec)[0]})")
             built[key] = load_model(spec, **options)
         result[name] = (
-            built[key],
+            _batched(built[key], wanted, wrapped, name),
             ModelSettings(spec=spec, options=s.options, sampling=s.sampling),
         )
+    if batch and not online and not any(isinstance(m, BatchModel) for m, _ in result.values()):
+        shown = ", ".join(sorted({m.backend or type(m).__name__ for m, _ in result.values()}))
+        raise ConfigError(
+            f"--batch: no model of this run has a batch API (backends: {shown}; batch APIs: "
+            f"{', '.join(sorted(ADAPTERS))}); run without --batch"
+        )
     return result
+
+
+def batched(settings: ModelSettings, batch: bool = False, override: str | None = None) -> bool:
+    """Whether a named model calls its provider's batch API in a run: its ``batch`` option, or
+    ``batch`` (``--batch``) and a backend with a batch API (``override``: ``--model``)."""
+    if batch_settings(settings.options.get("batch"), "model") is not None:
+        return True
+    spec = (
+        override if override is not None and not isinstance(settings.spec, Model) else settings.spec
+    )
+    return batch and has_batch_api(spec)
+
+
+def has_batch_api(spec: str | Model) -> bool:
+    """Whether the backend of ``spec`` (a spec or a model object) has a batch adapter."""
+    if isinstance(spec, Model):
+        return spec.backend in ADAPTERS
+    return parse_spec(spec)[0] in ADAPTERS
+
+
+def _batched(
+    model: Model, settings: dict[str, Any] | None, wrapped: dict[int, Model], name: str
+) -> Model:
+    """``model`` itself, or (``settings`` given) its one :class:`BatchModel` wrapper."""
+    if settings is None or isinstance(model, BatchModel):
+        return model
+    if id(model) not in wrapped:
+        wrapped[id(model)] = BatchModel(model, label=f"model {name!r}", **settings)
+    return wrapped[id(model)]
 
 
 def open_cache(cache: bool | str | Path | CallCache) -> CallCache | None:
@@ -92,7 +142,8 @@ class RunAssembly:
     :func:`open_cache` (a :class:`CallCache` given is not closed here); ``executor``: where
     segments stream (default: this process); ``threads``: see :func:`build_models`;
     ``defer_unavailable``: with a cache, a model that cannot start fails at its first call
-    instead of here. After entering: ``models`` (name → (model, settings)), ``cache``,
+    instead of here; ``batch``: every model through its provider's batch API (``--batch``);
+    ``online``: no model through it, whatever its options say (a preview). After entering: ``models`` (name → (model, settings)), ``cache``,
     ``handles``, ``runner``, ``started`` (each started model once) and ``load_seconds``."""
 
     def __init__(
@@ -108,8 +159,12 @@ class RunAssembly:
         failures: FailureLog | None = None,
         threads: int | None = None,
         defer_unavailable: bool = True,
+        batch: bool = False,
+        online: bool = False,
     ) -> None:
         self.settings = models
+        self.batch = batch
+        self.online = online
         self.seed = seed
         self.override = override
         self._cache_arg = cache
@@ -152,7 +207,12 @@ class RunAssembly:
     async def _assemble(self) -> None:
         began = time.monotonic()
         self.cache = open_cache(self._cache_arg)
-        self.models = build_models(self.settings, self.override, self.threads)
+        self.models = build_models(
+            self.settings, self.override, self.threads, self.batch, self.online
+        )
+        for m, _ in self.models.values():
+            if isinstance(m, BatchModel) and m.cache is None:
+                m.bind(self.cache)  # before it starts: it resumes the batches recorded there
         job = ShardJob(
             {n: s for n, (_, s) in self.models.items()},
             str(self.cache.path) if self.cache is not None else None,
@@ -271,4 +331,12 @@ class ShardJob:
         return asyncio.run(shard())
 
 
-__all__ = ["BuiltModels", "RunAssembly", "ShardJob", "build_models", "open_cache"]
+__all__ = [
+    "BuiltModels",
+    "RunAssembly",
+    "ShardJob",
+    "batched",
+    "build_models",
+    "has_batch_api",
+    "open_cache",
+]

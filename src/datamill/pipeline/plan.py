@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from ..models.embeddings import embedding_cache
 from ..pricing import Price, PriceTable
 from ..rows import Row
 from ..steps.base import Context, Step
-from .assembly import BuiltModels, RunAssembly
+from .assembly import BuiltModels, RunAssembly, batched
 from .budget import Budget, prompt_tokens
 from .cache import CallCache
 from .forecast import (
@@ -147,6 +146,7 @@ async def _run_preview(
             budget=recorder,
             stats=stats,
             defer_unavailable=False,  # the preview measures the model: it must be there
+            online=True,  # measured online; a batched model is priced at its batch price
         ) as run:
             counted = _count_first_step(pipeline, rows, {n: m for n, (m, _) in run.models.items()})
             preview = _Preview(stats, recorder, time.monotonic(), run.load_seconds)
@@ -225,7 +225,7 @@ def _step_forecast(
 
 
 def _price_dict(price: Price | None) -> dict[str, float] | None:
-    return None if price is None else asdict(price)
+    return None if price is None else price.as_dict()
 
 
 def _loss_notes(stats: Stats) -> list[str]:
@@ -248,8 +248,11 @@ async def aplan_pipeline(
     prices: PriceTable | None = None,
     cache: bool | str | Path = True,
     source: Source | None = None,
+    batch: bool = False,
 ) -> Forecast:
-    """Forecast a run of ``pipeline`` (see the module docstring); calls the model on a preview."""
+    """Forecast a run of ``pipeline`` (see the module docstring); calls the model on a preview.
+    ``batch``: the run will use ``--batch``; batched models (that, or their ``batch`` option)
+    are priced at their batch price, their preview still runs online."""
     if preview_rows < 1:
         raise ConfigError(f"--preview must be at least 1 row, got {preview_rows}")
     src, rows = load_checked(pipeline, source, limit)
@@ -262,7 +265,14 @@ async def aplan_pipeline(
     tried = _rows_tried(pipeline, rows, stats, notes)
     scale = tried / (stats.rows_total or len(rows))
     startup, wall, parallelism = preview.timing()
-    price_of = {n: prices.for_model(m) for n, (m, _) in preview.models.items()}
+    via_batch = {n: batched(pipeline.models[n], batch, model) for n in preview.models}
+    price_of = {n: prices.for_model(m, batch=via_batch[n]) for n, (m, _) in preview.models.items()}
+    if any(via_batch.values()):
+        names = ", ".join(sorted(n for n, b in via_batch.items() if b))
+        notes.append(
+            f"batch API ({names}): priced at the batch price; the time is the online preview's, "
+            "a provider takes up to 24 h per batch"
+        )
     steps = [
         _step_forecast(
             s,
@@ -277,7 +287,12 @@ async def aplan_pipeline(
         if s.models()
     ]
     models_info = {
-        n: {"model": m.info.name, "backend": m.backend, "price": _price_dict(price_of[n])}
+        n: {
+            "model": m.info.name,
+            "backend": m.backend,
+            "price": _price_dict(price_of[n]),
+            **({"batch": True} if via_batch[n] else {}),
+        }
         for n, (m, _) in preview.models.items()
     }
     return Forecast(

@@ -34,6 +34,7 @@ from ..models.embeddings import embedding_cache
 from ..provenance import collect
 from ..rows import Row
 from .assembly import BuiltModels, RunAssembly, build_models
+from .batch import batch_summary
 from .cache import CallCache
 from .forecast import Forecast, attach_forecast
 from .graph import Pipeline
@@ -94,6 +95,7 @@ async def arun_pipeline(
     progress: bool | str = False,
     forecast: Forecast | dict[str, Any] | None = None,
     input_licence: str | None = None,
+    batch: bool = False,
 ) -> RunResult:
     """Run ``pipeline`` and (when ``output`` is given) write the dataset folder.
 
@@ -102,6 +104,8 @@ async def arun_pipeline(
     only inside Jupyter. ``forecast``: a ``datamill plan`` forecast to store in ``run.json``
     beside the actuals. ``input_licence``: the licence of the source rows, for the card's
     provenance section (``datamill.provenance``; read from the source's dataset card otherwise).
+    ``batch``: every model whose provider has a batch API calls it (``pipeline.batch``), as
+    ``batch: true`` on a model does.
     """
     folder = OutputFolder(Path(output)) if output is not None else None
     bar: Any = None
@@ -126,6 +130,7 @@ async def arun_pipeline(
             executor=get_executor(executor) if isinstance(executor, str) else executor,
             stats=stats,
             failures=failures,
+            batch=batch,
         ) as run:
             with contextlib.closing(src.stream()) as source_rows:  # closed on any exit, not by gc
                 keyed, topup = await run_rows(run.runner, pipeline, source_rows, src, run.cache)
@@ -237,6 +242,7 @@ def run_summary(
         data["stopped_by"] = stopped
     if budget is not None and hasattr(budget, "as_dict"):
         data["budget"] = budget.as_dict()
+    data.update(batch_summary(models, getattr(budget, "prices", None), data.get("usage")))
     return data
 
 

@@ -1,0 +1,99 @@
+"""``datamill batch export`` / ``datamill batch import``: a run's calls as one JSONL file for
+vLLM's ``run_batch`` on a GPU box, and its output back into the call cache."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .options import CacheOption, InputOption, SetOption
+
+out = Console(soft_wrap=True)
+app = typer.Typer(
+    help="Write a run's missing calls as one JSONL file (vLLM run_batch, OpenAI batch format) and read the answers back.",
+    no_args_is_help=True,
+)
+
+
+@app.command("export")
+def export(
+    recipe: Annotated[
+        str, typer.Argument(help="A built-in recipe name (see `datamill recipes`) or a YAML file.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The JSONL file to write (e.g. calls.jsonl).")
+    ],
+    limit: Annotated[int | None, typer.Option(help="Use at most N source rows.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model spec for every model of the recipe, as in `datamill run --model`."
+        ),
+    ] = None,
+    set_: SetOption = None,
+    cache: CacheOption = None,
+    input_: InputOption = None,
+) -> None:
+    """Write the calls a run of RECIPE would make that the cache lacks (for vLLM's run_batch).
+
+    One request a line, for `python -m vllm.entrypoints.openai.run_batch -i FILE -o
+    results.jsonl`. No model is called. Run it again after `datamill batch import` for the next
+    model step."""
+    from ..io.sources import source_from_path
+    from ..pipeline.batchfile import export_calls
+    from ..recipes.loader import load_recipe
+
+    pipeline = load_recipe(recipe, set_ or [], model=model)
+    source = source_from_path(input_) if input_ is not None else None
+    done = asyncio.run(
+        export_calls(pipeline, output, model=model, limit=limit, cache=cache or True, source=source)
+    )
+    if not done.requests:
+        out.print(
+            f"nothing to export: the cache answers every call ({done.cached}); "
+            f"`datamill run {recipe}` finishes from it",
+            highlight=False,
+        )
+        return
+    served = done.models[0] if len(done.models) == 1 else "MODEL"
+    out.print(
+        f"wrote {done.requests} requests to {done.path} ({done.cached} calls already cached). "
+        f"On the GPU box: python -m vllm.entrypoints.openai.run_batch -i {done.path.name} "
+        f"-o results.jsonl --model {served}; then: datamill batch import results.jsonl",
+        highlight=False,
+    )
+
+
+@app.command("import")
+def import_(
+    results: Annotated[Path, typer.Argument(help="The output file of run_batch (its -o).")],
+    cache: CacheOption = None,
+) -> None:
+    """Put the answers of a run_batch output file into the call cache.
+
+    OpenAI batch output files work too. The next `datamill run` (or `datamill batch export`)
+    goes on from them."""
+    from ..pipeline.batchfile import import_results
+    from ..pipeline.cache import CallCache
+
+    store = CallCache(cache) if cache else CallCache()
+    try:
+        done = import_results(results, store)
+    finally:
+        store.close()
+    line = f"imported {done.answers} answers into {store.path}"
+    if done.failed:
+        line += f"; {len(done.failed)} requests failed (first: {done.failed[0]})"
+    if done.foreign:
+        line += f"; {done.foreign} lines skipped (custom ids not made by datamill batch export)"
+    out.print(line, highlight=False)
+    if not done.answers:
+        raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="batch")

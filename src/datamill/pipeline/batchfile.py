@@ -1,0 +1,181 @@
+"""One JSONL file of a run's calls for a GPU box with no server, and its answers back.
+
+:func:`export_calls` runs a pipeline as ``datamill run`` would, answering from the call cache;
+every call the cache lacks is written as a line of the OpenAI batch format that vLLM's
+``python -m vllm.entrypoints.openai.run_batch`` reads (``{"custom_id", "method", "url",
+"body"}``; custom id ``KEY-nN``: the call's cache key and ``n``), and no model is called. Rows whose
+calls are missing stop there, so a pipeline of several model steps takes one export → run_batch
+→ import round per step (the next export writes the next step's calls; it writes none when the
+run is complete). :func:`import_results` reads ``run_batch``'s output (the same shape as OpenAI's
+batch output: ``{"custom_id", "response": {"status_code", "body"}, "error"}``) into the cache,
+so ``datamill run`` finishes from it.
+
+The body of a line is what the model would send online when it talks to an OpenAI-compatible
+server (:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body
+under its name. Deliberately not here: running vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, ModelError
+from ..models.base import Completion, Model, ModelInfo, Request
+from ..models.batch_openai import custom_id, outcome_of, parse_custom_id
+from .cache import CallCache, call_key
+from .graph import ModelSettings, Pipeline
+
+
+class ExportModel(Model):
+    """Stands in for ``inner`` during an export: records each call it is asked for as a batch
+    line (once per custom id) and fails it, so its row goes no further."""
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.lines: dict[str, dict[str, Any]] = {}
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.inner.info
+
+    async def generate(self, request: Request) -> list[Completion]:
+        cid = custom_id(call_key(self.info.identity, request), request.n)
+        if cid not in self.lines:
+            path, body = self._body(request)
+            self.lines[cid] = {
+                "custom_id": cid,
+                "method": "POST",
+                "url": "/v1" + path,
+                "body": body,
+            }
+        raise ModelError("written to the batch file", reason="exported for a batch")
+
+    def _body(self, request: Request) -> tuple[str, dict[str, Any]]:
+        from ..models.openai import OpenAIModel
+
+        if isinstance(self.inner, OpenAIModel) and self.inner.forms:  # an OpenAI-compatible server
+            path, sent = self.inner.request_body(request)
+            return path, sent
+        chat = request.messages is not None
+        body: dict[str, Any] = {"model": self.info.name}
+        if chat:
+            body["messages"] = [dict(m) for m in request.messages or ()]
+        else:
+            body["prompt"] = request.prompt
+        body.update(max_tokens=request.max_tokens, temperature=request.temperature)
+        body["top_p"] = request.top_p
+        if request.n > 1:
+            body["n"] = request.n
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return ("/chat/completions" if chat else "/completions"), body
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+@dataclass
+class Exported:
+    """What an export wrote: request lines, and calls the cache already answered."""
+
+    path: Path
+    requests: int
+    cached: int
+    models: list[str] = field(default_factory=list)
+
+
+async def export_calls(
+    pipeline: Pipeline,
+    path: str | Path,
+    *,
+    model: str | None = None,
+    limit: int | None = None,
+    cache: bool | str | Path | CallCache = True,
+    source: Any = None,
+) -> Exported:
+    """Write the calls of a run of ``pipeline`` that ``cache`` lacks to ``path`` (see the module
+    docstring). ``model``, ``limit``, ``source`` as in ``datamill run``. No model is called or
+    started."""
+    from .assembly import build_models
+    from .run import arun_pipeline
+
+    if not cache:
+        raise InputError("datamill batch export reads the call cache: drop --no-cache")
+    built = build_models(pipeline.models, model, online=True)
+    stand_ins: dict[int, ExportModel] = {}
+    models: dict[str, ModelSettings] = {}
+    for name, (m, s) in built.items():
+        stand = stand_ins.setdefault(id(m), ExportModel(m))
+        models[name] = ModelSettings(spec=stand, sampling=s.sampling)
+    plain = Pipeline(
+        pipeline.steps,
+        source=pipeline.source,
+        models=models,
+        name=pipeline.name,
+        seed=pipeline.seed,
+    )  # no target_rows: a top-up would export rows the run may not need
+    result = await arun_pipeline(plain, None, limit=limit, cache=cache, source=source)
+    lines = [line for m in stand_ins.values() for line in m.lines.values()]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    names = sorted({str(line["body"].get("model")) for line in lines})
+    return Exported(out, len(lines), result.stats.cache_hits, names)
+
+
+@dataclass
+class Imported:
+    """What an import put into the cache, and what it could not."""
+
+    answers: int = 0
+    failed: list[str] = field(default_factory=list)  #: "custom id: why", one per failed line
+    foreign: int = 0  #: lines whose custom id no export made
+
+
+def import_results(path: str | Path, cache: CallCache) -> Imported:
+    """Put the answers of a ``run_batch`` (or OpenAI batch) output file into ``cache``."""
+    from ..models.openai import OpenAIModel
+
+    reader = OpenAIModel("batch-import", base_url="http://127.0.0.1/v1")  # parses, never sends
+    done = Imported()
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"{source} is not a file: give the output file of run_batch (-o)")
+    with source.open(encoding="utf-8") as f:
+        for number, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except ValueError:
+                raise InputError(
+                    f"{source}:{number}: not JSON; give the output file of run_batch (-o)"
+                ) from None
+            ids = parse_custom_id(str(record.get("custom_id", "")))
+            if ids is None:
+                done.foreign += 1
+                continue
+            key, n = ids
+            kind, value = outcome_of(record, reader.parse_answer)
+            if kind != "ok" or not isinstance(value, list):
+                done.failed.append(f"{record.get('custom_id')}: {value}")
+                continue
+            if len(value) < n:
+                done.failed.append(f"{record.get('custom_id')}: {len(value)} of {n} samples")
+                continue
+            cache.put(key, value[:n])
+            done.answers += 1
+    return done
+
+
+__all__ = ["ExportModel", "Exported", "Imported", "export_calls", "import_results"]
