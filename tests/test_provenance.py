@@ -90,7 +90,7 @@ def test_check_refuses_what_an_input_forbids_and_warns_about_unknown_inputs() ->
 def nc_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the embedded SmolLM2 GGUF whose ``general.license`` says cc-by-nc-4.0 (written
     with the ``gguf`` package; the weights are the same)."""
-    gguf = pytest.importorskip("gguf")
+    import gguf
     from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
 
     reader = gguf.GGUFReader(str(embedded_model_path()))
