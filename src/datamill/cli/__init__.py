@@ -14,6 +14,7 @@ import typer
 
 from ..errors import ConfigError, DatamillError, InputError
 from . import decontam as _decontam
+from . import eval as _eval
 from . import plan as _plan
 from . import push as _push
 from . import report as _report
@@ -33,6 +34,7 @@ _push.register(app)
 _ui.register(app)
 _report.register(app)
 _decontam.register(app)
+_eval.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
