@@ -13,7 +13,8 @@ Built-in sets (``--heldout NAME[:N]``), drawn from ``random.Random(seed)`` only:
 - ``math``: two-step arithmetic with a number answer; scored by ``verify_math``.
 - ``code``: small Python functions with asserts; scored by ``verify_code`` in the sandbox.
 
-Overlap: a held-out item overlaps a training set when its task text shares a word 8-gram (the
+Boilerplate in the built-in prompts is kept under 8 words, so every 8-gram of an item holds its
+topic or its numbers. Overlap: a held-out item overlaps a training set when its task text shares a word 8-gram (the
 decontamination's normalised words; a whole text when it is shorter) with a training prompt with
 its constraint sentences removed. Overlapping items are left out of every model's score.
 
@@ -72,7 +73,7 @@ _TOPICS = (
 )
 _FORMS = (
     "Write a short paragraph about {t}.",
-    "Explain {t} to a friend who knows nothing about it.",
+    "Explain {t} to a friend.",
     "Tell a brief story about {t}.",
     "Give some practical thoughts on {t}.",
     "Write a few sentences describing {t}.",
@@ -187,7 +188,7 @@ def math_set(n: int, seed: int = 0) -> list[dict[str, Any]]:
         a, b, c = rng.randint(2, 60), rng.randint(2, 30), rng.randint(2, 9)
         op = rng.choice(["+", "-"])
         value = a + b * c if op == "+" else a - b * c
-        q = f"What is {a} {op} {b} * {c}? Work it out and end with the final number."
+        q = f"What is {a} {op} {b} * {c}? End with the final number."
         items.append(
             {
                 "id": f"math-{i}",

@@ -92,6 +92,11 @@ def load(base: str) -> tuple[Any, Any]:
     dtype = torch.bfloat16 if dev == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     tok = AutoTokenizer.from_pretrained(where, **kw)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kw).to(dev)
+    if gguf:  # dequantized to plain tensors on load: not a quantized model any more
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.eval()
