@@ -134,7 +134,7 @@ def print_eval(result: dict[str, Any]) -> None:
         t.add_column(h)
     for r in table_rows(result):
         t.add_row(*r)
-    out.print(t)
+    Console(width=max(out.width, 150)).print(t)  # read whole, also in a log file
     h = result.get("heldout", {})
     out.print(
         f"{h.get('scored')} held-out items scored; {len(h.get('left_out', []))} left out for overlap "
@@ -169,15 +169,16 @@ def compare(
     t.add_row("rows", *(str(r.get("rows", "–")) for r in reports))
     fields = list(dict.fromkeys(f for r in reports for f in (r.get("fields") or {})))
     for f in fields:
-        for label, get in (
-            ("words (median)", lambda x: (x.get("words") or {}).get("median")),
-            ("distinct-2", lambda x: x.get("distinct_2")),
-            ("ROUGE-L self-overlap", lambda x: (x.get("rouge_l_self") or {}).get("mean")),
+        for label, key, sub in (
+            ("words (median)", "words", "median"),
+            ("distinct-2", "distinct_2", None),
+            ("ROUGE-L self-overlap", "rouge_l_self", "mean"),
         ):
-            t.add_row(
-                f"{f}: {label}",
-                *(format_value(get((r.get("fields") or {}).get(f) or {})) for r in reports),
-            )
+            cells = []
+            for r in reports:
+                value = ((r.get("fields") or {}).get(f) or {}).get(key)
+                cells.append(format_value((value or {}).get(sub) if sub else value))
+            t.add_row(f"{f}: {label}", *cells)
     out.print(t)
     evals = [results.load(p) if p.is_dir() else None for p in (a, b)]
     e = Table(title="held-out evaluation")
@@ -185,10 +186,9 @@ def compare(
     e.add_column(str(a))
     e.add_column(str(b))
     names = [(r.get("name") if r else None) or p.name for r, p in zip(reports, (a, b), strict=True)]
-    for label, get in (("base", lambda r, n: _rate(r, "base")), ("tuned", _tuned)):
-        e.add_row(
-            label, *(get(r, n) if r else "no eval.json" for r, n in zip(evals, names, strict=True))
-        )
+    pairs = list(zip(evals, names, strict=True))
+    e.add_row("base", *(_rate(r, "base") if r else "no eval.json" for r, _ in pairs))
+    e.add_row("tuned", *(_tuned(r, n) if r else "no eval.json" for r, n in pairs))
     out.print(e)
 
 

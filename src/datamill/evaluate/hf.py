@@ -10,7 +10,7 @@ Device: ``cuda`` when torch sees a GPU, else the CPU (bf16 on a GPU that support
 Training: rows become TRL's conversational prompt–completion layout (the last assistant turn is the
 completion, so the loss is on the answer only) for SFT; ``prompt``/``chosen``/``rejected`` message
 lists (``format_dpo``'s layout) for DPO. LoRA on the attention and MLP projections; the adapter is
-merged into a copy of the base for generation and saved (``adapter/``) for reuse.
+merged into the base for generation and saved (``OUT/adapters/NAME``) for reuse.
 
 Generation: the tokenizer's chat template with the generation prompt, left padding, prompts sorted
 by length into batches of ``batch_size``, greedy, up to ``max_new_tokens``; returns the decoded
@@ -22,6 +22,7 @@ Deliberately not here: scoring (``evaluate.scoring``), the held-out sets (``eval
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,8 @@ def load(base: str) -> tuple[Any, Any]:
     dev = device()
     dtype = torch.bfloat16 if dev == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     tok = AutoTokenizer.from_pretrained(where, **kw)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kw).to(dev)
+    model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kw)
+    model = model.to(dev)
     if gguf:  # dequantized to plain tensors on load: not a quantized model any more
         model.hf_quantizer = None
         model.is_quantized = False
@@ -202,8 +204,8 @@ def is_preference(rows: list[dict[str, Any]]) -> bool:
 def train(
     base: str, rows: list[dict[str, Any]], folder: Path, opts: TrainOptions
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """LoRA-tune ``base`` on ``rows`` (DPO for preference rows, else SFT); save the adapter in
-    ``folder/adapter``. Returns ``(merged model, tokenizer, info)``; info holds ``method``,
+    """LoRA-tune ``base`` on ``rows`` (DPO for preference rows, else SFT); save the adapter
+    (PEFT's ``adapter_config.json`` + weights) in ``folder``. Returns ``(merged model, tokenizer, info)``; info holds ``method``,
     ``rows``, ``steps``, ``seconds``, ``train_loss``, ``device`` and the options."""
     import torch
     from datasets import Dataset
@@ -224,7 +226,7 @@ def train(
         task_type="CAUSAL_LM",
     )
     common: dict[str, Any] = {
-        "output_dir": str(folder / "trainer"),
+        "output_dir": str(folder / ".trainer"),
         "num_train_epochs": opts.epochs,
         "max_steps": opts.max_steps,
         "per_device_train_batch_size": opts.batch_size,
@@ -242,9 +244,9 @@ def train(
     }
     started = time.monotonic()
     if pref:
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
 
-        trainer = DPOTrainer(
+        trainer: Any = DPOTrainer(
             model=model,
             args=DPOConfig(beta=opts.beta, **common),
             train_dataset=data,
@@ -252,7 +254,7 @@ def train(
             peft_config=lora,
         )
     else:
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
         trainer = SFTTrainer(
             model=model,
@@ -266,8 +268,9 @@ def train(
     trainer.remove_callback(PrinterCallback)  # the loss goes to info["losses"], not stdout
     result = trainer.train()
     seconds = time.monotonic() - started
-    tuned = trainer.model
-    tuned.save_pretrained(str(folder / "adapter"))
+    tuned: Any = trainer.model
+    tuned.save_pretrained(str(folder))
+    shutil.rmtree(folder / ".trainer", ignore_errors=True)
     merged = tuned.merge_and_unload()
     merged.eval()
     info = {

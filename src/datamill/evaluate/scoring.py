@@ -66,7 +66,7 @@ def bootstrap_mean(
     """``(rate, low, high)``: the pass rate and its 95% percentile-bootstrap interval."""
     x = np.asarray(passed, dtype=float)
     if not len(x):
-        return (float("nan"),) * 3  # type: ignore[return-value]
+        return (float("nan"), float("nan"), float("nan"))
     idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
     means = x[idx].mean(axis=1)
     return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
@@ -81,7 +81,7 @@ def bootstrap_diff(
     if len(xa) != len(xb):
         raise ValueError(f"paired bootstrap needs equal lengths, got {len(xa)} and {len(xb)}")
     if not len(xa):
-        return (float("nan"),) * 3  # type: ignore[return-value]
+        return (float("nan"), float("nan"), float("nan"))
     d = xb - xa
     idx = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
     means = d[idx].mean(axis=1)
