@@ -55,6 +55,17 @@ def test_bootstrap_interval_of_a_rate() -> None:
     assert bootstrap_mean([True] * 5) == (1.0, 1.0, 1.0)
 
 
+def test_the_cli_imports_no_torch_until_eval_runs() -> None:
+    import subprocess
+
+    code = (
+        "import sys, datamill.cli, datamill.evaluate.run, datamill.evaluate.results; "
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # -- held-out sets and overlap --------------------------------------------------------------------
 def recipe_training_rows(n: int = 36) -> list[dict[str, Any]]:
     """Prompts as the constraints recipe writes them: its source instructions (cycled) with a
@@ -171,6 +182,26 @@ def test_answers_are_scored_by_the_verifiers() -> None:
     got = score(items, answers)
     assert [g["passed"] for g in got] == [True, False, True, False, True, False]
     assert "no_comma" in got[1]["reason"] and "expected 42" in got[3]["reason"]
+
+
+def test_judged_win_rate_swaps_the_order_so_a_position_bias_scores_a_tie() -> None:
+    from datamill import FakeModel
+    from datamill.evaluate.judge import win_rate
+
+    def prefers_good(request: Any, i: int) -> str:
+        text = request.messages[0]["content"]
+        a = text.split("Answer A:")[1].split("Answer B:")[0]
+        return "A" if "GOOD" in a else "B"
+
+    prompts = ["p1", "p2", "p3", "p4"]
+    base = ["meh", "meh", "meh", "GOOD base"]
+    tuned = ["GOOD one", "GOOD two", "GOOD three", "meh"]
+    fair = win_rate(FakeModel(prefers_good), prompts, base, tuned, resamples=200)
+    assert fair["rate"] == pytest.approx(0.75) and fair["ties"] == 0 and fair["n"] == 4
+    biased = win_rate(FakeModel(lambda r, i: "A"), prompts, base, tuned, resamples=200)
+    assert biased["rate"] == 0.5 and biased["ties"] == 4 and biased["unparsed"] == 0
+    mute = win_rate(FakeModel(lambda r, i: "hmm"), prompts, base, tuned, resamples=200)
+    assert mute["rate"] == 0.5 and mute["unparsed"] == 8
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -439,12 +470,18 @@ def test_eval_sft_end_to_end_on_a_tiny_model(
         "6",
         "-o",
         "res",
+        "--judge",
+        "fake",
     ]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     data = check_eval_folder(tmp_path / "res", ["base", "constraints", "other"], "sft")
     assert data["heldout"]["scored"] == 7 and data["overlap"]["constraints"]["overlapping"] == []
     assert "held-out evaluation" in out and "constraints (n=5)" in out
+    for m in data["models"][1:]:  # the fake judge's replies name no letter: every item a split
+        assert m["judged"]["judge"] == "fake" and m["judged"]["rate"] == 0.5
+        assert m["judged"]["n"] == 7 and m["judged"]["ties"] == 7
+    assert "judged win rate vs base 50.0%" in out
     # the datamill output folder gets the results and a card section
     assert json.loads((tmp_path / "ds" / "eval.json").read_text())["models"] == data["models"]
     assert (tmp_path / "ds" / "README.md").read_text().count("## Evaluation") == 1

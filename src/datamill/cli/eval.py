@@ -71,6 +71,14 @@ def eval_command(
         int, typer.Option("--seed", help="Seed: held-out sets, training, bootstrap.")
     ] = 0,
     resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples.")] = 2000,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="Also judge each tuned model's answers against the base's with this model "
+            "(both orders): llamacpp, openai:MODEL@URL …",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune the base on each dataset (LoRA SFT, or DPO for preference pairs), evaluate base
     and tuned models on held-out items, print them side by side with bootstrap intervals."""
@@ -101,6 +109,7 @@ def eval_command(
         batch_size=gen_batch,
         seed=seed,
         resamples=resamples,
+        judge=judge,
     )
     topts = TrainOptions(
         epochs=epochs,
@@ -127,7 +136,7 @@ def eval_command(
 
 def print_eval(result: dict[str, Any]) -> None:
     """The side-by-side table of one eval result."""
-    from ..evaluate.results import HEADER, table_rows
+    from ..evaluate.results import HEADER, judged_lines, table_rows
 
     t = Table(title=f"held-out evaluation (base {result.get('base')}, {result.get('device')})")
     for h in HEADER:
@@ -135,6 +144,9 @@ def print_eval(result: dict[str, Any]) -> None:
     for r in table_rows(result):
         t.add_row(*r)
     Console(width=max(out.width, 150)).print(t)  # read whole, also in a log file
+    for line in judged_lines(result):
+        if line:
+            out.print(line, highlight=False)
     h = result.get("heldout", {})
     out.print(
         f"{h.get('scored')} held-out items scored; {len(h.get('left_out', []))} left out for overlap "

@@ -78,8 +78,21 @@ def card_section(result: dict[str, Any] | None) -> str:
         lines += [f"![evaluation]({result['plot']})", ""]
     lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
-    lines += ["", _END, ""]
+    lines += ["", *judged_lines(result), _END, ""]
     return "\n".join(lines)
+
+
+def judged_lines(result: dict[str, Any]) -> list[str]:
+    """One line per tuned model judged against the base (``--judge``), then a blank line."""
+    out = []
+    for m in result.get("models", []):
+        j = m.get("judged")
+        if j:
+            out.append(
+                f"- {m['name']}: judged win rate vs base {interval(j, 'rate')} "
+                f"(judge {j['judge']}, both orders; {j['ties']} of {j['n']} split)"
+            )
+    return [*out, ""] if out else []
 
 
 def update_card(folder: Path, result: dict[str, Any]) -> None:
@@ -163,6 +176,7 @@ __all__ = [
     "card_section",
     "draw",
     "interval",
+    "judged_lines",
     "load",
     "table_rows",
     "update_card",

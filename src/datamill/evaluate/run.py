@@ -13,7 +13,8 @@ The result (:func:`evaluate`'s return, ``eval.json``)::
      "overlap": {dataset: {"n", "checked", "overlapping", "examples"}},
      "models": [{"name", "dataset"|None, "training"|None, "eval_seconds",
                  "pass": {"all"|kind: {"rate", "low", "high", "n"}},
-                 "vs_base": {"all"|kind: {"diff", "low", "high"}} (tuned models only)}],
+                 "vs_base": {"all"|kind: {"diff", "low", "high"}} (tuned models only),
+                 "judged": {"judge", "rate", "low", "high", "n", "ties", "unparsed"} (--judge)}],
      "generation": {"max_new_tokens", "batch_size", "greedy": true}, "seconds": float}
 
 Answers and verdicts per item go to ``eval_answers.jsonl`` beside it.
@@ -48,6 +49,7 @@ class EvalOptions:
     batch_size: int = 16
     seed: int = 0
     resamples: int = RESAMPLES
+    judge: str | None = None  #: a model spec: also judge each tuned model's answers vs the base's
 
 
 def read_dataset(path: Path) -> tuple[str, list[dict[str, Any]]]:
@@ -123,6 +125,10 @@ def evaluate(
     started = time.monotonic()
     hf.need_train_extra()
     hf.resolve_base(base)
+    if opts.judge:
+        from ..models.registry import parse_spec
+
+        parse_spec(opts.judge)  # an unknown backend: one line now, not after training
     loaded = []
     seen: set[str] = set()
     for p in datasets:
@@ -179,16 +185,22 @@ def evaluate(
         )
         secs = run_model(name, model, tok)
         passed = [v["passed"] for v in verdicts[name]]
-        models.append(
-            {
-                "name": name,
-                "dataset": str(path),
-                "training": info,
-                "eval_seconds": secs,
-                "pass": _summary(items, passed, opts),
-                "vs_base": _versus(items, base_passed, passed, opts),
-            }
-        )
+        entry = {
+            "name": name,
+            "dataset": str(path),
+            "training": info,
+            "eval_seconds": secs,
+            "pass": _summary(items, passed, opts),
+            "vs_base": _versus(items, base_passed, passed, opts),
+        }
+        if opts.judge:
+            from .judge import win_rate
+
+            say(f"{name}: judging its answers against the base's with {opts.judge}")
+            entry["judged"] = win_rate(
+                opts.judge, prompts, answers["base"], answers[name], opts.seed, opts.resamples
+            )
+        models.append(entry)
         del model
         gc.collect()
     with (folder / "eval_answers.jsonl").open("w", encoding="utf-8") as f:

@@ -16,6 +16,7 @@ Deliberately not here: generating the answers (``evaluate.hf``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -61,9 +62,10 @@ def score(items: list[dict[str, Any]], answers: list[str]) -> list[dict[str, Any
 
 
 def bootstrap_mean(
-    passed: list[bool], resamples: int = RESAMPLES, seed: int = 0
+    passed: Sequence[float], resamples: int = RESAMPLES, seed: int = 0
 ) -> tuple[float, float, float]:
-    """``(rate, low, high)``: the pass rate and its 95% percentile-bootstrap interval."""
+    """``(rate, low, high)``: the mean of ``passed`` (bools or scores) and its 95%
+    percentile-bootstrap interval."""
     x = np.asarray(passed, dtype=float)
     if not len(x):
         return (float("nan"), float("nan"), float("nan"))
@@ -73,7 +75,7 @@ def bootstrap_mean(
 
 
 def bootstrap_diff(
-    a: list[bool], b: list[bool], resamples: int = RESAMPLES, seed: int = 0
+    a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = 0
 ) -> tuple[float, float, float]:
     """``(diff, low, high)``: ``mean(b) - mean(a)`` over paired items and its 95% paired
     percentile-bootstrap interval. Raises ValueError when the lists differ in length."""
