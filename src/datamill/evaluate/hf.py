@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,8 @@ def train(
         "gradient_checkpointing": False,  # a small model: memory is not the bound, time is
     }
     started = time.monotonic()
+    # TRL's configs still set transformers' deprecated alias (gradient_checkpointing): not ours
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
     if pref:
         from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]
 
