@@ -181,15 +181,15 @@ def compare(
     t.add_row("rows", *(str(r.get("rows", "–")) for r in reports))
     fields = list(dict.fromkeys(f for r in reports for f in (r.get("fields") or {})))
     for f in fields:
-        for label, key, sub in (
-            ("words (median)", "words", "median"),
-            ("distinct-2", "distinct_2", None),
-            ("ROUGE-L self-overlap", "rouge_l_self", "mean"),
+        for label, key, sub, digits in (
+            ("words (median)", "words", "median", 0),
+            ("distinct-2", "distinct_2", None, 3),
+            ("ROUGE-L self-overlap", "rouge_l_self", "mean", 3),
         ):
             cells = []
             for r in reports:
                 value = ((r.get("fields") or {}).get(f) or {}).get(key)
-                cells.append(format_value((value or {}).get(sub) if sub else value))
+                cells.append(format_value((value or {}).get(sub) if sub else value, digits))
             t.add_row(f"{f}: {label}", *cells)
     out.print(t)
     evals = [results.load(p) if p.is_dir() else None for p in (a, b)]
