@@ -138,7 +138,7 @@ def draw(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("held-out pass rate")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title(f"base {result.get('base')}: 95% bootstrap intervals", fontsize=9)
+    ax.set_title(f"base {result.get('base')}\n95% bootstrap intervals", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
