@@ -15,6 +15,7 @@ import typer
 from ..errors import ConfigError, DatamillError, InputError
 from . import batch as _batch
 from . import decontam as _decontam
+from . import eval as _eval
 from . import plan as _plan
 from . import push as _push
 from . import report as _report
@@ -35,6 +36,7 @@ _ui.register(app)
 _report.register(app)
 _decontam.register(app)
 _batch.register(app)
+_eval.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,7 +66,7 @@ DATA_FILE = "data/train-00000-of-00001.parquet"
 #: where a run that produced no rows leaves its run.json and failures.jsonl
 FAILED_ATTEMPT = "failed-attempt"
 #: the files of a finished run besides the data (replaced together, stale ones removed)
-RUN_FILES = ("failures.jsonl", "report.json", "report.png", "README.md")
+RUN_FILES = ("failures.jsonl", "report.json", "report.png", "README.md", "eval.json", "eval.png")
 
 
 try:
