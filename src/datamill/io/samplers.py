@@ -79,6 +79,11 @@ class Sampler:
         """Every value it can give (as :func:`_key`), when finite and known; else None."""
         return None
 
+    def possible(self, given: list[Any] | None) -> list[Any] | None:
+        """The values it gives with a chance above 0 when its parent column gives ``given``
+        (``None``: any value of it); ``None`` when not finite or not known."""
+        return None
+
 
 def _round(x: float, digits: int | None) -> float | int:
     if digits is None:
@@ -98,6 +103,10 @@ class Category(Sampler):
     def values(self) -> set[str]:
         return {_key(v) for v in self.choices}
 
+    def possible(self, given: list[Any] | None = None) -> list[Any]:
+        weights = self.weights or [1.0] * len(self.choices)
+        return [v for v, w in zip(self.choices, weights, strict=True) if w > 0]
+
 
 @dataclass
 class Subcategory(Sampler):
@@ -110,6 +119,10 @@ class Subcategory(Sampler):
 
     def values(self) -> set[str]:
         return {v for c in self.options.values() for v in c.values()}
+
+    def possible(self, given: list[Any] | None) -> list[Any]:
+        keys = set(self.options) if given is None else {_key(v) for v in given}
+        return [v for k, c in self.options.items() if k in keys for v in c.possible()]
 
 
 @dataclass
@@ -155,6 +168,9 @@ class Integer(Sampler):
             {str(v) for v in range(self.low, self.high + 1)} if self.high - self.low < 100 else None
         )
 
+    def possible(self, given: list[Any] | None) -> list[Any] | None:
+        return list(range(self.low, self.high + 1)) if self.high - self.low < 100 else None
+
 
 @dataclass
 class Conditional(Sampler):
@@ -172,6 +188,14 @@ class Conditional(Sampler):
         parts = [*self.cases.values(), *([self.default] if self.default else [])]
         found = [p.values() for p in parts]
         return None if any(v is None for v in found) else set().union(*found)  # type: ignore[arg-type]
+
+    def possible(self, given: list[Any] | None) -> list[Any] | None:
+        if given is None:
+            chosen = [*self.cases.values(), *([self.default] if self.default else [])]
+        else:
+            chosen = [s for v in given if (s := self.cases.get(_key(v), self.default)) is not None]
+        found = [s.possible(None) for s in chosen]
+        return None if any(f is None for f in found) else [v for f in found for v in f or []]
 
 
 #: the person fields a ``person`` sampler can give (Faker provider, or drawn here)
@@ -467,7 +491,9 @@ class SamplerSource(EmptyRows):
     """``n`` rows of sampled columns (plus ``row`` and the constant ``fields``), in declared order.
 
     Row ``i`` depends only on ``seed`` and ``i`` (:meth:`row`): the top-up asks for rows past
-    ``n`` and gets fresh, reproducible ones."""
+    ``n`` and gets fresh, reproducible ones; a mixture reads one column of row ``i``
+    (:meth:`value`) to keep only rows of the parts it needs, and refuses a part the column can
+    never give (:meth:`possible`)."""
 
     name = "sampled rows"
 
@@ -489,6 +515,35 @@ class SamplerSource(EmptyRows):
         for column, sampler in self.samplers.items():
             drawn[column] = sampler.draw(_rng(self.seed, index, column), drawn)
         return {"row": index, **self.fields, **{c: drawn[c] for c in self.order}}
+
+    def value(self, index: int, column: str) -> Any:
+        """Row ``index``'s ``column`` (``row(index)[column]``, ``None`` when absent), drawing
+        only that column and the columns it depends on."""
+        chain: list[str] = []
+        at: str | None = column
+        while at in self.samplers:
+            chain.append(at)
+            at = self.samplers[at].parent
+        drawn: Row = {"row": index, **self.fields}
+        for c in reversed(chain):
+            drawn[c] = self.samplers[c].draw(_rng(self.seed, index, c), drawn)
+        return drawn.get(column)
+
+    def possible(self, column: str) -> list[Any] | None:
+        """The distinct values ``column`` takes with a chance above 0 (a category's values of
+        weight above 0, a subcategory's under those of its parent, …); ``None`` when not finite
+        or not known (a number range, a person, ``row``)."""
+        sampler = self.samplers.get(column)
+        if sampler is None:
+            return [self.fields[column]] if column in self.fields else None
+        found = sampler.possible(self.possible(sampler.parent) if sampler.parent else None)
+        if found is None:
+            return None
+        distinct: list[Any] = []
+        for value in found:  # values may be unhashable (a YAML list): no set
+            if value not in distinct:
+                distinct.append(value)
+        return distinct
 
 
 __all__ = [

@@ -217,15 +217,20 @@ def short_line(summary: dict[str, Any]) -> str | None:
         for p in mix["short"]
     )
     state = "within" if mix.get("within_tolerance") else "not within"
-    why = (
-        f"the run was stopped: {summary['stopped_by']}"
-        if summary.get("stopped_by")
-        else f"the cap, max_attempts {summary.get('max_attempts')}"
-    )
+    fix = "raise max_attempts or loosen the filters that drop those parts"
+    if summary.get("stopped_by"):
+        why = f"the run was stopped: {summary['stopped_by']}"
+    elif mix.get("too_rare"):
+        why = (
+            f"{mix.get('drawn')} sampler rows drawn, the most max_attempts "
+            f"{summary.get('max_attempts')} allows, held too few of {', '.join(mix['too_rare'])}"
+        )
+        fix = "raise the sampler's weight of those parts or max_attempts"
+    else:
+        why = f"the cap, max_attempts {summary.get('max_attempts')}"
     return (
         f"mix by {mix['by']} fell short after {summary.get('attempts')} source rows tried "
-        f"({why}): {parts}; the shares are {state} tolerance {mix['tolerance']:g}; "
-        "raise max_attempts or loosen the filters that drop those parts"
+        f"({why}): {parts}; the shares are {state} tolerance {mix['tolerance']:g}; {fix}"
     )
 
 

@@ -5,8 +5,13 @@ Two ways to get more rows of one part, chosen by where the tag comes from:
 
 - **from the source** (``mix.by`` is a source column no step writes: inline rows, a file, a
   sampler's rows): more source rows *of that part* are fed, each part sized by its own survival
-  rate (its survivors per source row of it tried). Each part's rows are cycled through under new
-  keys, so each pass samples anew. A targeted part with no source row is refused before any call.
+  rate (its survivors per source row of it tried). A source that draws its rows (a sampler
+  source, ``num_rows``) gives NEW rows of that part: its row stream is walked past the rows used,
+  keeping the rows of the short parts (``pipeline.draws``; each keyed by its row index, so a
+  rerun hits the cache; the draws are capped, and a part too rare to find within them falls
+  short). A fixed source's rows of the part (inline rows, a file) are cycled through under new
+  keys, so each pass samples anew. A targeted part the source cannot give (no row of it in a
+  fixed source; a sampler value of weight 0 or not declared) is refused before any call.
 - **from a step** (a ``classify`` step or any step that writes ``mix.by``): the part of a row is
   known only once it ran, so more source rows are fed, as many as the part furthest behind needs
   at its rate so far (survivors of it per source row tried).
@@ -18,7 +23,7 @@ when the run is stopped. Then over-filled parts are cut to their counts (first r
 order: deterministic) and rows of no targeted part are left out (``pipeline.mix.cut``); at the
 cap each part keeps at most its target count. ``run.json`` gets the top-up keys plus ``mix``
 (``pipeline.mix.outcome``, with ``tried``: source rows tried per part when the tag comes from the
-source).
+source; with drawn rows also ``drawn`` and ``max_draws``, and ``too_rare`` when they ran out).
 
 Deliberately not here: the setting and its checks (``pipeline.mix``), the report (``report.mix``).
 """
@@ -29,8 +34,9 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..io.sources import Source
+from ..io.sources import EmptyRows, Source
 from ..rows import KeyedRow, Row
+from .draws import MAX_DRAWS_FACTOR, Draws, check_parts
 from .mix import Mix, cut, outcome, part_of, tally
 from .rounds import Rounds, attempts_cap, more_rows, topup_info, wanted_rows
 from .runner import Runner
@@ -39,9 +45,13 @@ if TYPE_CHECKING:
     from .graph import Pipeline
 
 
-def source_pools(mix: Mix, pipeline: Pipeline, rows: list[Row]) -> dict[str, list[Row]] | None:
+def source_pools(
+    mix: Mix, pipeline: Pipeline, rows: list[Row], source: Source | None = None
+) -> dict[str, list[Row]] | None:
     """The source rows of each targeted part when the tag comes from the source, else ``None``.
-    ``ConfigError`` when a targeted part has no source row (before any call)."""
+    ``ConfigError`` (before any call) when a targeted part has no source row — or, for a source
+    that draws its rows (``EmptyRows``: more rows of a part can come), when its declared values
+    can never give the part (``draws.check_parts``)."""
     if any(mix.by in s.produces() for s in pipeline.steps):
         return None
     if not rows or not all(mix.by in r for r in rows):
@@ -51,6 +61,9 @@ def source_pools(mix: Mix, pipeline: Pipeline, rows: list[Row]) -> dict[str, lis
         part = part_of(r, mix.by)
         if part in pools:
             pools[part].append(r)
+    if isinstance(source, EmptyRows):
+        check_parts(mix, source)
+        return pools
     empty = [p for p, rs in pools.items() if not rs]
     if empty:
         seen = sorted({str(part_of(r, mix.by)) for r in rows})
@@ -87,9 +100,12 @@ async def mixed(
     mix = pipeline.mix
     assert mix is not None
     counts = mix.counts(target)
-    pools = source_pools(mix, pipeline, rows)
+    pools = source_pools(mix, pipeline, rows, source)
     cap = attempts_cap(len(rows), target, max_attempts)
     batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
+    draws = None
+    if pools is not None and isinstance(source, EmptyRows):
+        draws = Draws(source, mix.by, len(batch), MAX_DRAWS_FACTOR * cap)
     fed: Counter[str] = Counter(str(part_of(r, mix.by)) for _, r in batch)
     rounds = Rounds(runner, pipeline)
     while True:
@@ -100,13 +116,22 @@ async def mixed(
         kept_counts = mix.allot({p: have[p] for p in counts}, target)
         if kept_counts is not None or tried >= cap or runner.stopped:
             break
+        if draws is not None and draws.too_rare:
+            break
         if pools is None:
             wanted = max(wanted_rows(n, have[p], tried) for p, n in missing.items())
             batch = more_rows(source, rows, tried, min(wanted, cap - tried))
             continue
         per_part = {p: wanted_rows(n, have[p], fed[p]) for p, n in missing.items()}
+        shares = share_out(per_part, cap - tried)
+        if draws is not None:
+            batch = draws.take(shares)
+            fed.update(str(part_of(r, mix.by)) for _, r in batch)
+            if not batch:
+                break
+            continue
         batch = []
-        for p, n in share_out(per_part, cap - tried).items():
+        for p, n in shares.items():
             pool = pools[p]
             for _ in range(n):
                 batch.append(((tried + len(batch),), dict(pool[fed[p] % len(pool)])))
@@ -121,6 +146,10 @@ async def mixed(
     info["mix"] = outcome(mix, counts, kept, cut_rows, stray, reached)
     if pools is not None:
         info["mix"]["tried"] = {p: fed[p] for p in mix.targets}
+    if draws is not None:
+        info["mix"].update(drawn=draws.drawn, max_draws=draws.max_draws)
+        if draws.too_rare and not reached:
+            info["mix"]["too_rare"] = draws.too_rare
     return kept, info
 
 
