@@ -233,6 +233,23 @@ def fake_result() -> dict[str, Any]:
     }
 
 
+def test_the_table_shows_one_row_per_model_for_one_heldout_kind_and_all_plus_each_for_two() -> None:
+    r = fake_result()
+    assert [row[0] + " " + row[3] for row in results.table_rows(r)] == [
+        "base all (n=20)",
+        "mine all (n=20)",
+    ]
+    for m in r["models"]:
+        m["pass"]["math"] = dict(m["pass"]["constraints"], n=5)
+        m["pass"]["all"] = dict(m["pass"]["all"], n=25)
+    r["models"][1]["vs_base"]["math"] = {"diff": 0.1, "low": -0.1, "high": 0.3}
+    assert [row[3] for row in results.table_rows(r) if row[0] == "mine"] == [
+        "all (n=25)",
+        "constraints (n=20)",
+        "math (n=5)",
+    ]
+
+
 def test_card_section_is_replaced_not_repeated(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# data\n\nsome card\n")
     r = fake_result()

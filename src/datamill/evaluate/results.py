@@ -36,11 +36,16 @@ def interval(d: dict[str, Any], key: str) -> str:
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
     """Rows of the side-by-side table: model, rows, train time, pass rate per kind (with a 95% CI),
-    difference to the base (95% paired bootstrap CI)."""
+    difference to the base (95% paired bootstrap CI). With one held-out kind only, its row would
+    repeat ``all``: the table shows ``all`` alone."""
     out = []
     for m in result.get("models", []):
         t = m.get("training") or {}
-        for kind, p in m["pass"].items():
+        kinds = list(m["pass"])
+        if len(kinds) == 2 and "all" in kinds:
+            kinds = ["all"]
+        for kind in kinds:
+            p = m["pass"][kind]
             vs = (m.get("vs_base") or {}).get(kind)
             out.append(
                 [
