@@ -140,6 +140,8 @@ class AnthropicModel(OpenAIModel):
         local_files=False,  # the spec names a model on the API, never a file
     )
     SPEC_KEYS = ("model", "base_url")
+    BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+    SPEC_EXAMPLE = "anthropic:MODEL, e.g. anthropic:claude-sonnet-4-5"
     Options = AnthropicOptions  # type: ignore[assignment]  # its own options, not the base's
 
     def __init__(self, model: str, base_url: str | None = None, **options: Any) -> None:
@@ -183,32 +185,6 @@ class AnthropicModel(OpenAIModel):
             extra={"base_url": self.base_url},
             capabilities=replace(self.capabilities()),
         )
-
-    @classmethod
-    def from_spec(cls, arg: str | None, **options: Any) -> AnthropicModel:
-        """``MODEL@URL`` or ``MODEL`` (then ``base_url=``, ``$ANTHROPIC_BASE_URL`` or Anthropic)."""
-        cls.parse_options({k: v for k, v in options.items() if k not in cls.SPEC_KEYS})
-        if arg:
-            arg = arg.strip()
-            if "@" in arg:
-                arg, _, url = arg.partition("@")
-                if options.get("base_url"):
-                    raise ConfigError(
-                        f"anthropic:{arg}@{url} names a URL and the base_url option names another; keep one"
-                    )
-                options["base_url"] = normalize_url(url)
-            options["model"] = arg
-        if not options.get("model"):
-            raise ConfigError(
-                "the anthropic backend needs a model name: anthropic:MODEL, e.g. anthropic:claude-sonnet-4-5"
-            )
-        return cls(**options)
-
-    @classmethod
-    def spec_endpoint(cls, arg: str | None) -> tuple[str | None, str | None]:
-        """``MODEL@URL`` → (MODEL, URL); without ``@URL`` the URL is ``$ANTHROPIC_BASE_URL``."""
-        name, _, url = (arg or "").partition("@")
-        return name or None, url or os.environ.get("ANTHROPIC_BASE_URL") or None
 
     def __repr__(self) -> str:
         return f"AnthropicModel(model={self.model!r}, base_url={self.base_url!r})"

@@ -49,7 +49,7 @@ import re
 import time
 import urllib.parse
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import (
     NonNegativeFloat,
@@ -302,9 +302,13 @@ class OpenAIModel(Model):
         self._sleep = asyncio.sleep  # a seam for tests that check the waits
         self._starting: asyncio.Lock | None = None
 
+    # what ``from_spec``/``spec_endpoint`` say and read; a subclass on another API sets its own
+    BASE_URL_ENV = "OPENAI_BASE_URL"
+    SPEC_EXAMPLE = "openai:MODEL@URL, e.g. openai:smollm@http://127.0.0.1:8000/v1"
+
     @classmethod
-    def from_spec(cls, arg: str | None, **options: Any) -> OpenAIModel:
-        """``MODEL@URL`` or ``MODEL`` (then ``base_url=`` or ``$OPENAI_BASE_URL``)."""
+    def from_spec(cls, arg: str | None, **options: Any) -> Self:
+        """``MODEL@URL`` or ``MODEL`` (then ``base_url=``, ``$BASE_URL_ENV`` or the API's own)."""
         cls.parse_options({k: v for k, v in options.items() if k not in cls.SPEC_KEYS})
         if arg:
             arg = arg.strip()
@@ -312,21 +316,20 @@ class OpenAIModel(Model):
                 arg, _, url = arg.partition("@")
                 if options.get("base_url"):
                     raise ConfigError(
-                        f"openai:{arg}@{url} names a URL and the base_url option names another; keep one"
+                        f"{cls.backend}:{arg}@{url} names a URL and the base_url option names "
+                        "another; keep one"
                     )
                 options["base_url"] = normalize_url(url)
             options["model"] = arg
         if not options.get("model"):
-            raise ConfigError(
-                "the openai backend needs a model name: openai:MODEL@URL, e.g. openai:smollm@http://127.0.0.1:8000/v1"
-            )
+            raise ConfigError(f"the {cls.backend} backend needs a model name: {cls.SPEC_EXAMPLE}")
         return cls(**options)
 
     @classmethod
     def spec_endpoint(cls, arg: str | None) -> tuple[str | None, str | None]:
-        """``MODEL@URL`` → (MODEL, URL); without ``@URL`` the URL is ``$OPENAI_BASE_URL``."""
+        """``MODEL@URL`` → (MODEL, URL); without ``@URL`` the URL is ``$BASE_URL_ENV``."""
         name, _, url = (arg or "").partition("@")
-        return name or None, url or os.environ.get("OPENAI_BASE_URL") or None
+        return name or None, url or os.environ.get(cls.BASE_URL_ENV) or None
 
     @property
     def info(self) -> ModelInfo:
