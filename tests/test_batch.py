@@ -471,3 +471,23 @@ def test_the_batch_flag_batches_every_model_with_a_batch_api(tmp_path: Path) -> 
         assert summary["batch"]["default"]["calls"] == 2 * rows
     finally:
         fake.stop()
+
+
+def test_each_provider_sends_its_own_key_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datamill.models.anthropic import AnthropicModel
+    from datamill.models.batch_anthropic import AnthropicBatch
+    from datamill.models.batch_openai import OpenAIBatch
+    from datamill.models.openai import OpenAIModel
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-o")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-a")
+    openai = OpenAIBatch(OpenAIModel.from_spec("gpt-4o-mini@http://127.0.0.1:9/v1")).headers()
+    anthropic = AnthropicBatch(AnthropicModel.from_spec("claude-haiku-4-5")).headers()
+    assert openai == {"Accept": "application/json", "Authorization": "Bearer sk-o"}
+    assert anthropic == {
+        "Accept": "application/json",
+        "anthropic-version": "2023-06-01",
+        "x-api-key": "sk-a",
+    }
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert "Authorization" not in OpenAIBatch(OpenAIModel.from_spec("m@http://h/v1")).headers()

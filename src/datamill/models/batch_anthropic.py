@@ -67,7 +67,6 @@ class AnthropicBatch(BatchAPI):
         self.online: Any = model  #: the online model, with its backend's own helpers
         base = str(model.base_url).rstrip("/")
         self.root = base[: -len("/v1")] if base.endswith("/v1") else base
-        self._session: Any = None
 
     def lines(self, key: str, request: Request) -> list[Line]:
         from .anthropic import messages_body
@@ -79,26 +78,13 @@ class AnthropicBatch(BatchAPI):
     def wire(self, line: Line) -> dict[str, Any]:
         return {"custom_id": line.custom_id, "params": line.body}
 
-    async def open(self) -> None:
-        import aiohttp
-
-        if self._session is not None:
-            return
-        headers = {
-            "Accept": "application/json",
-            "anthropic-version": str(getattr(self.model, "anthropic_version", "2023-06-01")),
-        }
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        headers["anthropic-version"] = str(getattr(self.model, "anthropic_version", "2023-06-01"))
         secret = os.environ.get(getattr(self.model, "api_key_env", "ANTHROPIC_API_KEY"))
         if secret:
             headers["x-api-key"] = secret
-        self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=600, sock_connect=30)
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        return headers
 
     async def create(self, batch_id: str, endpoint: str, data: list[bytes], on_file: Any) -> str:
         await self.open()

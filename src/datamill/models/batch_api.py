@@ -63,6 +63,7 @@ class BatchAPI(ABC):
     def __init__(self, model: Model) -> None:
         self.model = model
         self.sent_requests = 0  #: request lines this object handed to the provider
+        self._session: Any = None  #: the aiohttp session, from :meth:`open` to :meth:`close`
 
     @abstractmethod
     def lines(self, key: str, request: Request) -> list[Line]:
@@ -76,11 +77,24 @@ class BatchAPI(ABC):
     def wire(self, line: Line) -> dict[str, Any]:
         """``line`` in the provider's request-line shape."""
 
-    async def open(self) -> None:  # noqa: B027 - optional hook
-        """Open connections (reads the API key)."""
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers of every call (the API key read from the model's ``api_key_env``)."""
+        return {"Accept": "application/json"}
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Close connections."""
+    async def open(self) -> None:
+        """Open the HTTP session (once; reads the API key)."""
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers(), timeout=aiohttp.ClientTimeout(total=600, sock_connect=30)
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     @abstractmethod
     async def create(self, batch_id: str, endpoint: str, data: list[bytes], on_file: Any) -> str:

@@ -81,7 +81,6 @@ class OpenAIBatch(BatchAPI):
         super().__init__(model)
         self.online: Any = model  #: the online model, with its backend's own helpers
         self.base = str(model.base_url)
-        self._session: Any = None
 
     def lines(self, key: str, request: Request) -> list[Line]:
         path, body = self.online.request_body(request)
@@ -95,23 +94,12 @@ class OpenAIBatch(BatchAPI):
             "body": line.body,
         }
 
-    async def open(self) -> None:
-        import aiohttp
-
-        if self._session is not None:
-            return
-        headers = {"Accept": "application/json"}
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
         secret = os.environ.get(getattr(self.model, "api_key_env", "OPENAI_API_KEY"))
         if secret:
             headers["Authorization"] = f"Bearer {secret}"
-        self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=600, sock_connect=30)
-        )
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        return headers
 
     async def create(self, batch_id: str, endpoint: str, data: list[bytes], on_file: Any) -> str:
         import aiohttp
