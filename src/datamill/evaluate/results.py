@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..io.atomic import write_atomic
+
 EVAL_FILE = "eval.json"
 PLOT_FILE = "eval.png"
 _START, _END = "<!-- datamill:eval -->", "<!-- /datamill:eval -->"
@@ -111,13 +113,7 @@ def update_card(folder: Path, result: dict[str, Any]) -> None:
         text = before + section + after
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    _atomic(card, text.encode())
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(card, text.encode())
 
 
 def draw(result: dict[str, Any], path: Path) -> None:
@@ -161,7 +157,9 @@ def write(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
         result["plot"] = PLOT_FILE
     except Exception as exc:
         result.setdefault("errors", {})["plot"] = f"{type(exc).__name__}: {exc}"
-    _atomic(folder / EVAL_FILE, (json.dumps(result, indent=2, ensure_ascii=False) + "\n").encode())
+    write_atomic(
+        folder / EVAL_FILE, (json.dumps(result, indent=2, ensure_ascii=False) + "\n").encode()
+    )
     return result
 
 

@@ -43,6 +43,7 @@ from ..licence_card import with_provenance
 from ..models.batch_api import batch_card_lines
 from ..report.mix import card_section as mix_card_section
 from ..rows import Row
+from .atomic import write_atomic
 
 if TYPE_CHECKING:
     from ..steps.base import Step
@@ -75,16 +76,6 @@ except ImportError:  # Windows: fall back to the pid in the lock file
     fcntl = None  # type: ignore[assignment]
 
 _TMP = re.compile(r"^\..+\.tmp-(\d+)$")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 #: rows per Parquet row group: the data file is written (and its types found) this many at a time

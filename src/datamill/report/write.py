@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..io.atomic import write_atomic
 from ..rows import Row
 from .build import build_report, to_json
 
@@ -22,12 +23,6 @@ REPORT_FILE = "report.json"
 PLOT_FILE = "report.png"
 #: rows the report measures at most; a larger dataset is measured on a sample of this many
 REPORT_ROWS = 20_000
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class Reservoir:
@@ -109,7 +104,7 @@ def write_report(
         report.setdefault("errors", {})["plot"] = f"{type(exc).__name__}: {exc}"
     data = to_json(report)
     try:
-        _atomic(
+        write_atomic(
             folder / REPORT_FILE,
             (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode(),
         )
