@@ -88,7 +88,11 @@ class AnthropicBatch(BatchAPI):
             "Accept": "application/json",
             "anthropic-version": str(getattr(self.model, "anthropic_version", "2023-06-01")),
         }
-        secret = os.environ.get(getattr(self.model, "api_key_env", "ANTHROPIC_API_KEY"))
+        from .keys import require_key
+
+        env = getattr(self.model, "api_key_env", "ANTHROPIC_API_KEY")
+        require_key(str(getattr(self.model, "base_url", "")), env)
+        secret = os.environ.get(env)
         if secret:
             headers["x-api-key"] = secret
         self._session = aiohttp.ClientSession(

@@ -101,7 +101,11 @@ class OpenAIBatch(BatchAPI):
         if self._session is not None:
             return
         headers = {"Accept": "application/json"}
-        secret = os.environ.get(getattr(self.model, "api_key_env", "OPENAI_API_KEY"))
+        from .keys import require_key
+
+        env = getattr(self.model, "api_key_env", "OPENAI_API_KEY")
+        require_key(str(getattr(self.model, "base_url", "")), env)
+        secret = os.environ.get(env)
         if secret:
             headers["Authorization"] = f"Bearer {secret}"
         self._session = aiohttp.ClientSession(
