@@ -194,7 +194,7 @@ def test_served_model_per_recipe_model_and_its_bad_values(
         (["writer=org/writer"], "model 'answerer' is a local llamacpp model ("),
         (["judge=org/x"], "--served-model names model 'judge', which the recipe does not have; "
          "its models: writer, answerer"),
-        (["org/a", "org/b"], "give one name for every model, or NAME=NAME per model"),
+        (["org/a", "org/b"], "give one name for every model, or MODEL=NAME per model"),
         (["org/a", "writer=org/b"], "give one NAME for every model or MODEL=NAME per model, not both"),
         (["writer="], "--served-model writer=: give a name after '='"),
     ]:  # fmt: skip
@@ -263,6 +263,24 @@ def test_every_commands_help_shows_flags_without_a_type(
     assert "<int>" in text and "SPEC|NAME=SPEC" in text
     quiet = next(line for line in text.splitlines() if "--quiet" in line)
     assert quiet.split(" -q ", 1)[1].split()[:2] == ["No", "progress"]
+
+
+def test_a_run_the_cache_answers_needs_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The calls of an api.openai.com model go into the cache through batch export/import (no
+    key, nothing sent); a run they answer whole needs no key, as it needs no live server."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    commands = model_commands(recipe(tmp_path, ONE_MODEL), tmp_path)
+    spec = ["--model", "openai:gpt-4o-mini"]
+    assert exit_code([*commands["batch export"], *spec]) == 0
+    results = tmp_path / "results.jsonl"
+    assert run_batch_file(FakeModel(), tmp_path / "x.jsonl", results, served="gpt-4o-mini") == 2
+    assert exit_code(["batch", "import", str(results), "--cache", str(tmp_path / "c.sqlite")]) == 0
+    assert exit_code([*commands["run"], *spec]) == 0
+    run = json.loads((tmp_path / "o" / "run.json").read_text(encoding="utf-8"))
+    assert (run["rows"], run["model_calls"], run["cache_hits"]) == (2, 0, 2)
+    assert errors(capsys) == []
 
 
 @pytest.mark.parametrize(

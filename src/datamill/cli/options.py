@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..pipeline.graph import Pipeline
 
 ModelOption = Annotated[
     list[str] | None,
@@ -47,14 +50,14 @@ def split_models(
     if len(plain) > 1:
         raise ConfigError(
             f"{option} {plain[0]} and {option} {plain[1]}: give one {what} for every model, "
-            f"or NAME={what.upper()} per model"
+            f"or {'NAME=SPEC' if what == 'spec' else 'MODEL=' + what.upper()} per model"
         )
     return (plain[0] if plain else None), named
 
 
 def load_with_models(
     recipe: str, sets: list[str] | None, models: list[str] | None
-) -> tuple[Any, str | None]:
+) -> tuple[Pipeline, str | None]:
     """The recipe with ``--set`` and ``--model`` applied, and the spec that still replaces every
     model's at run time (None when ``--model`` named models: their specs are in the recipe).
     Every command that takes ``--model`` reads it here, so they all take ``SPEC`` and

@@ -3,6 +3,11 @@
 Only the providers' own hosts are known to need a key; any other URL may be a keyless local
 server, a gateway or a fake, so a missing key there is left to the server to refuse (the 401
 line then says which variable to set). The key's value never appears in a message.
+
+A missing key is a :class:`MissingKey`: a ConfigError (the CLI exits 2) that is also a
+ModelUnavailable, so a run with a call cache stops at the first call the cache cannot answer,
+before sending it (a re-run served entirely from the cache needs no key), and ``datamill plan``,
+whose preview calls the model, stops at once.
 """
 
 from __future__ import annotations
@@ -10,10 +15,14 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelUnavailable
 
 #: host → provider, for the hosts where a request without a key is known to fail
 PROVIDER_HOSTS = {"api.openai.com": "OpenAI", "api.anthropic.com": "Anthropic"}
+
+
+class MissingKey(ConfigError, ModelUnavailable):
+    """A provider's own endpoint without its API key (one line: which variable to set)."""
 
 
 def missing_key(base_url: str, env: str) -> str | None:
@@ -30,10 +39,10 @@ def missing_key(base_url: str, env: str) -> str | None:
 
 
 def require_key(base_url: str, env: str) -> None:
-    """Raise :func:`missing_key`'s line as a ConfigError (exit 2 in the CLI), if any."""
+    """Raise :func:`missing_key`'s line as a :class:`MissingKey`, if any."""
     line = missing_key(base_url, env)
     if line is not None:
-        raise ConfigError(line)
+        raise MissingKey(line, reason="missing API key")
 
 
-__all__ = ["PROVIDER_HOSTS", "missing_key", "require_key"]
+__all__ = ["PROVIDER_HOSTS", "MissingKey", "missing_key", "require_key"]

@@ -11,8 +11,10 @@ batch output: ``{"custom_id", "response": {"status_code", "body"}, "error"}``) i
 so ``datamill run`` finishes from it.
 
 The body of a line is what the model would send online when it talks to an OpenAI-compatible
-server (:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body
-under its name. Deliberately not here: running vLLM.
+server (:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body.
+Its ``model`` is the name run_batch serves (``served``, ``--served-model``; else
+:func:`served_name`); a local model (a GGUF file, a model folder) has none vLLM knows, so an
+export without one is refused before anything runs. Deliberately not here: running vLLM.
 """
 
 from __future__ import annotations
