@@ -21,6 +21,7 @@ from . import push as _push
 from . import report as _report
 from . import run as _run
 from . import ui as _ui
+from .options import flags_show_no_type
 
 app = typer.Typer(
     name="datamill",
@@ -37,6 +38,7 @@ _report.register(app)
 _decontam.register(app)
 _batch.register(app)
 _eval.register(app)
+flags_show_no_type()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .options import CacheOption, InputOption, SetOption
+from ..errors import ConfigError
+from .options import (
+    CacheOption,
+    InputOption,
+    ModelOption,
+    SetOption,
+    load_with_models,
+    split_models,
+)
 
 out = Console(soft_wrap=True)
 app = typer.Typer(
@@ -28,10 +36,15 @@ def export(
         Path, typer.Option("--output", "-o", help="The JSONL file to write (e.g. calls.jsonl).")
     ],
     limit: Annotated[int | None, typer.Option(help="Use at most N source rows.")] = None,
-    model: Annotated[
-        str | None,
+    model_: ModelOption = None,
+    served_model: Annotated[
+        list[str] | None,
         typer.Option(
-            help="Model spec for every model of the recipe, as in `datamill run --model`."
+            "--served-model",
+            metavar="NAME|MODEL=NAME",
+            help="The model name the request lines ask for: the one run_batch serves (its --model "
+            "or --served-model-name), for every model, or MODEL=NAME for one model of the recipe "
+            "(repeatable). Needed for a local model (llamacpp GGUF file, model folder).",
         ),
     ] = None,
     set_: SetOption = None,
@@ -45,12 +58,24 @@ def export(
     model step."""
     from ..io.sources import source_from_path
     from ..pipeline.batchfile import export_calls
-    from ..recipes.loader import load_recipe
 
-    pipeline = load_recipe(recipe, set_ or [], model=model)
+    pipeline, model = load_with_models(recipe, set_, model_)
+    every, named = split_models(served_model, "--served-model", "name")
+    if every is not None and named:
+        raise ConfigError(
+            "--served-model: give one NAME for every model or MODEL=NAME per model, not both"
+        )
     source = source_from_path(input_) if input_ is not None else None
     done = asyncio.run(
-        export_calls(pipeline, output, model=model, limit=limit, cache=cache or True, source=source)
+        export_calls(
+            pipeline,
+            output,
+            model=model,
+            limit=limit,
+            cache=cache or True,
+            source=source,
+            served=named or every,
+        )
     )
     if not done.requests:
         out.print(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..pipeline.graph import Pipeline
 
 ModelOption = Annotated[
     list[str] | None,
@@ -23,9 +26,13 @@ ModelOption = Annotated[
 _NAMED = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)=(.*)$")
 
 
-def split_models(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
+def split_models(
+    values: list[str] | None, option: str = "--model", what: str = "spec"
+) -> tuple[str | None, dict[str, str]]:
     """``--model`` values → (the spec for every model, or None; name → spec). ``NAME=SPEC``
-    names a model when NAME is a plain name (a spec's ``=`` comes after its ``backend:``)."""
+    names a model when NAME is a plain name (a spec's ``=`` comes after its ``backend:``).
+    ``option``, ``what``: the option and its value's kind in the one-line ConfigErrors
+    (``--served-model`` reads the same way, with names)."""
     plain: list[str] = []
     named: dict[str, str] = {}
     for value in values or []:
@@ -35,17 +42,31 @@ def split_models(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
             continue
         name, spec = m.groups()
         if not spec.strip():
-            raise ConfigError(
-                f"--model {value}: give a spec after '=', e.g. --model {name}=llamacpp"
-            )
+            example = f", e.g. {option} {name}=llamacpp" if what == "spec" else ""
+            raise ConfigError(f"{option} {value}: give a {what} after '='{example}")
         if name in named:
-            raise ConfigError(f"--model names model {name!r} twice; give it once")
+            raise ConfigError(f"{option} names model {name!r} twice; give it once")
         named[name] = spec
     if len(plain) > 1:
         raise ConfigError(
-            f"--model {plain[0]} and --model {plain[1]}: give one spec for every model, or NAME=SPEC per model"
+            f"{option} {plain[0]} and {option} {plain[1]}: give one {what} for every model, "
+            f"or {'NAME=SPEC' if what == 'spec' else 'MODEL=' + what.upper()} per model"
         )
     return (plain[0] if plain else None), named
+
+
+def load_with_models(
+    recipe: str, sets: list[str] | None, models: list[str] | None
+) -> tuple[Pipeline, str | None]:
+    """The recipe with ``--set`` and ``--model`` applied, and the spec that still replaces every
+    model's at run time (None when ``--model`` named models: their specs are in the recipe).
+    Every command that takes ``--model`` reads it here, so they all take ``SPEC`` and
+    ``NAME=SPEC`` alike. Raises ConfigError (one line) for a bad ``--model`` or recipe."""
+    from ..recipes.loader import load_recipe
+
+    model, named = split_models(models)
+    pipeline = load_recipe(recipe, sets or [], model=model, models=named)
+    return pipeline, (None if named else model)
 
 
 SetOption = Annotated[
@@ -121,3 +142,25 @@ BatchOption = Annotated[
         "at its batch price (half); as `batch: true` on a model.",
     ),
 ]
+
+
+def flags_show_no_type() -> None:
+    """Make typer's rich help show a flag (``--quiet``, ``--help``) without a value type.
+
+    typer (0.2x) writes a flag's type (``<bool>``) in the rich help's type column, as if the flag
+    took a value; its plain help already leaves it out (``not is_flag and not count``). This
+    makes the rich help do the same, for every command; idempotent."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_datamill_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        result: str | None = shown(self, ctx)
+        return result
+
+    display_type_rich._datamill_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .options import BatchOption, CacheOption, InputOption, ModelOption, SetOption, split_models
+from .options import BatchOption, CacheOption, InputOption, ModelOption, SetOption, load_with_models
 
 out = Console()
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
@@ -62,11 +62,8 @@ def plan(
     from ..io.sources import source_from_path
     from ..pipeline.plan import aplan_pipeline
     from ..pricing import PriceTable
-    from ..recipes.loader import load_recipe
 
-    model, named = split_models(model_)
-    pipeline = load_recipe(recipe, set_ or [], model=model, models=named)
-    model = None if named else model  # with names, every model's spec is in the recipe
+    pipeline, model = load_with_models(recipe, set_, model_)
     table = PriceTable.load(prices)
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)

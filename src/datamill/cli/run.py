@@ -27,7 +27,7 @@ from .options import (
     PricesOption,
     SetOption,
     WorkersOption,
-    split_models,
+    load_with_models,
 )
 
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line
@@ -87,11 +87,8 @@ def run(
     from ..executors import get_executor
     from ..io.sources import source_from_path
     from ..pipeline.run import arun_pipeline
-    from ..recipes.loader import load_recipe
 
-    model, named = split_models(model_)
-    pipeline = load_recipe(recipe, set_ or [], model=model, models=named)
-    model = None if named else model  # with names, every model's spec is in the recipe
+    pipeline, model = load_with_models(recipe, set_, model_)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     folder = output or Path("out") / pipeline.name

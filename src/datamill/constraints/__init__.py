@@ -87,7 +87,7 @@ class Constraint:
 @dataclass(frozen=True)
 class CheckResult:
     """Whether a response met one constraint; ``reason`` is ``"ok"`` or one line saying what was
-    found instead."""
+    found instead (``found uppercase letters``), without the constraint's id (that is ``id``)."""
 
     id: str
     passed: bool
@@ -119,8 +119,8 @@ def check(
         found = (
             "the response is empty" if not response.strip() else spec.check(response, kw, prompt)
         )
-        reason = "ok" if found is None else f"constraint {cid!r} not met: {found}"
-        out.append(CheckResult(cid, found is None, reason))
+        # what was found, not "constraint … not met": the verifier's reason names the id itself
+        out.append(CheckResult(cid, found is None, "ok" if found is None else found))
     return out
 
 

@@ -34,7 +34,6 @@ import asyncio
 import hashlib
 import json
 import os
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any
@@ -60,11 +59,13 @@ from .anthropic_messages import (
     parse_message,
 )
 from .base import BackendOptions, Capabilities, Completion, ModelInfo, Request
+from .keys import PROVIDER_HOSTS, require_key
 from .openai import OpenAIModel, _Retry, _why, normalize_url
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
-#: hosts where a missing key is known to fail (other URLs may be keyless gateways or fakes)
-ANTHROPIC_HOSTS = frozenset({"api.anthropic.com"})
+#: hosts where a missing key is known to fail (other URLs may be keyless gateways or fakes);
+#: the check itself is ``models.keys`` (shared with the openai backend and the batch APIs)
+ANTHROPIC_HOSTS = frozenset(h for h, p in PROVIDER_HOSTS.items() if p == "Anthropic")
 
 __all__ = ["AnthropicModel", "AnthropicOptions", "messages_body", "parse_message"]
 
@@ -191,13 +192,8 @@ class AnthropicModel(OpenAIModel):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _open(self) -> None:
+        require_key(self.base_url, self.api_key_env)
         self._secret = os.environ.get(self.api_key_env) or None
-        host = urllib.parse.urlsplit(self.base_url).hostname or ""
-        if self._secret is None and host in ANTHROPIC_HOSTS:
-            raise ConfigError(
-                f"${self.api_key_env} is not set: export your Anthropic API key as "
-                f"{self.api_key_env} (or name another variable with api_key_env) before the run"
-            )
         headers = {
             "content-type": "application/json",
             "accept": "application/json",

@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import ModelError
 from .base import Request
 from .batch_api import BatchAPI, Line, Outcome, Status, http
+from .keys import require_key
 
 #: error types of a request worth sending again (the provider's trouble, not the request's)
 RETRY_ERRORS = ("api_error", "overloaded_error", "rate_limit_error", "timeout_error")
@@ -81,7 +82,9 @@ class AnthropicBatch(BatchAPI):
     def headers(self) -> dict[str, str]:
         headers = super().headers()
         headers["anthropic-version"] = str(getattr(self.model, "anthropic_version", "2023-06-01"))
-        secret = os.environ.get(getattr(self.model, "api_key_env", "ANTHROPIC_API_KEY"))
+        env = getattr(self.model, "api_key_env", "ANTHROPIC_API_KEY")
+        require_key(str(getattr(self.model, "base_url", "")), env)
+        secret = os.environ.get(env)
         if secret:
             headers["x-api-key"] = secret
         return headers

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import ModelError
 from .base import Completion, Request
 from .batch_api import BatchAPI, Line, Outcome, Status, http
+from .keys import require_key
 
 #: statuses after which nothing more runs
 ENDED = ("completed", "failed", "expired", "cancelled")
@@ -96,7 +97,9 @@ class OpenAIBatch(BatchAPI):
 
     def headers(self) -> dict[str, str]:
         headers = super().headers()
-        secret = os.environ.get(getattr(self.model, "api_key_env", "OPENAI_API_KEY"))
+        env = getattr(self.model, "api_key_env", "OPENAI_API_KEY")
+        require_key(str(getattr(self.model, "base_url", "")), env)
+        secret = os.environ.get(env)
         if secret:
             headers["Authorization"] = f"Bearer {secret}"
         return headers

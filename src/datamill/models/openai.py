@@ -350,6 +350,9 @@ class OpenAIModel(Model):
                 await self._open()
 
     async def _open(self) -> None:
+        from .keys import require_key
+
+        require_key(self.base_url, self.api_key_env)  # api.openai.com without a key: one line
         self._secret = os.environ.get(self.api_key_env) or None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._secret:

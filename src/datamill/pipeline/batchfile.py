@@ -11,8 +11,10 @@ batch output: ``{"custom_id", "response": {"status_code", "body"}, "error"}``) i
 so ``datamill run`` finishes from it.
 
 The body of a line is what the model would send online when it talks to an OpenAI-compatible
-server (:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body
-under its name. Deliberately not here: running vLLM.
+server (:meth:`OpenAIModel.request_body`); any other model gets a plain chat/completions body.
+Its ``model`` is the name run_batch serves (``served``, ``--served-model``; else
+:func:`served_name`); a local model (a GGUF file, a model folder) has none vLLM knows, so an
+export without one is refused before anything runs. Deliberately not here: running vLLM.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ModelError
+from ..errors import ConfigError, InputError, ModelError
 from ..models.base import Completion, Model, ModelInfo, Request
 from ..models.batch_openai import custom_id, outcome_of, parse_custom_id
 from .cache import CallCache, call_key
@@ -33,8 +35,9 @@ class ExportModel(Model):
     """Stands in for ``inner`` during an export: records each call it is asked for as a batch
     line (once per custom id) and fails it, so its row goes no further."""
 
-    def __init__(self, inner: Model) -> None:
+    def __init__(self, inner: Model, served: str | None = None) -> None:
         self.inner = inner
+        self.served = served  #: the request lines' ``model`` (None: the inner model's own)
         self.backend = inner.backend
         self.lines: dict[str, dict[str, Any]] = {}
 
@@ -59,9 +62,11 @@ class ExportModel(Model):
 
         if isinstance(self.inner, OpenAIModel) and self.inner.forms:  # an OpenAI-compatible server
             path, sent = self.inner.request_body(request)
+            if self.served is not None:
+                sent["model"] = self.served
             return path, sent
         chat = request.messages is not None
-        body: dict[str, Any] = {"model": self.info.name}
+        body: dict[str, Any] = {"model": self.served or self.info.name}
         if chat:
             body["messages"] = [dict(m) for m in request.messages or ()]
         else:
@@ -78,6 +83,37 @@ class ExportModel(Model):
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
+
+
+def served_name(model: Model) -> str | None:
+    """The name vLLM's ``run_batch`` serves ``model`` under when given it as ``--model``: an
+    API model's or a Hub id's own name; None for a local file or folder (a GGUF file, a model
+    folder), whose name there is whatever path or ``--served-model-name`` the GPU box uses."""
+    from ..models.openai import OpenAIModel
+
+    if isinstance(model, OpenAIModel):
+        return model.model
+    if model.backend == "llamacpp":
+        return None
+    if model.backend in ("vllm", "transformers"):
+        source = str(getattr(model, "source", ""))
+        return None if not source or Path(source).expanduser().exists() else source
+    return model.info.name
+
+
+def _served_by_name(
+    served: str | dict[str, str] | None, models: dict[str, ModelSettings]
+) -> dict[str, str | None]:
+    """Recipe model name → the name given for it (``--served-model [NAME=]SERVED``), or None."""
+    if not isinstance(served, dict):
+        return dict.fromkeys(models, served)
+    unknown = sorted(set(served) - set(models))
+    if unknown:
+        raise ConfigError(
+            f"--served-model names model {unknown[0]!r}, which the recipe does not have; "
+            f"its models: {', '.join(models)}"
+        )
+    return {name: served.get(name) for name in models}
 
 
 @dataclass
@@ -98,20 +134,34 @@ async def export_calls(
     limit: int | None = None,
     cache: bool | str | Path | CallCache = True,
     source: Any = None,
+    served: str | dict[str, str] | None = None,
 ) -> Exported:
     """Write the calls of a run of ``pipeline`` that ``cache`` lacks to ``path`` (see the module
-    docstring). ``model``, ``limit``, ``source`` as in ``datamill run``. No model is called or
-    started."""
+    docstring). ``model``, ``limit``, ``source`` as in ``datamill run``. ``served``: the
+    ``model`` of the request lines, the name run_batch serves the model under, for every model
+    or per recipe model name (default: :func:`served_name`). A model served under no known name
+    (a local GGUF file or folder) without one given is refused (ConfigError, one line) before
+    anything runs. No model is called or started; the cache keys are the model's own, so the
+    run finds the imported answers whatever name they were served under."""
     from .assembly import build_models
     from .run import arun_pipeline
 
     if not cache:
         raise InputError("datamill batch export reads the call cache: drop --no-cache")
+    given = _served_by_name(served, pipeline.models)
     built = build_models(pipeline.models, model, online=True)
-    stand_ins: dict[int, ExportModel] = {}
+    stand_ins: dict[tuple[int, str | None], ExportModel] = {}
     models: dict[str, ModelSettings] = {}
     for name, (m, s) in built.items():
-        stand = stand_ins.setdefault(id(m), ExportModel(m))
+        name_served = given[name]
+        if name_served is None and served_name(m) is None:
+            where = getattr(m, "path", None) or getattr(m, "source", None) or m.info.name
+            raise ConfigError(
+                f"model {name!r} is a local {m.backend} model ({where}) that vLLM knows by no "
+                f"name: pass --served-model NAME, the name run_batch serves it under (its --model "
+                f"or --served-model-name, e.g. the model's Hub id)"
+            )
+        stand = stand_ins.setdefault((id(m), name_served), ExportModel(m, name_served))
         models[name] = ModelSettings(spec=stand, sampling=s.sampling)
     plain = Pipeline(
         pipeline.steps,
@@ -178,4 +228,4 @@ def import_results(path: str | Path, cache: CallCache) -> Imported:
     return done
 
 
-__all__ = ["ExportModel", "Exported", "Imported", "export_calls", "import_results"]
+__all__ = ["ExportModel", "Exported", "Imported", "export_calls", "import_results", "served_name"]

@@ -383,10 +383,14 @@ class BatchEndpoints:
         return {"custom_id": cid, "result": {"type": "expired" if why == "expired" else "canceled"}}
 
 
-def run_batch_file(model: Any, source: str | Path, target: str | Path) -> int:
+def run_batch_file(
+    model: Any, source: str | Path, target: str | Path, *, served: str | None = None
+) -> int:
     """A stand-in for vLLM's ``run_batch`` (``-i source -o target``): answer each request line
     of ``source`` with ``model`` and write vLLM's output lines (``{"id", "custom_id",
-    "response": {"status_code", "request_id", "body"}, "error"}``); the lines answered."""
+    "response": {"status_code", "request_id", "body"}, "error"}``); the lines answered.
+    ``served``: the one model name served (run_batch's ``--model``/``--served-model-name``); a
+    line asking for another gets vLLM's 404 ``The model `X` does not exist.`` (not answered)."""
     server = OpenAIServer(model, any_model=True)
 
     async def answer_all() -> list[dict[str, Any]]:
@@ -398,6 +402,20 @@ def run_batch_file(model: Any, source: str | Path, target: str | Path) -> int:
                     continue
                 line = json.loads(text)
                 chat = str(line["url"]).endswith("/chat/completions")
+                asked = line["body"].get("model")
+                if served is not None and asked != served:
+                    message = f"The model `{asked}` does not exist."
+                    error = {"message": message, "type": "NotFoundError", "code": 404}
+                    response = {"status_code": 404, "request_id": f"vllm-{len(out)}", "body": None}
+                    out.append(
+                        {
+                            "id": f"vllm-{len(out)}",
+                            "custom_id": line["custom_id"],
+                            "response": response,
+                            "error": error,
+                        }
+                    )
+                    continue
                 completions = await model.generate(_to_request(line["body"], chat))
                 body = server._completion_body(completions, chat)
                 response = {"status_code": 200, "request_id": f"vllm-{len(out)}", "body": body}
@@ -415,7 +433,7 @@ def run_batch_file(model: Any, source: str | Path, target: str | Path) -> int:
 
     records = asyncio.run(answer_all())
     Path(target).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return len(records)
+    return sum(1 for r in records if r["error"] is None)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
