@@ -34,6 +34,7 @@ import yaml
 
 from . import licences
 from .errors import DatamillError
+from .recipes.yamlkeys import load_yaml
 
 #: a Hub card's YAML header (its text in group 1)
 FRONT_MATTER = re.compile(r"\A---\n(.*?\n)---\n", re.DOTALL)
@@ -144,7 +145,7 @@ def _builtin_recipe(name: str) -> dict[str, Any] | None:
 
     path = builtin_recipes().get(name)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
+        data = load_yaml(path.read_text(encoding="utf-8")) if path else None
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None

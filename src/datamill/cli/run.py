@@ -36,13 +36,12 @@ out = Console()
 
 def recipes() -> None:
     """List the built-in recipes."""
-    import yaml
-
     from ..recipes.loader import builtin_recipes
+    from ..recipes.yamlkeys import load_yaml
 
     table = Table("recipe", "description")
     for name, path in builtin_recipes().items():
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
         table.add_row(name, " ".join(str(data.get("description", "")).split()))
     out.print(table)
 

@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
-from ..io.samplers import SamplerError, SamplerSource
+from ..io.samplers import SamplerError, SamplerSource, key_text
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
 from ..steps.base import ParameterError, Step
@@ -49,6 +49,7 @@ from ..steps.paths import reading_recipe, resolve_spec
 from ..steps.paths import resolve as resolve_path
 from ..tasks.base import Task
 from .registry import STEP_KINDS, step_class
+from .yamlkeys import load_yaml
 
 
 class SourceSpec(BaseModel):
@@ -224,9 +225,30 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
     return index
 
 
+def _boolean_key(data: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The path to the first boolean mapping key in ``data`` (a recipe given as data, whose YAML
+    was read without :func:`load_yaml`), or None. Samplers name theirs back (``io.samplers``)."""
+    if path == ("source", "samplers"):
+        return None
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for k, v in items:
+        if isinstance(k, bool) and isinstance(data, dict):
+            return path + (k,)
+        found = _boolean_key(v, path + (k,))
+        if found:
+            return found
+    return None
+
+
 def parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -327,7 +349,7 @@ def load_recipe(
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -364,6 +386,10 @@ def recipe_from_dict(
     if models:
         apply_named_models(data, models, model)
         model = None  # baked into the recipe: every model now has its spec
+    found = _boolean_key(data, ())
+    if found:
+        dotted = ".".join(str(p) for p in found[:-1])
+        raise ConfigError(f"{where(found[:-1])}: {dotted or 'recipe'}: key {key_text(found[-1])}")
     try:
         spec = RecipeSpec.model_validate(data)
     except ValidationError as exc:
