@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from ..steps.base import ParameterError, Step
 from ..steps.paths import reading_recipe, resolve_spec
 from ..steps.paths import resolve as resolve_path
 from ..tasks.base import Task
+from .label import builtin_folder, recipe_label, recipe_place
 from .registry import STEP_KINDS, step_class
 from .yamlkeys import load_yaml
 
@@ -181,7 +181,7 @@ def _model_paths(value: Any, base: Path | None) -> Any:
 
 
 def builtin_dir() -> Path:
-    return Path(str(resources.files("datamill") / "recipes" / "builtin"))
+    return builtin_folder()
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -347,16 +347,18 @@ def load_recipe(
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{recipe_label(path)}: not UTF-8 text") from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = recipe_place(path, mark.line + 1 if mark else None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping with name, source and steps")
+        raise ConfigError(
+            f"{recipe_label(path)}: a recipe must be a YAML mapping with name, source and steps"
+        )
     return recipe_from_dict(
         data, overrides=overrides, path=path, text=text, model=model, models=models
     )
@@ -372,13 +374,12 @@ def recipe_from_dict(
     models: dict[str, str] | None = None,
 ) -> Pipeline:
     lines = _line_index(text) if text else {}
-    where_file = str(path) if path else "recipe"
 
     def where(loc: tuple[Any, ...]) -> str:
         for n in range(len(loc), -1, -1):
             if loc[:n] in lines:
-                return f"{where_file}:{lines[loc[:n]]}"
-        return where_file
+                return recipe_place(path, lines[loc[:n]])
+        return recipe_label(path)
 
     data = dict(data)
     if overrides:
