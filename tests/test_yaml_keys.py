@@ -142,3 +142,17 @@ def test_boolean_keys_in_recipe_data() -> None:
 def test_load_yaml_keeps_key_words_and_reads_values_as_before() -> None:
     data = load_yaml("a: {on: x, No: y, 'yes': z}\nb: [on, off]\nc: {true: 1}\n")
     assert data == {"a": {"on": "x", "No": "y", "yes": "z"}, "b": [True, False], "c": {"true": 1}}
+
+
+def test_the_readme_sampler_block_loads_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("```yaml\nsource:\n  num_rows: 200") + len("```yaml\n")
+    block = readme[start : readme.index("```", start)]
+    assert "conditional: {on: topic" in block
+    path = tmp_path / "readme.yaml"
+    path.write_text(f"name: readme\n{block}steps:\n  - text_generation: {{output: q}}\n")
+    rows = load_recipe(str(path), ["source.num_rows=30"]).source.load()
+    assert len(rows) == 30
+    for r in rows:
+        low, high = (100, 200) if r["topic"] == "science" else (20, 60)
+        assert low <= r["words"] <= high, r
