@@ -54,6 +54,8 @@ def test_cli_limit_caps_a_mixture_recipe(tmp_path: Path) -> None:
     output = " ".join(result.output.split())
     assert "target of 10 rows not reached after 3 source rows tried" in output
     assert "(--limit 3 caps the source rows tried)" in output
+    assert "mix by task fell short after 3 source rows tried (--limit 3 caps" in output
+    assert "raise --limit (or drop it)" in output and "max_attempts" not in output
 
 
 def test_readme_mixture_minimum_target_rows() -> None:
