@@ -10,7 +10,7 @@ import pytest
 
 from datamill.cli import main
 from datamill.errors import ConfigError
-from datamill.recipes.label import builtin_folder, folder_label, recipe_label
+from datamill.recipe_label import builtin_folder, folder_label, recipe_label
 from datamill.recipes.loader import builtin_recipes, load_recipe
 from datamill.steps.paths import where_looked
 

@@ -43,11 +43,11 @@ from ..errors import ConfigError
 from ..io.samplers import SamplerError, SamplerSource, key_text
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
+from ..recipe_label import builtin_folder, recipe_label, recipe_place
 from ..steps.base import ParameterError, Step
 from ..steps.paths import reading_recipe, resolve_spec
 from ..steps.paths import resolve as resolve_path
 from ..tasks.base import Task
-from .label import builtin_folder, recipe_label, recipe_place
 from .registry import STEP_KINDS, step_class
 from .yamlkeys import load_yaml
 

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from ..recipes.label import folder_label
+from ..recipe_label import folder_label
 
 _RECIPE_DIR: ContextVar[Path | None] = ContextVar("datamill_recipe_dir", default=None)
 
