@@ -174,6 +174,21 @@ def test_a_first_run_with_no_rows_writes_no_data_file(tmp_path: Path) -> None:
     assert not (out / DATA).exists() and not (out / "data").exists()
     assert json.loads((out / "run.json").read_text())["rows"] == 0
     assert len((out / "failures.jsonl").read_text().splitlines()) == 3
+    # its card says plainly that it failed, and points nothing at a data file
+    card = (out / "README.md").read_text()
+    assert "data_files" not in card and "parquet" not in card
+    header, body = card.split("---\n")[1:3]
+    assert "configs" not in header and "synthetic" in header
+    assert "**This run failed: it wrote no rows** (3 truncated at max_tokens)" in body
+    assert body.index("This run failed") < body.index("## Dataset")
+
+
+def test_a_card_of_a_run_with_rows_points_at_its_data(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    pipeline(rows=3).run(out)
+    card = (out / "README.md").read_text()
+    assert "path: data/train-*.parquet" in card and "This run failed" not in card
+    assert list((out / "data").glob("train-*.parquet")) == [out / DATA]
 
 
 def test_a_stale_data_file_without_run_json_is_not_left_beside_a_0_row_run(
@@ -185,6 +200,8 @@ def test_a_stale_data_file_without_run_json_is_not_left_beside_a_0_row_run(
     pipeline(rows=3, max_tokens=2).run(out)
     assert json.loads((out / "run.json").read_text())["rows"] == 0
     assert not (out / DATA).exists()
+    card = (out / "README.md").read_text()  # the earlier run's card is not left either
+    assert "This run failed: it wrote no rows" in card and "data_files" not in card
 
 
 def test_cli_no_rows_is_a_failing_exit_with_the_reasons(

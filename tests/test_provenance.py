@@ -16,7 +16,7 @@ from datamill.cli import main
 from datamill.licence_card import set_header_licence
 from datamill.models.llamacpp import LlamaCppModel, embedded_model_path
 from datamill.models.llamacpp_gguf import gguf_metadata
-from datamill.provenance import card_licence, model_licence
+from datamill.provenance import BUILTIN_SEED_ROWS, card_licence, model_licence
 from datamill.recipes.loader import recipe_from_dict
 
 # -- the table ----------------------------------------------------------------------------------
@@ -265,6 +265,33 @@ def test_a_builtin_recipe_and_its_seed_rows_are_datamills(tmp_path: Path) -> Non
     assert prov["inputs"] == [
         {"name": "the built-in recipe's seed rows", "licence": "apache-2.0", "from": "datamill"}
     ]
+
+
+def test_builtin_seed_rows_have_one_name_however_their_licence_is_known(tmp_path: Path) -> None:
+    """With or without --input-licence, run.json, the card and a refused push name a built-in
+    recipe's seed rows the same way (never "inline rows")."""
+    from datamill.errors import ConfigError
+    from datamill.licence_card import push_licence
+
+    args = ["run", "instructions-basic", "--model", "fake", "--limit", "2", "-q"]
+    labels = []
+    for folder, extra in (("plain", []), ("given", ["--input-licence", "cc-by-nc-4.0"])):
+        out = tmp_path / folder
+        main([*args, *extra, "-o", str(out)])
+        (entry,) = json.loads((out / "run.json").read_text())["provenance"]["inputs"]
+        labels.append(entry["name"])
+        card = (out / "README.md").read_text()
+        assert f"| dataset | {BUILTIN_SEED_ROWS} | {entry['licence']} | {entry['from']} |" in card
+        assert "inline rows" not in card
+    assert labels == [BUILTIN_SEED_ROWS, BUILTIN_SEED_ROWS]
+    assert entry == {
+        "name": BUILTIN_SEED_ROWS,
+        "licence": "cc-by-nc-4.0",
+        "from": "--input-licence",
+    }
+    with pytest.raises(ConfigError) as err:
+        push_licence(tmp_path / "given", "apache-2.0", None, write=False)
+    assert BUILTIN_SEED_ROWS in str(err.value) and "inline rows" not in str(err.value)
 
 
 def test_a_recipes_licence_option_does_not_follow_model_override(tmp_path: Path) -> None:

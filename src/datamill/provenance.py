@@ -34,6 +34,7 @@ import yaml
 
 from . import licences
 from .errors import DatamillError
+from .recipes.yamlkeys import load_yaml
 
 #: a Hub card's YAML header (its text in group 1)
 FRONT_MATTER = re.compile(r"\A---\n(.*?\n)---\n", re.DOTALL)
@@ -120,6 +121,10 @@ def source_card(source: Any) -> Path | None:
     return None
 
 
+#: how provenance (run.json, the card, push checks) names a built-in recipe's own seed rows
+BUILTIN_SEED_ROWS = "the built-in recipe's seed rows"
+
+
 def input_entries(
     source: Any, given: str | None, recipe: dict[str, Any] | None, name: str
 ) -> list[dict[str, str]]:
@@ -127,14 +132,17 @@ def input_entries(
     if source is None or type(source).__name__ == "EmptyRows":
         return []
     label = str(getattr(source, "name", "rows"))
+    builtin = label == "inline rows" and _builtin_source(recipe, name)
+    if builtin:  # one name for them, whichever way their licence is known
+        label = BUILTIN_SEED_ROWS
     if given:
         return [{"name": label, **_entry(given, "--input-licence")}]
     card = source_card(source)
     found = card_licence(card) if card is not None else None
     if found:
         return [{"name": label, **_entry(found, f"dataset card {card}")}]
-    if label == "inline rows" and _builtin_source(recipe, name):
-        return [{"name": "the built-in recipe's seed rows", **_entry("apache-2.0", "datamill")}]
+    if builtin:
+        return [{"name": label, **_entry("apache-2.0", "datamill")}]
     return [{"name": label, **_entry(None, "")}]
 
 
@@ -144,7 +152,7 @@ def _builtin_recipe(name: str) -> dict[str, Any] | None:
 
     path = builtin_recipes().get(name)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
+        data = load_yaml(path.read_text(encoding="utf-8")) if path else None
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
@@ -201,4 +209,11 @@ def collect(
     }
 
 
-__all__ = ["FRONT_MATTER", "card_licence", "collect", "input_entries", "model_licence"]
+__all__ = [
+    "BUILTIN_SEED_ROWS",
+    "FRONT_MATTER",
+    "card_licence",
+    "collect",
+    "input_entries",
+    "model_licence",
+]

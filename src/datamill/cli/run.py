@@ -36,13 +36,12 @@ out = Console()
 
 def recipes() -> None:
     """List the built-in recipes."""
-    import yaml
-
     from ..recipes.loader import builtin_recipes
+    from ..recipes.yamlkeys import load_yaml
 
     table = Table("recipe", "description")
     for name, path in builtin_recipes().items():
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
         table.add_row(name, " ".join(str(data.get("description", "")).split()))
     out.print(table)
 
@@ -54,7 +53,13 @@ def run(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output folder (default: out/RECIPE).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most N source rows.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Use at most N source rows (with target_rows or mix too: the top-up tries at "
+            "most N, and says so when that stops it short of the target)."
+        ),
+    ] = None,
     model_: ModelOption = None,
     set_: SetOption = None,
     no_cache: Annotated[
@@ -264,6 +269,8 @@ def topup_line(summary: dict[str, Any]) -> str | None:
     cap = (
         "" if summary.get("reached") else f" (the cap, max_attempts {summary.get('max_attempts')})"
     )
+    if summary.get("limit"):  # --limit N: at most N source rows, target or not
+        cap = f" (--limit {summary['limit']} caps the source rows tried)"
     got = summary.get("yield")
     rate = f"; yield {got:.2f} rows per source row" if isinstance(got, (int, float)) else ""
     return f"target of {target} rows {state} after {summary.get('attempts')} source rows tried{cap}{rate}"

@@ -30,9 +30,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import InputError
+from ..recipes.yamlkeys import load_yaml
 
 KINDS = ("constraints", "math", "code")
 #: default size of each built-in set
@@ -149,7 +148,7 @@ def recipe_constraint_ids() -> tuple[str, ...]:
     from ..recipes.loader import builtin_dir
 
     text = (builtin_dir() / "constraints.yaml").read_text(encoding="utf-8")
-    for step in yaml.safe_load(text)["steps"]:
+    for step in load_yaml(text)["steps"]:
         if "sample_constraints" in step:
             return tuple(step["sample_constraints"]["ids"])
     raise AssertionError("the constraints recipe has no sample_constraints step")

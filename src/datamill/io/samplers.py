@@ -59,11 +59,43 @@ def _rng(seed: int, index: int, column: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
+#: the plain words YAML 1.1 reads as a boolean (a recipe keeps them as text in keys only)
+BOOL_WORDS = {
+    True: ("on", "yes", "true", "On", "Yes", "True", "ON", "YES", "TRUE"),
+    False: ("off", "no", "false", "Off", "No", "False", "OFF", "NO", "FALSE"),
+}
+
+
 def _key(value: Any) -> str:
-    """How a parent value is looked up in ``cases``/``values`` (YAML keys may be str or int)."""
+    """How a parent value is looked up in ``cases``/``values`` (YAML keys may be str or int; a
+    recipe keeps ``yes:`` as a key's text while ``[yes, no]`` values are booleans, so a boolean
+    and each of its YAML words look up as ``"true"``/``"false"``)."""
     if isinstance(value, bool):
         return str(value).lower()
+    for truth, words in BOOL_WORDS.items():
+        if value in words:
+            return str(truth).lower()
     return str(value)
+
+
+def key_text(key: Any) -> str:
+    """A parameter name for a message: a boolean key (a mapping given as data whose YAML read
+    ``on:``/``yes:`` as a bool) is shown as the words it may have been, never as ``True``."""
+    if isinstance(key, bool):
+        return "/".join(BOOL_WORDS[key][:3]) + " (read as a boolean: quote it)"
+    return repr(key)
+
+
+def _names(params: Mapping[str, Any], allowed: tuple[str, ...]) -> dict[Any, Any]:
+    """``params`` with a boolean key renamed to the one allowed name YAML reads as that boolean
+    (``True`` → ``on`` for a conditional); any other key as given."""
+    renamed: dict[Any, Any] = {}
+    for k, v in params.items():
+        if isinstance(k, bool):
+            words = [w for w in allowed if w in BOOL_WORDS[k]]
+            k = words[0] if len(words) == 1 else k
+        renamed[k] = v
+    return renamed
 
 
 class Sampler:
@@ -269,12 +301,18 @@ def _optional(column: str, params: Mapping[str, Any], name: str, whole: bool = F
     return None if params.get(name) is None else _number(column, params, name, whole=whole)
 
 
-def _only(column: str, kind: str, params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+def _only(
+    column: str, kind: str, params: Mapping[str, Any], allowed: tuple[str, ...]
+) -> dict[Any, Any]:
+    """``params`` (boolean keys named back: :func:`_names`) when every key is ``allowed``."""
+    params = _names(params, allowed)
     extra = [k for k in params if k not in allowed]
     if extra:
         raise SamplerError(
-            column, f"{kind}: unknown parameter {extra[0]!r}; allowed: {', '.join(allowed)}"
+            column,
+            f"{kind}: unknown parameter {key_text(extra[0])}; allowed: {', '.join(allowed)}",
         )
+    return params
 
 
 def _digits(column: str, params: Mapping[str, Any]) -> int | None:
@@ -289,7 +327,7 @@ def _category(column: str, params: Any, where: str = "") -> Category:
         params = {"values": params}
     if not isinstance(params, Mapping):
         raise SamplerError(column, f"category{where}: give values: [...] (and weights: [...])")
-    _only(column, "category", params, ("values", "weights"))
+    params = _only(column, "category", params, ("values", "weights"))
     values, weights = params.get("values"), params.get("weights")
     if not isinstance(values, list) or not values:
         raise SamplerError(column, f"category{where}: values must be a non-empty list")
@@ -327,24 +365,26 @@ def build_sampler(column: str, spec: Any) -> Sampler:
         )
     kind, params = next(iter(spec.items()))
     if kind not in KINDS:
-        raise SamplerError(column, f"unknown sampler kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise SamplerError(
+            column, f"unknown sampler kind {key_text(kind)}; kinds: {', '.join(KINDS)}"
+        )
     if kind == "category":
         return _category(column, params)
     params = params if params is not None else {}
     if not isinstance(params, Mapping):
         raise SamplerError(column, f"{kind}: parameters must be a mapping, got {params!r}")
     if kind == "uniform":
-        _only(column, kind, params, ("low", "high", "round"))
+        params = _only(column, kind, params, ("low", "high", "round"))
         low, high = _number(column, params, "low"), _number(column, params, "high")
         _range(column, kind, low, high)
         return Uniform(low, high, _digits(column, params))
     if kind == "integer":
-        _only(column, kind, params, ("low", "high"))
+        params = _only(column, kind, params, ("low", "high"))
         low, high = (_number(column, params, k, whole=True) for k in ("low", "high"))
         _range(column, kind, low, high)
         return Integer(low, high)
     if kind == "normal":
-        _only(column, kind, params, ("mean", "std", "round", "low", "high"))
+        params = _only(column, kind, params, ("mean", "std", "round", "low", "high"))
         mean, std = _number(column, params, "mean"), _number(column, params, "std")
         if std <= 0:
             raise SamplerError(column, f"normal: std must be above 0, got {std}")
@@ -353,7 +393,7 @@ def build_sampler(column: str, spec: Any) -> Sampler:
             _range(column, kind, low, high)
         return Normal(mean, std, _digits(column, params), low, high)
     if kind == "subcategory":
-        _only(column, kind, params, ("of", "values"))
+        params = _only(column, kind, params, ("of", "values"))
         parent, options = _parent(column, kind, params), params.get("values")
         if not isinstance(options, Mapping) or not options:
             raise SamplerError(
@@ -363,7 +403,7 @@ def build_sampler(column: str, spec: Any) -> Sampler:
             {_key(k): _category(column, v, f" for {k!r}") for k, v in options.items()}, parent
         )
     if kind == "conditional":
-        _only(column, kind, params, ("on", "cases", "default"))
+        params = _only(column, kind, params, ("on", "cases", "default"))
         parent, cases = _parent(column, kind, params), params.get("cases")
         if not isinstance(cases, Mapping) or not cases:
             raise SamplerError(column, "conditional: cases must map parent values to samplers")
@@ -375,9 +415,9 @@ def build_sampler(column: str, spec: Any) -> Sampler:
             built, build_sampler(column, default) if default is not None else None, parent
         )
     if kind == "person":
-        _only(column, kind, params, ("locale", "fields", "age"))
+        params = _only(column, kind, params, ("locale", "fields", "age"))
         return _person(column, params)
-    _only(column, kind, params, ("locale", "age"))
+    params = _only(column, kind, params, ("locale", "age"))
     person = (
         _person(column, {**params, "fields": ["name", "city"]}) if params.get("locale") else None
     )

@@ -485,6 +485,17 @@ def quality_report(
         return None
 
 
+def no_rows_note(summary: dict[str, Any]) -> str:
+    """The card's first words for a run that wrote no rows: it failed, and there is no data."""
+    losses = summary.get("failures") or {}
+    why = ", ".join(f"{n} {r}" for r, n in losses.items()) or "the source gave no rows"
+    return (
+        f"> **This run failed: it wrote no rows** ({why}). There is no data file in this "
+        "folder; `failures.jsonl` has each lost row and why, `run.json` the run's counters. "
+        "Fix what the losses say and run again.\n"
+    )
+
+
 def dataset_card(
     rows: Sequence[Row],
     summary: dict[str, Any],
@@ -495,7 +506,8 @@ def dataset_card(
     columns: list[str] = []
     for r in rows[:100]:
         columns.extend(c for c in r if c not in columns)
-    meta = {
+    empty = not rows and not summary.get("rows")
+    meta: dict[str, Any] = {
         "configs": [
             {
                 "config_name": "default",
@@ -504,6 +516,8 @@ def dataset_card(
         ],
         "tags": ["synthetic", "datamill"],
     }
+    if empty:  # no data file: a card must not point the Hub (or datasets) at one
+        del meta["configs"]
     citations: list[str] = []
     techniques: list[str] = []
     for s in pipeline.steps:
@@ -526,6 +540,7 @@ def dataset_card(
     parts = [
         "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n",
         f"# {pipeline.name}\n",
+        no_rows_note(summary) if empty else "",
         (pipeline.description.strip() + "\n") if pipeline.description else "",
         "Made with [datamill](https://pypi.org/project/datamill/).\n",
         "## Dataset\n",

@@ -226,6 +226,9 @@ def short_line(summary: dict[str, Any]) -> str | None:
             f"{summary.get('max_attempts')} allows, held too few of {', '.join(mix['too_rare'])}"
         )
         fix = "raise the sampler's weight of those parts or max_attempts"
+    elif summary.get("limit"):  # --limit N: at most N source rows
+        why = f"--limit {summary['limit']} caps the source rows tried"
+        fix = "raise --limit (or drop it) to reach the targets"
     else:
         why = f"the cap, max_attempts {summary.get('max_attempts')}"
     return (

@@ -38,7 +38,7 @@ from ..io.sources import EmptyRows, Source
 from ..rows import KeyedRow, Row
 from .draws import MAX_DRAWS_FACTOR, Draws, check_parts
 from .mix import Mix, cut, outcome, part_of, tally
-from .rounds import Rounds, attempts_cap, more_rows, topup_info, wanted_rows
+from .rounds import Rounds, attempts_cap, limit_capped, more_rows, topup_info, wanted_rows
 from .runner import Runner
 
 if TYPE_CHECKING:
@@ -95,13 +95,15 @@ async def mixed(
     source: Source | None,
     target: int,
     max_attempts: int | None,
+    limit: int | None = None,
 ) -> tuple[list[KeyedRow], dict[str, Any]]:
-    """The final rows of a mixture top-up, cut to their counts (``Mix.allot``), and ``run.json``'s keys."""
+    """The final rows of a mixture top-up, cut to their counts (``Mix.allot``), and ``run.json``'s
+    keys; at most ``limit`` source rows tried (``--limit``) when given."""
     mix = pipeline.mix
     assert mix is not None
     counts = mix.counts(target)
     pools = source_pools(mix, pipeline, rows, source)
-    cap = attempts_cap(len(rows), target, max_attempts)
+    cap = attempts_cap(len(rows), target, max_attempts, limit)
     batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
     draws = None
     if pools is not None and isinstance(source, EmptyRows):
@@ -139,7 +141,9 @@ async def mixed(
     rounds.finish()
     reached = kept_counts is not None
     kept, cut_rows, stray = cut(final, mix, kept_counts or counts)
-    info = topup_info(target, len(kept), rounds, cap)
+    info = topup_info(
+        target, len(kept), rounds, cap, limit_capped(len(rows), target, max_attempts, limit)
+    )
     if len(final) > len(kept):
         info["trimmed"] = len(final) - len(kept)
     info["reached"] = reached

@@ -160,19 +160,26 @@ async def _run_preview(
     return preview
 
 
-def _rows_tried(pipeline: Pipeline, rows: list[Row], stats: Stats, notes: list[str]) -> int:
+def _rows_tried(
+    pipeline: Pipeline, rows: list[Row], stats: Stats, notes: list[str], limit: int | None = None
+) -> int:
     """Source rows the run will try: all of them, or with a target as many as the preview's
     survival rate says, within the top-up cap (``pipeline.topup``)."""
     target = pipeline.target_rows
     if not target:
         return len(rows)
-    cap = attempts_cap(len(rows), target, pipeline.max_attempts)
+    cap = attempts_cap(len(rows), target, pipeline.max_attempts, limit)
     survival = stats.rows_done / (stats.rows_total or len(rows))
     tried = (
         cap if survival == 0 else min(cap, max(min(len(rows), cap), math.ceil(target / survival)))
     )
     notes.append(
         f"top-up to {target} rows: about {tried} source rows tried, at the preview's survival rate ({survival:.0%})"
+        + (
+            f"; --limit {limit} caps the source rows tried"
+            if limit is not None and limit == cap
+            else ""
+        )
     )
     return tried
 
@@ -262,7 +269,7 @@ async def aplan_pipeline(
     )
     stats = preview.stats
     notes: list[str] = []
-    tried = _rows_tried(pipeline, rows, stats, notes)
+    tried = _rows_tried(pipeline, rows, stats, notes, limit)
     scale = tried / (stats.rows_total or len(rows))
     startup, wall, parallelism = preview.timing()
     via_batch = {n: batched(pipeline.models[n], batch, model) for n in preview.models}

@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 DEFAULT_ATTEMPTS_FACTOR = 4
 
 
-def attempts_cap(source_rows: int, target: int, max_attempts: int | None = None) -> int:
+def attempts_cap(
+    source_rows: int, target: int, max_attempts: int | None = None, limit: int | None = None
+) -> int:
     """The most source rows a top-up to ``target`` rows tries: ``max_attempts`` when set, else
-    the source's rows or ``DEFAULT_ATTEMPTS_FACTOR`` × ``target``, whichever is more."""
-    return max_attempts or max(source_rows, DEFAULT_ATTEMPTS_FACTOR * target)
+    the source's rows or ``DEFAULT_ATTEMPTS_FACTOR`` × ``target``, whichever is more; never
+    more than the run's ``limit`` (``--limit N``: at most N source rows, target or not)."""
+    cap = max_attempts or max(source_rows, DEFAULT_ATTEMPTS_FACTOR * target)
+    return cap if limit is None else min(cap, limit)
 
 
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
@@ -91,10 +95,13 @@ def wanted_rows(missing: int, survivors: int, tried: int) -> int:
     return max(1, math.ceil(missing / rate * (1.0 if rate >= 1 else 1.2)))
 
 
-def topup_info(target: int, survivors: int, rounds: Rounds, cap: int) -> dict[str, Any]:
-    """The top-up keys of ``run.json`` (see the module docstring)."""
+def topup_info(
+    target: int, survivors: int, rounds: Rounds, cap: int, limit: int | None = None
+) -> dict[str, Any]:
+    """The top-up keys of ``run.json`` (see the module docstring); ``limit``: the run's
+    ``--limit`` when it is the cap (it made the cap lower than the recipe's)."""
     tried = rounds.tried
-    return {
+    info = {
         "target_rows": target,
         "reached": survivors >= target,
         "attempts": tried,
@@ -102,12 +109,25 @@ def topup_info(target: int, survivors: int, rounds: Rounds, cap: int) -> dict[st
         "rounds": rounds.count,
         "yield": round(survivors / tried, 4) if tried else None,
     }
+    if limit is not None:
+        info["limit"] = limit
+    return info
+
+
+def limit_capped(
+    source_rows: int, target: int, max_attempts: int | None, limit: int | None
+) -> int | None:
+    """``limit`` when it lowers the top-up's cap below the recipe's own, else None."""
+    if limit is None or limit >= attempts_cap(source_rows, target, max_attempts):
+        return None
+    return limit
 
 
 __all__ = [
     "DEFAULT_ATTEMPTS_FACTOR",
     "Rounds",
     "attempts_cap",
+    "limit_capped",
     "more_rows",
     "topup_info",
     "wanted_rows",

@@ -133,7 +133,9 @@ async def arun_pipeline(
             batch=batch,
         ) as run:
             with contextlib.closing(src.stream()) as source_rows:  # closed on any exit, not by gc
-                keyed, topup = await run_rows(run.runner, pipeline, source_rows, src, run.cache)
+                keyed, topup = await run_rows(
+                    run.runner, pipeline, source_rows, src, run.cache, limit
+                )
             out_rows = keyed.rows()  # in key order, read from the spool's files as they are used
             stats.rows_done = len(out_rows)
             failures.close()

@@ -41,6 +41,7 @@ from .rounds import (
     DEFAULT_ATTEMPTS_FACTOR,
     Rounds,
     attempts_cap,
+    limit_capped,
     more_rows,
     topup_info,
     wanted_rows,
@@ -59,13 +60,15 @@ async def run_rows(
     rows: Iterable[Row],
     source: Source | None,
     cache: CallCache | None,
+    limit: int | None = None,
 ) -> tuple[RowSpool, dict[str, Any]]:
     """Run the pipeline's steps over ``rows``; return the surviving keyed rows, in key order,
     and what to add to ``run.json`` (the top-up outcome, when the pipeline has a target).
 
     Without a target ``rows`` is read once, as the rows stream (an iterator is fine). With one,
     the source rows, the survivors of the steps before the first global step and the final rows
-    are held in memory (the rounds re-read them)."""
+    are held in memory (the rounds re-read them). ``limit``: the run's ``--limit``, the most
+    source rows a top-up tries (``run.json``'s ``limit`` says when it capped the target's)."""
     with embedding_cache(cache.path if cache is not None else None):
         target = pipeline.target_rows
         if not target:
@@ -77,6 +80,7 @@ async def run_rows(
             source,
             target,
             pipeline.max_attempts,
+            limit,
         )
         return RowSpool.of(final, **runner.spool_options), info
 
@@ -88,11 +92,12 @@ async def _topped_up(
     source: Source | None,
     target: int,
     max_attempts: int | None,
+    limit: int | None = None,
 ) -> tuple[list[KeyedRow], dict[str, Any]]:
     if pipeline.mix is not None:
-        return await mixed(runner, pipeline, rows, source, target, max_attempts)
+        return await mixed(runner, pipeline, rows, source, target, max_attempts, limit)
     rounds = Rounds(runner, pipeline)
-    cap = attempts_cap(len(rows), target, max_attempts)
+    cap = attempts_cap(len(rows), target, max_attempts, limit)
     batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
     while True:
         final = await rounds.run(batch)
@@ -102,7 +107,8 @@ async def _topped_up(
         wanted = wanted_rows(target - len(final), len(final), tried)
         batch = more_rows(source, rows, tried, min(wanted, cap - tried))
     rounds.finish()
-    info = topup_info(target, len(final), rounds, cap)
+    capped = limit_capped(len(rows), target, max_attempts, limit)
+    info = topup_info(target, len(final), rounds, cap, capped)
     if len(final) > target:
         info["trimmed"] = len(final) - target
         final = final[:target]

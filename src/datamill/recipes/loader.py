@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +40,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
-from ..io.samplers import SamplerError, SamplerSource
+from ..io.samplers import SamplerError, SamplerSource, key_text
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
 from ..pipeline.graph import Pipeline
+from ..recipe_label import builtin_folder, recipe_label, recipe_place
 from ..steps.base import ParameterError, Step
 from ..steps.paths import reading_recipe, resolve_spec
 from ..steps.paths import resolve as resolve_path
 from ..tasks.base import Task
 from .registry import STEP_KINDS, step_class
+from .yamlkeys import load_yaml
 
 
 class SourceSpec(BaseModel):
@@ -180,7 +181,7 @@ def _model_paths(value: Any, base: Path | None) -> Any:
 
 
 def builtin_dir() -> Path:
-    return Path(str(resources.files("datamill") / "recipes" / "builtin"))
+    return builtin_folder()
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -224,9 +225,30 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
     return index
 
 
+def _boolean_key(data: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The path to the first boolean mapping key in ``data`` (a recipe given as data, whose YAML
+    was read without :func:`load_yaml`), or None. Samplers name theirs back (``io.samplers``)."""
+    if path == ("source", "samplers"):
+        return None
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for k, v in items:
+        if isinstance(k, bool) and isinstance(data, dict):
+            return path + (k,)
+        found = _boolean_key(v, path + (k,))
+        if found:
+            return found
+    return None
+
+
 def parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -325,16 +347,18 @@ def load_recipe(
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"{recipe_label(path)}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = recipe_place(path, mark.line + 1 if mark else None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping with name, source and steps")
+        raise ConfigError(
+            f"{recipe_label(path)}: a recipe must be a YAML mapping with name, source and steps"
+        )
     return recipe_from_dict(
         data, overrides=overrides, path=path, text=text, model=model, models=models
     )
@@ -350,13 +374,12 @@ def recipe_from_dict(
     models: dict[str, str] | None = None,
 ) -> Pipeline:
     lines = _line_index(text) if text else {}
-    where_file = str(path) if path else "recipe"
 
     def where(loc: tuple[Any, ...]) -> str:
         for n in range(len(loc), -1, -1):
             if loc[:n] in lines:
-                return f"{where_file}:{lines[loc[:n]]}"
-        return where_file
+                return recipe_place(path, lines[loc[:n]])
+        return recipe_label(path)
 
     data = dict(data)
     if overrides:
@@ -364,6 +387,10 @@ def recipe_from_dict(
     if models:
         apply_named_models(data, models, model)
         model = None  # baked into the recipe: every model now has its spec
+    found = _boolean_key(data, ())
+    if found:
+        dotted = ".".join(str(p) for p in found[:-1])
+        raise ConfigError(f"{where(found[:-1])}: {dotted or 'recipe'}: key {key_text(found[-1])}")
     try:
         spec = RecipeSpec.model_validate(data)
     except ValidationError as exc:

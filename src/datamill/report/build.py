@@ -178,7 +178,7 @@ def build_report(
     attempt("decontamination", lambda: report.update(decontamination=decontamination(summary)))
     losses = summary.get("failures") or {}
     report["losses"] = dict(losses)
-    for key in ("target_rows", "reached", "attempts", "max_attempts", "trimmed", "yield"):
+    for key in ("target_rows", "reached", "attempts", "max_attempts", "limit", "trimmed", "yield"):
         if key in summary:
             report.setdefault("topup", {})[key] = summary[key]
     attempt("mix", lambda: report.update({"mix": mix_report(summary)} if "mix" in summary else {}))

@@ -175,6 +175,8 @@ def card_section(report: dict[str, Any] | None) -> str:
         cut = f"; {topup['trimmed']} surplus rows cut" if topup.get("trimmed") else ""
         rate = topup.get("yield")
         rate_text = f"; yield {rate:.2f} rows per source row" if isinstance(rate, float) else ""
+        if topup.get("limit"):
+            rate_text += f" (--limit {topup['limit']} caps the source rows tried)"
         lines += [
             f"- target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}{rate_text}",
             "",

@@ -24,6 +24,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+from ..recipe_label import folder_label
+
 _RECIPE_DIR: ContextVar[Path | None] = ContextVar("datamill_recipe_dir", default=None)
 
 
@@ -70,7 +72,7 @@ def where_looked(value: str, folder: Path | None = None) -> str:
     """For an error: where a relative path was looked for (empty for an absolute one)."""
     if Path(value).is_absolute():
         return ""
-    places = [str(folder)] if folder is not None else []
+    places = [folder_label(folder)] if folder is not None else []
     return f" (looked in {' and '.join([*places, str(Path.cwd())])})"
 
 

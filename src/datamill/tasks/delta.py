@@ -5,7 +5,7 @@ SmolTalk2's preference split is built so). No judge is asked: the pair costs two
 
 ``delta_pair: {strong: strong, weak: weak}`` renders ``template`` (Jinja over the row), asks the
 model named ``strong`` and the one named ``weak`` (recipe models; one loaded model at two
-settings is fine, e.g. ``strong: {spec: llamacpp, temperature: 0.7, max_tokens: 256}`` and
+settings is fine, e.g. ``strong: {spec: llamacpp, temperature: 0.7, max_tokens: 1024}`` and
 ``weak: {spec: llamacpp, temperature: 1.5, max_tokens: 48}``), and writes the pair in the DPO
 layout of ``format_dpo`` (``prompt``, ``prompt_id``, ``chosen``/``rejected`` message lists,
 ``score_*`` null: nobody rated them, ``chosen_model``/``rejected_model`` labels such as
@@ -18,7 +18,9 @@ Rules (each drop is a failure record with its reason):
 - always: an empty answer fails the row (``empty completion``, as every task); two answers that
   are the same text up to whitespace are dropped (``identical responses``).
 - ``sanity: true`` (default) also drops a pair whose chosen answer was cut at ``max_tokens``
-  (``chosen truncated``: the strong answer is the one taught) and a pair whose rejected answer
+  (``chosen truncated``: the strong answer is the one taught, and a cut one teaches stopping
+  mid-sentence, even when the weak answer is cut at the same budget; give the strong model room
+  instead) and a pair whose rejected answer
   has more than ``max_length_ratio`` (default 2) times the chosen one's words (``rejected much
   longer``: the pair would teach "be short", not "be better"). The weak answer may be cut.
 
@@ -134,7 +136,10 @@ class DeltaPair(TemplateTask):
         if not self.sanity:
             return
         if chosen_finish == "length":
-            raise Dropped("chosen truncated", f"the {self.strong} answer was cut at max_tokens")
+            raise Dropped(
+                "chosen truncated",
+                f"the {self.strong} answer was cut at max_tokens; raise models.{self.strong}.max_tokens",
+            )
         long, short = len(rejected.split()), len(chosen.split())
         if long > self.max_length_ratio * short:
             raise Dropped(

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..models.registry import is_spec
 from ..pipeline.graph import Pipeline
 from ..pipeline.topup import DEFAULT_ATTEMPTS_FACTOR
+from ..recipes.yamlkeys import load_yaml
 from ..steps.dpo import OUTPUTS as DPO_OUTPUTS
 from ..tasks.self_instruct import request_tokens
 
@@ -163,7 +164,7 @@ def template_recipe(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"the built-in recipe {name!r} is missing from this installation; reinstall datamill"
         )
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_yaml(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise ConfigError(f"the built-in recipe {name!r} has no steps")
     return data

@@ -12,6 +12,7 @@ Deliberately not here: widgets and their wiring (``ui.app``).
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import shutil
@@ -128,7 +129,12 @@ def run_preview(form: FormValues) -> Iterator[tuple[str, str]]:
     except DatamillError as exc:
         yield _error(exc), ""
         return
-    job = JOBS.add(Job(pipeline, None, limit=limit, label="preview"))
+    # the first `limit` source rows, topped up past them: the source's own limit (a run's
+    # `limit` would cap the top-up at those rows too)
+    pipeline.source = copy.copy(pipeline.source)
+    if pipeline.source is not None:
+        pipeline.source.limit = limit
+    job = JOBS.add(Job(pipeline, None, label="preview"))
     job.start()
     while not job.wait(POLL_SECONDS):
         yield progress_html(job), '<div class="dm-empty">making preview rows…</div>'
