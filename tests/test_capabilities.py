@@ -103,6 +103,9 @@ ALLOWED = {
     ("models/openai.py", "_probe", "llamacpp"),
     # the app form's model choice ("embedded", "gguf", "openai"), turned into a spec there
     ("ui/builder.py", "model_spec", "openai"),
+    # `datamill eval --base llamacpp`: the embedded GGUF named by its run spec; transformers
+    # loads it, no backend is picked
+    ("evaluate/hf.py", "resolve_base", "llamacpp"),
 }
 
 

@@ -104,7 +104,7 @@ def push_licence(
     unknown licence, a folder without provenance). Rewrites the folder's card when the header
     licence changes or a risk is accepted (the reason is recorded there; ``write=False``: only
     check)."""
-    from .io.atomic import write_atomic
+    from .atomic import write_atomic
 
     if accept_risk is not None and not accept_risk.strip():
         raise ConfigError(

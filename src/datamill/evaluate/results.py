@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import write_atomic
+from ..atomic import write_atomic
 
 EVAL_FILE = "eval.json"
 PLOT_FILE = "eval.png"

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import yaml
 
 from .._process import pid_alive
+from ..atomic import write_atomic
 from ..errors import OutputError
 from ..licence_card import with_provenance
 from ..models.batch_api import batch_card_lines
 from ..report.mix import card_section as mix_card_section
 from ..rows import Row
-from .atomic import write_atomic
 
 if TYPE_CHECKING:
     from ..steps.base import Step

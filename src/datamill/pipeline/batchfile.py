@@ -93,10 +93,8 @@ def served_name(model: Model) -> str | None:
 
     if isinstance(model, OpenAIModel):
         return model.model
-    if model.backend == "llamacpp":
-        return None
-    if model.backend in ("vllm", "transformers"):
-        source = str(getattr(model, "source", ""))
+    if type(model).CAPABILITIES.local_files:  # a file, a folder, or a Hub id named by its spec
+        source = str(getattr(model, "source", None) or getattr(model, "path", None) or "")
         return None if not source or Path(source).expanduser().exists() else source
     return model.info.name
 

@@ -121,7 +121,7 @@ class Forecast:
         return cls(**fields)
 
     def save(self, folder: str | Path) -> Path:
-        from ..io.atomic import write_atomic
+        from ..atomic import write_atomic
 
         path = Path(folder) / FORECAST_FILE
         write_atomic(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io.atomic import write_atomic
+from ..atomic import write_atomic
 from ..rows import Row
 from .build import build_report, to_json
 
