@@ -491,3 +491,41 @@ def test_each_provider_sends_its_own_key_header(monkeypatch: pytest.MonkeyPatch)
     }
     monkeypatch.delenv("OPENAI_API_KEY")
     assert "Authorization" not in OpenAIBatch(OpenAIModel.from_spec("m@http://h/v1")).headers()
+
+
+# -- a server with no batch API stops the run in one line, it loses no row ----------------------
+def test_a_server_without_batch_endpoints_stops_the_run_in_one_line(tmp_path: Path) -> None:
+    thread = ServerThread(
+        OpenAIServer(FakeModel(), name=NAMES["openai"])
+    ).start()  # no batch routes
+    try:
+        spec = f"openai:{NAMES['openai']}@{thread.url}"
+        recipe = write_recipe(tmp_path, spec, 2)
+        done = cli_run(["run", str(recipe), "-o", "out", "-q", "--cache", "c.sqlite"], cwd=tmp_path)
+        assert done.returncode == 1
+        root = thread.url.split("/v1")[0]
+        assert done.stderr.strip().splitlines() == [
+            f"error: the endpoint at {root} has no batch API (POST /v1/files: HTTP 404); "
+            "run without --batch (or drop batch: from the model)"
+        ]
+        assert "rows lost" not in done.stdout + done.stderr
+        assert not (tmp_path / "out" / "failures.jsonl").exists()
+        store = BatchStore(tmp_path / "c.sqlite")
+        try:  # nothing half-made stays recorded
+            assert store.all() == []
+        finally:
+            store.close()
+    finally:
+        thread.stop()
+
+
+def test_the_no_batch_api_line_names_the_server_the_call_and_what_to_do() -> None:
+    from datamill.models.batch_api import no_batch_api
+
+    assert no_batch_api("POST", "http://h:1/v1/files", 404) == (
+        "the endpoint at http://h:1 has no batch API (POST /v1/files: HTTP 404); run without "
+        "--batch (or drop batch: from the model)"
+    )
+    assert "check the API key may use batches" in no_batch_api(
+        "POST", "https://api.example.com/v1/batches", 401, "bad key"
+    )

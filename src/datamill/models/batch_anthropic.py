@@ -100,6 +100,7 @@ class AnthropicBatch(BatchAPI):
             data=body,
             headers={"Content-Type": "application/json"},
             what="batch creation",
+            gate=True,
         )
         return str(created["id"])
 
@@ -117,6 +118,7 @@ class AnthropicBatch(BatchAPI):
                 f"{self.root}/v1/messages/batches",
                 params=params,
                 what="batch listing",
+                gate=True,
             )
             data = page.get("data") or []
             for batch in data:

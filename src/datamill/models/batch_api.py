@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, ModelUnavailable
 from .base import Completion, Model, Request
 
 #: what one result line says: answers, a request to send again, or a refusal for the row
@@ -215,11 +215,16 @@ async def http(
     backoff: float = 0.5,
     what: str = "",
     raw: bool = False,
+    gate: bool = False,
     **kwargs: Any,
 ) -> Any:
     """One control request with bounded retries on transport failures and busy answers; the
     decoded JSON body (or the bytes, ``raw``). A refusal (other 4xx) raises :class:`ModelError`
-    at once with the provider's message; so do the retries running out."""
+    at once with the provider's message; so do the retries running out.
+
+    ``gate``: the request is to a batch endpoint itself (upload, create, list), so its refusal
+    as missing or forbidden (:data:`GATE_STATUS`) means the server has no batch API for this
+    key: :class:`ModelUnavailable` (one line; stops the run), not a loss for each row."""
     import aiohttp
 
     last = ""
@@ -238,14 +243,38 @@ async def http(
         if status in _RETRY_STATUS:
             last = f"HTTP {status}: {message}"
             continue
+        if gate and status in GATE_STATUS:
+            raise ModelUnavailable(no_batch_api(method, url, status, message))
         raise ModelError(
             f"{what or method + ' ' + url} refused: HTTP {status}: {message}",
-            reason=f"batch {what or 'request'} refused",
+            reason=f"{what or 'batch request'} refused",
         )
     raise ModelError(
         f"{what or method + ' ' + url} failed after {retries + 1} tries ({last})",
         retryable=True,
-        reason=f"batch {what or 'request'} failed",
+        reason=f"{what or 'batch request'} failed",
+    )
+
+
+#: answers of a batch endpoint that mean the server offers no batch API (to this key)
+GATE_STATUS = (401, 403, 404, 405)
+
+
+def no_batch_api(method: str, url: str, status: int, message: str = "") -> str:
+    """The one line for a batch endpoint refused with ``status`` (:data:`GATE_STATUS`)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    where = f"{parts.scheme}://{parts.netloc}"
+    if status in (404, 405):
+        return (
+            f"the endpoint at {where} has no batch API ({method} {parts.path}: HTTP {status}); "
+            "run without --batch (or drop batch: from the model)"
+        )
+    said = f": {message}" if message and message != "(empty body)" else ""
+    return (
+        f"the endpoint at {where} refused its batch API ({method} {parts.path}: HTTP {status}"
+        f"{said}); check the API key may use batches, or run without --batch"
     )
 
 
@@ -264,6 +293,7 @@ __all__ = [
     "ADAPTERS",
     "BATCH_SETTINGS",
     "BatchAPI",
+    "GATE_STATUS",
     "batch_card_lines",
     "Line",
     "Outcome",
@@ -271,4 +301,5 @@ __all__ = [
     "batch_api_for",
     "batch_settings",
     "http",
+    "no_batch_api",
 ]

@@ -117,7 +117,12 @@ class OpenAIBatch(BatchAPI):
             content_type="application/jsonl",
         )
         uploaded = await http(
-            self._session, "POST", f"{self.base}/files", data=form, what="batch file upload"
+            self._session,
+            "POST",
+            f"{self.base}/files",
+            data=form,
+            what="batch file upload",
+            gate=True,
         )
         file_id = str(uploaded["id"])
         on_file(file_id)
@@ -133,6 +138,7 @@ class OpenAIBatch(BatchAPI):
                 "metadata": {"datamill_batch": batch_id},
             },
             what="batch creation",
+            gate=True,
         )
         return str(created["id"])
 
@@ -144,7 +150,12 @@ class OpenAIBatch(BatchAPI):
         for _ in range(50):  # 5,000 most recent batches at most
             params = {"limit": "100", **({"after": after} if after else {})}
             page = await http(
-                self._session, "GET", f"{self.base}/batches", params=params, what="batch listing"
+                self._session,
+                "GET",
+                f"{self.base}/batches",
+                params=params,
+                what="batch listing",
+                gate=True,
             )
             for batch in page.get("data") or []:
                 meta = batch.get("metadata") or {}
