@@ -279,6 +279,31 @@ def test_cli_caps_exit_3_and_the_same_command_resumes(
     assert len(CallCache(isolated_cache)) == 10
 
 
+def test_a_capped_run_without_the_cache_promises_no_resume(
+    tmp_path: Path, isolated_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datamill.cli import _interrupted
+
+    out = tmp_path / "out"
+    args = ["run", "instructions-basic", "--model", "fake", "--limit", "5", "-o", str(out)]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "-q", "--no-cache", "--max-total-tokens", "300"])
+    assert stop.value.code == 3
+    text = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "cached: run the same command again" not in text
+    assert "nothing was cached (--no-cache): the same command starts over; drop --no-cache" in text
+    assert not isolated_cache.exists() or len(CallCache(isolated_cache)) == 0
+
+    with pytest.raises(SystemExit) as stop:  # Ctrl-C says the same
+        _interrupted([*args, "--no-cache"])
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: nothing was cached (--no-cache)") and "resume" in err
+    with pytest.raises(SystemExit):
+        _interrupted(args)
+    assert "saved in the cache; to resume, run the same command again" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

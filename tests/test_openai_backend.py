@@ -365,7 +365,7 @@ def test_server_lost_mid_run_stops_the_model_instead_of_failing_each_row(servers
             await model.generate(Request.chat("first"))
             server.stop()
             with pytest.raises(
-                ModelUnavailable, match="lost .*connection refused.*run again to resume"
+                ModelUnavailable, match="lost .*connection refused.*run again once it answers"
             ):
                 await model.generate(Request.chat("second"))
             with pytest.raises(ModelUnavailable):  # later calls are refused without trying

@@ -31,6 +31,17 @@ _ADDED = {("calls", "extra"): "TEXT"}
 _FIX = "point --cache (or DATAMILL_CACHE) at a file, or run with --no-cache"
 
 
+def resume_hint(cached: bool) -> str:
+    """How a stopped run is resumed: with the call cache its finished calls are kept and the
+    same command goes on from them; without one (``--no-cache``) nothing was kept."""
+    if cached:
+        return "finished calls are cached: run the same command again to resume"
+    return (
+        "nothing was cached (--no-cache): the same command starts over; drop --no-cache "
+        "to keep finished calls so that a stopped run can resume"
+    )
+
+
 def default_cache_path() -> Path:
     """``$DATAMILL_CACHE`` or ``~/.cache/datamill/calls.sqlite``."""
     env = os.environ.get("DATAMILL_CACHE")

@@ -84,10 +84,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def _interrupted(args: list[str]) -> None:
     command = shlex.join(["datamill", *args])
-    print(
-        f"interrupted: every finished model call is saved in the cache; to resume, run the same command again: {command}",
-        file=sys.stderr,
-    )
+    from ..cachefile import resume_hint
+
+    if "--no-cache" in args:
+        print(f"interrupted: {resume_hint(False)}", file=sys.stderr)
+    else:
+        print(
+            f"interrupted: every finished model call is saved in the cache; to resume, run the same command again: {command}",
+            file=sys.stderr,
+        )
     sys.exit(130)
 
 

@@ -105,7 +105,7 @@ MaxCostOption = Annotated[
     typer.Option(
         "--max-cost",
         metavar="USD",
-        help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it.",
+        help="Stop before model calls would cost more than USD (see --prices). A stopped run exits 3; the same command resumes it from the call cache (not with --no-cache).",
     ),
 ]
 MaxTotalTokensOption = Annotated[

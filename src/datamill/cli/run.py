@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..cachefile import resume_hint
 from ..errors import ConfigError, DatamillError
 from ..pipeline.mix import short_line
 from ..pipeline.stats import Stats
@@ -132,7 +133,7 @@ def run(
 
     result = asyncio.run(go())
     stats: Stats = result.stats  # type: ignore[attr-defined]
-    _print_summary(result, stats, folder)
+    _print_summary(result, stats, folder, cached=cache_arg is not False)
     from ..pipeline.plan import comparison_lines
 
     for line in comparison_lines(getattr(result, "summary", {})):
@@ -218,7 +219,7 @@ async def _with_progress(task: asyncio.Task[object], holder: dict[str, Stats]) -
         return task.result()
 
 
-def _print_summary(result: object, stats: Stats, folder: Path) -> None:
+def _print_summary(result: object, stats: Stats, folder: Path, *, cached: bool = True) -> None:
     stopped = getattr(result, "stopped", None)
     previous = getattr(result, "previous_rows", None)
     if stats.rows_done:
@@ -246,9 +247,7 @@ def _print_summary(result: object, stats: Stats, folder: Path) -> None:
     if short:
         console.print(f"[yellow]{short}[/]", highlight=False)
     if stopped:
-        out.print(
-            f"[yellow]stopped early: {stopped}. Run the same command again to resume; finished calls are cached.[/]"
-        )
+        out.print(f"[yellow]stopped early: {stopped}; {resume_hint(cached)}[/]", highlight=False)
     if stats.rows_done == 0:
         console.print(f"[red]{no_rows_line(result, stats, folder)}[/]", highlight=False)
     elif previous is not None and stats.rows_done < previous:

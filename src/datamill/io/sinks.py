@@ -427,7 +427,7 @@ class OutputFolder:
         return OutputError(
             f"cannot write the output folder {self.path}: {exc.strerror or exc}; {kept}. "
             "Free space there or choose another --output, then run the same command again "
-            "(finished calls are cached)"
+            "(the finished calls are kept in the call cache, if the run has one)"
         )
 
 

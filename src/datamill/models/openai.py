@@ -683,7 +683,7 @@ class OpenAIModel(Model):
                     failure.refused
                 ):  # the server went away mid-run: stop instead of failing each row
                     self._down = ModelUnavailable(
-                        f"lost {self.base_url}: {failure} after {attempt} tries; finished calls are cached, run again to resume"
+                        f"lost {self.base_url}: {failure} after {attempt} tries; run again once it answers (the finished calls are kept in the call cache, if the run has one)"
                     )
                     raise self._down
                 self._tally(path, form, failure.signature)

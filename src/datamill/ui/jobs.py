@@ -93,7 +93,11 @@ class Job:
             self.exception = exc
             if isinstance(exc, asyncio.CancelledError) or self._cancel_requested:
                 self.state = "cancelled"
-                self.error = "stopped: every finished model call is cached, so generating again resumes where it stopped"
+                self.error = (
+                    "stopped: every finished model call is cached, so generating again resumes where it stopped"
+                    if self.cache is not False
+                    else "stopped: nothing was cached, so generating again starts over"
+                )
             else:
                 self.state = "failed"
                 self.error = (
