@@ -16,6 +16,7 @@ import pytest
 from datamill.cli import main
 from datamill.constraints import check, from_dicts
 from datamill.errors import InputError
+from datamill.evalfiles import data_digest
 from datamill.evaluate import heldout as H
 from datamill.evaluate import results
 from datamill.evaluate.scoring import bootstrap_diff, bootstrap_mean, score
@@ -340,16 +341,48 @@ def test_a_rerun_of_the_recipe_removes_the_eval_of_the_old_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["run", "constraints", "--model", "fake", "--limit", "2", "-o", "a", "-q", "--no-cache"]
-    assert run_cli(args, capsys)[0] == 0
-    results.write(tmp_path / "a", fake_result())
+    args = ["run", "instructions-basic", "--model", "fake", "-o", "a", "-q", "--no-cache"]
+    assert run_cli([*args, "--limit", "2"], capsys)[0] == 0
+    written = results.write(tmp_path / "a", fake_result())
+    assert written["data_sha256"] == data_digest(tmp_path / "a") is not None
     results.update_card(tmp_path / "a", fake_result())
     assert (tmp_path / "a" / "eval.png").exists()
-    assert run_cli(args, capsys)[0] == 0
+    code, out, _ = run_cli([*args, "--limit", "3"], capsys)  # other data: the eval went
+    assert code == 0
     assert (
         not (tmp_path / "a" / "eval.json").exists() and not (tmp_path / "a" / "eval.png").exists()
     )
     assert "## Evaluation" not in (tmp_path / "a" / "README.md").read_text()
+    assert "removed the eval of the old data in a (the data changed): run datamill eval again" in (
+        " ".join(out.split())
+    )
+    code, out, _ = run_cli([*args, "--limit", "3"], capsys)  # nothing to remove: no line
+    assert code == 0 and "removed the eval" not in out
+
+
+def test_a_rerun_that_makes_the_same_data_keeps_its_eval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "constraints", "--model", "fake", "--limit", "2", "-o", "a", "-q", "--no-cache"]
+    assert run_cli(args, capsys)[0] == 0
+    results.write(tmp_path / "a", fake_result())
+    results.update_card(tmp_path / "a", fake_result())
+    before = (tmp_path / "a" / "eval.json").read_bytes()
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "removed the eval" not in out
+    assert (tmp_path / "a" / "eval.json").read_bytes() == before
+    assert (tmp_path / "a" / "eval.png").exists()
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert card.count("## Evaluation") == 1 and "<!-- /datamill:eval -->" in card
+    assert card.index("<!-- datamill:eval -->") > card.index("constraints")  # after the new card
+
+    # an eval.json from before data_sha256 was recorded says nothing of its data: it goes
+    legacy = json.loads(before)
+    del legacy["data_sha256"]
+    (tmp_path / "a" / "eval.json").write_text(json.dumps(legacy), encoding="utf-8")
+    code, out, _ = run_cli(args, capsys)
+    assert not (tmp_path / "a" / "eval.json").exists() and "removed the eval" in out
 
 
 # -- the whole path on a tiny model ---------------------------------------------------------------

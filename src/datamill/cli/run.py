@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..cachefile import resume_hint
 from ..errors import ConfigError, DatamillError
+from ..evalfiles import EVAL_FILE
 from ..pipeline.mix import short_line
 from ..pipeline.stats import Stats
 from .options import (
@@ -109,6 +110,8 @@ def run(
         folder, fingerprint(pipeline, limit, model, source.name if source is not None else None)
     )
 
+    had_eval = (folder / EVAL_FILE).is_file()
+
     async def go() -> object:
         holder: dict[str, Stats] = {}
         task = asyncio.create_task(
@@ -134,6 +137,12 @@ def run(
     result = asyncio.run(go())
     stats: Stats = result.stats  # type: ignore[attr-defined]
     _print_summary(result, stats, folder, cached=cache_arg is not False)
+    if had_eval and not (folder / EVAL_FILE).is_file():
+        out.print(
+            f"[yellow]removed the eval of the old data in {folder} (the data changed): "
+            "run datamill eval again[/]",
+            highlight=False,
+        )
     from ..pipeline.plan import comparison_lines
 
     for line in comparison_lines(getattr(result, "summary", {})):

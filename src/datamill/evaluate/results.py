@@ -3,8 +3,9 @@
 
 The card section sits between ``<!-- datamill:eval -->`` and ``<!-- /datamill:eval -->`` in the
 folder's ``README.md``: a new evaluation replaces the old one; a card without one gets it appended.
-A re-run of the recipe writes a fresh card (and removes ``eval.json``/``eval.png``, which
-described the old data).
+``eval.json`` records ``data_sha256``, the digest of the dataset folder's data files: a re-run of
+the recipe keeps the evaluation when its data is identical, and removes ``eval.json``/``eval.png``
+and the section when the data changed (``datamill.evalfiles``).
 
 Deliberately not here: computing the numbers (``evaluate.run``).
 """
@@ -17,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
-
-EVAL_FILE = "eval.json"
-PLOT_FILE = "eval.png"
-_START, _END = "<!-- datamill:eval -->", "<!-- /datamill:eval -->"
+from ..evalfiles import CARD_END as _END
+from ..evalfiles import CARD_START as _START
+from ..evalfiles import EVAL_FILE, PLOT_FILE, data_digest
 
 
 def pct(x: float | None) -> str:
@@ -147,9 +147,14 @@ def draw(result: dict[str, Any], path: Path) -> None:
 
 def write(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
     """Write ``eval.json`` and ``eval.png`` (a failed plot is noted in ``errors``, never fatal)
-    into ``folder``; return the result as written."""
+    into ``folder``; return the result as written. In a dataset folder it records
+    ``data_sha256``, the digest of the data it measured (:func:`~datamill.evalfiles.data_digest`)."""
     folder.mkdir(parents=True, exist_ok=True)
     result = dict(result)
+    result.pop("data_sha256", None)
+    digest = data_digest(folder)
+    if digest is not None:
+        result["data_sha256"] = digest
     try:
         tmp = folder / f".{PLOT_FILE}.tmp-{os.getpid()}.png"
         draw(result, tmp)

@@ -40,6 +40,7 @@ import yaml
 from .._process import pid_alive
 from ..atomic import write_atomic
 from ..errors import OutputError
+from ..evalfiles import carry_eval
 from ..licence_card import with_provenance
 from ..models.batch_api import batch_card_lines
 from ..report.mix import card_section as mix_card_section
@@ -376,6 +377,7 @@ class OutputFolder:
             write_atomic(
                 staged / "README.md", dataset_card(rows, summary, pipeline, report).encode()
             )
+            carry_eval(self.path, staged)  # kept only when the data is the data it measured
             write_atomic(staged / "run.json", _json(summary))
         except OSError as exc:
             if moved_failures:  # the failure records stay where the run left them
