@@ -529,3 +529,28 @@ def test_the_no_batch_api_line_names_the_server_the_call_and_what_to_do() -> Non
     assert "check the API key may use batches" in no_batch_api(
         "POST", "https://api.example.com/v1/batches", 401, "bad key"
     )
+
+
+def test_import_refuses_the_request_file_of_export_in_one_line(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "openai:gpt-4o-mini@http://127.0.0.1:9/v1", 2)
+    calls = tmp_path / "calls.jsonl"
+    done = cli_run(
+        ["batch", "export", str(recipe), "-o", str(calls), "--cache", "c.sqlite"], cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    done = cli_run(["batch", "import", str(calls), "--cache", "c.sqlite"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {calls} is a request file from `datamill batch export`; give the output file of "
+        "vLLM's run_batch (its -o)"
+    ]
+
+
+def test_a_result_line_without_a_status_never_says_http_none() -> None:
+    from datamill.models.batch_openai import outcome_of
+
+    kind, why = outcome_of({"custom_id": "x", "response": {"body": {}}}, None)
+    assert kind == "fail" and "None" not in str(why)
+    assert "no response.status_code and no error" in str(why)
+    kind, why = outcome_of({"custom_id": "x", "response": {"status_code": 400, "body": {}}}, None)
+    assert (kind, why) == ("fail", "batch request refused: HTTP 400")

@@ -66,9 +66,15 @@ def outcome_of(record: dict[str, Any], parse: Any) -> Outcome:
     message = ""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = str(body["error"].get("message") or "")
-    if status in (408, 429) or (isinstance(status, int) and status >= 500):
+    if not isinstance(status, int):  # no status to quote: say what the line lacks
+        return (
+            "fail",
+            "the line has no response.status_code and no error: not a batch output line",
+        )
+    if status in (408, 429) or status >= 500:
         return ("retry", f"HTTP {status}")
-    return ("fail", f"batch request refused: HTTP {status}: {message}"[:300])
+    said = f": {message}" if message else ""
+    return ("fail", f"batch request refused: HTTP {status}{said}"[:300])
 
 
 class OpenAIBatch(BatchAPI):

@@ -190,8 +190,21 @@ class Imported:
     foreign: int = 0  #: lines whose custom id no export made
 
 
+def is_request_line(record: dict[str, Any]) -> bool:
+    """Whether ``record`` is a batch request line (``custom_id`` + ``method``/``url``/``body``,
+    no ``response`` nor ``error``), as ``batch export`` writes, not an output line."""
+    return (
+        "custom_id" in record
+        and any(k in record for k in ("method", "url", "body"))
+        and "response" not in record
+        and "error" not in record
+    )
+
+
 def import_results(path: str | Path, cache: CallCache) -> Imported:
-    """Put the answers of a ``run_batch`` (or OpenAI batch) output file into ``cache``."""
+    """Put the answers of a ``run_batch`` (or OpenAI batch) output file into ``cache``.
+    Raises :class:`InputError` (one line) for a file that is not an output file: not JSON, or
+    the request file of :func:`export_calls` given by mistake."""
     from ..models.openai import OpenAIModel
 
     reader = OpenAIModel("batch-import", base_url="http://127.0.0.1/v1")  # parses, never sends
@@ -209,6 +222,15 @@ def import_results(path: str | Path, cache: CallCache) -> Imported:
                 raise InputError(
                     f"{source}:{number}: not JSON; give the output file of run_batch (-o)"
                 ) from None
+            if not isinstance(record, dict):
+                raise InputError(
+                    f"{source}:{number}: not a JSON object; give the output file of run_batch (-o)"
+                )
+            if is_request_line(record):
+                raise InputError(
+                    f"{source} is a request file from `datamill batch export`; give the output "
+                    "file of vLLM's run_batch (its -o)"
+                )
             ids = parse_custom_id(str(record.get("custom_id", "")))
             if ids is None:
                 done.foreign += 1
@@ -226,4 +248,12 @@ def import_results(path: str | Path, cache: CallCache) -> Imported:
     return done
 
 
-__all__ = ["ExportModel", "Exported", "Imported", "export_calls", "import_results", "served_name"]
+__all__ = [
+    "ExportModel",
+    "Exported",
+    "Imported",
+    "export_calls",
+    "import_results",
+    "is_request_line",
+    "served_name",
+]
