@@ -421,10 +421,19 @@ def test_export_run_batch_import_until_the_run_finishes_from_the_cache(tmp_path:
                 str(tmp_path / "x.jsonl"),
                 "--cache",
                 str(cache),
+                "--limit",
+                str(rows),
+                "--set",
+                "name=batch kill",
             ],
             cwd=tmp_path,
         )
-        assert "nothing to export" in done.stdout
+        # the command to run next carries the user's arguments (not export's -o)
+        assert done.stdout.strip() == (
+            f"nothing to export: the cache answers every call ({2 * rows}); "
+            f"`datamill run {recipe} --limit {rows} --set 'name=batch kill' --cache {cache}` "
+            "finishes from it"
+        )
 
         done = cli_run(["run", str(recipe), "-o", "out", "-q", "--cache", str(cache)], cwd=tmp_path)
         assert done.returncode == 0, done.stderr

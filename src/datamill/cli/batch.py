@@ -78,9 +78,10 @@ def export(
         )
     )
     if not done.requests:
+        command = run_command(recipe, limit, model_, set_, cache, input_)
         out.print(
             f"nothing to export: the cache answers every call ({done.cached}); "
-            f"`datamill run {recipe}` finishes from it",
+            f"`{command}` finishes from it",
             highlight=False,
         )
         return
@@ -91,6 +92,32 @@ def export(
         f"-o results.jsonl --model {served}; then: datamill batch import results.jsonl",
         highlight=False,
     )
+
+
+def run_command(
+    recipe: str,
+    limit: int | None,
+    models: list[str] | None,
+    sets: list[str] | None,
+    cache: Path | None,
+    input_: Path | None,
+) -> str:
+    """The ``datamill run`` command (shell-quoted) that makes the calls an export with these
+    arguments looked for: the same recipe, rows, models, overrides, cache and input."""
+    import shlex
+
+    args = ["datamill", "run", recipe]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    for spec in models or []:
+        args += ["--model", spec]
+    for value in sets or []:
+        args += ["--set", value]
+    if cache is not None:
+        args += ["--cache", str(cache)]
+    if input_ is not None:
+        args += ["--input", str(input_)]
+    return shlex.join(args)
 
 
 @app.command("import")
