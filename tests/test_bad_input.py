@@ -592,7 +592,7 @@ def test_one_megabyte_row_is_recorded_per_row_by_the_embedded_model(
     _write(workdir, {"r.yaml": recipe_text, "data.jsonl": rows})
     code, out, err = run_cli(["run", "r.yaml", "-o", "out", "-q", "--no-cache"], capsys)
     assert code == 0, err
-    assert "wrote 1 rows" in out
+    assert "wrote 1 row to" in out
     assert "1 row lost at text_generation: 1 request too long" in out
     [record] = _failures(workdir)
     assert record["reason"] == "request too long" and record["key"] == [0]

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
+from ..words import plural
 from .options import (
     CacheOption,
     InputOption,
@@ -87,7 +88,8 @@ def export(
         return
     served = done.models[0] if len(done.models) == 1 else "MODEL"
     out.print(
-        f"wrote {done.requests} requests to {done.path} ({done.cached} calls already cached). "
+        f"wrote {plural(done.requests, 'request')} to {done.path} "
+        f"({plural(done.cached, 'call')} already cached). "
         f"On the GPU box: python -m vllm.entrypoints.openai.run_batch -i {done.path.name} "
         f"-o results.jsonl --model {served}; then: datamill batch import results.jsonl",
         highlight=False,
@@ -137,11 +139,14 @@ def import_(
         done = import_results(results, store)
     finally:
         store.close()
-    line = f"imported {done.answers} answers into {store.path}"
+    line = f"imported {plural(done.answers, 'answer')} into {store.path}"
     if done.failed:
-        line += f"; {len(done.failed)} requests failed (first: {done.failed[0]})"
+        line += f"; {plural(len(done.failed), 'request')} failed (first: {done.failed[0]})"
     if done.foreign:
-        line += f"; {done.foreign} lines skipped (custom ids not made by datamill batch export)"
+        line += (
+            f"; {plural(done.foreign, 'line')} skipped (custom ids not made by datamill batch "
+            "export)"
+        )
     out.print(line, highlight=False)
     if not done.answers:
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ConfigError
+from ..words import plural
 
 out = Console()
 app = typer.Typer(
@@ -80,7 +81,7 @@ def pack(
     size = output.stat().st_size
     out.print(
         f"[bold green]wrote[/] {output}: {len(table.benchmarks)} benchmark(s) "
-        f"({', '.join(table.benchmarks)}), {len(table.ids)} items, {len(table.hashes):,} {n}-gram hashes, "
+        f"({', '.join(table.benchmarks)}), {plural(len(table.ids), 'item')}, {len(table.hashes):,} {n}-gram hashes, "
         f"{size / 1024:.0f} KiB",
         highlight=False,
     )

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..words import plural
+
 out = Console()
 
 
@@ -65,7 +67,10 @@ def push(
     )
     for warning in pushed.warnings:
         out.print(f"[yellow]licence warning:[/] {warning}", highlight=False)
-    out.print(f"[bold green]pushed[/] {len(pushed.files)} files to {pushed.url}", highlight=False)
+    out.print(
+        f"[bold green]pushed[/] {plural(len(pushed.files), 'file')} to {pushed.url}",
+        highlight=False,
+    )
     if not pushed.complete:
         out.print(
             "[yellow]note: this run was stopped early (see run.json 'stopped_by'): the dataset is partial[/]"

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from ..words import plural
 
 out = Console()
 
@@ -82,7 +83,7 @@ def report(
 def print_report(data: dict[str, Any], where: Path) -> None:
     from ..report.write import format_value
 
-    out.print(f"[bold]{data.get('name', where.name)}[/]: {data.get('rows', 0)} rows")
+    out.print(f"[bold]{data.get('name', where.name)}[/]: {plural(data.get('rows', 0), 'row')}")
     fields = data.get("fields") or {}
     if fields:
         table = Table(
@@ -141,10 +142,12 @@ def print_report(data: dict[str, Any], where: Path) -> None:
     topup = data.get("topup")
     if topup:
         state = "[green]reached[/]" if topup.get("reached") else "[yellow]not reached[/]"
-        cut = f"; {topup['trimmed']} surplus rows cut" if topup.get("trimmed") else ""
-        out.print(
-            f"target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}"
+        cut = f"; {plural(topup['trimmed'], 'surplus row')} cut" if topup.get("trimmed") else ""
+        target, tried = (
+            plural(topup.get("target_rows"), "row"),
+            plural(topup.get("attempts"), "source row"),
         )
+        out.print(f"target of {target} {state} after {tried} tried{cut}")
     print_mix(data.get("mix"))
     first = next((f.get("first_words") for f in fields.values() if f.get("first_words")), None)
     if first:

@@ -15,6 +15,7 @@ from ..errors import ConfigError, DatamillError
 from ..evalfiles import EVAL_FILE
 from ..pipeline.mix import short_line
 from ..pipeline.stats import Stats
+from ..words import plural
 from .options import (
     AddressOption,
     BatchOption,
@@ -233,7 +234,7 @@ def _print_summary(result: object, stats: Stats, folder: Path, *, cached: bool =
     previous = getattr(result, "previous_rows", None)
     if stats.rows_done:
         out.print(
-            f"[bold green]wrote {stats.rows_done} rows[/] to {folder}  "
+            f"[bold green]wrote {plural(stats.rows_done, 'row')}[/] to {folder}  "
             f"(model calls {stats.model_calls}, cache hits {stats.cache_hits}, "
             f"tokens {stats.prompt_tokens}+{stats.completion_tokens}, {stats.seconds:.1f}s)"
         )
@@ -246,7 +247,7 @@ def _print_summary(result: object, stats: Stats, folder: Path, *, cached: bool =
         if by_reason:  # e.g. "model default: 12 attempts retried (10 timeout, 2 server error 500)"
             detail = ", ".join(f"{n} {r}" for r, n in by_reason.items())
             out.print(
-                f"[yellow]model {name}: {sum(by_reason.values())} attempts retried ({detail})[/]",
+                f"[yellow]model {name}: {plural(sum(by_reason.values()), 'attempt')} retried ({detail})[/]",
                 highlight=False,
             )
     topup = topup_line(getattr(result, "summary", None) or {})
@@ -261,7 +262,7 @@ def _print_summary(result: object, stats: Stats, folder: Path, *, cached: bool =
         console.print(f"[red]{no_rows_line(result, stats, folder)}[/]", highlight=False)
     elif previous is not None and stats.rows_done < previous:
         console.print(
-            f"[yellow]warning: {folder} held {previous} rows from an earlier run; "
+            f"[yellow]warning: {folder} held {plural(previous, 'row')} from an earlier run; "
             f"this run replaced them with {stats.rows_done}[/]",
             highlight=False,
         )
@@ -281,7 +282,8 @@ def topup_line(summary: dict[str, Any]) -> str | None:
         cap = f" (--limit {summary['limit']} caps the source rows tried)"
     got = summary.get("yield")
     rate = f"; yield {got:.2f} rows per source row" if isinstance(got, (int, float)) else ""
-    return f"target of {target} rows {state} after {summary.get('attempts')} source rows tried{cap}{rate}"
+    tried = plural(summary.get("attempts"), "source row")
+    return f"target of {plural(target, 'row')} {state} after {tried} tried{cap}{rate}"
 
 
 def no_rows_line(result: object, stats: Stats, folder: Path) -> str:
@@ -292,7 +294,7 @@ def no_rows_line(result: object, stats: Stats, folder: Path) -> str:
     side = getattr(result, "failed_attempt", None)
     previous = getattr(result, "previous_rows", None)
     kept = (
-        f"the earlier dataset in {folder} ({previous} rows) is kept"
+        f"the earlier dataset in {folder} ({plural(previous, 'row')}) is kept"
         if previous is not None
         else f"no data file written to {folder} (datasets cannot load a dataset of 0 rows)"
     )

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..rows import KeyedRow, Row
+from ..words import plural
 
 #: how far the targets' sum may be from 1
 SUM_SLACK = 1e-6
@@ -139,7 +140,7 @@ class Mix:
         )
         hint = f"use target_rows of at least {fits}" if fits else "raise mix.tolerance"
         raise ConfigError(
-            f"mix: {total} rows cannot meet the targets within tolerance {self.tolerance:g} "
+            f"mix: {plural(total, 'row')} cannot meet the targets within tolerance {self.tolerance:g} "
             f"in whole rows ({self.counts(total)}); {hint}"
         )
 
@@ -213,7 +214,7 @@ def short_line(summary: dict[str, Any]) -> str | None:
     if not isinstance(mix, dict) or not mix.get("short"):
         return None
     parts = ", ".join(
-        f"{p} {mix['rows'][p]} of {mix['target_counts'][p]} rows ({mix['actual'][p]:.2f}, target {mix['targets'][p]:.2f})"
+        f"{p} {mix['rows'][p]} of {plural(mix['target_counts'][p], 'row')} ({mix['actual'][p]:.2f}, target {mix['targets'][p]:.2f})"
         for p in mix["short"]
     )
     state = "within" if mix.get("within_tolerance") else "not within"
@@ -232,7 +233,7 @@ def short_line(summary: dict[str, Any]) -> str | None:
     else:
         why = f"the cap, max_attempts {summary.get('max_attempts')}"
     return (
-        f"mix by {mix['by']} fell short after {summary.get('attempts')} source rows tried "
+        f"mix by {mix['by']} fell short after {plural(summary.get('attempts'), 'source row')} tried "
         f"({why}): {parts}; the shares are {state} tolerance {mix['tolerance']:g}; {fix}"
     )
 

@@ -43,6 +43,7 @@ from ..models.embeddings import embedding_cache
 from ..pricing import Price, PriceTable
 from ..rows import Row
 from ..steps.base import Context, Step
+from ..words import plural
 from .assembly import BuiltModels, RunAssembly, batched
 from .budget import Budget, prompt_tokens
 from .cache import CallCache
@@ -174,7 +175,7 @@ def _rows_tried(
         cap if survival == 0 else min(cap, max(min(len(rows), cap), math.ceil(target / survival)))
     )
     notes.append(
-        f"top-up to {target} rows: about {tried} source rows tried, at the preview's survival rate ({survival:.0%})"
+        f"top-up to {plural(target, 'row')}: about {plural(tried, 'source row')} tried, at the preview's survival rate ({survival:.0%})"
         + (
             f"; --limit {limit} caps the source rows tried"
             if limit is not None and limit == cap

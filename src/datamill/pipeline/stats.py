@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..words import plural
+
 
 def yield_lines(verification: dict[str, dict[str, Any]] | None) -> list[str]:
     """Human lines, one per verifier, from ``run.json``'s ``verification`` section (verifier →
@@ -130,7 +132,7 @@ class Stats:
         for step, reasons in self.failures_by_step.items():
             total = sum(reasons.values())
             detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-            lines.append(f"{total} row{'s' if total != 1 else ''} lost at {step}: {detail}")
+            lines.append(f"{plural(total, 'row')} lost at {step}: {detail}")
         return lines
 
     _COUNTERS = (

@@ -23,6 +23,7 @@ from ..errors import DatamillError
 from ..pipeline.graph import Pipeline
 from ..pipeline.run import RunResult, arun_pipeline
 from ..pipeline.stats import Stats
+from ..words import plural
 
 _ids = itertools.count(1)
 
@@ -192,8 +193,7 @@ class Job:
         return self.progress().text
 
 
-def _count(n: Any, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+_count = plural  # the web app's lines count as the CLI's do
 
 
 def topup_line(summary: dict[str, Any]) -> str:
