@@ -153,8 +153,24 @@ def test_forecast_round_trips_and_checks_its_fingerprint(tmp_path: Path) -> None
 
 
 def test_bad_preview_size_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--preview"):
+    with pytest.raises(ConfigError, match="--preview must be at least 1 row, got 0: .*--preview 1"):
         plan_pipeline(chain(FakeModel()), preview_rows=0)
+
+
+def test_plan_of_a_model_it_cannot_reach_says_the_preview_needs_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = "openai:gpt-4o-mini@http://127.0.0.1:9/v1"  # nothing listens on port 9
+    args = ["plan", "instructions-basic", "--model", spec, "--no-cache", "-o", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--preview", "1"])
+    assert done.value.code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot reach http://127.0.0.1:9/v1")
+    assert line.endswith(
+        "`datamill plan` measures a preview of 1 row on the model, so it needs the model to "
+        "answer (a hosted model: the network and its API key)"
+    )
 
 
 def test_cli_plan_prints_the_forecast_and_run_compares(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .._sync import run_sync
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelUnavailable
 from ..io.sources import Source
 from ..models.base import Completion, Model
 from ..models.embeddings import embedding_cache
@@ -262,12 +262,22 @@ async def aplan_pipeline(
     ``batch``: the run will use ``--batch``; batched models (that, or their ``batch`` option)
     are priced at their batch price, their preview still runs online."""
     if preview_rows < 1:
-        raise ConfigError(f"--preview must be at least 1 row, got {preview_rows}")
+        raise ConfigError(
+            f"--preview must be at least 1 row, got {preview_rows}: the forecast's completion "
+            "tokens, time and cost are measured on the model's answers to a preview (there is "
+            "no forecast without one); --preview 1 is the cheapest"
+        )
     src, rows = load_checked(pipeline, source, limit)
     prices = prices if prices is not None else PriceTable.load()
-    preview = await _run_preview(
-        pipeline, rows, src, model=model, preview_rows=preview_rows, prices=prices, cache=cache
-    )
+    try:
+        preview = await _run_preview(
+            pipeline, rows, src, model=model, preview_rows=preview_rows, prices=prices, cache=cache
+        )
+    except ModelUnavailable as exc:
+        raise ModelUnavailable(
+            f"{exc}. `datamill plan` measures a preview of {plural(preview_rows, 'row')} on the "
+            "model, so it needs the model to answer (a hosted model: the network and its API key)"
+        ) from None
     stats = preview.stats
     notes: list[str] = []
     tried = _rows_tried(pipeline, rows, stats, notes, limit)
