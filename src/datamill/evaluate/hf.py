@@ -101,13 +101,14 @@ def quiet() -> Iterator[None]:
         yield
         return
     import datasets
-    from datasets.utils import logging as dlog
-    from transformers.utils import logging as tlog
 
-    try:  # its tqdm is the plain one, not behind transformers' switch
-        from transformers import modeling_gguf_pytorch_utils as gguf_utils
-    except ImportError:  # pragma: no cover - an older transformers without GGUF loading
-        gguf_utils = None
+    # Any: these modules' switches are untyped
+    dlog: Any = importlib.import_module("datasets.utils.logging")
+    tlog: Any = importlib.import_module("transformers.utils.logging")
+    gguf_utils: Any = None
+    with contextlib.suppress(ImportError):  # an older transformers has no GGUF loader
+        # its tqdm is the plain one, not behind transformers' switch
+        gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
     saved = (tlog.get_verbosity(), tlog.is_progress_bar_enabled(), dlog.get_verbosity())
     saved_bars = datasets.is_progress_bar_enabled()
     saved_tqdm = getattr(gguf_utils, "tqdm", None)
