@@ -274,6 +274,8 @@ async def aplan_pipeline(
             pipeline, rows, src, model=model, preview_rows=preview_rows, prices=prices, cache=cache
         )
     except ModelUnavailable as exc:
+        if isinstance(exc, ConfigError):  # a missing key: its line already says the fix
+            raise
         raise ModelUnavailable(
             f"{exc}. `datamill plan` measures a preview of {plural(preview_rows, 'row')} on the "
             "model, so it needs the model to answer (a hosted model: the network and its API key)"
