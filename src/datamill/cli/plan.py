@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..words import plural
 from .options import BatchOption, CacheOption, InputOption, ModelOption, SetOption, load_with_models
 
 out = Console()
@@ -67,7 +68,7 @@ def plan(
     table = PriceTable.load(prices)
     source = source_from_path(input_) if input_ is not None else None
     cache_arg: bool | Path = False if no_cache else (cache or True)
-    with console.status(f"previewing {preview} row{'s' if preview != 1 else ''} on the model…"):
+    with console.status(f"previewing {plural(preview, 'row')} on the model…"):
         forecast = asyncio.run(
             aplan_pipeline(
                 pipeline,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..pricing import format_cost
+from ..words import plural
 from .budget import format_duration
 from .graph import Pipeline
 
@@ -166,7 +167,7 @@ class Forecast:
     def lines(self) -> list[str]:
         """The explanation printed under the table."""
         out = [
-            f"~ scaled from a preview of {self.preview_rows} row{'s' if self.preview_rows != 1 else ''} on the model "
+            f"~ scaled from a preview of {plural(self.preview_rows, 'row')} on the model "
             f"({format_duration(self.preview_seconds)} in calls, {self.tokens_per_second:.1f} completion tok/s, "
             f"parallelism {self.parallelism:.1f}); calls and prompt tokens without ~ are counted over every row "
             "with the model's tokenizer",

@@ -242,7 +242,7 @@ def _loss_notes(stats: Stats) -> list[str]:
         total = sum(reasons.values())
         detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
         notes.append(
-            f"the preview lost {total} row{'s' if total != 1 else ''} at {step} ({detail}); the forecast expects the run to lose the same share"
+            f"the preview lost {plural(total, 'row')} at {step} ({detail}); the forecast expects the run to lose the same share"
         )
     return notes
 

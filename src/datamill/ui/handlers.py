@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ConfigError, DatamillError
 from ..pipeline.stats import yield_lines
+from ..words import plural
 from . import builder, drafting, viewer
 from .form import FormValues
 from .hub import push
@@ -256,7 +257,7 @@ def open_view(
     if running is not None:
         failures = running.stats.failures_by_step if running.stats else {}
         lost = "  \n".join(
-            f"⚠ {sum(r.values())} row{'' if sum(r.values()) == 1 else 's'} lost at {step}: "
+            f"⚠ {plural(sum(r.values()), 'row')} lost at {step}: "
             + ", ".join(f"{n} {k}" for k, n in r.items())
             for step, r in failures.items()
         )

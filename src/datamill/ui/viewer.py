@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import InputError
 from ..pipeline.stats import yield_lines
 from ..rows import Row
+from ..words import plural
 from .jobs import topup_line
 
 MAX_CELL = 160  #: characters of a cell in the rows table
@@ -286,7 +287,7 @@ def render_losses(failures: list[dict[str, Any]], limit: int = 20) -> str:
         return ""
     n = len(failures)
     parts = [
-        f'<div class="dm-losses" id="dm-losses"><div class="dm-num">{n} row{"s" if n != 1 else ""} lost on the way</div>'
+        f'<div class="dm-losses" id="dm-losses"><div class="dm-num">{plural(n, "row")} lost on the way</div>'
     ]
     for f in failures[:limit]:
         raw = str(f.get("raw_output") or f.get("detail") or "")
@@ -342,7 +343,7 @@ def summary_markdown(view: FolderView) -> str:
     outcome and each verifier's yield."""
     run = view.run
     n = len(view.rows)
-    lines = [f"**{view.path}** — {n} row{'' if n == 1 else 's'} ({view.kind})"]
+    lines = [f"**{view.path}** — {plural(n, 'row')} ({view.kind})"]
     if view.running:
         lines.append("⏳ a run is writing this folder now; open it again when it finishes")
     if run:
@@ -365,7 +366,7 @@ def summary_markdown(view: FolderView) -> str:
             detail = ", ".join(
                 f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])
             )
-            lines.append(f"⚠ {total} row{'s' if total != 1 else ''} lost at {step}: {detail}")
+            lines.append(f"⚠ {plural(total, 'row')} lost at {step}: {detail}")
         topup = topup_line(run)
         if topup:
             lines.append(topup)
