@@ -59,7 +59,8 @@ def _rng(seed: int, index: int, column: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-#: the plain words YAML 1.1 reads as a boolean (a recipe keeps them as text in keys only)
+#: the plain words YAML 1.1 reads as a boolean (a recipe's YAML keeps them as text; data given
+#: from Python, or read with ``yaml.safe_load``, may hold bools for them)
 BOOL_WORDS = {
     True: ("on", "yes", "true", "On", "Yes", "True", "ON", "YES", "TRUE"),
     False: ("off", "no", "false", "Off", "No", "False", "OFF", "NO", "FALSE"),
@@ -67,9 +68,9 @@ BOOL_WORDS = {
 
 
 def _key(value: Any) -> str:
-    """How a parent value is looked up in ``cases``/``values`` (YAML keys may be str or int; a
-    recipe keeps ``yes:`` as a key's text while ``[yes, no]`` values are booleans, so a boolean
-    and each of its YAML words look up as ``"true"``/``"false"``)."""
+    """How a parent value is looked up in ``cases``/``values`` (YAML keys may be str or int;
+    recipe data given from Python may hold ``True`` where its YAML said ``yes``, so a boolean
+    and each of its YAML 1.1 words look up as ``"true"``/``"false"``)."""
     if isinstance(value, bool):
         return str(value).lower()
     for truth, words in BOOL_WORDS.items():
