@@ -319,3 +319,36 @@ def test_the_mixture_recipe_on_the_embedded_model(tmp_path: Path) -> None:
     assert run["mix"]["rows"] == {"qa": 5, "code": 3, "poem": 2}
     assert run["mix"]["within_tolerance"] is True
     assert sum(run["mix"]["tried"].values()) == run["attempts"]
+
+
+def test_a_mix_over_fixed_rows_first_feeds_each_part_its_count(tmp_path: Path) -> None:
+    """30 inline rows (10 per part), 10 wanted 5/3/2, nothing lost: 10 calls on the first rows
+    of each part, no row cut; a lossy part then gets rows beyond under keys of their own."""
+    tasks = ("qa", "code", "chat")
+    rows = [{"instruction": f"Code: {i}", "task": tasks[i % 3]} for i in range(30)]
+    fake = FakeModel()
+    p = Pipeline(
+        [TextGeneration(template="{{ instruction }}", output="response")],
+        source=rows,
+        models={"default": fake},
+        target_rows=10,
+        mix={"by": "task", "targets": TARGETS},
+    )
+    result = p.run(tmp_path / "a", cache=False)
+    assert len(fake.calls) == 10 and result.summary["attempts"] == 10
+    assert result.summary["mix"]["cut"] == {} and "trimmed" not in result.summary
+    assert sorted(r["instruction"] for r in result.rows) == sorted(
+        f"Code: {i}" for i in [0, 3, 6, 9, 12, 1, 4, 7, 2, 5]
+    )
+    lossy = Pipeline(
+        answer_and_filter(),
+        source=rows,
+        models={"default": FakeModel(code_fails_half)},
+        target_rows=10,
+        max_attempts=200,
+        mix={"by": "task", "targets": TARGETS},
+    )
+    result = lossy.run(tmp_path / "b", cache=False)
+    assert Counter(r["task"] for r in result.rows) == {"qa": 5, "code": 3, "chat": 2}
+    assert all("BROKEN" not in r["response"] for r in result.rows)
+    assert result.summary["mix"]["tried"]["code"] > 3 and result.summary["rounds"] > 1
