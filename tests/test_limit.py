@@ -72,3 +72,15 @@ def test_readme_mixture_minimum_target_rows() -> None:
         mix.check_total(6)
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert "the smallest is 10 (then 14, 16, 20, 22 and every N from 24)" in readme
+
+
+def test_datamill_report_shows_the_limit_like_the_run_line_and_the_card(tmp_path: Path) -> None:
+    every_third().run(tmp_path / "out", limit=4)
+    line = (
+        "target of 10 rows not reached after 4 source rows tried (--limit 4 caps the source "
+        "rows tried); yield 0.50 rows per source row"
+    )
+    assert f"- {line}\n" in (tmp_path / "out" / "README.md").read_text()
+    shown = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert shown.exit_code == 0, shown.output
+    assert line in " ".join(shown.output.split())

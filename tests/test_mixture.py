@@ -352,3 +352,41 @@ def test_a_mix_over_fixed_rows_first_feeds_each_part_its_count(tmp_path: Path) -
     assert Counter(r["task"] for r in result.rows) == {"qa": 5, "code": 3, "chat": 2}
     assert all("BROKEN" not in r["response"] for r in result.rows)
     assert result.summary["mix"]["tried"]["code"] > 3 and result.summary["rounds"] > 1
+
+
+def test_the_yield_counts_rows_the_steps_kept_and_the_mix_cuts_are_said_apart(
+    tmp_path: Path,
+) -> None:
+    """Nothing lost by the steps, rows cut by the mix: the yield is 1.00 (not kept / tried), and
+    the cut rows are named as the mix's in the run line, the card and ``datamill report``."""
+    from datamill import step
+    from datamill.io.sources import EmptyRows
+
+    tag = step(reads=["row"], writes=["task"])(
+        lambda r: {**r, "task": "qa" if r["row"] < 6 else "code"}
+    )
+    p = Pipeline(
+        [tag],
+        source=EmptyRows(20),
+        models={"default": FakeModel()},
+        target_rows=4,
+        mix={"by": "task", "targets": {"qa": 0.5, "code": 0.5}},
+    )
+    result = p.run(tmp_path / "out")
+    # round 1: rows 0-3, all qa; round 2: 4 more (4-7: qa, qa, code, code); 4 qa cut
+    assert [(r["row"], r["task"]) for r in result.rows] == [
+        (0, "qa"), (1, "qa"), (6, "code"), (7, "code"),
+    ]  # fmt: skip
+    summary = result.summary
+    assert (summary["attempts"], summary["yield"], summary["trimmed"]) == (8, 1.0, 4)
+    assert summary["mix"]["cut"] == {"qa": 4}
+    from datamill.cli.run import topup_line
+
+    line = (
+        "target of 4 rows reached after 8 source rows tried; yield 1.00 rows per source row; "
+        "4 rows cut by the mix"
+    )
+    assert topup_line(summary) == line
+    assert f"- {line}\n" in (tmp_path / "out" / "README.md").read_text()
+    shown = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert line in " ".join(shown.output.split()), shown.output

@@ -171,8 +171,9 @@ async def mixed(
     rounds.finish()
     reached = kept_counts is not None
     kept, cut_rows, stray = cut(final, mix, kept_counts or counts)
+    # the yield counts the rows that survived the steps; the mix's cuts are ``trimmed``
     info = topup_info(
-        target, len(kept), rounds, cap, limit_capped(len(rows), target, max_attempts, limit)
+        target, len(final), rounds, cap, limit_capped(len(rows), target, max_attempts, limit)
     )
     if len(final) > len(kept):
         info["trimmed"] = len(final) - len(kept)

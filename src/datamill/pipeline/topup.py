@@ -6,8 +6,8 @@ of them when the source has fewer, never more than the cap), then, while fewer t
 each round feeds more source rows — sized by the survival rate so far — until N survive or M
 source rows have been tried, and says which (``run.json``: ``target_rows``,
 ``reached``, ``attempts``, ``max_attempts``, ``rounds``, ``yield``: rows that survived every
-step — with verifiers dropping failed rows, verified rows — per source row tried). More than N
-survivors are cut to N. With rejection sampling (``samples: K`` then ``select_verified``) a
+step — with verifiers dropping failed rows, verified rows — per source row tried, before any
+cut). More than N survivors are cut to N (``trimmed``; with a mix, the mix's cuts). With rejection sampling (``samples: K`` then ``select_verified``) a
 source row counts once however many samples it took.
 
 New source rows continue the row index, so every new row has its own key and therefore its own
