@@ -179,7 +179,7 @@ def test_the_cap_stops_a_short_mix_and_says_which_part(tmp_path: Path) -> None:
         ({"by": "task", "targets": {"qa": 1.2, "code": -0.2}}, 10, "above 0"),
         ({"by": "task", "targets": TARGETS, "share": 1}, 10, "unknown field 'share'"),
         ({"by": "task", "targets": TARGETS}, None, "mix needs target_rows"),
-        ({"by": "task", "targets": TARGETS}, 7, "use target_rows of at least"),
+        ({"by": "task", "targets": TARGETS}, 7, "use target_rows 10, 14, 16, 20, 22 or any"),
     ],
 )
 def test_a_bad_mix_is_one_line_before_any_call(
@@ -390,3 +390,22 @@ def test_the_yield_counts_rows_the_steps_kept_and_the_mix_cuts_are_said_apart(
     assert f"- {line}\n" in (tmp_path / "out" / "README.md").read_text()
     shown = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
     assert line in " ".join(shown.output.split()), shown.output
+
+
+def test_a_target_rows_the_mix_cannot_meet_is_one_line_naming_the_totals_that_fit(
+    tmp_path: Path,
+) -> None:
+    from datamill.recipes.loader import load_recipe
+
+    path = tmp_path / "mix.yaml"
+    path.write_text(
+        "name: m\nsource:\n  rows: [{task: qa}, {task: code}, {task: chat}]\n"
+        "steps:\n  - text_generation: {output: q}\ntarget_rows: 15\n"
+        "mix:\n  by: task\n  targets: {qa: 0.5, code: 0.3, chat: 0.2}\n  tolerance: 0.02\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_recipe(str(path))
+    assert str(err.value) == (
+        f"{path}:7: mix: 15 rows cannot meet the targets within tolerance 0.02 in whole rows "
+        "(qa 8, code 4, chat 3); use target_rows 10, 14, 16, 20, 22 or any from 24"
+    )
