@@ -34,6 +34,7 @@ Deliberately not here: model-written columns (those are steps), mixtures (``mix`
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import random
 from collections.abc import Mapping
@@ -470,6 +471,33 @@ def _person(column: str, params: Mapping[str, Any]) -> Person:
     return Person(str(locale), list(fields), _ages(column, params, (18, 85)), faker)
 
 
+def _check_keys(
+    column: str,
+    sampler: Sampler,
+    known: Mapping[str, Any],
+    parent_values: set[str],
+    parent: Sampler | None,
+) -> None:
+    """:class:`SamplerError` for a ``cases``/``values`` key that is none of the parent's values
+    (a misspelling would never be drawn: its rows would silently take the default)."""
+    stray = [k for k in known if k not in parent_values]
+    if not stray:
+        return
+    shown = (
+        [str(v) for v in parent.choices]
+        if isinstance(parent, Category)
+        else sorted(parent_values, key=str)
+    )
+    hint = difflib.get_close_matches(stray[0], shown, n=1)
+    where = "values" if isinstance(sampler, Subcategory) else "cases"
+    raise SamplerError(
+        column,
+        f"{sampler.kind}: {where} key {stray[0]!r} is not a value of {sampler.parent}"
+        + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        + f"; its values: {', '.join(shown[:20])}",
+    )
+
+
 def build_samplers(
     specs: Mapping[str, Any], fields: Mapping[str, Any] | None = None
 ) -> dict[str, Sampler]:
@@ -500,6 +528,8 @@ def build_samplers(
         known = (
             sampler.options if isinstance(sampler, Subcategory) else getattr(sampler, "cases", {})
         )
+        if parent_values is not None:
+            _check_keys(column, sampler, known, parent_values, built.get(sampler.parent))
         if parent_values is not None and not getattr(sampler, "default", None):
             missing = sorted(parent_values - set(known))
             if missing:
