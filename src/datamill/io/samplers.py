@@ -34,14 +34,13 @@ Deliberately not here: model-written columns (those are steps), mixtures (``mix`
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, MissingDependency
+from ..errors import ConfigError, MissingDependency, did_you_mean
 from ..rows import Row
 from . import persona_parts
 from .sources import EmptyRows
@@ -488,13 +487,11 @@ def _check_keys(
         if isinstance(parent, Category)
         else sorted(parent_values, key=str)
     )
-    hint = difflib.get_close_matches(stray[0], shown, n=1)
     where = "values" if isinstance(sampler, Subcategory) else "cases"
     raise SamplerError(
         column,
         f"{sampler.kind}: {where} key {stray[0]!r} is not a value of {sampler.parent}"
-        + (f" (did you mean {hint[0]!r}?)" if hint else "")
-        + f"; its values: {', '.join(shown[:20])}",
+        f"{did_you_mean(stray[0], shown)}; its values: {', '.join(shown[:20])}",
     )
 
 

@@ -36,10 +36,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from ..io.sources import EmptyRows, Source
+from ..errors import did_you_mean
+from ..io.sources import EmptyRows, RowsSource, Source
 from ..rows import KeyedRow, Row
-from .draws import MAX_DRAWS_FACTOR, Draws, check_parts
+from .draws import MAX_DRAWS_FACTOR, Draws, PartError, check_parts
 from .mix import Mix, cut, outcome, part_of, tally
 from .rounds import (
     Rounds,
@@ -78,11 +78,26 @@ def source_pools(
     empty = [p for p, rs in pools.items() if not rs]
     if empty:
         seen = sorted({str(part_of(r, mix.by)) for r in rows})
-        raise ConfigError(
-            f"mix: no source row has {mix.by} = {empty[0]!r}, so that part can never be filled; "
-            f"the source's {mix.by} values are: {', '.join(seen[:10])}; fix mix.targets or the source"
+        raise PartError(
+            empty[0],
+            f"mix: no source row has {mix.by} = {empty[0]!r}{did_you_mean(empty[0], seen)}, so "
+            f"that part can never be filled; the source's {mix.by} values are: "
+            f"{', '.join(seen[:10])}; fix mix.targets or the source",
         )
     return pools
+
+
+def check_source(pipeline: Pipeline, source: Source | None) -> None:
+    """:func:`source_pools`' refusals when a recipe is built (so its line can be named): for a
+    drawing source from its declared values, for inline rows from the rows; a file source is
+    checked when the run reads it."""
+    mix = pipeline.mix
+    if mix is None or any(mix.by in s.produces() for s in pipeline.steps):
+        return
+    if isinstance(source, EmptyRows):
+        check_parts(mix, source)
+    elif isinstance(source, RowsSource):
+        source_pools(mix, pipeline, source.rows(), source)
 
 
 def share_out(wanted: dict[str, int], room: int) -> dict[str, int]:
@@ -188,4 +203,4 @@ async def mixed(
     return kept, info
 
 
-__all__ = ["first_of_parts", "mixed", "share_out", "source_pools"]
+__all__ = ["check_source", "first_of_parts", "mixed", "share_out", "source_pools"]
