@@ -145,6 +145,7 @@ async def mixed(
     cap = attempts_cap(len(rows), target, max_attempts, limit)
     draws = None
     next_key = len(rows)  # a fixed source's rows fed again: keys past every source row's
+    batch: list[KeyedRow]
     if pools is None:
         batch = [((i,), r) for i, r in enumerate(rows[: first_round(rows, target, cap)])]
     elif isinstance(source, EmptyRows):
