@@ -114,7 +114,42 @@ CASES = [
             )
         },
         ["run", "r.yaml"],
-        "error: r.yaml:4: soruce: unknown field; allowed: <recipe fields>",
+        "error: r.yaml:4: soruce: unknown field (did you mean 'source'?); allowed: <recipe fields>",
+    ),
+    Case(
+        "step for steps",
+        {"r.yaml": recipe(INLINE_SOURCE + "step:\n  - text_generation: {}\n")},
+        ["run", "r.yaml"],
+        "error: r.yaml:6: step: unknown field (did you mean 'steps'?); allowed: <recipe fields>",
+    ),
+    Case(
+        "mix part the sampler never gives",
+        {
+            "r.yaml": recipe(
+                "source:\n  num_rows: 4\n  samplers:\n"
+                "    topic: {category: {values: [science, travel]}}\n"
+                "steps:\n  - text_generation: {}\ntarget_rows: 10\n"
+                "mix:\n  by: topic\n  targets:\n    science: 0.5\n    trvel: 0.5\n"
+            )
+        },
+        ["run", "r.yaml"],
+        "error: r.yaml:15: mix: the source never gives topic = 'trvel' (did you mean 'travel'?) "
+        "(not one of its values, or its weight is 0), so that part can never be filled; it "
+        "gives: science, travel; fix mix.targets or the sampler of topic",
+    ),
+    Case(
+        "mix part no inline row has",
+        {
+            "r.yaml": recipe(
+                "source:\n  rows: [{instruction: a, task: qa}, {instruction: b, task: code}]\n"
+                "steps:\n  - text_generation: {}\ntarget_rows: 10\n"
+                "mix: {by: task, targets: {qa: 0.5, cod: 0.5}}\n"
+            )
+        },
+        ["run", "r.yaml"],
+        "error: r.yaml:9: mix: no source row has task = 'cod' (did you mean 'code'?), so that "
+        "part can never be filled; the source's task values are: code, qa; fix mix.targets or "
+        "the source",
     ),
     Case(
         "no steps",
@@ -148,7 +183,8 @@ CASES = [
             )
         },
         ["run", "r.yaml"],
-        "error: r.yaml:7: step 1 (text_generation): temprature: unknown parameter; allowed: <text_generation parameters>",
+        "error: r.yaml:7: step 1 (text_generation): temprature: unknown parameter (did you mean "
+        "'temperature'?); allowed: <text_generation parameters>",
     ),
     Case(
         "parameter of the wrong type",
@@ -253,7 +289,15 @@ CASES = [
         "--set names no step",
         {"r.yaml": RECIPE, "data.jsonl": GOOD_ROWS},
         ["run", "r.yaml", "--set", "nostep.x=1"],
-        "error: --set 'nostep.x=1': no field or step named 'nostep' in the recipe",
+        "error: --set 'nostep.x=1': no field or step named 'nostep' in the recipe (did you mean "
+        "'steps'?)",
+    ),
+    Case(
+        "--set misspells a step",
+        {"r.yaml": RECIPE, "data.jsonl": GOOD_ROWS},
+        ["run", "r.yaml", "--set", "text_generaton.max_tokens=5"],
+        "error: --set 'text_generaton.max_tokens=5': no field or step named 'text_generaton' in "
+        "the recipe (did you mean 'text_generation'?)",
     ),
     Case(
         "--model unknown backend",

@@ -68,7 +68,24 @@ def test_readme_mixture_minimum_target_rows() -> None:
     assert fits == [10, 14, 16, 20, 22, *range(24, 60)]
     loose = Mix.parse({**mix.__dict__, "tolerance": 0.05})
     assert min(n for n in range(1, 60) if loose.within(shares(loose.counts(n)))) == 4
-    with pytest.raises(ConfigError, match="use target_rows of at least 10"):
-        mix.check_total(6)
+    assert mix.fitting_totals() == ([10, 14, 16, 20, 22], 24)
+    assert loose.fitting_totals() == ([4, 6, 8], 10)
+    for wrong in (6, 15, 23):  # 15 and 23 are above 14 yet do not fit: every fit is named
+        with pytest.raises(ConfigError) as err:
+            mix.check_total(wrong)
+        assert str(err.value).endswith("; use target_rows 10, 14, 16, 20, 22 or any from 24")
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert "the smallest is 10 (then 14, 16, 20, 22 and every N from 24)" in readme
+    assert "(`use target_rows 10, 14, 16, 20, 22 or any from 24`)" in readme
+
+
+def test_datamill_report_shows_the_limit_like_the_run_line_and_the_card(tmp_path: Path) -> None:
+    every_third().run(tmp_path / "out", limit=4)
+    line = (
+        "target of 10 rows not reached after 4 source rows tried (--limit 4 caps the source "
+        "rows tried); yield 0.50 rows per source row"
+    )
+    assert f"- {line}\n" in (tmp_path / "out" / "README.md").read_text()
+    shown = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert shown.exit_code == 0, shown.output
+    assert line in " ".join(shown.output.split())

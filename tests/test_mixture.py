@@ -179,7 +179,7 @@ def test_the_cap_stops_a_short_mix_and_says_which_part(tmp_path: Path) -> None:
         ({"by": "task", "targets": {"qa": 1.2, "code": -0.2}}, 10, "above 0"),
         ({"by": "task", "targets": TARGETS, "share": 1}, 10, "unknown field 'share'"),
         ({"by": "task", "targets": TARGETS}, None, "mix needs target_rows"),
-        ({"by": "task", "targets": TARGETS}, 7, "use target_rows of at least"),
+        ({"by": "task", "targets": TARGETS}, 7, "use target_rows 10, 14, 16, 20, 22 or any"),
     ],
 )
 def test_a_bad_mix_is_one_line_before_any_call(
@@ -319,3 +319,93 @@ def test_the_mixture_recipe_on_the_embedded_model(tmp_path: Path) -> None:
     assert run["mix"]["rows"] == {"qa": 5, "code": 3, "poem": 2}
     assert run["mix"]["within_tolerance"] is True
     assert sum(run["mix"]["tried"].values()) == run["attempts"]
+
+
+def test_a_mix_over_fixed_rows_first_feeds_each_part_its_count(tmp_path: Path) -> None:
+    """30 inline rows (10 per part), 10 wanted 5/3/2, nothing lost: 10 calls on the first rows
+    of each part, no row cut; a lossy part then gets rows beyond under keys of their own."""
+    tasks = ("qa", "code", "chat")
+    rows = [{"instruction": f"Code: {i}", "task": tasks[i % 3]} for i in range(30)]
+    fake = FakeModel()
+    p = Pipeline(
+        [TextGeneration(template="{{ instruction }}", output="response")],
+        source=rows,
+        models={"default": fake},
+        target_rows=10,
+        mix={"by": "task", "targets": TARGETS},
+    )
+    result = p.run(tmp_path / "a", cache=False)
+    assert len(fake.calls) == 10 and result.summary["attempts"] == 10
+    assert result.summary["mix"]["cut"] == {} and "trimmed" not in result.summary
+    assert sorted(r["instruction"] for r in result.rows) == sorted(
+        f"Code: {i}" for i in [0, 3, 6, 9, 12, 1, 4, 7, 2, 5]
+    )
+    lossy = Pipeline(
+        answer_and_filter(),
+        source=rows,
+        models={"default": FakeModel(code_fails_half)},
+        target_rows=10,
+        max_attempts=200,
+        mix={"by": "task", "targets": TARGETS},
+    )
+    result = lossy.run(tmp_path / "b", cache=False)
+    assert Counter(r["task"] for r in result.rows) == {"qa": 5, "code": 3, "chat": 2}
+    assert all("BROKEN" not in r["response"] for r in result.rows)
+    assert result.summary["mix"]["tried"]["code"] > 3 and result.summary["rounds"] > 1
+
+
+def test_the_yield_counts_rows_the_steps_kept_and_the_mix_cuts_are_said_apart(
+    tmp_path: Path,
+) -> None:
+    """Nothing lost by the steps, rows cut by the mix: the yield is 1.00 (not kept / tried), and
+    the cut rows are named as the mix's in the run line, the card and ``datamill report``."""
+    from datamill import step
+    from datamill.io.sources import EmptyRows
+
+    tag = step(reads=["row"], writes=["task"])(
+        lambda r: {**r, "task": "qa" if r["row"] < 6 else "code"}
+    )
+    p = Pipeline(
+        [tag],
+        source=EmptyRows(20),
+        models={"default": FakeModel()},
+        target_rows=4,
+        mix={"by": "task", "targets": {"qa": 0.5, "code": 0.5}},
+    )
+    result = p.run(tmp_path / "out")
+    # round 1: rows 0-3, all qa; round 2: 4 more (4-7: qa, qa, code, code); 4 qa cut
+    assert [(r["row"], r["task"]) for r in result.rows] == [
+        (0, "qa"), (1, "qa"), (6, "code"), (7, "code"),
+    ]  # fmt: skip
+    summary = result.summary
+    assert (summary["attempts"], summary["yield"], summary["trimmed"]) == (8, 1.0, 4)
+    assert summary["mix"]["cut"] == {"qa": 4}
+    from datamill.cli.run import topup_line
+
+    line = (
+        "target of 4 rows reached after 8 source rows tried; yield 1.00 rows per source row; "
+        "4 rows cut by the mix"
+    )
+    assert topup_line(summary) == line
+    assert f"- {line}\n" in (tmp_path / "out" / "README.md").read_text()
+    shown = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert line in " ".join(shown.output.split()), shown.output
+
+
+def test_a_target_rows_the_mix_cannot_meet_is_one_line_naming_the_totals_that_fit(
+    tmp_path: Path,
+) -> None:
+    from datamill.recipes.loader import load_recipe
+
+    path = tmp_path / "mix.yaml"
+    path.write_text(
+        "name: m\nsource:\n  rows: [{task: qa}, {task: code}, {task: chat}]\n"
+        "steps:\n  - text_generation: {output: q}\ntarget_rows: 15\n"
+        "mix:\n  by: task\n  targets: {qa: 0.5, code: 0.3, chat: 0.2}\n  tolerance: 0.02\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_recipe(str(path))
+    assert str(err.value) == (
+        f"{path}:7: mix: 15 rows cannot meet the targets within tolerance 0.02 in whole rows "
+        "(qa 8, code 4, chat 3); use target_rows 10, 14, 16, 20, 22 or any from 24"
+    )

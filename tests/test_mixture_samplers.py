@@ -179,3 +179,52 @@ def test_one_column_of_a_row_is_drawn_alone_as_the_whole_row_has_it() -> None:
     )
     assert sorted(hard_only.possible("topic") or []) == ["limits", "proofs"]
     assert sorted(hard_only.possible("steps") or []) == [5, 6]
+
+
+MIX_RECIPE = """name: mixed
+source:
+  num_rows: 50
+  seed: 7
+  samplers:
+    topic: {category: {values: [science, cooking, travel], weights: [3, 1, 1]}}
+steps:
+  - text_generation: {template: "A question about {{ topic }}", output: response}
+target_rows: 10
+max_attempts: 100
+mix:
+  by: topic
+  targets: {science: 0.5, cooking: 0.3, travel: 0.2}
+  tolerance: 0.02
+"""
+
+
+def test_a_mix_over_a_larger_source_pays_for_about_each_parts_count(tmp_path: Path) -> None:
+    """50 source rows, 10 wanted 5/3/2: the first round feeds each part its count (10 calls,
+    not 50 with 40 cut); the same recipe gives the same rows."""
+    from datamill import ModelSettings
+    from datamill.recipes.loader import load_recipe
+
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIX_RECIPE)
+    runs = []
+    for out in ("a", "b"):
+        fake = FakeModel()
+        p = load_recipe(str(path))
+        p.models = {"default": ModelSettings(spec=fake)}
+        result = p.run(tmp_path / out, cache=False)
+        runs.append(result.rows)
+        assert len(fake.calls) == 10 and result.summary["attempts"] == 10
+        assert result.summary["rounds"] == 1 and "trimmed" not in result.summary
+        assert result.summary["mix"]["cut"] == {} and result.summary["mix"]["tried"] == {
+            "science": 5,
+            "cooking": 3,
+            "travel": 2,
+        }
+    assert Counter(r["topic"] for r in runs[0]) == {"science": 5, "cooking": 3, "travel": 2}
+    source = load_recipe(str(path)).source
+    assert isinstance(source, SamplerSource)
+    for r in runs[0]:  # the first rows of each part, each the sampler's row of its index
+        assert r["topic"] == source.row(r["row"])["topic"]
+    firsts = [i for i in range(50) if source.row(i)["topic"] == "cooking"][:3]
+    assert sorted(r["row"] for r in runs[0] if r["topic"] == "cooking") == firsts
+    assert runs[0] == runs[1]

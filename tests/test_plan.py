@@ -122,6 +122,15 @@ def test_a_top_up_target_is_forecast_at_the_previews_survival_rate() -> None:
     assert any("top-up to 8 rows: about 12 source rows" in note for note in forecast.notes)
 
 
+def test_a_target_below_the_source_size_is_forecast_at_about_the_target() -> None:
+    """50 source rows, 10 wanted, none lost: the run tries about 10, and so does the plan."""
+    p = chain(FakeModel(sized), rows=50)
+    topped = Pipeline(p.steps, source=p.source, models=p.models, target_rows=10)
+    forecast = plan_pipeline(topped, preview_rows=3, prices=PriceTable())
+    assert forecast.rows == 10 and forecast.steps[0].calls == 10
+    assert any("top-up to 10 rows: about 10 source rows" in note for note in forecast.notes)
+
+
 def test_cost_uses_the_price_table_and_unknown_prices_say_so() -> None:
     prices = PriceTable(user={"fake": Price(input=2.0, output=8.0)}, defaults={})
     forecast = plan_pipeline(chain(FakeModel(sized)), preview_rows=3, prices=prices)

@@ -61,7 +61,8 @@ def test_unknown_parameter_names_file_line_step_and_allowed(tmp_path: Path) -> N
         load_recipe(str(path))
     msg = str(err.value)
     assert msg.startswith(
-        f"{path}:6: step 1 (text_generation): tempreture: unknown parameter; allowed: "
+        f"{path}:6: step 1 (text_generation): tempreture: unknown parameter (did you mean "
+        "'temperature'?); allowed: "
     )
     assert "temperature" in msg
 

@@ -252,3 +252,42 @@ def test_recipe_errors_point_at_the_column_line_before_any_call(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match="samplers need num_rows"):
         load_recipe(str(path))
+
+
+def test_a_misspelled_case_or_values_key_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A ``cases`` key that is none of the parent's known values would never be drawn (its rows
+    would quietly take the default): refused, naming the key, the values and the recipe line."""
+    path = tmp_path / "r.yaml"
+    words = (
+        "    words: {conditional: {on: topic, cases: {sciense: {integer: {low: 100, high: 200}}},"
+        " default: {uniform: {low: 20, high: 60, round: 0}}}}\n"
+    )
+    head = "name: r\nsource:\n  num_rows: 5\n  samplers:\n"
+    topic = "    topic: {category: {values: [science, cooking, travel], weights: [3, 1, 0]}}\n"
+    steps = "steps:\n  - text_generation: {template: '{{ topic }}'}\n"
+    path.write_text(head + topic + words + steps)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(str(path))
+    assert str(err.value) == (
+        f"{path}:6: source.samplers.words: conditional: cases key 'sciense' is not a value of "
+        "topic (did you mean 'science'?); its values: science, cooking, travel"
+    )
+    sub = "    sub: {subcategory: {of: topic, values: {science: [a], cooking: [b], travl: [c]}}}\n"
+    path.write_text(head + topic + sub + steps)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(str(path))
+    assert str(err.value) == (
+        f"{path}:6: source.samplers.sub: subcategory: values key 'travl' is not a value of "
+        "topic (did you mean 'travel'?); its values: science, cooking, travel"
+    )
+    # yes/no values meet yes/no keys; a value of weight 0 is still a value
+    ok = (
+        "    flag: {category: {values: [yes, no]}}\n"
+        "    tone: {conditional: {on: flag, cases: {yes: {category: [terse]}},"
+        " default: {category: [calm]}}}\n"
+        "    w: {conditional: {on: topic, cases: {travel: {integer: {low: 1, high: 2}}},"
+        " default: {integer: {low: 3, high: 4}}}}\n"
+    )
+    path.write_text(head + topic + ok + steps)
+    rows = load_recipe(str(path)).source.load()
+    assert all(r["tone"] == ("terse" if r["flag"] == "yes" else "calm") for r in rows)

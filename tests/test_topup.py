@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from datamill import ConfigError, FakeModel, Pipeline, TextGeneration, step
+from datamill import ConfigError, FakeModel, ModelSettings, Pipeline, TextGeneration, step
 from datamill.io.sources import EmptyRows
 from datamill.steps.dedup import ExactDedup
 
@@ -137,15 +137,47 @@ def test_a_second_run_is_served_from_the_cache(tmp_path: Path) -> None:
 
 def test_more_survivors_than_asked_are_cut_to_the_target(tmp_path: Path) -> None:
     p = Pipeline(
-        [step(reads=["row"])(lambda r: r)],
-        source=EmptyRows(8),
+        [step(reads=["row"])(lambda r: r if r["row"] % 3 else None)],
+        source=EmptyRows(40),
         models={"default": FakeModel()},
         target_rows=5,
     )
     result = p.run(tmp_path / "out")
-    assert (
-        len(result.rows) == 5 and result.summary["trimmed"] == 3 and result.summary["rounds"] == 1
+    # round 1: rows 0-4 → 1, 2, 4 survive (rate 0.6); round 2: ceil(2 / 0.6 × 1.2) = 4 rows,
+    # 5-8 → 5, 7, 8: six survivors, the last cut
+    assert [r["row"] for r in result.rows] == [1, 2, 4, 5, 7]
+    assert {k: result.summary[k] for k in ("attempts", "rounds", "trimmed")} == {
+        "attempts": 9,
+        "rounds": 2,
+        "trimmed": 1,
+    }
+
+
+def fake_calls(p: Pipeline, out: Path) -> tuple[list[dict], int, dict]:
+    """The rows, the model calls (no cache: a fresh folder and model each time), the summary."""
+    fake = FakeModel()
+    p.models = {"default": ModelSettings(spec=fake)}
+    result = p.run(out, cache=False)
+    return result.rows, len(fake.calls), result.summary
+
+
+def test_a_source_larger_than_the_target_pays_for_about_the_target(tmp_path: Path) -> None:
+    """The first round tries the target's rows, not the whole source (50 rows for 10 once
+    cost 50 calls and cut 40 rows); a filter's losses are made up from the rate seen."""
+    gen = TextGeneration(template="about {{ row }}", output="text")
+    every = Pipeline([gen], source=EmptyRows(50), target_rows=10)
+    rows, calls, summary = fake_calls(every, tmp_path / "a")
+    assert [r["row"] for r in rows] == list(range(10)) and calls == 10
+    assert summary["attempts"] == 10 and summary["rounds"] == 1 and "trimmed" not in summary
+    lossy = Pipeline(
+        [gen, step(reads=["row"])(keep_every_third)], source=EmptyRows(50), target_rows=10
     )
+    rows, calls, summary = fake_calls(lossy, tmp_path / "b")
+    # round 1: rows 0-9 → 4 survive (0.4); round 2: ceil(6 / 0.4 × 1.2) = 18 rows (10-27)
+    assert [r["row"] for r in rows] == list(range(0, 30, 3)) and calls == 28
+    assert summary["attempts"] == 28 and summary["rounds"] == 2
+    again, calls_again, _ = fake_calls(lossy, tmp_path / "c")
+    assert again == rows and calls_again == calls
 
 
 def test_recipes_ask_for_target_rows(tmp_path: Path) -> None:

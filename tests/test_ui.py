@@ -405,10 +405,13 @@ def test_topup_line_says_whether_the_row_target_was_reached() -> None:
     reached = {"target_rows": 3, "reached": True, "attempts": 6, "max_attempts": 12, "trimmed": 1}
     assert (
         topup_line(reached)
-        == "target of 3 rows reached after 6 source rows tried (1 row beyond it cut)"
+        == "target of 3 rows reached after 6 source rows tried; 1 surplus row cut"
     )
     short = {"target_rows": 3, "reached": False, "attempts": 12, "max_attempts": 12}
-    assert topup_line(short) == "target of 3 rows not reached: 12 of at most 12 source rows tried"
+    assert (
+        topup_line(short)
+        == "target of 3 rows not reached after 12 source rows tried (the cap, max_attempts 12)"
+    )
 
 
 def test_failed_job_reports_one_line(tmp_path: Path) -> None:
@@ -479,7 +482,10 @@ def test_preview_that_reaches_its_attempt_cap_shows_what_it_got_and_why() -> Non
         handlers.run_preview(form(max_tokens=8, preview_rows=2, num_rows=20))
     )  # every answer is cut
     cap = builder.attempt_cap(builder.DatasetSpec(system_prompt="x", technique="prompting"), 2)
-    assert f"target of 2 rows not reached: {cap} of at most {cap} source rows tried" in status
+    assert (
+        f"target of 2 rows not reached after {cap} source rows tried (the cap, max_attempts {cap})"
+        in status
+    )
     assert f"{cap} rows lost at answer: {cap} truncated at max_tokens" in status
     assert "no rows" in rows_html and f"{cap} rows lost on the way" in rows_html
     assert rows_html.count('class="dm-lost"') == cap
@@ -701,7 +707,10 @@ def test_verified_math_on_text_that_is_no_math_says_so(tmp_path: Path) -> None:
     # the default fake writes words, never a final number: nothing verifies, and the page says why
     status, rows_html = last(handlers.run_preview(VERIFIED.but(preview_rows=1, num_rows=1)))
     cap = builder.attempt_cap(builder.DatasetSpec(system_prompt="", kind="verified"), 1)
-    assert f"target of 1 row not reached: {cap} of at most {cap} source rows tried" in status
+    assert (
+        f"target of 1 row not reached after {cap} source row{'' if cap == 1 else 's'} tried (the cap, max_attempts {cap})"
+        in status
+    )
     assert f"yield verify_math: 0 of {4 * cap} verified (0%); {4 * cap} no answer found" in status
     assert "no rows" in rows_html
 

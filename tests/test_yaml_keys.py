@@ -1,6 +1,8 @@
-"""Recipe keys YAML 1.1 reads as booleans (``on``/``off``/``yes``/``no``): a recipe's text keeps
-them as the words written (``conditional: {on: topic}`` as the README shows), and no error line
-names a parameter ``True``/``False``, from recipe text or from a recipe given as data."""
+"""Words YAML 1.1 reads as booleans (``on``/``off``/``yes``/``no``/``y``/``n``): a recipe's text
+follows YAML 1.2's core schema, so keys and values stay the words written (``conditional: {on:
+topic}`` as the README shows, ``values: [yes, no]`` draws words), boolean fields still take
+``yes``/``on``, and no error line names a parameter ``True``/``False``, from recipe text or from a
+recipe given as data."""
 
 from __future__ import annotations
 
@@ -48,8 +50,7 @@ def test_readme_conditional_on_runs_from_yaml_text(tmp_path: Path) -> None:
 
 
 def test_yes_no_case_keys_match_yes_no_values(tmp_path: Path) -> None:
-    """``values: [yes, no]`` are booleans, ``cases: {yes: …, no: …}`` keys stay words: they
-    still meet."""
+    """``values: [yes, no]`` and ``cases: {yes: …, no: …}`` keys are both words: they meet."""
     path = recipe(
         tmp_path,
         "    topic: {category: {values: [yes, no]}}\n"
@@ -57,9 +58,9 @@ def test_yes_no_case_keys_match_yes_no_values(tmp_path: Path) -> None:
         " no: {integer: {low: 50, high: 60}}}}}\n",
     )
     rows = on_fake(load_recipe(str(path))).run(tmp_path / "out").rows
-    assert {r["topic"] for r in rows} == {True, False}
+    assert {r["topic"] for r in rows} == {"yes", "no"}
     for r in rows:
-        assert (1 <= r["words"] <= 5) if r["topic"] else (50 <= r["words"] <= 60)
+        assert (1 <= r["words"] <= 5) if r["topic"] == "yes" else (50 <= r["words"] <= 60)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_set_reaches_an_on_key_written_in_the_recipe(tmp_path: Path) -> None:
         "    topic: {category: [a]}\n    level: {category: [x]}\n"
         "    words: {conditional: {on: topic, cases: {a: {integer: {low: 1, high: 2}}}}}\n",
     )
-    with pytest.raises(ConfigError, match="conditional: no entry in cases .* for level='x'"):
+    with pytest.raises(ConfigError, match="conditional: cases key 'a' is not a value of level"):
         load_recipe(str(path), ["source.samplers.words.conditional.on=level"])
 
 
@@ -139,9 +140,61 @@ def test_boolean_keys_in_recipe_data() -> None:
         assert "quote it" in message and "True" not in message and "False" not in message
 
 
-def test_load_yaml_keeps_key_words_and_reads_values_as_before() -> None:
-    data = load_yaml("a: {on: x, No: y, 'yes': z}\nb: [on, off]\nc: {true: 1}\n")
-    assert data == {"a": {"on": "x", "No": "y", "yes": "z"}, "b": [True, False], "c": {"true": 1}}
+def test_load_yaml_reads_booleans_as_yaml_1_2_core() -> None:
+    data = load_yaml(
+        "a: {on: x, No: y, 'yes': z}\nb: [on, off, yes, no, Y, n, YES, Off]\nc: {true: 1}\n"
+        "d: [true, True, FALSE, tRuE, 'true', !!bool yes]\ne: [1, 1.5, null, ~]\n"
+    )
+    assert data == {
+        "a": {"on": "x", "No": "y", "yes": "z"},
+        "b": ["on", "off", "yes", "no", "Y", "n", "YES", "Off"],
+        "c": {"true": 1},
+        "d": [True, True, False, True, "true", True],
+        "e": [1, 1.5, None, None],
+    }
+
+
+YN = (
+    "    urgent: {category: {values: [yes, no]}}\n"
+    "    switch: {category: {values: [on, off]}}\n"
+    "    tone: {conditional: {on: urgent, cases: {yes: {category: {values: [terse]}},"
+    " no: {category: {values: [relaxed]}}}}}\n"
+)
+
+
+def test_yes_no_on_off_values_stay_words_in_rows_prompts_and_parquet(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    steps = '  - text_generation: {template: "{{ tone }} {{ urgent }} {{ switch }}", output: r}\n'
+    pipeline = on_fake(load_recipe(str(recipe(tmp_path, YN, steps))))
+    fake = pipeline.models["default"].spec
+    rows = pipeline.run(tmp_path / "out").rows
+    assert {r["urgent"] for r in rows} == {"yes", "no"}
+    assert {r["switch"] for r in rows} == {"on", "off"}
+    for r in rows:
+        assert r["tone"] == ("terse" if r["urgent"] == "yes" else "relaxed"), r
+    prompts = {c.messages[-1]["content"] for c in fake.calls if c.messages}
+    assert prompts and all("True" not in p and "False" not in p for p in prompts), prompts
+    assert {p.split()[1] for p in prompts} == {"yes", "no"}
+    (data,) = sorted((tmp_path / "out" / "data").glob("*.parquet"))
+    schema = pq.read_schema(data)
+    assert str(schema.field("urgent").type) == "string"
+    assert str(schema.field("switch").type) == "string"
+
+
+def test_boolean_fields_still_take_yes_on_words(tmp_path: Path) -> None:
+    """pydantic's lax bool reads ``no``/``yes``/``on``/``off`` from the recipe and from ``--set``."""
+    steps = (
+        '  - text_generation: {template: "{{ topic }}", output: r}\n'
+        "  - format_sft: {instruction: topic, response: r, keep_columns: no}\n"
+    )
+    path = recipe(tmp_path, "    topic: {category: [a]}\n", steps)
+    assert load_recipe(str(path)).steps[-1].keep_columns is False
+    for word, want in (("yes", True), ("on", True), ("off", False), ("True", True)):
+        p = load_recipe(str(path), [f"format_sft.keep_columns={word}"])
+        assert p.steps[-1].keep_columns is want, word
+    with pytest.raises(ConfigError, match="keep_columns: Input should be a valid boolean"):
+        load_recipe(str(path), ["format_sft.keep_columns=maybe"])
 
 
 def test_the_readme_sampler_block_loads_as_written(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ raises ``ModelError``) and the runner turns it into a failure record.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DatamillError(Exception):
     """Base class of every error datamill raises on purpose."""
@@ -85,3 +87,12 @@ class Dropped(Exception):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """`` (did you mean 'steps'?)`` for the choice closest to a misspelled ``word`` (difflib's
+    ratio 0.6 or more), or ``""`` when none is close: the one suggestion every error line uses."""
+    import difflib
+
+    hint = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""

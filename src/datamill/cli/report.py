@@ -81,6 +81,7 @@ def report(
 
 
 def print_report(data: dict[str, Any], where: Path) -> None:
+    from ..report.topup import topup_text
     from ..report.write import format_value
 
     out.print(f"[bold]{data.get('name', where.name)}[/]: {plural(data.get('rows', 0), 'row')}")
@@ -139,15 +140,9 @@ def print_report(data: dict[str, Any], where: Path) -> None:
         out.print(
             f"ratings [bold]{name}[/]: mean {format_value(r.get('mean'))} over {r.get('count', 0)}   {hist}"
         )
-    topup = data.get("topup")
+    topup = topup_text(data.get("topup") or {}, mixed=bool(data.get("mix")))
     if topup:
-        state = "[green]reached[/]" if topup.get("reached") else "[yellow]not reached[/]"
-        cut = f"; {plural(topup['trimmed'], 'surplus row')} cut" if topup.get("trimmed") else ""
-        target, tried = (
-            plural(topup.get("target_rows"), "row"),
-            plural(topup.get("attempts"), "source row"),
-        )
-        out.print(f"target of {target} {state} after {tried} tried{cut}")
+        out.print(topup, highlight=False)
     print_mix(data.get("mix"))
     first = next((f.get("first_words") for f in fields.values() if f.get("first_words")), None)
     if first:

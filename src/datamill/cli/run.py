@@ -269,21 +269,11 @@ def _print_summary(result: object, stats: Stats, folder: Path, *, cached: bool =
 
 
 def topup_line(summary: dict[str, Any]) -> str | None:
-    """``target of 20 rows reached after 31 source rows tried (yield 0.65 rows per source row)``,
-    or None for a run without ``target_rows``."""
-    target = summary.get("target_rows")
-    if not target:
-        return None
-    state = "reached" if summary.get("reached") else "not reached"
-    cap = (
-        "" if summary.get("reached") else f" (the cap, max_attempts {summary.get('max_attempts')})"
-    )
-    if summary.get("limit"):  # --limit N: at most N source rows, target or not
-        cap = f" (--limit {summary['limit']} caps the source rows tried)"
-    got = summary.get("yield")
-    rate = f"; yield {got:.2f} rows per source row" if isinstance(got, (int, float)) else ""
-    tried = plural(summary.get("attempts"), "source row")
-    return f"target of {plural(target, 'row')} {state} after {tried} tried{cap}{rate}"
+    """``target of 20 rows reached after 31 source rows tried; yield 0.65 rows per source row``
+    (``report.topup``), or None for a run without ``target_rows``."""
+    from ..report.topup import topup_text
+
+    return topup_text(summary, mixed="mix" in summary)
 
 
 def no_rows_line(result: object, stats: Stats, folder: Path) -> str:

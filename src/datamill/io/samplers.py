@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, MissingDependency
+from ..errors import ConfigError, MissingDependency, did_you_mean
 from ..rows import Row
 from . import persona_parts
 from .sources import EmptyRows
@@ -59,7 +59,8 @@ def _rng(seed: int, index: int, column: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-#: the plain words YAML 1.1 reads as a boolean (a recipe keeps them as text in keys only)
+#: the plain words YAML 1.1 reads as a boolean (a recipe's YAML keeps them as text; data given
+#: from Python, or read with ``yaml.safe_load``, may hold bools for them)
 BOOL_WORDS = {
     True: ("on", "yes", "true", "On", "Yes", "True", "ON", "YES", "TRUE"),
     False: ("off", "no", "false", "Off", "No", "False", "OFF", "NO", "FALSE"),
@@ -67,9 +68,9 @@ BOOL_WORDS = {
 
 
 def _key(value: Any) -> str:
-    """How a parent value is looked up in ``cases``/``values`` (YAML keys may be str or int; a
-    recipe keeps ``yes:`` as a key's text while ``[yes, no]`` values are booleans, so a boolean
-    and each of its YAML words look up as ``"true"``/``"false"``)."""
+    """How a parent value is looked up in ``cases``/``values`` (YAML keys may be str or int;
+    recipe data given from Python may hold ``True`` where its YAML said ``yes``, so a boolean
+    and each of its YAML 1.1 words look up as ``"true"``/``"false"``)."""
     if isinstance(value, bool):
         return str(value).lower()
     for truth, words in BOOL_WORDS.items():
@@ -469,6 +470,31 @@ def _person(column: str, params: Mapping[str, Any]) -> Person:
     return Person(str(locale), list(fields), _ages(column, params, (18, 85)), faker)
 
 
+def _check_keys(
+    column: str,
+    sampler: Sampler,
+    known: Mapping[str, Any],
+    parent_values: set[str],
+    parent: Sampler | None,
+) -> None:
+    """:class:`SamplerError` for a ``cases``/``values`` key that is none of the parent's values
+    (a misspelling would never be drawn: its rows would silently take the default)."""
+    stray = [k for k in known if k not in parent_values]
+    if not stray:
+        return
+    shown = (
+        [str(v) for v in parent.choices]
+        if isinstance(parent, Category)
+        else sorted(parent_values, key=str)
+    )
+    where = "values" if isinstance(sampler, Subcategory) else "cases"
+    raise SamplerError(
+        column,
+        f"{sampler.kind}: {where} key {stray[0]!r} is not a value of {sampler.parent}"
+        f"{did_you_mean(stray[0], shown)}; its values: {', '.join(shown[:20])}",
+    )
+
+
 def build_samplers(
     specs: Mapping[str, Any], fields: Mapping[str, Any] | None = None
 ) -> dict[str, Sampler]:
@@ -499,6 +525,8 @@ def build_samplers(
         known = (
             sampler.options if isinstance(sampler, Subcategory) else getattr(sampler, "cases", {})
         )
+        if parent_values is not None:
+            _check_keys(column, sampler, known, parent_values, built.get(sampler.parent))
         if parent_values is not None and not getattr(sampler, "default", None):
             missing = sorted(parent_values - set(known))
             if missing:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..io.samplers import SamplerSource
 from ..io.sources import EmptyRows
 from ..rows import KeyedRow
@@ -46,12 +46,23 @@ def check_parts(mix: Mix, source: EmptyRows) -> None:
     gives = {part_of({mix.by: v}, mix.by) for v in values}
     never = [p for p in mix.targets if p not in gives]
     if never:
-        shown = ", ".join(sorted(str(g) for g in gives)[:10]) or "nothing"
-        raise ConfigError(
-            f"mix: the source never gives {mix.by} = {never[0]!r} (not one of its values, or "
-            f"its weight is 0), so that part can never be filled; it gives: {shown}; "
-            f"fix mix.targets or the sampler of {mix.by}"
+        shown = sorted(str(g) for g in gives)
+        raise PartError(
+            never[0],
+            f"mix: the source never gives {mix.by} = {never[0]!r}"
+            f"{did_you_mean(never[0], shown)} (not one of its values, or its weight is 0), so "
+            f"that part can never be filled; it gives: {', '.join(shown[:10]) or 'nothing'}; "
+            f"fix mix.targets or the sampler of {mix.by}",
         )
+
+
+class PartError(ConfigError):
+    """A targeted part the source can never give; ``part`` names it (the recipe loader points
+    at its line under ``mix.targets``)."""
+
+    def __init__(self, part: str, message: str) -> None:
+        super().__init__(message)
+        self.part = part
 
 
 class Draws:
@@ -93,4 +104,4 @@ class Draws:
         return taken
 
 
-__all__ = ["MAX_DRAWS_FACTOR", "Draws", "check_parts"]
+__all__ = ["MAX_DRAWS_FACTOR", "Draws", "PartError", "check_parts"]

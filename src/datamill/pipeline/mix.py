@@ -131,17 +131,41 @@ class Mix:
             abs(shares.get(p, 0.0) - t) <= self.tolerance + 1e-12 for p, t in self.targets.items()
         )
 
+    def fits(self, total: int) -> bool:
+        """Whether ``total`` whole rows can hold every part within the tolerance."""
+        return self.within(shares(self.counts(total)))
+
+    def fitting_totals(self, bound: int = 100_000) -> tuple[list[int], int | None]:
+        """The totals that fit (:meth:`fits`): those below ``every_from`` one by one, and
+        ``every_from``, from which every total fits (``None`` when not found within ``bound``).
+        Past ``1 / tolerance`` rows every total fits (a count is less than a row off its share),
+        so the scan stops there."""
+        last = min(bound, math.ceil(1 / self.tolerance))
+        ok = [n for n in range(1, last + 1) if self.fits(n)]
+        if not ok or ok[-1] != last:
+            return ok, None
+        every_from, fitting = last, set(ok)
+        while every_from - 1 in fitting:
+            every_from -= 1
+        return [n for n in ok if n < every_from], every_from
+
     def check_total(self, total: int) -> None:
-        """``ConfigError`` when ``total`` rows cannot come within the tolerance in whole rows."""
-        if self.within(shares(self.counts(total))):
+        """``ConfigError`` when ``total`` rows cannot come within the tolerance in whole rows,
+        naming the totals that fit (``use target_rows 10, 14, 16, 20, 22 or any from 24``)."""
+        if self.fits(total):
             return
-        fits = next(
-            (n for n in range(total + 1, 100_001) if self.within(shares(self.counts(n)))), None
-        )
-        hint = f"use target_rows of at least {fits}" if fits else "raise mix.tolerance"
+        single, every_from = self.fitting_totals()
+        if every_from is None:
+            hint = "raise mix.tolerance"
+        else:
+            if len(single) > 8:  # the ones nearest the total asked for
+                single = sorted(sorted(single, key=lambda n: (abs(n - total), n))[:8])
+            listed = ", ".join(str(n) for n in single)
+            hint = f"use target_rows {listed + ' or ' if listed else ''}any from {every_from}"
+        counts = ", ".join(f"{p} {n}" for p, n in self.counts(total).items())
         raise ConfigError(
-            f"mix: {plural(total, 'row')} cannot meet the targets within tolerance {self.tolerance:g} "
-            f"in whole rows ({self.counts(total)}); {hint}"
+            f"mix: {plural(total, 'row')} cannot meet the targets within tolerance "
+            f"{self.tolerance:g} in whole rows ({counts}); {hint}"
         )
 
 

@@ -16,7 +16,10 @@ Two ways to get more rows of one part, chosen by where the tag comes from:
   known only once it ran, so more source rows are fed, as many as the part furthest behind needs
   at its rate so far (survivors of it per source row tried).
 
-Either way the rounds stop once the survivors can make ``target_rows`` rows with every part
+The first round tries each part's target count of source rows when the tag comes from the
+source (the first rows of each part, in index order; a drawing source walks its rows from 0),
+else ``target_rows`` source rows, as ``pipeline.topup`` does; later rounds size themselves by the
+survival rates seen. Either way the rounds stop once the survivors can make ``target_rows`` rows with every part
 within the tolerance (``Mix.allot``: the target counts, or a part a few rows short made up from
 parts with rows to spare), or at the cap (``max_attempts``, default as ``pipeline.topup``), or
 when the run is stopped. Then over-filled parts are cut to their counts (first rows in key
@@ -33,12 +36,20 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from ..io.sources import EmptyRows, Source
+from ..errors import did_you_mean
+from ..io.sources import EmptyRows, RowsSource, Source
 from ..rows import KeyedRow, Row
-from .draws import MAX_DRAWS_FACTOR, Draws, check_parts
+from .draws import MAX_DRAWS_FACTOR, Draws, PartError, check_parts
 from .mix import Mix, cut, outcome, part_of, tally
-from .rounds import Rounds, attempts_cap, limit_capped, more_rows, topup_info, wanted_rows
+from .rounds import (
+    Rounds,
+    attempts_cap,
+    first_round,
+    limit_capped,
+    more_rows,
+    topup_info,
+    wanted_rows,
+)
 from .runner import Runner
 
 if TYPE_CHECKING:
@@ -67,11 +78,26 @@ def source_pools(
     empty = [p for p, rs in pools.items() if not rs]
     if empty:
         seen = sorted({str(part_of(r, mix.by)) for r in rows})
-        raise ConfigError(
-            f"mix: no source row has {mix.by} = {empty[0]!r}, so that part can never be filled; "
-            f"the source's {mix.by} values are: {', '.join(seen[:10])}; fix mix.targets or the source"
+        raise PartError(
+            empty[0],
+            f"mix: no source row has {mix.by} = {empty[0]!r}{did_you_mean(empty[0], seen)}, so "
+            f"that part can never be filled; the source's {mix.by} values are: "
+            f"{', '.join(seen[:10])}; fix mix.targets or the source",
         )
     return pools
+
+
+def check_source(pipeline: Pipeline, source: Source | None) -> None:
+    """:func:`source_pools`' refusals when a recipe is built (so its line can be named): for a
+    drawing source from its declared values, for inline rows from the rows; a file source is
+    checked when the run reads it."""
+    mix = pipeline.mix
+    if mix is None or any(mix.by in s.produces() for s in pipeline.steps):
+        return
+    if isinstance(source, EmptyRows):
+        check_parts(mix, source)
+    elif isinstance(source, RowsSource):
+        source_pools(mix, pipeline, source.rows(), source)
 
 
 def share_out(wanted: dict[str, int], room: int) -> dict[str, int]:
@@ -86,6 +112,19 @@ def share_out(wanted: dict[str, int], room: int) -> dict[str, int]:
         if take > 0:
             out[p] = take
     return out
+
+
+def first_of_parts(rows: list[Row], by: str, wanted: dict[str, int]) -> list[KeyedRow]:
+    """The first ``wanted[part]`` source rows of each part, keyed by their index, in index
+    order (a mixture's first round when the tag comes from a fixed source)."""
+    left = {p: n for p, n in wanted.items() if n > 0}
+    taken: list[KeyedRow] = []
+    for i, r in enumerate(rows):
+        part = part_of(r, by)
+        if part is not None and left.get(part, 0) > 0:
+            taken.append(((i,), r))
+            left[part] -= 1
+    return taken
 
 
 async def mixed(
@@ -104,10 +143,16 @@ async def mixed(
     counts = mix.counts(target)
     pools = source_pools(mix, pipeline, rows, source)
     cap = attempts_cap(len(rows), target, max_attempts, limit)
-    batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
     draws = None
-    if pools is not None and isinstance(source, EmptyRows):
-        draws = Draws(source, mix.by, len(batch), MAX_DRAWS_FACTOR * cap)
+    next_key = len(rows)  # a fixed source's rows fed again: keys past every source row's
+    batch: list[KeyedRow]
+    if pools is None:
+        batch = [((i,), r) for i, r in enumerate(rows[: first_round(rows, target, cap)])]
+    elif isinstance(source, EmptyRows):
+        draws = Draws(source, mix.by, 0, MAX_DRAWS_FACTOR * cap)
+        batch = draws.take(share_out(counts, cap))
+    else:
+        batch = first_of_parts(rows, mix.by, share_out(counts, cap))
     fed: Counter[str] = Counter(str(part_of(r, mix.by)) for _, r in batch)
     rounds = Rounds(runner, pipeline)
     while True:
@@ -136,13 +181,15 @@ async def mixed(
         for p, n in shares.items():
             pool = pools[p]
             for _ in range(n):
-                batch.append(((tried + len(batch),), dict(pool[fed[p] % len(pool)])))
+                batch.append(((next_key,), dict(pool[fed[p] % len(pool)])))
+                next_key += 1
                 fed[p] += 1
     rounds.finish()
     reached = kept_counts is not None
     kept, cut_rows, stray = cut(final, mix, kept_counts or counts)
+    # the yield counts the rows that survived the steps; the mix's cuts are ``trimmed``
     info = topup_info(
-        target, len(kept), rounds, cap, limit_capped(len(rows), target, max_attempts, limit)
+        target, len(final), rounds, cap, limit_capped(len(rows), target, max_attempts, limit)
     )
     if len(final) > len(kept):
         info["trimmed"] = len(final) - len(kept)
@@ -157,4 +204,4 @@ async def mixed(
     return kept, info
 
 
-__all__ = ["mixed", "share_out", "source_pools"]
+__all__ = ["check_source", "first_of_parts", "mixed", "share_out", "source_pools"]

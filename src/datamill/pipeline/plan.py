@@ -171,9 +171,9 @@ def _rows_tried(
         return len(rows)
     cap = attempts_cap(len(rows), target, pipeline.max_attempts, limit)
     survival = stats.rows_done / (stats.rows_total or len(rows))
-    tried = (
-        cap if survival == 0 else min(cap, max(min(len(rows), cap), math.ceil(target / survival)))
-    )
+    # the first round tries about the target (``rounds.first_round``), later rounds what the
+    # survival rate asks for: about target / rate in all
+    tried = cap if survival == 0 else min(cap, math.ceil(target / survival))
     notes.append(
         f"top-up to {plural(target, 'row')}: about {plural(tried, 'source row')} tried, at the preview's survival rate ({survival:.0%})"
         + (

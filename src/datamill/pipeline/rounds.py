@@ -32,6 +32,12 @@ def attempts_cap(
     return cap if limit is None else min(cap, limit)
 
 
+def first_round(rows: list[Row], target: int, cap: int) -> int:
+    """Source rows a top-up's first round tries: the ``target`` (every row may survive, and
+    the rate is not known yet), fewer when the source has fewer rows or the ``cap`` is lower."""
+    return max(0, min(len(rows), target, cap))
+
+
 def more_rows(source: Source | None, rows: list[Row], start: int, count: int) -> list[KeyedRow]:
     """``count`` new source rows keyed ``start, start+1, …`` (new keys → new seeds)."""
     if isinstance(source, EmptyRows):
@@ -127,6 +133,7 @@ __all__ = [
     "DEFAULT_ATTEMPTS_FACTOR",
     "Rounds",
     "attempts_cap",
+    "first_round",
     "limit_capped",
     "more_rows",
     "topup_info",

@@ -1,12 +1,13 @@
 """Running the steps over the source rows, topping up until enough rows survive.
 
 A recipe (or ``Pipeline(target_rows=N, max_attempts=M)``) may ask for N rows that survive its
-filters. :func:`run_rows` then works in rounds: it runs the source rows, counts the survivors
-and, while fewer than N survive, feeds more source rows — sized by the survival rate so far —
-until N survive or M source rows have been tried, and says which (``run.json``: ``target_rows``,
+filters. :func:`run_rows` then works in rounds: the first runs N source rows (the first N; all
+of them when the source has fewer, never more than the cap), then, while fewer than N survive,
+each round feeds more source rows — sized by the survival rate so far — until N survive or M
+source rows have been tried, and says which (``run.json``: ``target_rows``,
 ``reached``, ``attempts``, ``max_attempts``, ``rounds``, ``yield``: rows that survived every
-step — with verifiers dropping failed rows, verified rows — per source row tried). More than N
-survivors are cut to N. With rejection sampling (``samples: K`` then ``select_verified``) a
+step — with verifiers dropping failed rows, verified rows — per source row tried, before any
+cut). More than N survivors are cut to N (``trimmed``; with a mix, the mix's cuts). With rejection sampling (``samples: K`` then ``select_verified``) a
 source row counts once however many samples it took.
 
 New source rows continue the row index, so every new row has its own key and therefore its own
@@ -41,6 +42,7 @@ from .rounds import (
     DEFAULT_ATTEMPTS_FACTOR,
     Rounds,
     attempts_cap,
+    first_round,
     limit_capped,
     more_rows,
     topup_info,
@@ -98,7 +100,9 @@ async def _topped_up(
         return await mixed(runner, pipeline, rows, source, target, max_attempts, limit)
     rounds = Rounds(runner, pipeline)
     cap = attempts_cap(len(rows), target, max_attempts, limit)
-    batch: list[KeyedRow] = [((i,), r) for i, r in enumerate(rows[:cap])]
+    batch: list[KeyedRow] = [
+        ((i,), r) for i, r in enumerate(rows[: first_round(rows, target, cap)])
+    ]
     while True:
         final = await rounds.run(batch)
         tried = rounds.tried

@@ -39,10 +39,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..io.samplers import SamplerError, SamplerSource, key_text
 from ..io.sources import EmptyRows, RowsSource, Source, source_from_path
+from ..pipeline.draws import PartError
 from ..pipeline.graph import Pipeline
+from ..pipeline.mixture import check_source
 from ..recipe_label import builtin_folder, recipe_label, recipe_place
 from ..steps.base import ParameterError, Step
 from ..steps.paths import reading_recipe, resolve_spec
@@ -295,15 +297,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             )
         matches = []
         counts: dict[str, int] = {}
+        known: list[str] = list(RecipeSpec.model_fields)
         for s in data.get("steps", []):
             kind, params = next(iter(s.items()))
             counts[kind] = counts.get(kind, 0) + 1
             auto = kind if counts[kind] == 1 else f"{kind}_{counts[kind]}"
             name = (params or {}).get("name", auto)
+            known += [str(name), str(kind)]
             if step_name in (name, kind) and (step_name == name or counts.get(step_name, 0) == 1):
                 matches.append(s)
         if not matches:
-            raise ConfigError(f"--set {item!r}: no field or step named {step_name!r} in the recipe")
+            raise ConfigError(
+                f"--set {item!r}: no field or step named {step_name!r} in the recipe"
+                + did_you_mean(step_name, dict.fromkeys(known))
+            )
         for s in matches[:1]:
             kind = next(iter(s))
             if s[kind] is None:
@@ -394,14 +401,17 @@ def recipe_from_dict(
     try:
         spec = RecipeSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # an unknown key first: ``step:`` for ``steps:`` also makes ``steps`` missing
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
         field = ".".join(str(p) for p in loc) or "recipe"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown field; allowed: {', '.join(RecipeSpec.model_fields)}"
-            if loc and loc[0] == "source":
-                msg = f"unknown field; allowed: {', '.join(SourceSpec.model_fields)}"
+            fields = (
+                SourceSpec.model_fields if loc and loc[0] == "source" else RecipeSpec.model_fields
+            )
+            msg = f"unknown field{did_you_mean(loc[-1], fields)}; allowed: {', '.join(fields)}"
         raise ConfigError(f"{where(loc)}: {field}: {msg}") from None
     base = path.parent if path else None
     models = {name: _model_paths(value, base) for name, value in spec.models.items()}
@@ -441,8 +451,9 @@ def recipe_from_dict(
             field = ".".join(str(p) for p in err["loc"]) or kind
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                allowed = ", ".join(k for k in cls.model_fields if k != "name")
-                msg = f"unknown parameter; allowed: {allowed}"
+                names = [k for k in cls.model_fields if k != "name"]
+                did = did_you_mean(err["loc"][-1], names)
+                msg = f"unknown parameter{did}; allowed: {', '.join(names)}"
             raise ConfigError(
                 f"{where(loc + tuple(err['loc']))}: step {i + 1} ({kind}): {field}: {msg}"
             ) from None
@@ -462,7 +473,7 @@ def recipe_from_dict(
     except ValueError as exc:
         raise ConfigError(f"{where(('source',))}: source: {exc}") from None
     try:
-        return Pipeline(
+        pipeline = Pipeline(
             steps,
             source=source,
             models=models,
@@ -477,3 +488,8 @@ def recipe_from_dict(
     except ConfigError as exc:
         field = "mix" if spec.mix is not None and "mix" in str(exc) else "target_rows"
         raise ConfigError(f"{where((field,))}: {exc}") from None
+    try:  # a part the source can never give, before any call and with its line
+        check_source(pipeline, source)
+    except PartError as exc:
+        raise ConfigError(f"{where(('mix', 'targets', exc.part))}: {exc}") from None
+    return pipeline

@@ -18,6 +18,7 @@ from typing import Any
 from ..atomic import write_atomic
 from ..rows import Row
 from .build import build_report, to_json
+from .topup import topup_text
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "report.png"
@@ -169,18 +170,9 @@ def card_section(report: dict[str, Any] | None) -> str:
     if report.get("ratings"):
         lines.append("")
     lines += decontamination_section(report.get("decontamination") or [])
-    topup = report.get("topup")
+    topup = topup_text(report.get("topup") or {}, mixed=bool(report.get("mix")))
     if topup:
-        state = "reached" if topup.get("reached") else "not reached"
-        cut = f"; {topup['trimmed']} surplus rows cut" if topup.get("trimmed") else ""
-        rate = topup.get("yield")
-        rate_text = f"; yield {rate:.2f} rows per source row" if isinstance(rate, float) else ""
-        if topup.get("limit"):
-            rate_text += f" (--limit {topup['limit']} caps the source rows tried)"
-        lines += [
-            f"- target of {topup.get('target_rows')} rows {state} after {topup.get('attempts')} source rows tried{cut}{rate_text}",
-            "",
-        ]
+        lines += [f"- {topup}", ""]
     lines += verification_lines(report.get("verification"))
     for note in report.get("notes") or []:
         lines.append(f"- note: {note}")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
-from ..errors import ConfigError, Dropped
+from ..errors import ConfigError, Dropped, did_you_mean
 from ..rows import Path, Row, RowKey, unencodable
 
 if TYPE_CHECKING:
@@ -219,14 +219,11 @@ class ParameterError(ConfigError):
 def validation_problem(cls: type[BaseModel], exc: ValidationError) -> str:
     """The first problem of a pydantic ``ValidationError`` in one line: what is wrong (the
     parameter, the value given) and what to do."""
-    import difflib
-
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"])
     names = [f.alias or n for n, f in cls.model_fields.items()]
     if err["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(field, names, n=1)
-        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        did = did_you_mean(field, names)
         allowed = ", ".join(n for n in names if n != "name")
         return f"unknown parameter {field!r}{did}; allowed: {allowed}"
     if err["type"] == "missing":

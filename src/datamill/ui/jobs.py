@@ -197,19 +197,11 @@ _count = plural  # the web app's lines count as the CLI's do
 
 
 def topup_line(summary: dict[str, Any]) -> str:
-    """The top-up outcome of a run's summary in words (``""`` when it had no row target)."""
-    target = summary.get("target_rows")
-    if not target:
-        return ""
-    tried = _count(summary.get("attempts"), "source row")
-    if summary.get("reached"):
-        extra = summary.get("trimmed")
-        cut = f" ({_count(extra, 'row')} beyond it cut)" if extra else ""
-        return f"target of {_count(target, 'row')} reached after {tried} tried{cut}"
-    return (
-        f"target of {_count(target, 'row')} not reached: {summary.get('attempts')} of at most "
-        f"{_count(summary.get('max_attempts'), 'source row')} tried"
-    )
+    """The top-up outcome of a run's summary in words, as the CLI and the card say it
+    (``report.topup``; ``""`` when it had no row target)."""
+    from ..report.topup import topup_text
+
+    return topup_text(summary, mixed="mix" in summary) or ""
 
 
 class JobRegistry:
