@@ -60,7 +60,7 @@ from .anthropic_messages import (
 )
 from .base import BackendOptions, Capabilities, Completion, ModelInfo, Request
 from .keys import PROVIDER_HOSTS, require_key
-from .openai import OpenAIModel, _Retry, _why, normalize_url
+from .openai import OpenAIModel, _Retry, _why
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 #: hosts where a missing key is known to fail (other URLs may be keyless gateways or fakes);
@@ -143,25 +143,12 @@ class AnthropicModel(OpenAIModel):
     SPEC_KEYS = ("model", "base_url")
     BASE_URL_ENV = "ANTHROPIC_BASE_URL"
     SPEC_EXAMPLE = "anthropic:MODEL, e.g. anthropic:claude-sonnet-4-5"
+    DEFAULT_URL = DEFAULT_BASE_URL
     Options = AnthropicOptions  # type: ignore[assignment]  # its own options, not the base's
 
     def __init__(self, model: str, base_url: str | None = None, **options: Any) -> None:
-        if not model or not isinstance(model, str):
-            raise ConfigError(
-                "the anthropic backend needs a model name: anthropic:MODEL, e.g. anthropic:claude-sonnet-4-5"
-            )
-        o: AnthropicOptions = self.parse_options(options)
-        self.model = model
-        self.base_url = normalize_url(
-            base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
-        )
-        self.api_key_env, self.anthropic_version = o.api_key_env, o.anthropic_version
-        self.timeout, self.first_byte_timeout = o.timeout, o.first_byte_timeout
-        self.connect_timeout, self.probe_timeout = o.connect_timeout, o.probe_timeout
-        self.max_retries, self.empty_retries = o.max_retries, o.empty_retries
-        self.backoff, self.max_backoff = o.backoff, o.max_backoff
-        self.max_retry_after, self.fail_fast_after = o.max_retry_after, o.fail_fast_after
-        self.probe, self.extra_body = o.probe, dict(o.extra_body or {})
+        o: AnthropicOptions = self._http_settings(model, base_url, options)
+        self.anthropic_version, self.probe = o.anthropic_version, o.probe
         self.body_options = BodyOptions(
             model=model,
             schema_format=o.schema_format,

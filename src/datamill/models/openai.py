@@ -243,23 +243,10 @@ class OpenAIModel(Model):
     Options = OpenAIOptions
 
     def __init__(self, model: str, base_url: str | None = None, **options: Any) -> None:
-        if not model or not isinstance(model, str):
-            raise ConfigError(
-                "the openai backend needs a model name: openai:MODEL@URL, e.g. openai:gpt-4o-mini@https://api.openai.com/v1"
-            )
-        o: OpenAIOptions = self.parse_options(options)
-        self.model = model
-        self.base_url = normalize_url(
-            base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        )
-        self.api_key_env, self.check_model = o.api_key_env, o.check_model
+        o: OpenAIOptions = self._http_settings(model, base_url, options)
+        self.check_model = o.check_model
         self.schema_strict, self.schema_format = o.schema_strict, o.schema_format
-        self.timeout, self.first_byte_timeout = o.timeout, o.first_byte_timeout
-        self.connect_timeout, self.probe_timeout = o.connect_timeout, o.probe_timeout
-        self.max_retries, self.empty_retries = o.max_retries, o.empty_retries
-        self.backoff, self.max_backoff = o.backoff, o.max_backoff
-        self.max_retry_after, self.fail_fast_after = o.max_retry_after, o.fail_fast_after
-        self.embed_batch_size, self.extra_body = o.embed_batch_size, dict(o.extra_body or {})
+        self.embed_batch_size = o.embed_batch_size
         #: the structured-output form in use per path; fixed when the user named one
         fixed = None if o.schema_format == "auto" else ALIASES.get(o.schema_format, o.schema_format)
         self._negotiate = fixed is None
@@ -305,6 +292,26 @@ class OpenAIModel(Model):
     # what ``from_spec``/``spec_endpoint`` say and read; a subclass on another API sets its own
     BASE_URL_ENV = "OPENAI_BASE_URL"
     SPEC_EXAMPLE = "openai:MODEL@URL, e.g. openai:smollm@http://127.0.0.1:8000/v1"
+    DEFAULT_URL = DEFAULT_BASE_URL
+
+    def _http_settings(self, model: str, base_url: str | None, options: dict[str, Any]) -> Any:
+        """Check the model name, parse ``options`` (this class's ``Options``) and set what the
+        HTTP layer reads (URL, key variable, timeouts, retries, extra body); the parsed options."""
+        if not model or not isinstance(model, str):
+            raise ConfigError(f"the {self.backend} backend needs a model name: {self.SPEC_EXAMPLE}")
+        o = self.parse_options(options)
+        self.model = model
+        self.base_url = normalize_url(
+            base_url or os.environ.get(self.BASE_URL_ENV) or self.DEFAULT_URL
+        )
+        self.api_key_env = o.api_key_env
+        self.timeout, self.first_byte_timeout = o.timeout, o.first_byte_timeout
+        self.connect_timeout, self.probe_timeout = o.connect_timeout, o.probe_timeout
+        self.max_retries, self.empty_retries = o.max_retries, o.empty_retries
+        self.backoff, self.max_backoff = o.backoff, o.max_backoff
+        self.max_retry_after, self.fail_fast_after = o.max_retry_after, o.fail_fast_after
+        self.extra_body = dict(o.extra_body or {})
+        return o
 
     @classmethod
     def from_spec(cls, arg: str | None, **options: Any) -> Self:
