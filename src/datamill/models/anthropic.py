@@ -41,11 +41,8 @@ from typing import Annotated, Any
 import aiohttp
 from pydantic import (
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    model_validator,
 )
 
 from ..errors import ConfigError, ModelError, ModelUnavailable
@@ -58,9 +55,9 @@ from .anthropic_messages import (
     messages_body,
     parse_message,
 )
-from .base import BackendOptions, Capabilities, Completion, ModelInfo, Request
+from .base import Capabilities, Completion, ModelInfo, Request
 from .keys import PROVIDER_HOSTS, require_key
-from .openai import OpenAIModel, _Retry, _why
+from .openai import HTTPOptions, OpenAIModel, _Retry, _why
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 #: hosts where a missing key is known to fail (other URLs may be keyless gateways or fakes);
@@ -70,8 +67,9 @@ ANTHROPIC_HOSTS = frozenset(h for h, p in PROVIDER_HOSTS.items() if p == "Anthro
 __all__ = ["AnthropicModel", "AnthropicOptions", "messages_body", "parse_message"]
 
 
-class AnthropicOptions(BackendOptions):
-    """``anthropic`` options (besides the model and ``base_url``, which the spec may carry)."""
+class AnthropicOptions(HTTPOptions):
+    """``anthropic`` options (besides the model and ``base_url``, which the spec may carry); the
+    HTTP layer's own are :class:`~datamill.models.openai.HTTPOptions`'s, some defaults changed."""
 
     api_key_env: str = "ANTHROPIC_API_KEY"
     """the environment variable holding the API key (read at start, never stored)"""
@@ -85,42 +83,12 @@ class AnthropicOptions(BackendOptions):
     """seconds one attempt may take in all"""
     first_byte_timeout: PositiveFloat = 120.0
     """seconds an attempt waits for a first answer until the endpoint has answered anything"""
-    connect_timeout: PositiveFloat = 10.0
-    """seconds to open a connection"""
     probe_timeout: PositiveFloat = 10.0
     """seconds the start-up probe (``GET /v1/models``) waits"""
     probe: bool = True
     """check the endpoint and the key at start with ``GET /v1/models``"""
-    max_retries: NonNegativeInt = 6
-    """retries of a failed attempt"""
-    backoff: NonNegativeFloat = 0.5
-    """seconds before the first retry (doubling, with jitter)"""
-    max_backoff: NonNegativeFloat = 30.0
-    """most seconds between retries"""
-    max_retry_after: NonNegativeFloat = 120.0
-    """most seconds a server's ``retry-after`` is honoured for"""
     max_concurrency: PositiveInt = 16
     """most requests in flight"""
-    min_concurrency: PositiveInt = 1
-    """fewest requests in flight when the server pushes back"""
-    initial_concurrency: PositiveInt | None = None
-    """requests in flight at first (default: max_concurrency)"""
-    empty_retries: NonNegativeInt = 1
-    """retries of an empty answer"""
-    fail_fast_after: PositiveInt = 8
-    """stop the run when this many first calls fail alike"""
-    extra_body: dict[str, Any] | None = None
-    """extra request fields sent with every call (part of the cache identity)"""
-    name: str | None = None
-    """display name (default: the model)"""
-
-    @model_validator(mode="after")
-    def _concurrency_order(self) -> AnthropicOptions:
-        if self.min_concurrency > self.max_concurrency:
-            raise ValueError(
-                f"needs 1 <= min_concurrency <= max_concurrency, got {self.min_concurrency} and {self.max_concurrency}"
-            )
-        return self
 
 
 class AnthropicModel(OpenAIModel):

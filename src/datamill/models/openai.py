@@ -125,8 +125,9 @@ _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524
 _OVERLOAD_STATUS = {429, 503, 529}
 
 
-class OpenAIOptions(BackendOptions):
-    """``openai`` options (besides the model and ``base_url``, which the spec may carry)."""
+class HTTPOptions(BackendOptions):
+    """Options of every backend on :class:`OpenAIModel`'s HTTP layer (a backend's own class
+    adds its fields and may change a default)."""
 
     api_key_env: str = "OPENAI_API_KEY"
     """the environment variable holding the API key (read at start, never stored)"""
@@ -152,6 +153,27 @@ class OpenAIOptions(BackendOptions):
     """fewest requests in flight when the server pushes back"""
     initial_concurrency: PositiveInt | None = None
     """requests in flight at first (default: max_concurrency)"""
+    empty_retries: NonNegativeInt = 1
+    """retries of an empty answer"""
+    fail_fast_after: PositiveInt = 8
+    """stop the run when this many first calls of one kind fail alike"""
+    extra_body: dict[str, Any] | None = None
+    """extra request fields sent with every call (part of the cache identity)"""
+    name: str | None = None
+    """display name (default: the model)"""
+
+    @model_validator(mode="after")
+    def _concurrency_order(self) -> Self:
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError(
+                f"needs 1 <= min_concurrency <= max_concurrency, got {self.min_concurrency} and {self.max_concurrency}"
+            )
+        return self
+
+
+class OpenAIOptions(HTTPOptions):
+    """``openai`` options (besides the model and ``base_url``, which the spec may carry)."""
+
     schema_format: SchemaFormat = "auto"
     """structured-output form: ``auto`` negotiates, or one of ``models.structured.FORMS``"""
     schema_strict: bool = True
@@ -162,24 +184,8 @@ class OpenAIOptions(BackendOptions):
     """the served model's chat template, when the server does not tell it"""
     check_model: bool = True
     """refuse at start a model the server does not list"""
-    empty_retries: NonNegativeInt = 1
-    """retries of an empty answer"""
-    fail_fast_after: PositiveInt = 8
-    """stop the run when this many first calls of one kind fail alike"""
     embed_batch_size: PositiveInt = 128
     """texts per ``/embeddings`` call"""
-    extra_body: dict[str, Any] | None = None
-    """extra request fields sent with every call (part of the cache identity)"""
-    name: str | None = None
-    """display name (default: the model)"""
-
-    @model_validator(mode="after")
-    def _concurrency_order(self) -> OpenAIOptions:
-        if self.min_concurrency > self.max_concurrency:
-            raise ValueError(
-                f"needs 1 <= min_concurrency <= max_concurrency, got {self.min_concurrency} and {self.max_concurrency}"
-            )
-        return self
 
 
 def _identity(model: str, base_url: str, extra_body: dict[str, Any]) -> str:
