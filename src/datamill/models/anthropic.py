@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any
@@ -56,7 +55,7 @@ from .anthropic_messages import (
     parse_message,
 )
 from .base import Capabilities, Completion, ModelInfo, Request
-from .keys import PROVIDER_HOSTS, require_key
+from .keys import PROVIDER_HOSTS
 from .openai import HTTPOptions, OpenAIModel, _Retry, _why
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
@@ -146,9 +145,7 @@ class AnthropicModel(OpenAIModel):
         return f"AnthropicModel(model={self.model!r}, base_url={self.base_url!r})"
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def _open(self) -> None:
-        require_key(self.base_url, self.api_key_env)
-        self._secret = os.environ.get(self.api_key_env) or None
+    def _headers(self) -> dict[str, str]:
         headers = {
             "content-type": "application/json",
             "accept": "application/json",
@@ -156,21 +153,7 @@ class AnthropicModel(OpenAIModel):
         }
         if self._secret:
             headers["x-api-key"] = self._secret
-        connector = aiohttp.TCPConnector(
-            limit=self.limiter.maximum + 4, ttl_dns_cache=300, keepalive_timeout=30
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=self.connect_timeout),
-            skip_auto_headers=("User-Agent",),
-        )
-        try:
-            if self.probe:
-                await self._probe()
-        except BaseException:
-            await self.close()
-            raise
+        return headers
 
     async def _probe(self) -> None:
         """``GET /models``: the endpoint answers and takes the key (404: no listing; fine)."""

@@ -362,26 +362,34 @@ class OpenAIModel(Model):
             if self._session is None:
                 await self._open()
 
-    async def _open(self) -> None:
-        from .keys import require_key
+    #: whether :meth:`start` probes the endpoint (a subclass may make it an option)
+    probe: bool = True
 
-        require_key(self.base_url, self.api_key_env)  # api.openai.com without a key: one line
-        self._secret = os.environ.get(self.api_key_env) or None
+    def _headers(self) -> dict[str, str]:
+        """The headers of every request (the API key as :meth:`_open` read it)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._secret:
             headers["Authorization"] = f"Bearer {self._secret}"
+        return headers
+
+    async def _open(self) -> None:
+        from .keys import require_key
+
+        require_key(self.base_url, self.api_key_env)  # a provider's host without a key: one line
+        self._secret = os.environ.get(self.api_key_env) or None
         connector = aiohttp.TCPConnector(
             limit=self.limiter.maximum + 4, ttl_dns_cache=300, keepalive_timeout=30
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers=headers,
+            headers=self._headers(),
             timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=self.connect_timeout),
             json_serialize=lambda v: _dumps(v).decode(),
             skip_auto_headers=("User-Agent",),
         )
         try:
-            await self._probe()
+            if self.probe:
+                await self._probe()
         except BaseException:
             await self.close()
             raise
